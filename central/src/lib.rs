@@ -1,0 +1,189 @@
+//! `aero-central`: the HQ service that owns the chain's database, serves the HQ admin API and
+//! is the sync hub every venue edge pushes to and pulls from.
+
+pub mod config;
+pub mod credentials;
+pub mod openapi;
+pub mod routes;
+pub mod secrets;
+pub mod state;
+pub mod store;
+
+use crate::config::Settings;
+use crate::credentials::StoreCredentials;
+use crate::state::{AppState, SyncMetrics};
+use crate::store::Store;
+use aero_shared::auth::extract::Security;
+use aero_shared::auth::jwt::JwtKeys;
+use aero_shared::clock::{SharedClock, SystemClock};
+use aero_shared::idempotency::{self, Begin, IdempotencyStore, StoredResponse};
+use aero_shared::metrics::HttpMetrics;
+use aero_shared::ratelimit::RateLimits;
+use aero_shared::{ApiError, pipeline};
+use async_trait::async_trait;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use secrecy::ExposeSecret;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The audience central's staff tokens are issued for; an edge's tokens carry another.
+pub const JWT_AUDIENCE: &str = "aero-central";
+
+/// Opens the configured store, migrating it.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let data_dir = settings.data_dir();
+    std::fs::create_dir_all(&data_dir)?;
+    let url = settings
+        .database_url
+        .as_ref()
+        .map(|u| u.expose_secret().to_string());
+    store::open(url.as_deref(), &data_dir).await
+}
+
+/// Builds the application: state, routes and the shared pipeline.
+pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Router, AppState)> {
+    let settings = Arc::new(settings);
+    let store = open_store(&settings).await?;
+    let jwt_secret = match &settings.jwt_secret {
+        Some(secret) => {
+            anyhow::ensure!(
+                secret.expose_secret().len() >= 32,
+                "AERO_JWT_SECRET must be at least 32 characters (or unset, to generate one)"
+            );
+            secret.clone()
+        }
+        None => secrets::load_or_create(&settings.data_dir().join("jwt-secret"))?,
+    };
+    let security = Arc::new(Security {
+        jwt: JwtKeys::new(
+            &jwt_secret,
+            JWT_AUDIENCE,
+            JWT_AUDIENCE,
+            chrono::Duration::minutes(settings.jwt_ttl_minutes.clamp(1, 24 * 60)),
+        ),
+        credentials: Arc::new(StoreCredentials(Arc::clone(&store))),
+        limits: RateLimits::new(&settings.limits),
+        hq_networks: settings.hq_networks.clone(),
+        served_site: None,
+    });
+    let mut registry = Registry::with_prefix("aero_central");
+    let http_metrics = Arc::new(HttpMetrics::register(&mut registry));
+    let sync_metrics = Arc::new(SyncMetrics::register(&mut registry));
+    let initial_head = store.change_head().await?;
+    let (head_tx, change_head) = watch::channel(initial_head);
+    spawn_head_watch(Arc::clone(&store), head_tx);
+    spawn_housekeeping(Arc::clone(&security));
+    let state = AppState {
+        store: Arc::clone(&store),
+        security,
+        settings: Arc::clone(&settings),
+        clock,
+        registry: Arc::new(registry),
+        http_metrics: Arc::clone(&http_metrics),
+        sync_metrics,
+        change_head,
+    };
+    let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
+    let router = routes::api_router()
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency_store,
+            idempotency::idempotency,
+        ))
+        .with_state(state.clone());
+    let router = pipeline::apply(
+        router,
+        &settings.limits,
+        &settings.cors_origins,
+        http_metrics,
+    );
+    Ok((router, state))
+}
+
+/// Runs central on a bound listener until `shutdown` resolves.
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, _state) = build(settings, Arc::new(SystemClock)).await?;
+    tracing::info!(addr = %listener.local_addr()?, "aero-central listening");
+    aero_shared::systemd::notify_ready();
+    aero_shared::server::serve(listener, router, shutdown).await?;
+    aero_shared::systemd::notify_stopping();
+    Ok(())
+}
+
+/// Polls the change log's head: cheap (the max of a primary key) and correct across several
+/// central instances sharing one database.
+fn spawn_head_watch(store: Arc<dyn Store>, head: watch::Sender<i64>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if head.is_closed() {
+                return;
+            }
+            match store.change_head().await {
+                Ok(n) => {
+                    head.send_if_modified(|current| {
+                        let changed = *current != n;
+                        *current = n;
+                        changed
+                    });
+                }
+                Err(err) => tracing::warn!(error = %err, "reading the change-log head failed"),
+            }
+        }
+    });
+}
+
+fn spawn_housekeeping(security: Arc<Security>) {
+    let weak = Arc::downgrade(&security);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(security) => security.limits.housekeeping(),
+                None => return,
+            }
+        }
+    });
+}
+
+/// Idempotency keys of HQ POSTs live in central's database.
+struct StoreIdempotency(AppState);
+
+#[async_trait]
+impl IdempotencyStore for StoreIdempotency {
+    async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Result<Begin, ApiError> {
+        let now = self.0.clock.now();
+        Ok(self
+            .0
+            .store
+            .idempotency_begin(scope, key, fingerprint, now)
+            .await?)
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), ApiError> {
+        Ok(self
+            .0
+            .store
+            .idempotency_complete(scope, key, response)
+            .await?)
+    }
+
+    async fn release(&self, scope: &str, key: &str) -> Result<(), ApiError> {
+        Ok(self.0.store.idempotency_release(scope, key).await?)
+    }
+}

@@ -1,0 +1,225 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from one table of operations.
+
+use serde_json::{Map, Value, json};
+
+/// (method, path, summary, how it authenticates, success status)
+const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
+    (
+        "post",
+        "/v1/auth/login",
+        "Log in as HQ staff; returns a Bearer JWT",
+        Auth::None,
+        200,
+    ),
+    (
+        "get",
+        "/v1/sites",
+        "List the sites the caller can see",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "post",
+        "/v1/sites",
+        "Create a site (name, timezone, allowed networks)",
+        Auth::Staff,
+        201,
+    ),
+    (
+        "get",
+        "/v1/sites/{site_id}",
+        "Get one site",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "post",
+        "/v1/sites/{site_id}/enrollment-tokens",
+        "Issue a one-time edge enrollment token",
+        Auth::Staff,
+        201,
+    ),
+    (
+        "get",
+        "/v1/sites/{site_id}/sync",
+        "A venue's sync health: last push/pull, acked seq, lag",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "get",
+        "/v1/sites/{site_id}/devices",
+        "List a site's devices",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "post",
+        "/v1/sites/{site_id}/devices",
+        "Register a device; its API key is shown once",
+        Auth::Staff,
+        201,
+    ),
+    (
+        "delete",
+        "/v1/devices/{id}",
+        "Revoke a device's API key",
+        Auth::Staff,
+        204,
+    ),
+    ("get", "/v1/users", "List staff users", Auth::Staff, 200),
+    ("post", "/v1/users", "Create a staff user", Auth::Staff, 201),
+    ("get", "/v1/products", "List products", Auth::Any, 200),
+    ("post", "/v1/products", "Create a product", Auth::Staff, 201),
+    ("get", "/v1/games", "List games", Auth::Any, 200),
+    ("post", "/v1/games", "Create a game", Auth::Staff, 201),
+    (
+        "get",
+        "/v1/sites/{site_id}/plugs",
+        "List a site's smart plugs",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "post",
+        "/v1/sites/{site_id}/plugs",
+        "Register a smart plug",
+        Auth::Staff,
+        201,
+    ),
+    (
+        "get",
+        "/v1/plugs/{id}/schedules",
+        "List a plug's schedules",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "post",
+        "/v1/plugs/{id}/schedules",
+        "Add a cron schedule (site timezone) for a plug",
+        Auth::Staff,
+        201,
+    ),
+    (
+        "get",
+        "/v1/audit",
+        "The audit log, newest first",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "get",
+        "/v1/reports/daily",
+        "A site's day: orders, revenue, check-ins, new customers",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "post",
+        "/v1/edge/enroll",
+        "Trade an enrollment token for the edge's site credential",
+        Auth::None,
+        200,
+    ),
+    (
+        "post",
+        "/v1/sync/push",
+        "Push a batch of outbox ops (idempotent by site and seq)",
+        Auth::Machine,
+        200,
+    ),
+    (
+        "get",
+        "/v1/sync/pull",
+        "Pull the site's change feed after a cursor",
+        Auth::Machine,
+        200,
+    ),
+    (
+        "get",
+        "/v1/sync/notify",
+        "Websocket: change-feed head hints",
+        Auth::Machine,
+        101,
+    ),
+    ("get", "/healthz", "Liveness", Auth::None, 200),
+    (
+        "get",
+        "/readyz",
+        "Readiness (database reachable)",
+        Auth::None,
+        200,
+    ),
+    ("get", "/metrics", "Prometheus metrics", Auth::None, 200),
+];
+
+#[derive(Clone, Copy)]
+enum Auth {
+    None,
+    Staff,
+    Machine,
+    Any,
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, auth, status) in OPERATIONS {
+        let security = match auth {
+            Auth::None => json!([]),
+            Auth::Staff => json!([{ "bearer": [] }]),
+            Auth::Machine => json!([{ "apiKey": [] }]),
+            Auth::Any => json!([{ "bearer": [] }, { "apiKey": [] }]),
+        };
+        let parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                json!({ "name": name, "in": "path", "required": true,
+                        "schema": { "type": "string", "format": "uuid" } })
+            })
+            .collect();
+        let mut responses = Map::new();
+        responses.insert(status.to_string(), json!({ "description": "Success" }));
+        responses.insert(
+            "default".into(),
+            json!({ "description": "An error",
+                    "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } }),
+        );
+        let operation = json!({
+            "summary": summary,
+            "security": security,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path items are objects")
+            .insert(method.to_string(), operation);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "AeroSports central API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "apiKey": { "type": "apiKey", "in": "header", "name": "X-Api-Key" }
+            },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": { "type": "string" }, "title": { "type": "string" },
+                        "status": { "type": "integer" }, "detail": { "type": "string" },
+                        "errors": { "type": "array", "items": { "type": "object",
+                            "properties": { "field": { "type": "string" }, "message": { "type": "string" } } } }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,139 @@
+//! The chain-wide catalog: products with prices, and the games venues score.
+
+use crate::state::{AppState, actor};
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::{GameRecord, ProductKind, ProductRecord, ScoreOrder};
+use axum::extract::State;
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/products",
+            get(list_products.layer(require(Permission::ReadCatalog)))
+                .post(create_product.layer(require(Permission::ManageCatalog))),
+        )
+        .route(
+            "/v1/games",
+            get(list_games.layer(require(Permission::ReadCatalog)))
+                .post(create_game.layer(require(Permission::ManageCatalog))),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    sku: String,
+    name: String,
+    kind: ProductKind,
+    price_cents: i64,
+    duration_minutes: Option<i32>,
+}
+
+impl Validate for NewProduct {
+    fn validate(&self, v: &mut Validator) {
+        v.text("sku", &self.sku, 40);
+        v.text("name", &self.name, 100);
+        v.check(
+            (0..=100_000_000).contains(&self.price_cents),
+            "price_cents",
+            "must be between 0 and 100000000",
+        );
+        match (self.kind, self.duration_minutes) {
+            (ProductKind::Pass, None) => v.error("duration_minutes", "a pass needs a duration"),
+            (_, Some(minutes)) if !(1..=24 * 60 * 366).contains(&minutes) => {
+                v.error("duration_minutes", "must be between 1 and 527040")
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn create_product(
+    State(state): State<AppState>,
+    auth: Auth,
+    ValidJson(body): ValidJson<NewProduct>,
+) -> Result<(StatusCode, Json<ProductRecord>), ApiError> {
+    let product = ProductRecord {
+        id: Uuid::now_v7(),
+        sku: body.sku.trim().to_string(),
+        name: body.name.trim().to_string(),
+        kind: body.kind,
+        price_cents: body.price_cents,
+        duration_minutes: body.duration_minutes,
+        active: true,
+        created_at: state.clock.now(),
+    };
+    state.store.create_product(&actor(&auth), &product).await?;
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+#[derive(Serialize)]
+struct ProductList {
+    products: Vec<ProductRecord>,
+}
+
+async fn list_products(
+    State(state): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<ProductList>, ApiError> {
+    Ok(Json(ProductList {
+        products: state.store.list_products().await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGame {
+    name: String,
+    #[serde(default = "highest_wins")]
+    score_order: ScoreOrder,
+}
+
+fn highest_wins() -> ScoreOrder {
+    ScoreOrder::HighestWins
+}
+
+impl Validate for NewGame {
+    fn validate(&self, v: &mut Validator) {
+        v.text("name", &self.name, 100);
+    }
+}
+
+async fn create_game(
+    State(state): State<AppState>,
+    auth: Auth,
+    ValidJson(body): ValidJson<NewGame>,
+) -> Result<(StatusCode, Json<GameRecord>), ApiError> {
+    let game = GameRecord {
+        id: Uuid::now_v7(),
+        name: body.name.trim().to_string(),
+        score_order: body.score_order,
+        created_at: state.clock.now(),
+    };
+    state.store.create_game(&actor(&auth), &game).await?;
+    Ok((StatusCode::CREATED, Json(game)))
+}
+
+#[derive(Serialize)]
+struct GameList {
+    games: Vec<GameRecord>,
+}
+
+async fn list_games(
+    State(state): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<GameList>, ApiError> {
+    Ok(Json(GameList {
+        games: state.store.list_games().await?,
+    }))
+}

@@ -1,0 +1,173 @@
+//! Venue devices and their API keys: issued once, stored hashed, revocable.
+
+use crate::state::{AppState, actor};
+use aero_shared::ApiError;
+use aero_shared::auth::api_key::ApiKey;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::{DeviceKind, Permission};
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::DeviceRecord;
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sites/{site_id}/devices",
+            get(list_devices.layer(require(Permission::ReadSites)))
+                .post(create_device.layer(require(Permission::ManageDevices))),
+        )
+        .route(
+            "/v1/devices/{id}",
+            delete(revoke_device.layer(require(Permission::ManageDevices))),
+        )
+}
+
+/// Kinds a venue device may be registered as (the edge's own credential comes from enrollment).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RegistrableKind {
+    Kiosk,
+    Pos,
+    Tablet,
+    Game,
+    Scoreboard,
+}
+
+impl From<RegistrableKind> for DeviceKind {
+    fn from(kind: RegistrableKind) -> Self {
+        match kind {
+            RegistrableKind::Kiosk => Self::Kiosk,
+            RegistrableKind::Pos => Self::Pos,
+            RegistrableKind::Tablet => Self::Tablet,
+            RegistrableKind::Game => Self::Game,
+            RegistrableKind::Scoreboard => Self::Scoreboard,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    name: String,
+    kind: RegistrableKind,
+    #[serde(default)]
+    allowed_networks: Vec<String>,
+}
+
+impl Validate for NewDevice {
+    fn validate(&self, v: &mut Validator) {
+        v.text("name", &self.name, 100);
+        v.networks("allowed_networks", &self.allowed_networks);
+    }
+}
+
+/// A device without its key hash: what list endpoints show.
+#[derive(Serialize)]
+struct DeviceView {
+    id: Uuid,
+    site_id: Uuid,
+    name: String,
+    kind: DeviceKind,
+    allowed_networks: Vec<ipnet::IpNet>,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeviceRecord> for DeviceView {
+    fn from(d: DeviceRecord) -> Self {
+        Self {
+            id: d.id,
+            site_id: d.site_id,
+            name: d.name,
+            kind: d.kind,
+            allowed_networks: d.allowed_networks,
+            created_at: d.created_at,
+            revoked_at: d.revoked_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct IssuedDevice {
+    #[serde(flatten)]
+    device: DeviceView,
+    /// Shown exactly once; only its hash is stored.
+    api_key: String,
+}
+
+async fn create_device(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(site_id): Path<Uuid>,
+    ValidJson(body): ValidJson<NewDevice>,
+) -> Result<(StatusCode, Json<IssuedDevice>), ApiError> {
+    state
+        .store
+        .get_site(site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    let mut v = Validator::new();
+    let allowed_networks = v.networks("allowed_networks", &body.allowed_networks);
+    v.finish()?;
+    let key = ApiKey::generate();
+    let device = DeviceRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        name: body.name.trim().to_string(),
+        kind: body.kind.into(),
+        allowed_networks,
+        key_hash: key.hash().as_str().to_string(),
+        created_at: state.clock.now(),
+        revoked_at: None,
+    };
+    state.store.create_device(&actor(&auth), &device).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedDevice {
+            device: device.into(),
+            api_key: key.expose().to_string(),
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct DeviceList {
+    devices: Vec<DeviceView>,
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(site_id): Path<Uuid>,
+) -> Result<Json<DeviceList>, ApiError> {
+    let devices = state.store.list_devices(site_id).await?;
+    Ok(Json(DeviceList {
+        devices: devices.into_iter().map(DeviceView::from).collect(),
+    }))
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let device = state
+        .store
+        .get_device(id)
+        .await?
+        .ok_or(ApiError::NotFound("no such device"))?;
+    auth.ensure_site(device.site_id).await?;
+    state
+        .store
+        .revoke_device(&actor(&auth), id, state.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,163 @@
+//! Smart plugs and their power schedules, as data: each venue's edge drives the plugs.
+
+use crate::state::{AppState, actor};
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::{PlugRecord, PowerState, ScheduleRecord};
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sites/{site_id}/plugs",
+            get(list_plugs.layer(require(Permission::ReadPlugs)))
+                .post(create_plug.layer(require(Permission::ManagePlugs))),
+        )
+        .route(
+            "/v1/plugs/{id}/schedules",
+            get(list_schedules.layer(require(Permission::ReadPlugs)))
+                .post(create_schedule.layer(require(Permission::ManagePlugs))),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPlug {
+    name: String,
+    host: String,
+    #[serde(default = "kasa_port")]
+    port: u16,
+    #[serde(default)]
+    child_id: Option<String>,
+}
+
+fn kasa_port() -> u16 {
+    9999
+}
+
+impl Validate for NewPlug {
+    fn validate(&self, v: &mut Validator) {
+        v.text("name", &self.name, 100);
+        v.text("host", &self.host, 253);
+        v.check(
+            self.host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')),
+            "host",
+            "must be an IP address or host name",
+        );
+        v.check(self.port != 0, "port", "must be between 1 and 65535");
+        if let Some(child) = &self.child_id {
+            v.text("child_id", child, 64);
+        }
+    }
+}
+
+async fn create_plug(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(site_id): Path<Uuid>,
+    ValidJson(body): ValidJson<NewPlug>,
+) -> Result<(StatusCode, Json<PlugRecord>), ApiError> {
+    state
+        .store
+        .get_site(site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    let plug = PlugRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        name: body.name.trim().to_string(),
+        host: body.host,
+        port: body.port,
+        child_id: body.child_id,
+        created_at: state.clock.now(),
+    };
+    state.store.create_plug(&actor(&auth), &plug).await?;
+    Ok((StatusCode::CREATED, Json(plug)))
+}
+
+#[derive(Serialize)]
+struct PlugList {
+    plugs: Vec<PlugRecord>,
+}
+
+async fn list_plugs(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(site_id): Path<Uuid>,
+) -> Result<Json<PlugList>, ApiError> {
+    Ok(Json(PlugList {
+        plugs: state.store.list_plugs(site_id).await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSchedule {
+    cron: String,
+    state: PowerState,
+}
+
+impl Validate for NewSchedule {
+    fn validate(&self, v: &mut Validator) {
+        v.cron("cron", &self.cron);
+    }
+}
+
+async fn plug_for(state: &AppState, auth: &Auth, id: Uuid) -> Result<PlugRecord, ApiError> {
+    let plug = state
+        .store
+        .get_plug(id)
+        .await?
+        .ok_or(ApiError::NotFound("no such plug"))?;
+    auth.ensure_site(plug.site_id).await?;
+    Ok(plug)
+}
+
+async fn create_schedule(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    ValidJson(body): ValidJson<NewSchedule>,
+) -> Result<(StatusCode, Json<ScheduleRecord>), ApiError> {
+    let plug = plug_for(&state, &auth, id).await?;
+    let schedule = ScheduleRecord {
+        id: Uuid::now_v7(),
+        plug_id: plug.id,
+        site_id: plug.site_id,
+        cron: body.cron.trim().to_string(),
+        state: body.state,
+        created_at: state.clock.now(),
+    };
+    state
+        .store
+        .create_schedule(&actor(&auth), &schedule)
+        .await?;
+    Ok((StatusCode::CREATED, Json(schedule)))
+}
+
+#[derive(Serialize)]
+struct ScheduleList {
+    schedules: Vec<ScheduleRecord>,
+}
+
+async fn list_schedules(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ScheduleList>, ApiError> {
+    let plug = plug_for(&state, &auth, id).await?;
+    Ok(Json(ScheduleList {
+        schedules: state.store.list_schedules(plug.id).await?,
+    }))
+}

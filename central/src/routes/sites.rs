@@ -1,0 +1,156 @@
+//! Sites (venues), their one-time enrollment tokens and their sync health.
+
+use crate::state::{AppState, actor};
+use crate::store::EnrollmentToken;
+use aero_shared::ApiError;
+use aero_shared::auth::api_key::{KeyHash, generate_token};
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::{SiteRecord, SiteSyncStatus};
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sites",
+            get(list_sites.layer(require(Permission::ReadSites)))
+                .post(create_site.layer(require(Permission::ManageSites))),
+        )
+        .route(
+            "/v1/sites/{site_id}",
+            get(get_site.layer(require(Permission::ReadSites))),
+        )
+        .route(
+            "/v1/sites/{site_id}/enrollment-tokens",
+            post(create_enrollment_token.layer(require(Permission::IssueEnrollmentTokens))),
+        )
+        .route(
+            "/v1/sites/{site_id}/sync",
+            get(site_sync.layer(require(Permission::ReadSyncHealth))),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSite {
+    name: String,
+    timezone: String,
+    #[serde(default)]
+    allowed_networks: Vec<String>,
+}
+
+impl Validate for NewSite {
+    fn validate(&self, v: &mut Validator) {
+        v.text("name", &self.name, 100);
+        v.timezone("timezone", &self.timezone);
+        v.networks("allowed_networks", &self.allowed_networks);
+    }
+}
+
+async fn create_site(
+    State(state): State<AppState>,
+    auth: Auth,
+    ValidJson(body): ValidJson<NewSite>,
+) -> Result<(StatusCode, Json<SiteRecord>), ApiError> {
+    let mut v = Validator::new();
+    let allowed_networks = v.networks("allowed_networks", &body.allowed_networks);
+    v.finish()?;
+    let site = SiteRecord {
+        id: Uuid::now_v7(),
+        name: body.name.trim().to_string(),
+        timezone: body.timezone,
+        allowed_networks,
+        created_at: state.clock.now(),
+    };
+    state.store.create_site(&actor(&auth), &site).await?;
+    Ok((StatusCode::CREATED, Json(site)))
+}
+
+#[derive(Serialize)]
+struct SiteList {
+    sites: Vec<SiteRecord>,
+}
+
+async fn list_sites(State(state): State<AppState>, auth: Auth) -> Result<Json<SiteList>, ApiError> {
+    let sites = state
+        .store
+        .list_sites()
+        .await?
+        .into_iter()
+        .filter(|s| auth.principal.can_access_site(s.id))
+        .collect();
+    Ok(Json(SiteList { sites }))
+}
+
+async fn get_site(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(site_id): Path<Uuid>,
+) -> Result<Json<SiteRecord>, ApiError> {
+    let site = state.store.get_site(site_id).await?;
+    site.map(Json).ok_or(ApiError::NotFound("no such site"))
+}
+
+#[derive(Serialize)]
+struct IssuedEnrollmentToken {
+    token: String,
+    expires_at: DateTime<Utc>,
+    site_id: Uuid,
+}
+
+async fn create_enrollment_token(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(site_id): Path<Uuid>,
+) -> Result<(StatusCode, Json<IssuedEnrollmentToken>), ApiError> {
+    state
+        .store
+        .get_site(site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    let token = generate_token();
+    let now = state.clock.now();
+    let expires_at = now + chrono::Duration::minutes(state.settings.enrollment_token_ttl_minutes);
+    let record = EnrollmentToken {
+        id: Uuid::now_v7(),
+        site_id,
+        token_hash: KeyHash::of(token.expose_secret()).as_str().to_string(),
+        created_at: now,
+        expires_at,
+    };
+    state
+        .store
+        .create_enrollment_token(&actor(&auth), &record)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedEnrollmentToken {
+            token: token.expose_secret().to_string(),
+            expires_at,
+            site_id,
+        }),
+    ))
+}
+
+async fn site_sync(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(site_id): Path<Uuid>,
+) -> Result<Json<SiteSyncStatus>, ApiError> {
+    state
+        .store
+        .get_site(site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    Ok(Json(state.store.site_sync(site_id).await?))
+}

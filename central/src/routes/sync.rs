@@ -1,0 +1,190 @@
+//! The edges' side of central: enrollment, outbox push, change-feed pull, and the websocket
+//! that hints "something changed" so a venue pulls within about a second.
+
+use super::clamp_limit;
+use crate::state::AppState;
+use crate::store::Redeemed;
+use aero_shared::ApiError;
+use aero_shared::auth::api_key::{ApiKey, KeyHash};
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::{DeviceKind, Permission, Principal};
+use aero_shared::json::ValidJson;
+use aero_shared::wire::{
+    DeviceRecord, EnrollRequest, EnrollResponse, PullResponse, PushRequest, PushResponse,
+};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::handler::Handler;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Most change-feed rows one pull returns.
+pub const MAX_PULL_ROWS: u32 = 5_000;
+/// Roughly how much change data one pull page carries.
+pub const PULL_PAGE_BYTES: usize = 512 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/edge/enroll", post(enroll))
+        .route("/v1/sync/push", post(push.layer(require(Permission::Sync))))
+        .route("/v1/sync/pull", get(pull.layer(require(Permission::Sync))))
+        .route(
+            "/v1/sync/notify",
+            get(notify.layer(require(Permission::Sync))),
+        )
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ValidJson(body): ValidJson<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    // Tokens are guessable only by brute force: throttle attempts like logins.
+    state.security.limits.check_login(peer.ip())?;
+    let key = ApiKey::generate();
+    let now = state.clock.now();
+    let edge = DeviceRecord {
+        id: Uuid::now_v7(),
+        site_id: Uuid::nil(),
+        name: body.name.unwrap_or_else(|| "edge".into()),
+        kind: DeviceKind::Edge,
+        allowed_networks: Vec::new(),
+        key_hash: key.hash().as_str().to_string(),
+        created_at: now,
+        revoked_at: None,
+    };
+    match state
+        .store
+        .redeem_enrollment_token(KeyHash::of(body.token.trim()).as_str(), now, &edge)
+        .await?
+    {
+        Redeemed::Enrolled { site, acked_seq } => {
+            tracing::info!(site_id = %site.id, device_id = %edge.id, "edge enrolled");
+            Ok(Json(EnrollResponse {
+                site_id: site.id,
+                device_id: edge.id,
+                api_key: key.expose().to_string(),
+                next_seq: acked_seq + 1,
+                site,
+            }))
+        }
+        Redeemed::Refused => Err(ApiError::Unauthorized(
+            "the enrollment token is unknown, used or expired",
+        )),
+    }
+}
+
+fn edge_site(auth: &Auth) -> Result<Uuid, ApiError> {
+    match auth.principal {
+        Principal::Device {
+            site_id,
+            kind: DeviceKind::Edge,
+            ..
+        } => Ok(site_id),
+        _ => Err(ApiError::Forbidden("only an enrolled edge may sync")),
+    }
+}
+
+async fn push(
+    State(state): State<AppState>,
+    auth: Auth,
+    ValidJson(body): ValidJson<PushRequest>,
+) -> Result<Json<PushResponse>, ApiError> {
+    let site_id = edge_site(&auth)?;
+    let outcome = state
+        .store
+        .push(site_id, &body.ops, state.clock.now())
+        .await?;
+    state.sync_metrics.pushed_ops.inc_by(body.ops.len() as u64);
+    state
+        .sync_metrics
+        .rejected_ops
+        .inc_by(outcome.rejected.len() as u64);
+    Ok(Json(PushResponse {
+        acked_seq: outcome.acked_seq,
+        expected_seq: outcome.expected_seq,
+        rejected: outcome.rejected,
+    }))
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<u32>,
+}
+
+async fn pull(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<PullQuery>,
+) -> Result<Json<PullResponse>, ApiError> {
+    let site_id = edge_site(&auth)?;
+    let after = query.after.max(0);
+    let limit = clamp_limit(query.limit, 1000, MAX_PULL_ROWS);
+    let changes = state
+        .store
+        .pull(site_id, after, limit, PULL_PAGE_BYTES)
+        .await?;
+    let next_cursor = changes.last().map_or(after, |c| c.seq);
+    let head = state.store.change_head().await?;
+    state
+        .store
+        .record_pull(site_id, next_cursor, state.clock.now())
+        .await?;
+    Ok(Json(PullResponse {
+        // The global head may belong to other sites' rows: `more` can be a harmless maybe,
+        // never a false "done".
+        more: !changes.is_empty() && next_cursor < head,
+        changes,
+        next_cursor,
+    }))
+}
+
+/// Websocket: sends `{"head": N}` whenever the change log grows, and a ping every 20 s so dead
+/// connections are noticed by both sides.
+async fn notify(
+    State(state): State<AppState>,
+    auth: Auth,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    edge_site(&auth)?;
+    let head = state.change_head.clone();
+    Ok(upgrade.on_upgrade(move |socket| stream_heads(socket, head)))
+}
+
+async fn stream_heads(mut socket: WebSocket, mut head: tokio::sync::watch::Receiver<i64>) {
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    let send_head = |n: i64| Message::Text(format!("{{\"head\":{n}}}").into());
+    let first = *head.borrow_and_update();
+    if socket.send(send_head(first)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let n = *head.borrow_and_update();
+                if socket.send(send_head(n)).await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

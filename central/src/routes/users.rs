@@ -1,0 +1,161 @@
+//! Staff users: owners and admins are chain-wide; managers and staff belong to sites.
+
+use crate::state::{AppState, actor};
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::password::hash_password;
+use aero_shared::auth::principal::{Permission, Role};
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::UserRecord;
+use axum::extract::State;
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/users",
+        get(list_users.layer(require(Permission::ManageUsers)))
+            .post(create_user.layer(require(Permission::ManageUsers))),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    pub password: SecretString,
+    pub role: Role,
+    #[serde(default)]
+    pub site_ids: Vec<Uuid>,
+}
+
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+impl Validate for NewUser {
+    fn validate(&self, v: &mut Validator) {
+        v.text("username", &self.username, 64);
+        v.check(
+            self.username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')),
+            "username",
+            "may contain letters, digits and . _ - @ only",
+        );
+        let chars = self.password.expose_secret().chars().count();
+        v.check(
+            (MIN_PASSWORD_CHARS..=128).contains(&chars),
+            "password",
+            "must be 12 to 128 characters",
+        );
+        if self.role.is_chain_wide() {
+            v.check(
+                self.site_ids.is_empty(),
+                "site_ids",
+                "owners and admins are chain-wide and take no sites",
+            );
+        } else {
+            v.check(
+                !self.site_ids.is_empty(),
+                "site_ids",
+                "managers and staff need at least one site",
+            );
+        }
+    }
+}
+
+/// A user as shown to admins: never the password hash.
+#[derive(Serialize)]
+pub struct UserView {
+    id: Uuid,
+    username: String,
+    role: Role,
+    site_ids: Vec<Uuid>,
+    created_at: DateTime<Utc>,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            role: u.role,
+            site_ids: u.site_ids,
+            created_at: u.created_at,
+            disabled_at: u.disabled_at,
+        }
+    }
+}
+
+/// Builds a user record, hashing the password on a blocking thread (argon2 is deliberately slow).
+pub async fn new_user_record(body: NewUser, now: DateTime<Utc>) -> Result<UserRecord, ApiError> {
+    let password = body.password;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let mut site_ids = body.site_ids;
+    site_ids.sort();
+    site_ids.dedup();
+    Ok(UserRecord {
+        id: Uuid::now_v7(),
+        username: body.username.trim().to_string(),
+        password_hash,
+        role: body.role,
+        site_ids,
+        created_at: now,
+        disabled_at: None,
+    })
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    ValidJson(body): ValidJson<NewUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    if body.role == Role::Owner
+        && !matches!(
+            auth.principal,
+            aero_shared::auth::principal::Principal::Staff {
+                role: Role::Owner,
+                ..
+            }
+        )
+    {
+        return Err(ApiError::Forbidden(
+            "only an owner can create another owner",
+        ));
+    }
+    let mut v = Validator::new();
+    for (i, site) in body.site_ids.iter().enumerate() {
+        if state.store.get_site(*site).await?.is_none() {
+            v.error(&format!("site_ids[{i}]"), "no such site");
+        }
+    }
+    v.finish()?;
+    let user = new_user_record(body, state.clock.now()).await?;
+    state.store.create_user(&actor(&auth), &user).await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+#[derive(Serialize)]
+struct UserList {
+    users: Vec<UserView>,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<UserList>, ApiError> {
+    let users = state.store.list_users().await?;
+    Ok(Json(UserList {
+        users: users.into_iter().map(UserView::from).collect(),
+    }))
+}

@@ -1,0 +1,74 @@
+//! The state every central handler shares.
+
+use crate::config::Settings;
+use crate::store::{Actor, Store};
+use aero_shared::auth::extract::{Auth, Security};
+use aero_shared::clock::SharedClock;
+use aero_shared::metrics::HttpMetrics;
+use axum::extract::FromRef;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub security: Arc<Security>,
+    pub settings: Arc<Settings>,
+    pub clock: SharedClock,
+    pub registry: Arc<Registry>,
+    pub http_metrics: Arc<HttpMetrics>,
+    pub sync_metrics: Arc<SyncMetrics>,
+    /// The change log's head, watched from the database itself so every instance behind a
+    /// load balancer sees every change, whichever instance wrote it.
+    pub change_head: watch::Receiver<i64>,
+}
+
+impl FromRef<AppState> for Arc<Security> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.security)
+    }
+}
+
+/// The audit identity of an authenticated caller.
+pub fn actor(auth: &Auth) -> Actor {
+    Actor {
+        kind: auth.principal.kind_label(),
+        id: Some(auth.principal.id()),
+        name: auth.principal.display_name(),
+        ip: Some(auth.client),
+        request_id: auth.request_id.clone(),
+    }
+}
+
+/// Sync traffic as HQ sees it.
+#[derive(Debug, Default)]
+pub struct SyncMetrics {
+    pub pushed_ops: Counter,
+    pub rejected_ops: Counter,
+    pub change_head: Gauge,
+}
+
+impl SyncMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "sync_pushed_ops",
+            "Ops received from edges",
+            metrics.pushed_ops.clone(),
+        );
+        registry.register(
+            "sync_rejected_ops",
+            "Ops rejected permanently",
+            metrics.rejected_ops.clone(),
+        );
+        registry.register(
+            "sync_change_head",
+            "Highest seq of the change log",
+            metrics.change_head.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,1111 @@
+//! The SQLite backend: one file in WAL mode, one writer connection (so change-log order is
+//! commit order) and a few reader connections, driven from blocking threads.
+
+use super::{
+    Actor, AuditEntry, AuditEvent, DailyReport, EnrollmentToken, PushOutcome, Redeemed, Store,
+    StoreError, StoreResult, VenueWrite,
+};
+use aero_shared::idempotency::{Begin, StoredResponse};
+use aero_shared::wire::{
+    Change, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, PlugRecord, ProductRecord,
+    PushOp, RejectedOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+};
+use anyhow::Context;
+use async_trait::async_trait;
+use backon::{BlockingRetryable, ExponentialBuilder};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The only connection that writes: SQLite serialises writers anyway, and holding one
+    /// connection makes the change log's seq order equal to commit order.
+    writer: Arc<Mutex<Connection>>,
+    /// Readers see committed snapshots (WAL) and never wait for the writer.
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a write acknowledged to a caller survives power loss, not just a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut writer = open_connection(path)?;
+        embedded::migrations::runner()
+            .run(&mut writer)
+            .context("migrating the central SQLite database")?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(readers)),
+        })
+    }
+
+    /// Runs `work` in one write transaction on a blocking thread, retrying SQLITE_BUSY (another
+    /// process holding the lock, e.g. the CLI) within a deadline.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let attempt = || {
+                let mut conn = writer.lock().expect("writer mutex poisoned");
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(map_err)?;
+                let out = work(&tx)?;
+                tx.commit().map_err(map_err)?;
+                Ok(out)
+            };
+            attempt
+                .retry(busy_backoff())
+                .when(|e: &StoreError| matches!(e, StoreError::Transient(_)))
+                .call()
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
+    }
+
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().expect("reader pool poisoned").pop();
+            let conn = match conn {
+                Some(conn) => conn,
+                None => open_connection(&path)?,
+            };
+            let out = work(&conn);
+            let mut pool = readers.lock().expect("reader pool poisoned");
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
+    }
+}
+
+fn busy_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(500))
+        .with_jitter()
+        .with_total_delay(Some(Duration::from_secs(10)))
+        .without_max_times()
+}
+
+fn map_err(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    if let rusqlite::Error::SqliteFailure(failure, message) = &err {
+        match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return StoreError::Transient(err.to_string());
+            }
+            ErrorCode::ConstraintViolation
+                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                let what = message
+                    .as_deref()
+                    .and_then(|m| m.rsplit(": ").next())
+                    .unwrap_or("record");
+                return StoreError::Conflict(format!("{what} already exists"));
+            }
+            _ => {}
+        }
+    }
+    StoreError::Other(err.into())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        map_err(err)
+    }
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(text: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })
+}
+
+fn parse_opt_ts(text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    text.as_deref().map(parse_ts).transpose()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    parse_json(&format!("\"{text}\""))
+}
+
+fn enum_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Other(e.into()))
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    actor: &Actor,
+    event: AuditEvent,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, request_id, action, target, site_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            Uuid::now_v7(),
+            ts(at),
+            actor.kind,
+            actor.id,
+            actor.name,
+            actor.ip.map(|ip| ip.to_string()),
+            actor.request_id,
+            event.action,
+            event.target,
+            event.site_id,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Appends the new state of a row to the change feed, inside the caller's transaction.
+fn append_change<T: Serialize>(
+    tx: &Transaction<'_>,
+    entity: Entity,
+    entity_id: Uuid,
+    site_id: Option<Uuid>,
+    record: &T,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO change_log (entity, entity_id, op, site_id, data, changed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            entity.as_str(),
+            entity_id,
+            ChangeOp::Upsert.as_str(),
+            site_id,
+            json(record)?,
+            ts(at)
+        ],
+    )?;
+    Ok(())
+}
+
+fn append_user_changes(
+    tx: &Transaction<'_>,
+    user: &UserRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    if user.role.is_chain_wide() || user.site_ids.is_empty() {
+        return append_change(tx, Entity::User, user.id, None, user, at);
+    }
+    for site in &user.site_ids {
+        append_change(tx, Entity::User, user.id, Some(*site), user, at)?;
+    }
+    Ok(())
+}
+
+fn site_from_row(row: &Row<'_>) -> rusqlite::Result<SiteRecord> {
+    Ok(SiteRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        timezone: row.get(2)?,
+        allowed_networks: parse_json(&row.get::<_, String>(3)?)?,
+        created_at: parse_ts(&row.get::<_, String>(4)?)?,
+    })
+}
+
+const DEVICE_COLUMNS: &str =
+    "id, site_id, name, kind, allowed_networks, key_hash, created_at, revoked_at";
+
+fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: row.get(0)?,
+        site_id: row.get(1)?,
+        name: row.get(2)?,
+        kind: parse_enum(&row.get::<_, String>(3)?)?,
+        allowed_networks: parse_json(&row.get::<_, String>(4)?)?,
+        key_hash: row.get(5)?,
+        created_at: parse_ts(&row.get::<_, String>(6)?)?,
+        revoked_at: parse_opt_ts(row.get(7)?)?,
+    })
+}
+
+fn insert_device(tx: &Transaction<'_>, d: &DeviceRecord) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO devices (id, site_id, name, kind, allowed_networks, key_hash, created_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+        params![d.id, d.site_id, d.name, d.kind.as_str(), json(&d.allowed_networks)?, d.key_hash, ts(d.created_at)],
+    )?;
+    Ok(())
+}
+
+fn user_from_row(conn: &Connection, row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    let id: Uuid = row.get(0)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT site_id FROM user_sites WHERE user_id = ?1 ORDER BY site_id")?;
+    let site_ids = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<Uuid>>>()?;
+    Ok(UserRecord {
+        id,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        role: parse_enum(&row.get::<_, String>(3)?)?,
+        site_ids,
+        created_at: parse_ts(&row.get::<_, String>(4)?)?,
+        disabled_at: parse_opt_ts(row.get(5)?)?,
+    })
+}
+
+fn product_from_row(row: &Row<'_>) -> rusqlite::Result<ProductRecord> {
+    Ok(ProductRecord {
+        id: row.get(0)?,
+        sku: row.get(1)?,
+        name: row.get(2)?,
+        kind: parse_enum(&row.get::<_, String>(3)?)?,
+        price_cents: row.get(4)?,
+        duration_minutes: row.get(5)?,
+        active: row.get(6)?,
+        created_at: parse_ts(&row.get::<_, String>(7)?)?,
+    })
+}
+
+fn plug_from_row(row: &Row<'_>) -> rusqlite::Result<PlugRecord> {
+    Ok(PlugRecord {
+        id: row.get(0)?,
+        site_id: row.get(1)?,
+        name: row.get(2)?,
+        host: row.get(3)?,
+        port: row.get(4)?,
+        child_id: row.get(5)?,
+        created_at: parse_ts(&row.get::<_, String>(6)?)?,
+    })
+}
+
+const CUSTOMER_COLUMNS: &str =
+    "id, first_name, last_name, birth_date, phone, email, guardian_id, home_site_id, created_at";
+
+fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerRecord> {
+    Ok(CustomerRecord {
+        id: row.get(0)?,
+        first_name: row.get(1)?,
+        last_name: row.get(2)?,
+        birth_date: row.get(3)?,
+        phone: row.get(4)?,
+        email: row.get(5)?,
+        guardian_id: row.get(6)?,
+        home_site_id: row.get(7)?,
+        created_at: parse_ts(&row.get::<_, String>(8)?)?,
+    })
+}
+
+fn apply_venue_write(
+    tx: &Transaction<'_>,
+    write: &VenueWrite,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    match write {
+        VenueWrite::Customer(c) => {
+            // Last arrival wins: central is the authority on a customer's final state.
+            tx.execute(
+                "INSERT INTO customers (id, first_name, last_name, birth_date, phone, email, guardian_id, home_site_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name,
+                    last_name = excluded.last_name, birth_date = excluded.birth_date,
+                    phone = excluded.phone, email = excluded.email, guardian_id = excluded.guardian_id",
+                params![c.id, c.first_name, c.last_name, c.birth_date, c.phone, c.email, c.guardian_id, c.home_site_id, ts(c.created_at)],
+            )?;
+            let stored = tx.query_row(
+                &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?1"),
+                [c.id],
+                customer_from_row,
+            )?;
+            append_change(tx, Entity::Customer, c.id, None, &stored, at)
+        }
+        VenueWrite::Waiver(w) => {
+            let inserted = tx.execute(
+                "INSERT INTO waivers (id, customer_id, site_id, signer_name, signed_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                params![
+                    w.id,
+                    w.customer_id,
+                    w.site_id,
+                    w.signer_name,
+                    ts(w.signed_at),
+                    ts(w.expires_at)
+                ],
+            )?;
+            if inserted == 1 {
+                append_change(tx, Entity::Waiver, w.id, None, w, at)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn push_batch(
+    tx: &Transaction<'_>,
+    site_id: Uuid,
+    ops: &[PushOp],
+    at: DateTime<Utc>,
+) -> StoreResult<PushOutcome> {
+    tx.execute(
+        "INSERT INTO site_sync (site_id) VALUES (?1) ON CONFLICT (site_id) DO NOTHING",
+        [site_id],
+    )?;
+    let mut acked: i64 = tx.query_row(
+        "SELECT acked_seq FROM site_sync WHERE site_id = ?1",
+        [site_id],
+        |r| r.get(0),
+    )?;
+    let mut sorted: Vec<&PushOp> = ops.iter().collect();
+    sorted.sort_by_key(|op| op.seq);
+    let mut rejected = Vec::new();
+    let mut expected_seq = None;
+    for op in sorted {
+        if op.seq <= acked {
+            let reason: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT rejected FROM applied_ops WHERE site_id = ?1 AND seq = ?2",
+                    params![site_id, op.seq],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(Some(reason)) = reason {
+                rejected.push(RejectedOp {
+                    seq: op.seq,
+                    op_id: op.op_id,
+                    reason,
+                });
+            }
+            continue;
+        }
+        if op.seq != acked + 1 {
+            expected_seq = Some(acked + 1);
+            break;
+        }
+        let seen: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM applied_ops WHERE op_id = ?1)",
+            [op.op_id],
+            |r| r.get(0),
+        )?;
+        let outcome = if seen {
+            Err("duplicate op_id".to_string())
+        } else {
+            VenueWrite::decode(site_id, op)
+        };
+        let reason = match outcome {
+            Ok(write) => {
+                apply_venue_write(tx, &write, at)?;
+                None
+            }
+            Err(reason) => Some(reason),
+        };
+        // A duplicate op_id cannot be stored again under its own id; keep the reason only.
+        let op_id = if seen { Uuid::now_v7() } else { op.op_id };
+        tx.execute(
+            "INSERT INTO applied_ops (site_id, seq, op_id, rejected, applied_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![site_id, op.seq, op_id, reason, ts(at)],
+        )?;
+        if let Some(reason) = reason {
+            rejected.push(RejectedOp {
+                seq: op.seq,
+                op_id: op.op_id,
+                reason,
+            });
+        }
+        acked = op.seq;
+    }
+    tx.execute(
+        "UPDATE site_sync SET acked_seq = ?2, last_push_at = ?3 WHERE site_id = ?1",
+        params![site_id, acked, ts(at)],
+    )?;
+    Ok(PushOutcome {
+        acked_seq: acked,
+        expected_seq,
+        rejected,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()> {
+        let (actor, site) = (actor.clone(), site.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO sites (id, name, timezone, allowed_networks, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![site.id, site.name, site.timezone, json(&site.allowed_networks)?, ts(site.created_at)],
+            )?;
+            tx.execute("INSERT INTO site_sync (site_id) VALUES (?1)", [site.id])?;
+            audit(tx, &actor, AuditEvent { action: "site.create", target: Some(site.id.to_string()), site_id: Some(site.id) }, site.created_at)?;
+            append_change(tx, Entity::Site, site.id, Some(site.id), &site, site.created_at)
+        })
+        .await
+    }
+
+    async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT id, name, timezone, allowed_networks, created_at FROM sites ORDER BY name, id")?;
+            Ok(stmt.query_map([], site_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT id, name, timezone, allowed_networks, created_at FROM sites WHERE id = ?1",
+                [id],
+                site_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        actor: &Actor,
+        token: &EnrollmentToken,
+    ) -> StoreResult<()> {
+        let (actor, token) = (actor.clone(), token.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO enrollment_tokens (id, site_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![token.id, token.site_id, token.token_hash, ts(token.created_at), ts(token.expires_at)],
+            )?;
+            audit(tx, &actor, AuditEvent { action: "enrollment_token.create", target: Some(token.id.to_string()), site_id: Some(token.site_id) }, token.created_at)
+        })
+        .await
+    }
+
+    async fn redeem_enrollment_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        edge: &DeviceRecord,
+    ) -> StoreResult<Redeemed> {
+        let (token_hash, edge) = (token_hash.to_string(), edge.clone());
+        self.write(move |tx| {
+            let token: Option<(Uuid, Uuid)> = tx
+                .query_row(
+                    "SELECT id, site_id FROM enrollment_tokens WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                    params![token_hash, ts(now)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((token_id, site_id)) = token else {
+                return Ok(Redeemed::Refused);
+            };
+            let device = DeviceRecord { site_id, ..edge.clone() };
+            tx.execute("UPDATE enrollment_tokens SET used_at = ?2, device_id = ?3 WHERE id = ?1", params![token_id, ts(now), device.id])?;
+            insert_device(tx, &device)?;
+            let actor = Actor { kind: "edge", id: Some(device.id), name: device.name.clone(), ip: None, request_id: None };
+            audit(tx, &actor, AuditEvent { action: "edge.enroll", target: Some(device.id.to_string()), site_id: Some(site_id) }, now)?;
+            append_change(tx, Entity::Device, device.id, Some(site_id), &device, now)?;
+            let site = tx.query_row("SELECT id, name, timezone, allowed_networks, created_at FROM sites WHERE id = ?1", [site_id], site_from_row)?;
+            let acked_seq = tx
+                .query_row("SELECT acked_seq FROM site_sync WHERE site_id = ?1", [site_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            Ok(Redeemed::Enrolled { site, acked_seq })
+        })
+        .await
+    }
+
+    async fn create_device(&self, actor: &Actor, device: &DeviceRecord) -> StoreResult<()> {
+        let (actor, device) = (actor.clone(), device.clone());
+        self.write(move |tx| {
+            insert_device(tx, &device)?;
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "device.create",
+                    target: Some(device.id.to_string()),
+                    site_id: Some(device.site_id),
+                },
+                device.created_at,
+            )?;
+            append_change(
+                tx,
+                Entity::Device,
+                device.id,
+                Some(device.site_id),
+                &device,
+                device.created_at,
+            )
+        })
+        .await
+    }
+
+    async fn get_device(&self, id: Uuid) -> StoreResult<Option<DeviceRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+                [id],
+                device_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_devices(&self, site_id: Uuid) -> StoreResult<Vec<DeviceRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE site_id = ?1 ORDER BY created_at, id"
+            ))?;
+            Ok(stmt
+                .query_map([site_id], device_from_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn device_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<DeviceRecord>> {
+        let key_hash = key_hash.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE key_hash = ?1 AND revoked_at IS NULL"
+            ))?;
+            Ok(stmt.query_row([key_hash], device_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let actor = actor.clone();
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, ts(at)],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            let device = tx.query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+                [id],
+                device_from_row,
+            )?;
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "device.revoke",
+                    target: Some(id.to_string()),
+                    site_id: Some(device.site_id),
+                },
+                at,
+            )?;
+            append_change(tx, Entity::Device, id, Some(device.site_id), &device, at)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn create_user(&self, actor: &Actor, user: &UserRecord) -> StoreResult<()> {
+        let (actor, user) = (actor.clone(), user.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.id, user.username, user.password_hash, user.role.as_str(), ts(user.created_at)],
+            )?;
+            for site in &user.site_ids {
+                tx.execute("INSERT INTO user_sites (user_id, site_id) VALUES (?1, ?2)", params![user.id, site])?;
+            }
+            audit(tx, &actor, AuditEvent { action: "user.create", target: Some(user.id.to_string()), site_id: user.site_ids.first().copied() }, user.created_at)?;
+            append_user_changes(tx, &user, user.created_at)
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = username.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT id, username, password_hash, role, created_at, disabled_at FROM users WHERE username = ?1",
+                [username],
+                |row| user_from_row(c, row),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT id, username, password_hash, role, created_at, disabled_at FROM users ORDER BY username")?;
+            Ok(stmt.query_map([], |row| user_from_row(c, row))?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()> {
+        let (actor, p) = (actor.clone(), product.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO products (id, sku, name, kind, price_cents, duration_minutes, active, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![p.id, p.sku, p.name, p.kind.as_str(), p.price_cents, p.duration_minutes, p.active, ts(p.created_at)],
+            )?;
+            audit(tx, &actor, AuditEvent { action: "product.create", target: Some(p.id.to_string()), site_id: None }, p.created_at)?;
+            append_change(tx, Entity::Product, p.id, None, &p, p.created_at)
+        })
+        .await
+    }
+
+    async fn list_products(&self) -> StoreResult<Vec<ProductRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, sku, name, kind, price_cents, duration_minutes, active, created_at FROM products ORDER BY sku",
+            )?;
+            Ok(stmt.query_map([], product_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn create_game(&self, actor: &Actor, game: &GameRecord) -> StoreResult<()> {
+        let (actor, g) = (actor.clone(), game.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO games (id, name, score_order, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![g.id, g.name, enum_text(&g.score_order), ts(g.created_at)],
+            )?;
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "game.create",
+                    target: Some(g.id.to_string()),
+                    site_id: None,
+                },
+                g.created_at,
+            )?;
+            append_change(tx, Entity::Game, g.id, None, &g, g.created_at)
+        })
+        .await
+    }
+
+    async fn list_games(&self) -> StoreResult<Vec<GameRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, score_order, created_at FROM games ORDER BY name",
+            )?;
+            Ok(stmt
+                .query_map([], |r| {
+                    Ok(GameRecord {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        score_order: parse_enum(&r.get::<_, String>(2)?)?,
+                        created_at: parse_ts(&r.get::<_, String>(3)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()> {
+        let (actor, p) = (actor.clone(), plug.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO plugs (id, site_id, name, host, port, child_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![p.id, p.site_id, p.name, p.host, p.port, p.child_id, ts(p.created_at)],
+            )?;
+            audit(tx, &actor, AuditEvent { action: "plug.create", target: Some(p.id.to_string()), site_id: Some(p.site_id) }, p.created_at)?;
+            append_change(tx, Entity::Plug, p.id, Some(p.site_id), &p, p.created_at)
+        })
+        .await
+    }
+
+    async fn get_plug(&self, id: Uuid) -> StoreResult<Option<PlugRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row("SELECT id, site_id, name, host, port, child_id, created_at FROM plugs WHERE id = ?1", [id], plug_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT id, site_id, name, host, port, child_id, created_at FROM plugs WHERE site_id = ?1 ORDER BY name")?;
+            Ok(stmt.query_map([site_id], plug_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn create_schedule(&self, actor: &Actor, schedule: &ScheduleRecord) -> StoreResult<()> {
+        let (actor, s) = (actor.clone(), schedule.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO plug_schedules (id, plug_id, site_id, cron, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.id, s.plug_id, s.site_id, s.cron, enum_text(&s.state), ts(s.created_at)],
+            )?;
+            audit(tx, &actor, AuditEvent { action: "plug_schedule.create", target: Some(s.id.to_string()), site_id: Some(s.site_id) }, s.created_at)?;
+            append_change(tx, Entity::PlugSchedule, s.id, Some(s.site_id), &s, s.created_at)
+        })
+        .await
+    }
+
+    async fn list_schedules(&self, plug_id: Uuid) -> StoreResult<Vec<ScheduleRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT id, plug_id, site_id, cron, state, created_at FROM plug_schedules WHERE plug_id = ?1 ORDER BY created_at, id")?;
+            Ok(stmt
+                .query_map([plug_id], |r| {
+                    Ok(ScheduleRecord {
+                        id: r.get(0)?,
+                        plug_id: r.get(1)?,
+                        site_id: r.get(2)?,
+                        cron: r.get(3)?,
+                        state: parse_enum(&r.get::<_, String>(4)?)?,
+                        created_at: parse_ts(&r.get::<_, String>(5)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at, actor_kind, actor_id, actor_name, ip, request_id, action, target, site_id FROM audit_log
+                 WHERE ?1 IS NULL OR site_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+            )?;
+            Ok(stmt
+                .query_map(params![site_id, limit], |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at: parse_ts(&r.get::<_, String>(1)?)?,
+                        actor_kind: r.get(2)?,
+                        actor_id: r.get(3)?,
+                        actor_name: r.get(4)?,
+                        ip: r.get(5)?,
+                        request_id: r.get(6)?,
+                        action: r.get(7)?,
+                        target: r.get(8)?,
+                        site_id: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn pull(
+        &self,
+        site_id: Uuid,
+        after: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Change>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, entity, entity_id, op, site_id, data FROM change_log
+                 WHERE seq > ?1 AND (site_id IS NULL OR site_id = ?2) ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![after, site_id, limit])?;
+            let mut changes = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let data: String = row.get(5)?;
+                if !changes.is_empty() && bytes + data.len() > max_bytes {
+                    break;
+                }
+                bytes += data.len();
+                let entity: String = row.get(1)?;
+                let op: String = row.get(3)?;
+                changes.push(Change {
+                    seq: row.get(0)?,
+                    entity: Entity::parse(&entity)
+                        .with_context(|| format!("unknown entity {entity}"))?,
+                    entity_id: row.get(2)?,
+                    op: ChangeOp::parse(&op).with_context(|| format!("unknown op {op}"))?,
+                    site_id: row.get(4)?,
+                    data: serde_json::from_str(&data).map_err(|e| StoreError::Other(e.into()))?,
+                });
+            }
+            Ok(changes)
+        })
+        .await
+    }
+
+    async fn change_head(&self) -> StoreResult<i64> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO site_sync (site_id, pull_cursor, last_pull_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (site_id) DO UPDATE SET pull_cursor = excluded.pull_cursor, last_pull_at = excluded.last_pull_at",
+                params![site_id, cursor, ts(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn push(
+        &self,
+        site_id: Uuid,
+        ops: &[PushOp],
+        at: DateTime<Utc>,
+    ) -> StoreResult<PushOutcome> {
+        let ops = ops.to_vec();
+        self.write(move |tx| push_batch(tx, site_id, &ops, at))
+            .await
+    }
+
+    async fn site_sync(&self, site_id: Uuid) -> StoreResult<SiteSyncStatus> {
+        self.read(move |c| {
+            let row: Option<(i64, i64, Option<String>, Option<String>)> = c
+                .query_row(
+                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at FROM site_sync WHERE site_id = ?1",
+                    [site_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let (acked_seq, pull_cursor, push, pull) = row.unwrap_or((0, 0, None, None));
+            let pull_lag = c.query_row(
+                "SELECT COUNT(*) FROM change_log WHERE seq > ?1 AND (site_id IS NULL OR site_id = ?2)",
+                params![pull_cursor, site_id],
+                |r| r.get(0),
+            )?;
+            Ok(SiteSyncStatus {
+                site_id,
+                last_push_at: parse_opt_ts(push)?,
+                last_pull_at: parse_opt_ts(pull)?,
+                acked_seq,
+                pull_cursor,
+                pull_lag,
+            })
+        })
+        .await
+    }
+
+    async fn get_customer(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?1"),
+                [id],
+                customer_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn customers_by_phone(&self, phone: &str) -> StoreResult<Vec<CustomerRecord>> {
+        let phone = phone.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE phone = ?1 ORDER BY last_name, first_name, id LIMIT 50"
+            ))?;
+            Ok(stmt.query_map([phone], customer_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn count_customers(&self) -> StoreResult<i64> {
+        self.read(|c| Ok(c.query_row("SELECT COUNT(*) FROM customers", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn waivers_for(&self, customer_id: Uuid) -> StoreResult<Vec<WaiverRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, customer_id, site_id, signer_name, signed_at, expires_at FROM waivers WHERE customer_id = ?1 ORDER BY signed_at",
+            )?;
+            Ok(stmt
+                .query_map([customer_id], |r| {
+                    Ok(WaiverRecord {
+                        id: r.get(0)?,
+                        customer_id: r.get(1)?,
+                        site_id: r.get(2)?,
+                        signer_name: r.get(3)?,
+                        signed_at: parse_ts(&r.get::<_, String>(4)?)?,
+                        expires_at: parse_ts(&r.get::<_, String>(5)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn daily_report(
+        &self,
+        site_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<DailyReport> {
+        self.read(move |c| {
+            let range = params![site_id, ts(from), ts(to)];
+            let (orders, revenue_cents) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM orders WHERE site_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+                range,
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let checkins = c.query_row(
+                "SELECT COUNT(*) FROM checkins WHERE site_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+                range,
+                |r| r.get(0),
+            )?;
+            let new_customers = c.query_row(
+                "SELECT COUNT(*) FROM customers WHERE home_site_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+                range,
+                |r| r.get(0),
+            )?;
+            Ok(DailyReport { orders, revenue_cents, checkins, new_customers })
+        })
+        .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Begin> {
+        let (scope, key, fingerprint) =
+            (scope.to_string(), key.to_string(), fingerprint.to_string());
+        self.write(move |tx| {
+            let stale = ts(now - chrono::Duration::hours(24));
+            tx.execute("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND created_at < ?3", params![scope, key, stale])?;
+            let existing: Option<(String, Option<u16>, Option<String>, Option<Vec<u8>>)> = tx
+                .query_row(
+                    "SELECT fingerprint, status, content_type, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                    params![scope, key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            Ok(match existing {
+                None => {
+                    tx.execute(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![scope, key, fingerprint, ts(now)],
+                    )?;
+                    Begin::Started
+                }
+                Some((stored, _, _, _)) if stored != fingerprint => Begin::Mismatch,
+                Some((_, None, _, _)) => Begin::InProgress,
+                Some((_, Some(status), content_type, body)) => Begin::Replay(StoredResponse {
+                    status,
+                    content_type,
+                    body: body.unwrap_or_default(),
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn idempotency_complete(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        let (scope, key, response) = (scope.to_string(), key.to_string(), response.clone());
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 WHERE scope = ?1 AND key = ?2",
+                params![scope, key, response.status, response.content_type, response.body],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_release(&self, scope: &str, key: &str) -> StoreResult<()> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                params![scope, key],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

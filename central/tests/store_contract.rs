@@ -1,0 +1,581 @@
+//! One contract for every central store backend. It always runs on SQLite; on SQL Server when
+//! `AERO_TEST_MSSQL_URL` holds an ADO.NET connection string (and says loudly when it skips).
+
+use aero_central::store::{self, Actor, EnrollmentToken, Redeemed, Store, StoreError};
+use aero_shared::auth::principal::{DeviceKind, Role};
+use aero_shared::idempotency::{Begin, StoredResponse};
+use aero_shared::wire::{
+    CustomerRecord, DeviceRecord, Entity, OpKind, ProductKind, ProductRecord, PushOp, SiteRecord,
+    UserRecord, WaiverRecord,
+};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A store under test and whatever must outlive it (the SQLite temp dir).
+struct Backend {
+    store: Arc<dyn Store>,
+    _guard: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store::open(None, dir.path()).await.expect("open sqlite");
+    Backend {
+        store,
+        _guard: Some(dir),
+    }
+}
+
+async fn mssql() -> Option<Backend> {
+    let Ok(url) = std::env::var("AERO_TEST_MSSQL_URL") else {
+        eprintln!(
+            "SKIPPED: SQL Server contract test (set AERO_TEST_MSSQL_URL to an ADO.NET connection string to run it)"
+        );
+        return None;
+    };
+    let store = store::open(Some(&url), std::path::Path::new("."))
+        .await
+        .expect("open SQL Server");
+    Some(Backend {
+        store,
+        _guard: None,
+    })
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let backend = super::sqlite().await;
+                    super::$name(backend.store.clone()).await;
+                }
+            )*
+        }
+        mod mssql_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(backend) = super::mssql().await {
+                        super::$name(backend.store.clone()).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    sites_round_trip_and_appear_in_the_change_feed,
+    device_keys_resolve_until_revoked,
+    usernames_and_skus_are_unique,
+    enrollment_tokens_are_single_use_and_expire,
+    pull_is_scoped_to_the_site_and_chain_wide_rows,
+    push_applies_once_and_replays_are_no_ops,
+    push_with_a_gap_answers_the_expected_seq,
+    rejected_ops_are_reported_and_do_not_block,
+    idempotency_keys_replay_and_detect_mismatch,
+    hq_writes_are_audited,
+    concurrent_writers_never_make_a_reader_skip_a_change,
+);
+
+fn now() -> DateTime<Utc> {
+    // Both backends keep milliseconds.
+    Utc::now().trunc_subsecs(3)
+}
+
+fn actor() -> Actor {
+    Actor::system("contract-test")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::now_v7().simple())
+}
+
+async fn new_site(store: &Arc<dyn Store>) -> SiteRecord {
+    let site = SiteRecord {
+        id: Uuid::now_v7(),
+        name: unique("site"),
+        timezone: "Europe/London".into(),
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        created_at: now(),
+    };
+    store
+        .create_site(&actor(), &site)
+        .await
+        .expect("create site");
+    site
+}
+
+fn device(site_id: Uuid, key_hash: &str) -> DeviceRecord {
+    DeviceRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        name: "kiosk".into(),
+        kind: DeviceKind::Kiosk,
+        allowed_networks: vec![],
+        key_hash: key_hash.to_string(),
+        created_at: now(),
+        revoked_at: None,
+    }
+}
+
+fn product(sku: &str) -> ProductRecord {
+    ProductRecord {
+        id: Uuid::now_v7(),
+        sku: sku.to_string(),
+        name: "Jump 60".into(),
+        kind: ProductKind::Pass,
+        price_cents: 1500,
+        duration_minutes: Some(60),
+        active: true,
+        created_at: now(),
+    }
+}
+
+fn customer_op(site_id: Uuid, seq: i64) -> PushOp {
+    let customer = CustomerRecord {
+        id: Uuid::now_v7(),
+        first_name: "Ada".into(),
+        last_name: unique("Lovelace"),
+        birth_date: NaiveDate::from_ymd_opt(2010, 5, 1).unwrap(),
+        phone: Some(format!("+44{}", 7_000_000_000i64 + seq)),
+        email: None,
+        guardian_id: None,
+        home_site_id: site_id,
+        created_at: now(),
+    };
+    PushOp {
+        seq,
+        op_id: Uuid::now_v7(),
+        entity: Entity::Customer,
+        entity_id: customer.id,
+        kind: OpKind::Upsert,
+        data: serde_json::to_value(&customer).unwrap(),
+    }
+}
+
+async fn pull_all(
+    store: &Arc<dyn Store>,
+    site: Uuid,
+    after: i64,
+) -> Vec<aero_shared::wire::Change> {
+    store
+        .pull(site, after, 10_000, usize::MAX)
+        .await
+        .expect("pull")
+}
+
+async fn sites_round_trip_and_appear_in_the_change_feed(store: Arc<dyn Store>) {
+    let head = store.change_head().await.unwrap();
+    let site = new_site(&store).await;
+    assert_eq!(store.get_site(site.id).await.unwrap(), Some(site.clone()));
+    assert!(store.list_sites().await.unwrap().contains(&site));
+    let changes = pull_all(&store, site.id, head).await;
+    let change = changes
+        .iter()
+        .find(|c| c.entity == Entity::Site && c.entity_id == site.id)
+        .expect("the site's own change");
+    assert_eq!(change.site_id, Some(site.id));
+    let replicated: SiteRecord = serde_json::from_value(change.data.clone()).unwrap();
+    assert_eq!(replicated, site);
+}
+
+async fn device_keys_resolve_until_revoked(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let hash = unique("hash");
+    let d = device(site.id, &hash);
+    store.create_device(&actor(), &d).await.unwrap();
+    assert_eq!(
+        store.device_by_key_hash(&hash).await.unwrap().map(|x| x.id),
+        Some(d.id)
+    );
+    assert!(store.revoke_device(&actor(), d.id, now()).await.unwrap());
+    assert!(
+        !store.revoke_device(&actor(), d.id, now()).await.unwrap(),
+        "second revoke is a no-op"
+    );
+    assert_eq!(store.device_by_key_hash(&hash).await.unwrap(), None);
+    let stored = store.get_device(d.id).await.unwrap().unwrap();
+    assert!(stored.revoked_at.is_some());
+    // The revocation replicates: the newest change for the device carries revoked_at.
+    let last = pull_all(&store, site.id, 0)
+        .await
+        .into_iter()
+        .rfind(|c| c.entity_id == d.id)
+        .unwrap();
+    assert!(last.data["revoked_at"].is_string());
+}
+
+async fn usernames_and_skus_are_unique(store: Arc<dyn Store>) {
+    let sku = unique("SKU");
+    store
+        .create_product(&actor(), &product(&sku))
+        .await
+        .unwrap();
+    let err = store
+        .create_product(&actor(), &product(&sku))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let username = unique("user");
+    let user = UserRecord {
+        id: Uuid::now_v7(),
+        username: username.clone(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$x$y".into(),
+        role: Role::Admin,
+        site_ids: vec![],
+        created_at: now(),
+        disabled_at: None,
+    };
+    store.create_user(&actor(), &user).await.unwrap();
+    let again = UserRecord {
+        id: Uuid::now_v7(),
+        username: username.to_uppercase(),
+        ..user.clone()
+    };
+    let err = store.create_user(&actor(), &again).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "usernames are case-insensitive: {err:?}"
+    );
+    assert_eq!(
+        store
+            .user_by_username(&username)
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(user.id)
+    );
+}
+
+async fn enrollment_tokens_are_single_use_and_expire(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let token = EnrollmentToken {
+        id: Uuid::now_v7(),
+        site_id: site.id,
+        token_hash: unique("token"),
+        created_at: now(),
+        expires_at: now() + Duration::hours(1),
+    };
+    store
+        .create_enrollment_token(&actor(), &token)
+        .await
+        .unwrap();
+    let edge = DeviceRecord {
+        kind: DeviceKind::Edge,
+        ..device(Uuid::nil(), &unique("edge"))
+    };
+    match store
+        .redeem_enrollment_token(&token.token_hash, now(), &edge)
+        .await
+        .unwrap()
+    {
+        Redeemed::Enrolled {
+            site: enrolled,
+            acked_seq,
+        } => {
+            assert_eq!(enrolled.id, site.id);
+            assert_eq!(acked_seq, 0);
+        }
+        Redeemed::Refused => panic!("a fresh token must enroll"),
+    }
+    let resolved = store
+        .device_by_key_hash(&edge.key_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resolved.site_id, resolved.kind),
+        (site.id, DeviceKind::Edge)
+    );
+    let again = DeviceRecord {
+        id: Uuid::now_v7(),
+        key_hash: unique("edge"),
+        ..edge.clone()
+    };
+    assert_eq!(
+        store
+            .redeem_enrollment_token(&token.token_hash, now(), &again)
+            .await
+            .unwrap(),
+        Redeemed::Refused
+    );
+    let expired = EnrollmentToken {
+        id: Uuid::now_v7(),
+        token_hash: unique("token"),
+        expires_at: now() - Duration::seconds(1),
+        ..token
+    };
+    store
+        .create_enrollment_token(&actor(), &expired)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .redeem_enrollment_token(&expired.token_hash, now(), &again)
+            .await
+            .unwrap(),
+        Redeemed::Refused
+    );
+}
+
+async fn pull_is_scoped_to_the_site_and_chain_wide_rows(store: Arc<dyn Store>) {
+    let head = store.change_head().await.unwrap();
+    let a = new_site(&store).await;
+    let b = new_site(&store).await;
+    let device_b = device(b.id, &unique("hash"));
+    store.create_device(&actor(), &device_b).await.unwrap();
+    let p = product(&unique("SKU"));
+    store.create_product(&actor(), &p).await.unwrap();
+    let seen_by_a: BTreeSet<Uuid> = pull_all(&store, a.id, head)
+        .await
+        .iter()
+        .map(|c| c.entity_id)
+        .collect();
+    assert!(seen_by_a.contains(&a.id));
+    assert!(
+        seen_by_a.contains(&p.id),
+        "chain-wide products reach every site"
+    );
+    assert!(
+        !seen_by_a.contains(&b.id),
+        "another site's row must not leak"
+    );
+    assert!(
+        !seen_by_a.contains(&device_b.id),
+        "another site's device must not leak"
+    );
+    // Paging by count returns a prefix in seq order.
+    let page = store.pull(a.id, head, 1, usize::MAX).await.unwrap();
+    assert_eq!(page.len(), 1);
+    // Paging by bytes still makes progress with one row.
+    let tiny = store.pull(a.id, head, 100, 1).await.unwrap();
+    assert_eq!(tiny.len(), 1);
+}
+
+async fn push_applies_once_and_replays_are_no_ops(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let ops: Vec<PushOp> = (1..=3).map(|seq| customer_op(site.id, seq)).collect();
+    let first = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!((first.acked_seq, first.expected_seq), (3, None));
+    assert!(first.rejected.is_empty());
+    let before = store.count_customers().await.unwrap();
+    let head = store.change_head().await.unwrap();
+    let replay = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!(replay.acked_seq, 3);
+    assert!(replay.rejected.is_empty());
+    assert_eq!(
+        store.count_customers().await.unwrap(),
+        before,
+        "a replay writes nothing"
+    );
+    assert_eq!(
+        store.change_head().await.unwrap(),
+        head,
+        "a replay appends no change"
+    );
+    let phone = ops[0].data["phone"].as_str().unwrap();
+    let found = store.customers_by_phone(phone).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, ops[0].entity_id);
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!(sync.acked_seq, 3);
+    assert!(sync.last_push_at.is_some());
+}
+
+async fn push_with_a_gap_answers_the_expected_seq(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    store
+        .push(site.id, &[customer_op(site.id, 1)], now())
+        .await
+        .unwrap();
+    let gap = store
+        .push(site.id, &[customer_op(site.id, 3)], now())
+        .await
+        .unwrap();
+    assert_eq!((gap.acked_seq, gap.expected_seq), (1, Some(2)));
+}
+
+async fn rejected_ops_are_reported_and_do_not_block(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let mut poison = customer_op(site.id, 1);
+    poison.data["first_name"] = serde_json::json!("");
+    let mut hq_owned = customer_op(site.id, 2);
+    hq_owned.entity = Entity::Product;
+    let good = customer_op(site.id, 3);
+    let ops = vec![poison.clone(), hq_owned.clone(), good.clone()];
+    let outcome = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!(outcome.acked_seq, 3);
+    let rejected: Vec<i64> = outcome.rejected.iter().map(|r| r.seq).collect();
+    assert_eq!(rejected, vec![1, 2]);
+    assert!(store.get_customer(good.entity_id).await.unwrap().is_some());
+    assert!(
+        store
+            .get_customer(poison.entity_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A replay reports the same rejections, so an edge that lost the answer still learns them.
+    let replay = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!(
+        replay.rejected.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Waivers only from the site that took them.
+    let waiver = WaiverRecord {
+        id: Uuid::now_v7(),
+        customer_id: good.entity_id,
+        site_id: Uuid::now_v7(),
+        signer_name: "Ada".into(),
+        signed_at: now(),
+        expires_at: now() + Duration::days(365),
+    };
+    let op = PushOp {
+        seq: 4,
+        op_id: Uuid::now_v7(),
+        entity: Entity::Waiver,
+        entity_id: waiver.id,
+        kind: OpKind::Upsert,
+        data: serde_json::to_value(&waiver).unwrap(),
+    };
+    let outcome = store.push(site.id, &[op], now()).await.unwrap();
+    assert_eq!((outcome.acked_seq, outcome.rejected.len()), (4, 1));
+}
+
+async fn idempotency_keys_replay_and_detect_mismatch(store: Arc<dyn Store>) {
+    let (scope, key) = (unique("scope"), unique("key"));
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp1", now())
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp1", now())
+            .await
+            .unwrap(),
+        Begin::InProgress
+    );
+    let response = StoredResponse {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: b"{\"id\":1}".to_vec(),
+    };
+    store
+        .idempotency_complete(&scope, &key, &response)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp1", now())
+            .await
+            .unwrap(),
+        Begin::Replay(response)
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp2", now())
+            .await
+            .unwrap(),
+        Begin::Mismatch
+    );
+    let other = unique("key");
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &other, "fp", now())
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    store.idempotency_release(&scope, &other).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &other, "fp", now())
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+}
+
+async fn hq_writes_are_audited(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let d = device(site.id, &unique("hash"));
+    store.create_device(&actor(), &d).await.unwrap();
+    store.revoke_device(&actor(), d.id, now()).await.unwrap();
+    let entries = store.list_audit(Some(site.id), 10).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec!["device.revoke", "device.create", "site.create"]
+    );
+    assert!(entries.iter().all(|e| e.actor_name == "contract-test"));
+}
+
+/// Many writers commit changes while a reader follows the feed with a cursor; afterwards the
+/// reader must have seen every change, each once, in increasing seq order.
+async fn concurrent_writers_never_make_a_reader_skip_a_change(store: Arc<dyn Store>) {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 25;
+    let site = new_site(&store).await;
+    let start = store.change_head().await.unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut cursor = start;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = store.pull(site.id, cursor, 7, usize::MAX).await.unwrap();
+                for change in &page {
+                    assert!(change.seq > cursor, "seq order");
+                    cursor = change.seq;
+                    if change.entity == Entity::Product {
+                        seen.push(change.entity_id);
+                    }
+                }
+                if page.is_empty() {
+                    if finished {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..PER_WRITER {
+                    let p = product(&unique("SKU"));
+                    store.create_product(&actor(), &p).await.unwrap();
+                    ids.push(p.id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = BTreeSet::new();
+    for writer in writers {
+        written.extend(writer.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let seen_set: BTreeSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), seen_set.len(), "no change delivered twice");
+    let missing: Vec<_> = written.difference(&seen_set).collect();
+    assert!(
+        missing.is_empty(),
+        "the reader skipped {} committed changes",
+        missing.len()
+    );
+}

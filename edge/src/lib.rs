@@ -1,0 +1,153 @@
+//! `aero-edge`: the venue daemon. It keeps a replica of its site's HQ data, serves the venue's
+//! terminals from it, records every local mutation in a transactional outbox, and syncs with
+//! central (push first, then pull) whenever central is reachable.
+
+pub mod auth;
+pub mod config;
+pub mod credential;
+pub mod outbox;
+pub mod replica;
+pub mod routes;
+pub mod secrets;
+pub mod sync;
+
+use crate::auth::{ReplicaCredentials, ReplicaIdempotency};
+use crate::config::Settings;
+use crate::credential::Credential;
+use crate::outbox::Writer;
+use crate::replica::Replica;
+use crate::routes::{AppState, SyncGauges};
+use crate::sync::SyncEngine;
+use aero_shared::auth::extract::Security;
+use aero_shared::auth::jwt::JwtKeys;
+use aero_shared::idempotency::{self, IdempotencyStore};
+use aero_shared::metrics::HttpMetrics;
+use aero_shared::pipeline;
+use aero_shared::ratelimit::RateLimits;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The audience of staff tokens this edge issues; central's tokens are not valid here.
+pub const JWT_AUDIENCE: &str = "aero-edge";
+
+/// A built edge: the HTTP application and the sync engine, not yet running.
+#[derive(Debug)]
+pub struct Edge {
+    pub router: Router,
+    pub state: AppState,
+    pub engine: Arc<SyncEngine>,
+}
+
+/// Loads the credential from the data dir; a clear error when this edge was never enrolled.
+pub fn load_credential(settings: &Settings) -> anyhow::Result<Credential> {
+    let data_dir = settings.data_dir();
+    Credential::load(&data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "this edge is not enrolled ({} not found): run `aero-edge enroll --central URL --token TOKEN` first",
+            credential::path_in(&data_dir).display()
+        )
+    })
+}
+
+/// Opens the replica, starts the database writer and builds routes and sync engine.
+pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge> {
+    let data_dir = settings.data_dir();
+    let (replica, write_conn) = Replica::open(&data_dir, credential.site_id, credential.next_seq)?;
+    let writer = Writer::start(write_conn)?;
+    let jwt_secret = secrets::load_or_create(&data_dir.join(secrets::JWT_SECRET_FILE))?;
+    let security = Arc::new(Security {
+        jwt: JwtKeys::new(
+            &jwt_secret,
+            JWT_AUDIENCE,
+            JWT_AUDIENCE,
+            chrono::Duration::minutes(settings.jwt_ttl_minutes.clamp(1, 24 * 60)),
+        ),
+        credentials: Arc::new(ReplicaCredentials(Arc::clone(&replica))),
+        limits: RateLimits::new(&settings.limits),
+        hq_networks: Vec::new(),
+        served_site: Some(credential.site_id),
+    });
+    let mut registry = Registry::with_prefix("aero_edge");
+    let http_metrics = Arc::new(HttpMetrics::register(&mut registry));
+    let gauges = Arc::new(SyncGauges::register(&mut registry));
+    let state = AppState {
+        replica: Arc::clone(&replica),
+        writer: writer.clone(),
+        security,
+        site_id: credential.site_id,
+        registry: Arc::new(registry),
+        gauges,
+        http_metrics: Arc::clone(&http_metrics),
+    };
+    let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
+    let router = routes::api_router()
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency_store,
+            idempotency::idempotency,
+        ))
+        .with_state(state.clone());
+    let router = pipeline::apply(
+        router,
+        &settings.limits,
+        &settings.cors_origins,
+        http_metrics,
+    );
+    let engine = Arc::new(SyncEngine::new(credential, settings.sync, replica, writer)?);
+    Ok(Edge {
+        router,
+        state,
+        engine,
+    })
+}
+
+/// Runs the edge on a bound listener until `shutdown` resolves: the HTTP API, the sync loop
+/// and the change-hint socket.
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let credential = load_credential(&settings)?;
+    let site_id = credential.site_id;
+    let edge = build(&settings, credential)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sync_task = tokio::spawn(Arc::clone(&edge.engine).run(stop_rx.clone()));
+    let hint_task = tokio::spawn(Arc::clone(&edge.engine).listen_for_hints(stop_rx.clone()));
+    spawn_housekeeping(Arc::clone(&edge.state.security), stop_rx.clone());
+    tracing::info!(addr = %listener.local_addr()?, %site_id, "aero-edge listening");
+    aero_shared::systemd::notify_ready();
+    let mut server_stop = stop_rx;
+    let served = aero_shared::server::serve(listener, edge.router, async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = server_stop.wait_for(|stop| *stop) => {}
+        }
+    })
+    .await;
+    aero_shared::systemd::notify_stopping();
+    let _ = stop_tx.send(true);
+    for task in [sync_task, hint_task] {
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "a sync task failed");
+        }
+    }
+    served?;
+    Ok(())
+}
+
+fn spawn_housekeeping(security: Arc<Security>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => security.limits.housekeeping(),
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,90 @@
+//! `aero-edge` command line: enroll with central, then serve the venue.
+
+use aero_edge::config::Settings;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "aero-edge", version, about = "AeroSports venue edge daemon")]
+struct Cli {
+    /// Data directory (credential, replica database, generated secrets).
+    #[arg(long, global = true, env = "AERO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "AERO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Redeem a one-time enrollment token and store this venue's credential.
+    Enroll {
+        /// Central's base URL, e.g. https://hq.example.com
+        #[arg(long)]
+        central: String,
+        /// The enrollment token issued at central for this site.
+        #[arg(long, env = "AERO_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Run the venue API and sync with central.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8090).
+    #[arg(long, env = "AERO_LISTEN")]
+    listen: Option<SocketAddr>,
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if cli.data_dir.is_some() {
+        settings.data_dir = cli.data_dir;
+    }
+    match cli.command {
+        Command::Enroll { central, token } => {
+            let credential =
+                aero_edge::credential::enroll(&central, &token, &settings.data_dir()).await?;
+            eprintln!(
+                "enrolled for site {} (credential in {})",
+                credential.site_id,
+                aero_edge::credential::path_in(&settings.data_dir()).display()
+            );
+            Ok(())
+        }
+        Command::Serve(args) => {
+            if let Some(listen) = args.listen {
+                settings.listen = listen;
+            }
+            // Fail before binding: an unenrolled edge has nothing to serve.
+            aero_edge::load_credential(&settings)?;
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("binding {}", settings.listen))?;
+            eprintln!(
+                "aero-edge serving http://{} (data in {})",
+                listener.local_addr()?,
+                settings.data_dir().display()
+            );
+            aero_edge::launch(settings, listener, aero_shared::server::shutdown_signal()).await
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The single writer of `edge.db` and the transactional outbox.
+//!
+//! All writes go through one dedicated thread that owns the write connection. It drains every
+//! queued request, runs each in its own SAVEPOINT inside one transaction and commits once: under
+//! load many terminals' writes share one fsync (group commit), while a failing request rolls
+//! back only its own savepoint. Each request is answered only after the commit is durable.
+//!
+//! Every local mutation writes its rows and one outbox op in the same request (see [`append_op`]),
+//! so a sale is either recorded and queued for central, or neither.
+
+use crate::replica::ts;
+use aero_shared::wire::{Entity, OpKind, PushOp};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+/// Most requests committed together; bounds how long one transaction holds the write lock.
+const MAX_GROUP: usize = 256;
+
+/// Called with the outcome of the group's commit.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+trait Job: Send {
+    /// Runs inside the group's transaction; the returned completion is called after commit.
+    fn run(self: Box<Self>, conn: &Connection) -> Completion;
+    /// Answers the request without running it (the transaction could not start).
+    fn abort(self: Box<Self>, reason: String);
+    /// Whether this request queued an outbox op the push loop should be told about.
+    fn is_local_mutation(&self) -> bool;
+}
+
+struct Request<F, T> {
+    work: F,
+    reply: oneshot::Sender<anyhow::Result<T>>,
+    local: bool,
+}
+
+impl<F, T> Job for Request<F, T>
+where
+    F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Completion {
+        let Request { work, reply, .. } = *self;
+        let outcome = in_savepoint(conn, work);
+        Box::new(move |commit| {
+            let answer = match (outcome, commit) {
+                (Ok(value), Ok(())) => Ok(value),
+                (Err(err), _) => Err(err),
+                (Ok(_), Err(reason)) => Err(anyhow::anyhow!("commit failed: {reason}")),
+            };
+            // The caller may have gone away (client disconnected); the write stands regardless.
+            let _ = reply.send(answer);
+        })
+    }
+
+    fn abort(self: Box<Self>, reason: String) {
+        let _ = self.reply.send(Err(anyhow::anyhow!(reason)));
+    }
+
+    fn is_local_mutation(&self) -> bool {
+        self.local
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    conn.execute_batch("SAVEPOINT request")?;
+    // A panicking request must not take the writer thread (and every later write) down with it.
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("write request panicked")));
+    match &outcome {
+        Ok(_) => conn.execute_batch("RELEASE request")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO request; RELEASE request")?,
+    }
+    outcome
+}
+
+/// Handle to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::UnboundedSender<Box<dyn Job>>,
+    /// Signalled after a commit that queued outbox ops: wakes the push loop.
+    pushed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. The thread ends when every `Writer` is dropped.
+    pub fn start(conn: Connection) -> anyhow::Result<Self> {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let pushed = Arc::new(Notify::new());
+        let notify = Arc::clone(&pushed);
+        std::thread::Builder::new()
+            .name("edge-db-writer".into())
+            .spawn(move || writer_loop(conn, rx, notify))?;
+        Ok(Self { queue, pushed })
+    }
+
+    /// Notified after every commit that queued outbox ops.
+    pub fn outbox_notify(&self) -> Arc<Notify> {
+        Arc::clone(&self.pushed)
+    }
+
+    /// Runs `work` in the writer's transaction (sync bookkeeping, idempotency keys).
+    pub async fn write<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(work, false).await
+    }
+
+    /// Runs a local mutation that appends outbox ops; the push loop is woken after commit.
+    pub async fn mutate<T, F>(&self, work: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(work, true).await
+    }
+
+    async fn submit<T, F>(&self, work: F, local: bool) -> anyhow::Result<T>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Box::new(Request { work, reply, local }))
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer dropped the request"))?
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    pushed: Arc<Notify>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let reason = format!("could not start a write transaction: {err}");
+            tracing::error!(%reason);
+            for job in jobs {
+                job.abort(reason.clone());
+            }
+            continue;
+        }
+        let local = jobs.iter().any(|j| j.is_local_mutation());
+        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            // Some errors (disk full, I/O) make SQLite roll back the whole transaction; later
+            // requests must then not run in autocommit mode, where they would be half-applied.
+            if conn.is_autocommit() {
+                job.abort("the write transaction was rolled back".into());
+            } else {
+                completions.push(job.run(&conn));
+            }
+        }
+        let commit = if conn.is_autocommit() {
+            Err("the write transaction was rolled back".to_string())
+        } else {
+            conn.execute_batch("COMMIT").map_err(|err| {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %err, "group commit failed");
+                err.to_string()
+            })
+        };
+        if local && commit.is_ok() {
+            pushed.notify_one();
+        }
+        for complete in completions {
+            complete(commit.clone());
+        }
+    }
+}
+
+/// Appends one outbox op in the caller's transaction. Seqs are dense per site: the counter in
+/// `sync_state` (seeded from enrollment) survives the outbox being emptied by acks.
+pub fn append_op<T: Serialize>(
+    conn: &Connection,
+    entity: Entity,
+    entity_id: Uuid,
+    kind: OpKind,
+    record: &T,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
+    let seq: i64 = conn.query_row(
+        "UPDATE sync_state SET next_seq = next_seq + 1 WHERE id = 1 RETURNING next_seq - 1",
+        [],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            seq,
+            Uuid::now_v7(),
+            entity.as_str(),
+            entity_id,
+            kind_str(kind),
+            serde_json::to_string(record)?,
+            ts(now)
+        ],
+    )?;
+    Ok(seq)
+}
+
+fn kind_str(kind: OpKind) -> &'static str {
+    match kind {
+        OpKind::Upsert => "upsert",
+        OpKind::Delete => "delete",
+        OpKind::LedgerAppend => "ledger_append",
+        OpKind::Event => "event",
+    }
+}
+
+fn parse_kind(text: &str) -> anyhow::Result<OpKind> {
+    Ok(match text {
+        "upsert" => OpKind::Upsert,
+        "delete" => OpKind::Delete,
+        "ledger_append" => OpKind::LedgerAppend,
+        "event" => OpKind::Event,
+        other => anyhow::bail!("unknown op kind {other:?}"),
+    })
+}
+
+/// Upper bound of one op's JSON besides its data (seq, two UUIDs, entity, kind, keys), so a
+/// batch sized by `push_batch_bytes` stays inside central's request body limit.
+const OP_ENVELOPE_BYTES: usize = 200;
+/// The `{"ops":[...]}` around a batch.
+const BATCH_ENVELOPE_BYTES: usize = 16;
+
+/// The oldest pending ops in seq order: at most `max_ops` (and never more than central accepts
+/// in one push), and a request body of at most about `max_bytes` (always at least one op, so an
+/// oversized op still gets sent and judged).
+pub fn pending(conn: &Connection, max_ops: usize, max_bytes: usize) -> anyhow::Result<Vec<PushOp>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, op_id, entity, entity_id, kind, data FROM outbox ORDER BY seq LIMIT ?1",
+    )?;
+    let max_ops = max_ops.clamp(1, aero_shared::wire::MAX_PUSH_OPS);
+    let limit = i64::try_from(max_ops).unwrap_or(i64::MAX);
+    let mut rows = stmt.query([limit])?;
+    let mut ops = Vec::new();
+    let mut bytes = BATCH_ENVELOPE_BYTES;
+    while let Some(row) = rows.next()? {
+        let data: String = row.get(5)?;
+        let size = data.len() + OP_ENVELOPE_BYTES;
+        if !ops.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        let entity: String = row.get(2)?;
+        let kind: String = row.get(4)?;
+        ops.push(PushOp {
+            seq: row.get(0)?,
+            op_id: row.get(1)?,
+            entity: Entity::parse(&entity)
+                .ok_or_else(|| anyhow::anyhow!("unknown entity {entity:?}"))?,
+            entity_id: row.get(3)?,
+            kind: parse_kind(&kind)?,
+            data: serde_json::from_str(&data)?,
+        });
+    }
+    Ok(ops)
+}
+
+/// Records central's answer to a push: rejected ops move to the dead letters, everything up to
+/// `acked_seq` leaves the outbox. Returns the lowest seq still pending.
+pub fn settle(
+    conn: &Connection,
+    acked_seq: i64,
+    rejected: &[aero_shared::wire::RejectedOp],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<i64>> {
+    for op in rejected {
+        conn.execute(
+            "INSERT INTO dead_letters (seq, op_id, entity, entity_id, data, reason, rejected_at)
+             SELECT seq, op_id, entity, entity_id, data, ?2, ?3 FROM outbox WHERE seq = ?1
+             ON CONFLICT (seq) DO NOTHING",
+            params![op.seq, op.reason, ts(now)],
+        )?;
+        conn.execute("DELETE FROM outbox WHERE seq = ?1", [op.seq])?;
+    }
+    conn.execute("DELETE FROM outbox WHERE seq <= ?1", [acked_seq])?;
+    conn.execute(
+        "UPDATE sync_state SET last_push_at = ?1, online = 1, last_error = NULL WHERE id = 1",
+        [ts(now)],
+    )?;
+    Ok(conn.query_row("SELECT MIN(seq) FROM outbox", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::Replica;
+
+    #[tokio::test]
+    async fn group_commit_isolates_a_failing_request_and_keeps_seqs_dense() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 5).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let now = Utc::now();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                writer
+                    .mutate(move |c| {
+                        let seq = append_op(
+                            c,
+                            Entity::Customer,
+                            Uuid::now_v7(),
+                            OpKind::Upsert,
+                            &i,
+                            now,
+                        )?;
+                        // Every tenth request fails after writing: its op must vanish with it.
+                        anyhow::ensure!(i % 10 != 3, "refused");
+                        Ok(seq)
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for task in tasks {
+            if task.await.expect("join").is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 45);
+        let ops = replica
+            .read(|c| pending(c, 1000, usize::MAX))
+            .await
+            .expect("pending");
+        assert_eq!(ops.len(), 45);
+        assert_eq!(ops.first().map(|o| o.seq), Some(5));
+        let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
+        // Failed requests roll back their seq too, so the sequence has no holes.
+        assert_eq!(seqs, (5..50).collect::<Vec<_>>());
+
+        let rejected = [aero_shared::wire::RejectedOp {
+            seq: 7,
+            op_id: ops[2].op_id,
+            reason: "bad".into(),
+        }];
+        let lowest = writer
+            .write(move |c| settle(c, 9, &rejected, now))
+            .await
+            .expect("settle");
+        assert_eq!(lowest, Some(10));
+        let status = replica.status(now).await.expect("status");
+        assert_eq!(status.pending_ops, 40);
+        assert_eq!(status.dead_letters, 1);
+    }
+    #[tokio::test]
+    async fn batches_respect_the_op_and_byte_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let now = Utc::now();
+        writer
+            .mutate(move |c| {
+                for _ in 0..10 {
+                    append_op(
+                        c,
+                        Entity::Customer,
+                        Uuid::now_v7(),
+                        OpKind::Upsert,
+                        &"x".repeat(1000),
+                        now,
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("queue");
+        let by_count = replica
+            .read(|c| pending(c, 3, usize::MAX))
+            .await
+            .expect("read");
+        assert_eq!(by_count.len(), 3);
+        let by_bytes = replica
+            .read(|c| pending(c, 100, 3 * 1300))
+            .await
+            .expect("read");
+        assert_eq!(by_bytes.len(), 3);
+        // An op larger than the budget still goes out alone rather than blocking the queue.
+        let oversized = replica.read(|c| pending(c, 100, 10)).await.expect("read");
+        assert_eq!(oversized.len(), 1);
+    }
+}

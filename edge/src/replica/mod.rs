@@ -1,0 +1,244 @@
+//! The edge's SQLite database (`edge.db`): the read-only replica of HQ data for this site, the
+//! venue's own rows, and the sync machinery (cursor, outbox, dead letters).
+//!
+//! One connection writes (owned by [`crate::outbox::Writer`]); reads use a small pool of other
+//! connections, which in WAL mode see committed snapshots and never wait for the writer.
+
+pub mod apply;
+
+use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, WaiverRecord};
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+pub const DB_FILE: &str = "edge.db";
+/// Idle read connections kept for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Timestamps are stored in one fixed format so that text comparison is time comparison.
+pub fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_ts(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("bad timestamp {text:?}"))?
+        .with_timezone(&Utc))
+}
+
+pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a sale acknowledged to a terminal survives power loss, not just a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// A customer as the kiosk lookup returns it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CustomerView {
+    #[serde(flatten)]
+    pub customer: CustomerRecord,
+    pub waiver_valid: bool,
+}
+
+/// Read access to `edge.db`.
+#[derive(Debug)]
+pub struct Replica {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl Replica {
+    /// Opens (creating and migrating) `edge.db` in `data_dir` for `site_id`; returns the
+    /// replica and the connection that will be the only writer.
+    ///
+    /// `first_seq` seeds the outbox sequence on first start; afterwards the database's own
+    /// counter is the truth. A database enrolled for another site is refused rather than mixed.
+    pub fn open(
+        data_dir: &Path,
+        site_id: Uuid,
+        first_seq: i64,
+    ) -> anyhow::Result<(Arc<Self>, Connection)> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let path = data_dir.join(DB_FILE);
+        let mut writer = open_connection(&path)?;
+        embedded::migrations::runner()
+            .run(&mut writer)
+            .context("migrating the edge database")?;
+        writer.execute(
+            "INSERT INTO sync_state (id, site_id, next_seq) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
+            params![site_id, first_seq.max(1)],
+        )?;
+        let stored: Uuid =
+            writer.query_row("SELECT site_id FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
+        anyhow::ensure!(
+            stored == site_id,
+            "{} belongs to site {stored}, but the credential is for site {site_id}",
+            path.display()
+        );
+        let replica = Arc::new(Self {
+            path,
+            readers: Mutex::new(Vec::new()),
+        });
+        Ok((replica, writer))
+    }
+
+    /// Runs `work` on a pooled read connection on a blocking thread.
+    pub async fn read<T, F>(self: &Arc<Self>, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let pooled = this
+                .readers
+                .lock()
+                .map_err(|_| anyhow::anyhow!("reader pool poisoned"))?
+                .pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&this.path)?,
+            };
+            let out = work(&conn);
+            if let Ok(mut idle) = this.readers.lock()
+                && idle.len() < MAX_IDLE_READERS
+            {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .context("replica read task failed")?
+    }
+
+    pub async fn status(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
+        self.read(move |c| status(c, now)).await
+    }
+
+    pub async fn customers_by_phone(
+        self: &Arc<Self>,
+        phone: String,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<CustomerView>> {
+        self.read(move |c| customers_where(c, "phone", &phone, now))
+            .await
+    }
+
+    pub async fn customers_by_email(
+        self: &Arc<Self>,
+        email: String,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<CustomerView>> {
+        self.read(move |c| customers_where(c, "email", &email, now))
+            .await
+    }
+
+    pub async fn customer(self: &Arc<Self>, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {
+        self.read(move |c| customer(c, id)).await
+    }
+
+    pub async fn active_products(self: &Arc<Self>) -> anyhow::Result<Vec<ProductRecord>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT data FROM products WHERE active = 1 ORDER BY sku, id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|text| Ok(serde_json::from_str(&text?)?)).collect()
+        })
+        .await
+    }
+}
+
+pub fn customer(c: &Connection, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {
+    let data: Option<String> = c
+        .query_row("SELECT data FROM customers WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+}
+
+fn customers_where(
+    c: &Connection,
+    column: &str,
+    value: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<CustomerView>> {
+    // `column` is one of two constants chosen by the caller, never request input.
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT data, EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2)
+         FROM customers WHERE {column} = ?1 ORDER BY created_at, id LIMIT 50"
+    ))?;
+    let rows = stmt.query_map(params![value, ts(now)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+    })?;
+    rows.map(|row| {
+        let (data, waiver_valid) = row?;
+        Ok(CustomerView {
+            customer: serde_json::from_str(&data)?,
+            waiver_valid,
+        })
+    })
+    .collect()
+}
+
+pub fn waiver(c: &Connection, id: Uuid) -> anyhow::Result<Option<WaiverRecord>> {
+    let data: Option<String> = c
+        .query_row("SELECT data FROM waivers WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+}
+
+fn status(c: &Connection, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
+    // One read transaction: the counts and the sync state describe the same moment.
+    c.execute_batch("BEGIN")?;
+    let result = (|| {
+        let (online, cursor, last_push_at, last_pull_at, last_error): (bool, i64, Option<String>, Option<String>, Option<String>) =
+            c.query_row(
+                "SELECT online, cursor, last_push_at, last_pull_at, last_error FROM sync_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
+        let (pending_ops, oldest): (i64, Option<String>) =
+            c.query_row("SELECT COUNT(*), MIN(created_at) FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let dead_letters: i64 =
+            c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+        let oldest_pending_age_seconds = oldest
+            .map(|t| parse_ts(&t))
+            .transpose()?
+            .map(|t| (now - t).num_seconds().max(0));
+        Ok(EdgeStatus {
+            online,
+            pending_ops,
+            oldest_pending_age_seconds,
+            last_push_at: last_push_at.map(|t| parse_ts(&t)).transpose()?,
+            last_pull_at: last_pull_at.map(|t| parse_ts(&t)).transpose()?,
+            cursor,
+            dead_letters,
+            last_error,
+        })
+    })();
+    c.execute_batch("COMMIT")?;
+    result
+}

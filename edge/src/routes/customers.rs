@@ -1,0 +1,186 @@
+//! Customers and waivers: registered at this venue (row + outbox op in one transaction), looked
+//! up chain-wide from the replica.
+
+use super::AppState;
+use crate::outbox::append_op;
+use crate::replica::apply::{upsert_customer, upsert_waiver};
+use crate::replica::{CustomerView, customer};
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator, normalize_phone};
+use aero_shared::wire::{CustomerRecord, Entity, OpKind, WaiverRecord};
+use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{Months, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// How long a signed waiver is valid.
+const WAIVER_MONTHS: u32 = 12;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/customers",
+            get(lookup.layer(require(Permission::LookupCustomers)))
+                .post(register.layer(require(Permission::RegisterCustomers))),
+        )
+        .route(
+            "/v1/customers/{id}/waivers",
+            post(sign_waiver.layer(require(Permission::SignWaivers))),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewCustomer {
+    pub first_name: String,
+    pub last_name: String,
+    pub birth_date: NaiveDate,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Validate for NewCustomer {
+    fn validate(&self, v: &mut Validator) {
+        v.text("first_name", &self.first_name, 100);
+        v.text("last_name", &self.last_name, 100);
+        let today = Utc::now().date_naive();
+        v.check(
+            self.birth_date <= today && self.birth_date >= today - Months::new(130 * 12),
+            "birth_date",
+            "must be a plausible date of birth",
+        );
+        if let Some(phone) = &self.phone {
+            v.phone("phone", phone);
+        }
+        if let Some(email) = &self.email {
+            v.email("email", email.trim());
+        }
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    _auth: Auth,
+    ValidJson(body): ValidJson<NewCustomer>,
+) -> Result<(StatusCode, Json<CustomerView>), ApiError> {
+    let now = Utc::now();
+    let record = CustomerRecord {
+        id: Uuid::now_v7(),
+        first_name: body.first_name.trim().to_string(),
+        last_name: body.last_name.trim().to_string(),
+        birth_date: body.birth_date,
+        phone: body.phone.as_deref().map(normalize_phone),
+        email: body.email.as_deref().map(|e| e.trim().to_string()),
+        guardian_id: None,
+        home_site_id: state.site_id,
+        created_at: now,
+    };
+    let row = record.clone();
+    state
+        .writer
+        .mutate(move |c| {
+            upsert_customer(c, &row)?;
+            append_op(c, Entity::Customer, row.id, OpKind::Upsert, &row, now)?;
+            Ok(())
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CustomerView {
+            customer: record,
+            waiver_valid: false,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct LookupQuery {
+    phone: Option<String>,
+    email: Option<String>,
+}
+
+async fn lookup(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Query(query): Query<LookupQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let now = Utc::now();
+    let customers = match (query.phone, query.email) {
+        (Some(phone), None) => {
+            let phone = normalize_phone(&phone);
+            if phone.is_empty() {
+                return Err(ApiError::field("phone", "must contain digits"));
+            }
+            state.replica.customers_by_phone(phone, now).await?
+        }
+        (None, Some(email)) => {
+            let email = email.trim().to_lowercase();
+            if email.is_empty() {
+                return Err(ApiError::field("email", "must not be blank"));
+            }
+            state.replica.customers_by_email(email, now).await?
+        }
+        _ => {
+            return Err(ApiError::field(
+                "phone",
+                "give exactly one of phone or email",
+            ));
+        }
+    };
+    Ok(Json(json!({ "customers": customers })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewWaiver {
+    pub signer_name: String,
+}
+
+impl Validate for NewWaiver {
+    fn validate(&self, v: &mut Validator) {
+        v.text("signer_name", &self.signer_name, 200);
+    }
+}
+
+async fn sign_waiver(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(customer_id): Path<Uuid>,
+    ValidJson(body): ValidJson<NewWaiver>,
+) -> Result<(StatusCode, Json<WaiverRecord>), ApiError> {
+    let now = Utc::now();
+    let expires_at = now
+        .checked_add_months(Months::new(WAIVER_MONTHS))
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("waiver expiry out of range")))?;
+    let waiver = WaiverRecord {
+        id: Uuid::now_v7(),
+        customer_id,
+        site_id: state.site_id,
+        signer_name: body.signer_name.trim().to_string(),
+        signed_at: now,
+        expires_at,
+    };
+    let row = waiver.clone();
+    // The existence check runs on the writer, in the same transaction as the insert.
+    let signed = state
+        .writer
+        .mutate(move |c| {
+            if customer(c, row.customer_id)?.is_none() {
+                return Ok(false);
+            }
+            upsert_waiver(c, &row)?;
+            append_op(c, Entity::Waiver, row.id, OpKind::Upsert, &row, now)?;
+            Ok(true)
+        })
+        .await?;
+    if !signed {
+        return Err(ApiError::NotFound("no such customer"));
+    }
+    Ok((StatusCode::CREATED, Json(waiver)))
+}

@@ -1,0 +1,84 @@
+//! The venue API. Every request is answered from the local replica: no request ever waits for
+//! central, so terminals keep working through an outage.
+
+pub mod customers;
+pub mod login;
+pub mod status;
+
+use crate::outbox::Writer;
+use crate::replica::Replica;
+use aero_shared::auth::extract::Security;
+use aero_shared::metrics::HttpMetrics;
+use axum::Router;
+use axum::extract::FromRef;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Sync health as Prometheus gauges, refreshed from the replica at each scrape.
+#[derive(Debug, Default)]
+pub struct SyncGauges {
+    pub pending_ops: Gauge,
+    pub oldest_pending_age_seconds: Gauge,
+    pub dead_letters: Gauge,
+    pub online: Gauge,
+    pub cursor: Gauge,
+}
+
+impl SyncGauges {
+    pub fn register(registry: &mut Registry) -> Self {
+        let gauges = Self::default();
+        registry.register(
+            "outbox_pending_ops",
+            "Local ops not yet acknowledged by central",
+            gauges.pending_ops.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest unacknowledged op (0 when none)",
+            gauges.oldest_pending_age_seconds.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Ops central rejected for good",
+            gauges.dead_letters.clone(),
+        );
+        registry.register(
+            "central_online",
+            "1 when the last sync with central succeeded",
+            gauges.online.clone(),
+        );
+        registry.register(
+            "pull_cursor",
+            "Position in central's change feed",
+            gauges.cursor.clone(),
+        );
+        gauges
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub replica: Arc<Replica>,
+    pub writer: Writer,
+    pub security: Arc<Security>,
+    /// The one site this edge serves.
+    pub site_id: Uuid,
+    pub registry: Arc<Registry>,
+    pub gauges: Arc<SyncGauges>,
+    pub http_metrics: Arc<HttpMetrics>,
+}
+
+impl FromRef<AppState> for Arc<Security> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.security)
+    }
+}
+
+pub fn api_router() -> Router<AppState> {
+    Router::new()
+        .merge(status::router())
+        .merge(customers::router())
+        .merge(login::router())
+}

@@ -1,0 +1,6 @@
+//! Authentication primitives: staff password hashes, machine API keys and staff JWTs.
+pub mod api_key;
+pub mod extract;
+pub mod jwt;
+pub mod password;
+pub mod principal;

@@ -1,0 +1,347 @@
+//! Who is calling (a person or a machine), what each role or device kind may do, and where.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Staff roles. Owners and admins are chain-wide (HQ); managers and staff belong to sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Manager,
+    Staff,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Manager => "manager",
+            Self::Staff => "staff",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "owner" => Some(Self::Owner),
+            "admin" => Some(Self::Admin),
+            "manager" => Some(Self::Manager),
+            "staff" => Some(Self::Staff),
+            _ => None,
+        }
+    }
+
+    /// Chain-wide roles see every site; site roles only the sites they are assigned to.
+    pub fn is_chain_wide(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Self::Owner | Self::Admin => Permission::ALL,
+            Self::Manager => &[
+                ReadSites,
+                ReadSyncHealth,
+                ReadReports,
+                ReadAudit,
+                ReadCatalog,
+                ReadPlugs,
+                ControlPlugs,
+                ReadStatus,
+                LookupCustomers,
+                RegisterCustomers,
+                SignWaivers,
+                CreateOrders,
+                RefundOrders,
+                AdjustBalances,
+                CheckIn,
+                PostScores,
+                ReadLeaderboards,
+                WatchLive,
+            ],
+            Self::Staff => &[
+                ReadSites,
+                ReadCatalog,
+                ReadPlugs,
+                ReadStatus,
+                LookupCustomers,
+                RegisterCustomers,
+                SignWaivers,
+                CreateOrders,
+                CheckIn,
+                PostScores,
+                ReadLeaderboards,
+                WatchLive,
+            ],
+        }
+    }
+}
+
+/// Kinds of machine that hold an API key. `Edge` is a venue's edge node itself: it is issued by
+/// enrollment, never through the device API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Kiosk,
+    Pos,
+    Tablet,
+    Game,
+    Scoreboard,
+    Edge,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kiosk => "kiosk",
+            Self::Pos => "pos",
+            Self::Tablet => "tablet",
+            Self::Game => "game",
+            Self::Scoreboard => "scoreboard",
+            Self::Edge => "edge",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "kiosk" => Some(Self::Kiosk),
+            "pos" => Some(Self::Pos),
+            "tablet" => Some(Self::Tablet),
+            "game" => Some(Self::Game),
+            "scoreboard" => Some(Self::Scoreboard),
+            "edge" => Some(Self::Edge),
+            _ => None,
+        }
+    }
+
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Self::Kiosk => &[
+                ReadStatus,
+                ReadCatalog,
+                LookupCustomers,
+                RegisterCustomers,
+                SignWaivers,
+                CreateOrders,
+                CheckIn,
+            ],
+            Self::Pos => &[
+                ReadStatus,
+                ReadCatalog,
+                LookupCustomers,
+                RegisterCustomers,
+                CreateOrders,
+                CheckIn,
+            ],
+            Self::Tablet => &[ReadStatus, LookupCustomers, RegisterCustomers, SignWaivers],
+            Self::Game => &[ReadStatus, PostScores, ReadLeaderboards],
+            Self::Scoreboard => &[ReadStatus, ReadLeaderboards, WatchLive],
+            Self::Edge => &[Sync],
+        }
+    }
+}
+
+/// What a route needs. Every route names exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    ManageSites,
+    ReadSites,
+    IssueEnrollmentTokens,
+    ManageDevices,
+    ManageUsers,
+    ManageCatalog,
+    ReadCatalog,
+    ManagePlugs,
+    ReadPlugs,
+    ControlPlugs,
+    ReadAudit,
+    ReadReports,
+    ReadSyncHealth,
+    Sync,
+    ReadStatus,
+    LookupCustomers,
+    RegisterCustomers,
+    SignWaivers,
+    CreateOrders,
+    RefundOrders,
+    AdjustBalances,
+    CheckIn,
+    PostScores,
+    ReadLeaderboards,
+    WatchLive,
+}
+
+impl Permission {
+    pub const ALL: &'static [Permission] = &[
+        Self::ManageSites,
+        Self::ReadSites,
+        Self::IssueEnrollmentTokens,
+        Self::ManageDevices,
+        Self::ManageUsers,
+        Self::ManageCatalog,
+        Self::ReadCatalog,
+        Self::ManagePlugs,
+        Self::ReadPlugs,
+        Self::ControlPlugs,
+        Self::ReadAudit,
+        Self::ReadReports,
+        Self::ReadSyncHealth,
+        Self::ReadStatus,
+        Self::LookupCustomers,
+        Self::RegisterCustomers,
+        Self::SignWaivers,
+        Self::CreateOrders,
+        Self::RefundOrders,
+        Self::AdjustBalances,
+        Self::CheckIn,
+        Self::PostScores,
+        Self::ReadLeaderboards,
+        Self::WatchLive,
+    ];
+
+    /// Sensitive operations also require the caller to be inside the allowed networks.
+    pub fn is_sensitive(self) -> bool {
+        matches!(
+            self,
+            Self::RefundOrders
+                | Self::AdjustBalances
+                | Self::ControlPlugs
+                | Self::ManageDevices
+                | Self::IssueEnrollmentTokens
+                | Self::ManageUsers
+        )
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Principal {
+    Staff {
+        user_id: Uuid,
+        username: String,
+        role: Role,
+        /// Empty for chain-wide roles.
+        sites: Vec<Uuid>,
+    },
+    Device {
+        device_id: Uuid,
+        site_id: Uuid,
+        kind: DeviceKind,
+        /// Empty means "the site's allowed networks apply".
+        allowed_networks: Vec<IpNet>,
+    },
+}
+
+impl Principal {
+    /// A stable key for rate limiting and idempotency scoping.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Self::Staff { user_id, .. } => *user_id,
+            Self::Device { device_id, .. } => *device_id,
+        }
+    }
+
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Self::Staff { .. } => "user",
+            Self::Device { .. } => "device",
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        match self {
+            Self::Staff { username, .. } => username.clone(),
+            Self::Device {
+                kind, device_id, ..
+            } => format!("{}:{device_id}", kind.as_str()),
+        }
+    }
+
+    pub fn has(&self, permission: Permission) -> bool {
+        match self {
+            Self::Staff { role, .. } => role.permissions().contains(&permission),
+            Self::Device { kind, .. } => kind.permissions().contains(&permission),
+        }
+    }
+
+    pub fn is_chain_wide(&self) -> bool {
+        matches!(self, Self::Staff { role, .. } if role.is_chain_wide())
+    }
+
+    pub fn can_access_site(&self, site_id: Uuid) -> bool {
+        match self {
+            Self::Staff { role, sites, .. } => role.is_chain_wide() || sites.contains(&site_id),
+            Self::Device { site_id: own, .. } => *own == site_id,
+        }
+    }
+
+    /// The one site a site-bound caller acts for, if exactly one.
+    pub fn home_site(&self) -> Option<Uuid> {
+        match self {
+            Self::Device { site_id, .. } => Some(*site_id),
+            Self::Staff { sites, role, .. } if !role.is_chain_wide() && sites.len() == 1 => {
+                Some(sites[0])
+            }
+            Self::Staff { .. } => None,
+        }
+    }
+}
+
+/// True when `addr` is inside any of `networks`. IPv4-mapped IPv6 addresses count as IPv4.
+pub fn address_allowed(addr: IpAddr, networks: &[IpNet]) -> bool {
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    };
+    networks.iter().any(|net| net.contains(&addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staff_cannot_refund_but_managers_can() {
+        let staff = Principal::Staff {
+            user_id: Uuid::nil(),
+            username: "s".into(),
+            role: Role::Staff,
+            sites: vec![Uuid::nil()],
+        };
+        assert!(!staff.has(Permission::RefundOrders));
+        let manager = Principal::Staff {
+            user_id: Uuid::nil(),
+            username: "m".into(),
+            role: Role::Manager,
+            sites: vec![Uuid::nil()],
+        };
+        assert!(manager.has(Permission::RefundOrders));
+    }
+
+    #[test]
+    fn devices_are_bound_to_their_site() {
+        let site = Uuid::now_v7();
+        let kiosk = Principal::Device {
+            device_id: Uuid::now_v7(),
+            site_id: site,
+            kind: DeviceKind::Kiosk,
+            allowed_networks: vec![],
+        };
+        assert!(kiosk.can_access_site(site));
+        assert!(!kiosk.can_access_site(Uuid::now_v7()));
+        assert!(!kiosk.has(Permission::Sync));
+    }
+
+    #[test]
+    fn mapped_ipv6_addresses_match_ipv4_networks() {
+        let nets = vec!["127.0.0.0/8".parse().unwrap()];
+        assert!(address_allowed("::ffff:127.0.0.1".parse().unwrap(), &nets));
+        assert!(!address_allowed("10.1.2.3".parse().unwrap(), &nets));
+    }
+}

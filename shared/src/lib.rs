@@ -1,0 +1,17 @@
+//! Shared by `aero-central` and `aero-edge`: wire types, authentication and authorization,
+//! and the HTTP request pipeline, written once so both services enforce the same rules.
+
+pub mod auth;
+pub mod clock;
+pub mod idempotency;
+pub mod json;
+pub mod metrics;
+pub mod pipeline;
+pub mod problem;
+pub mod ratelimit;
+pub mod server;
+pub mod systemd;
+pub mod validate;
+pub mod wire;
+
+pub use problem::{ApiError, FieldError, Problem};

@@ -1,0 +1,187 @@
+//! The outer request pipeline both services share: request id + tracing span, body limit,
+//! timeout, CORS, HTTP metrics, and problem+json for every error the framework produces itself.
+
+use crate::metrics::HttpMetrics;
+use crate::problem::{PROBLEM_JSON, Problem, problem_response, problem_type};
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Operator-tunable limits, the `[limits]` table of both services' configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LimitSettings {
+    pub body_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// Sustained requests per second allowed to one API key or user.
+    pub requests_per_second: u32,
+    /// Short bursts above the sustained rate.
+    pub burst: u32,
+    /// Login attempts per minute from one client address.
+    pub login_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1024 * 1024,
+            request_timeout_secs: 15,
+            requests_per_second: 50,
+            burst: 100,
+            login_per_minute: 10,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct MakeUuidV7;
+
+impl MakeRequestId for MakeUuidV7 {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Wraps a service's routes in the shared pipeline, outermost layer first.
+pub fn apply(
+    router: Router,
+    settings: &LimitSettings,
+    cors_origins: &[String],
+    metrics: Arc<HttpMetrics>,
+) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    // Router::layer wraps outward: the last layer added here is the first to see a request.
+    router
+        .layer(DefaultBodyLimit::disable())
+        .layer(cors(cors_origins))
+        .layer(RequestBodyLimitLayer::new(settings.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(settings.request_timeout_secs.max(1)),
+        ))
+        .layer(middleware::from_fn(problem_for_framework_errors))
+        .layer(middleware::from_fn_with_state(metrics, record_metrics))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
+                // The path only: query strings can carry phone numbers and emails.
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeUuidV7))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(crate::auth::extract::API_KEY_HEADER),
+            HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY_HEADER),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn record_metrics(
+    State(metrics): State<Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    metrics.observe(&method, &route, response.status(), started.elapsed());
+    response
+}
+
+/// Errors produced by the framework or tower layers (404, 405, 408, 413, path rejections)
+/// arrive as plain text; clients get the same problem+json shape as from handlers.
+async fn problem_for_framework_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with(PROBLEM_JSON) {
+        return response;
+    }
+    let plain = content_type.is_empty() || content_type.starts_with("text/plain");
+    let (parts, body) = response.into_parts();
+    let text = if plain {
+        to_bytes(body, 2048)
+            .await
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let detail = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    let mut problem_resp = problem_response(&Problem {
+        kind: problem_type(status),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail,
+        errors: Vec::new(),
+    });
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem_resp
+                .headers_mut()
+                .insert(name.clone(), value.clone());
+        }
+    }
+    problem_resp
+}

@@ -1,0 +1,373 @@
+//! Types that travel between services: the records of the change feed (HQ data and chain-wide
+//! venue data) and the sync protocol (enroll, push, pull). Central stores these records; edges
+//! replicate them.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::principal::{DeviceKind, Role};
+use crate::validate::{Validate, Validator};
+
+/// Most ops one push may carry; edges send smaller batches.
+pub const MAX_PUSH_OPS: usize = 5_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub timezone: String,
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A device and its API-key hash. Revoked devices stay (with `revoked_at`) for the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub name: String,
+    pub kind: DeviceKind,
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    pub key_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub site_ids: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductKind {
+    Pass,
+    Addon,
+    Credits,
+    Membership,
+}
+
+impl ProductKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Addon => "addon",
+            Self::Credits => "credits",
+            Self::Membership => "membership",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pass" => Some(Self::Pass),
+            "addon" => Some(Self::Addon),
+            "credits" => Some(Self::Credits),
+            "membership" => Some(Self::Membership),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductRecord {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub kind: ProductKind,
+    pub price_cents: i64,
+    pub duration_minutes: Option<i32>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreOrder {
+    HighestWins,
+    LowestWins,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GameRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub score_order: ScoreOrder,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlugRecord {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// The outlet of a power strip; `None` for a single plug.
+    pub child_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    On,
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub id: Uuid,
+    pub plug_id: Uuid,
+    pub site_id: Uuid,
+    /// Six-field cron (with seconds), evaluated in the site's timezone.
+    pub cron: String,
+    pub state: PowerState,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A customer, chain-wide: registered at one venue, found at every other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub birth_date: NaiveDate,
+    /// Normalised to digits with an optional leading `+`.
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub guardian_id: Option<Uuid>,
+    /// The venue that registered the customer.
+    pub home_site_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaiverRecord {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub site_id: Uuid,
+    pub signer_name: String,
+    pub signed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What kind of row a change or an op is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Site,
+    Device,
+    User,
+    Product,
+    Game,
+    Plug,
+    PlugSchedule,
+    Customer,
+    Waiver,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Site => "site",
+            Self::Device => "device",
+            Self::User => "user",
+            Self::Product => "product",
+            Self::Game => "game",
+            Self::Plug => "plug",
+            Self::PlugSchedule => "plug_schedule",
+            Self::Customer => "customer",
+            Self::Waiver => "waiver",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Site,
+            Self::Device,
+            Self::User,
+            Self::Product,
+            Self::Game,
+            Self::Plug,
+            Self::PlugSchedule,
+            Self::Customer,
+            Self::Waiver,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == text)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    Upsert,
+    Delete,
+}
+
+impl ChangeOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upsert => "upsert",
+            Self::Delete => "delete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "upsert" => Some(Self::Upsert),
+            "delete" => Some(Self::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of central's change feed: the full new state of a row (or its deletion).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: i64,
+    pub entity: Entity,
+    pub entity_id: Uuid,
+    pub op: ChangeOp,
+    /// `None` for chain-wide rows; otherwise the one site that replicates it.
+    pub site_id: Option<Uuid>,
+    /// The row's JSON for an upsert, `null` for a delete.
+    pub data: serde_json::Value,
+}
+
+/// `GET /v1/sync/pull?after=&limit=`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PullResponse {
+    pub changes: Vec<Change>,
+    /// Store this and pass it as `after` next time.
+    pub next_cursor: i64,
+    /// True when more changes are waiting beyond this page.
+    pub more: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Upsert,
+    Delete,
+    LedgerAppend,
+    Event,
+}
+
+/// One local mutation of an edge, as queued in its outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushOp {
+    /// Dense per site, starting at 1.
+    pub seq: i64,
+    pub op_id: Uuid,
+    pub entity: Entity,
+    pub entity_id: Uuid,
+    pub kind: OpKind,
+    pub data: serde_json::Value,
+}
+
+/// `POST /v1/sync/push`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub ops: Vec<PushOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedOp {
+    pub seq: i64,
+    pub op_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// Highest contiguous seq central holds for the site (applied or permanently rejected).
+    pub acked_seq: i64,
+    /// Set when the batch started beyond `acked_seq + 1`: send from this seq.
+    pub expected_seq: Option<i64>,
+    /// Ops in this batch (or replayed from it) that central refused for good.
+    pub rejected: Vec<RejectedOp>,
+}
+
+/// `POST /v1/edge/enroll`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub name: Option<String>,
+}
+
+/// The edge's credential for its site: shown once, stored by the edge owner-only.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub site_id: Uuid,
+    pub device_id: Uuid,
+    pub api_key: String,
+    /// The next outbox seq the edge must use (a re-enrolled site continues the sequence).
+    pub next_seq: i64,
+    pub site: SiteRecord,
+}
+
+impl std::fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollResponse")
+            .field("site_id", &self.site_id)
+            .field("device_id", &self.device_id)
+            .field("api_key", &"**redacted**")
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+/// `GET /v1/sites/{id}/sync`: a venue's sync health as HQ sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteSyncStatus {
+    pub site_id: Uuid,
+    pub last_push_at: Option<DateTime<Utc>>,
+    pub last_pull_at: Option<DateTime<Utc>>,
+    pub acked_seq: i64,
+    pub pull_cursor: i64,
+    /// Changes in the feed for this site beyond its pull cursor.
+    pub pull_lag: i64,
+}
+
+/// `GET /v1/status` at the edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdgeStatus {
+    pub online: bool,
+    pub pending_ops: i64,
+    pub oldest_pending_age_seconds: Option<i64>,
+    pub last_push_at: Option<DateTime<Utc>>,
+    pub last_pull_at: Option<DateTime<Utc>>,
+    pub cursor: i64,
+    pub dead_letters: i64,
+    pub last_error: Option<String>,
+}
+
+impl Validate for EnrollRequest {
+    fn validate(&self, v: &mut Validator) {
+        v.text("token", &self.token, 200);
+        if let Some(name) = &self.name {
+            v.text("name", name, 100);
+        }
+    }
+}
+
+impl Validate for PushRequest {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            self.ops.len() <= MAX_PUSH_OPS,
+            "ops",
+            "at most 5000 ops per push",
+        );
+        for (i, op) in self.ops.iter().enumerate() {
+            v.check(op.seq >= 1, &format!("ops[{i}].seq"), "must be at least 1");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Secrets never reach the logs or `Debug` output.
+//!
+//! This file holds its own test binary so the process-wide tracing subscriber that captures
+//! the logs is installed exactly once, and no other test's requests mix into the buffer.
+
+use aero_shared::auth::api_key::ApiKey;
+use aero_tests::{OWNER, OWNER_PASSWORD, TestCentral, expect_status};
+use reqwest::Method;
+use serde_json::json;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Everything every tracing event of this process writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn captured_logs() -> &'static LogBuffer {
+    static BUFFER: OnceLock<LogBuffer> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer = LogBuffer::default();
+        tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .init();
+        buffer
+    })
+}
+
+#[tokio::test]
+async fn logs_never_contain_passwords_api_keys_or_tokens() {
+    let logs = captured_logs();
+    let central = TestCentral::start().await;
+
+    // A successful login, and a failed one with a different password.
+    let token = central.owner_token().await;
+    let wrong_password = "wrong-but-secret-password-42";
+    let response = central
+        .request(Method::POST, "/v1/auth/login")
+        .json(&json!({ "username": OWNER, "password": wrong_password }))
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 401).await;
+
+    // A device creation, and a request made with its key.
+    let site = central.create_site(&token, "Leeds").await;
+    let (device, api_key) = central.create_device(&token, site, "kiosk").await;
+    let response = central
+        .request(Method::GET, "/v1/products")
+        .header("X-Api-Key", &api_key)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 200).await;
+
+    // A request the key may not make, and one after revocation: error paths log too.
+    let response = central
+        .request(Method::GET, "/v1/sites")
+        .header("X-Api-Key", &api_key)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 403).await;
+    let response = central
+        .request(Method::DELETE, &format!("/v1/devices/{device}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 204).await;
+    let response = central
+        .request(Method::GET, "/v1/products")
+        .header("X-Api-Key", &api_key)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 401).await;
+
+    let text = logs.contents();
+    if std::env::var_os("SHOW_LOGS").is_some() {
+        eprintln!("{text}");
+    }
+    // The capture works: the server's own events are in it.
+    assert!(
+        text.contains("failed login"),
+        "nothing was captured:\n{text}"
+    );
+    assert!(
+        text.contains("/v1/products"),
+        "request spans were not captured:\n{text}"
+    );
+
+    let jwt_signature = token.rsplit('.').next().unwrap();
+    for (what, secret) in [
+        ("the owner's password", OWNER_PASSWORD),
+        ("a failed login's password", wrong_password),
+        ("the API key", api_key.as_str()),
+        ("the JWT", token.as_str()),
+        ("the JWT's signature", jwt_signature),
+    ] {
+        assert!(!text.contains(secret), "the logs contain {what}:\n{text}");
+    }
+}
+
+#[test]
+fn debug_output_hides_api_keys_and_settings_secrets() {
+    let key = ApiKey::generate();
+    let shown = format!("{key:?}");
+    assert!(!shown.contains(key.expose()), "{shown}");
+    assert!(!shown.contains(&key.expose()["aero_".len()..]), "{shown}");
+
+    let jwt_secret = "jwt-signing-secret-that-must-not-show";
+    let db_password = "Db-Pa55word-must-not-show";
+    let settings = aero_central::config::Settings {
+        jwt_secret: Some(jwt_secret.to_string().into()),
+        database_url: Some(
+            format!("server=tcp:db,1433;user=aero;password={db_password};database=aero").into(),
+        ),
+        ..Default::default()
+    };
+    let shown = format!("{settings:?}");
+    assert!(!shown.contains(jwt_secret), "{shown}");
+    assert!(!shown.contains(db_password), "{shown}");
+    let shown = format!("{settings:#?}");
+    assert!(!shown.contains(jwt_secret), "{shown}");
+    assert!(!shown.contains(db_password), "{shown}");
+}
