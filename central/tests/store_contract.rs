@@ -185,6 +185,7 @@ async fn sites_round_trip_and_appear_in_the_change_feed(store: Arc<dyn Store>) {
 }
 
 async fn device_keys_resolve_until_revoked(store: Arc<dyn Store>) {
+    let head = store.change_head().await.unwrap();
     let site = new_site(&store).await;
     let hash = unique("hash");
     let d = device(site.id, &hash);
@@ -202,7 +203,7 @@ async fn device_keys_resolve_until_revoked(store: Arc<dyn Store>) {
     let stored = store.get_device(d.id).await.unwrap().unwrap();
     assert!(stored.revoked_at.is_some());
     // The revocation replicates: the newest change for the device carries revoked_at.
-    let last = pull_all(&store, site.id, 0)
+    let last = pull_all(&store, site.id, head)
         .await
         .into_iter()
         .rfind(|c| c.entity_id == d.id)

@@ -47,7 +47,7 @@ CREATE TABLE user_sites (
 
 CREATE TABLE products (
     id               BLOB PRIMARY KEY,
-    sku              TEXT NOT NULL UNIQUE,
+    sku              TEXT NOT NULL UNIQUE COLLATE NOCASE,
     name             TEXT NOT NULL,
     kind             TEXT NOT NULL,
     price_cents      INTEGER NOT NULL,
@@ -58,7 +58,7 @@ CREATE TABLE products (
 
 CREATE TABLE games (
     id          BLOB PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL UNIQUE COLLATE NOCASE,
     score_order TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
@@ -66,7 +66,7 @@ CREATE TABLE games (
 CREATE TABLE plugs (
     id         BLOB PRIMARY KEY,
     site_id    BLOB NOT NULL REFERENCES sites(id),
-    name       TEXT NOT NULL,
+    name       TEXT NOT NULL COLLATE NOCASE,
     host       TEXT NOT NULL,
     port       INTEGER NOT NULL,
     child_id   TEXT,

@@ -152,10 +152,17 @@ fn map_err(err: rusqlite::Error) -> StoreError {
                 if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                     || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
             {
+                // "UNIQUE constraint failed: users.username" -> "username"
                 let what = message
                     .as_deref()
                     .and_then(|m| m.rsplit(": ").next())
-                    .unwrap_or("record");
+                    .map(|cols| {
+                        cols.split(", ")
+                            .map(|c| c.rsplit('.').next().unwrap_or(c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_else(|| "record".to_string());
                 return StoreError::Conflict(format!("{what} already exists"));
             }
             _ => {}
