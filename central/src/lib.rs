@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// The audience central's staff tokens are issued for; an edge's tokens carry another.
 pub const JWT_AUDIENCE: &str = "aero-central";
@@ -86,6 +87,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
         http_metrics: Arc::clone(&http_metrics),
         sync_metrics,
         change_head,
+        shutdown: CancellationToken::new(),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
     let router = routes::api_router()
@@ -109,9 +111,14 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (router, _state) = build(settings, Arc::new(SystemClock)).await?;
+    let (router, state) = build(settings, Arc::new(SystemClock)).await?;
     tracing::info!(addr = %listener.local_addr()?, "aero-central listening");
     aero_shared::systemd::notify_ready();
+    let closing = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.cancel();
+    };
     aero_shared::server::serve(listener, router, shutdown).await?;
     aero_shared::systemd::notify_stopping();
     Ok(())

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     /// The change log's head, watched from the database itself so every instance behind a
     /// load balancer sees every change, whichever instance wrote it.
     pub change_head: watch::Receiver<i64>,
+    /// Cancelled when the server begins to shut down, so long-lived websockets end too.
+    pub shutdown: CancellationToken,
 }
 
 impl FromRef<AppState> for Arc<Security> {

@@ -155,10 +155,15 @@ async fn notify(
 ) -> Result<Response, ApiError> {
     edge_site(&auth)?;
     let head = state.change_head.clone();
-    Ok(upgrade.on_upgrade(move |socket| stream_heads(socket, head)))
+    let closing = state.shutdown.clone();
+    Ok(upgrade.on_upgrade(move |socket| stream_heads(socket, head, closing)))
 }
 
-async fn stream_heads(mut socket: WebSocket, mut head: tokio::sync::watch::Receiver<i64>) {
+async fn stream_heads(
+    mut socket: WebSocket,
+    mut head: tokio::sync::watch::Receiver<i64>,
+    closing: tokio_util::sync::CancellationToken,
+) {
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let send_head = |n: i64| Message::Text(format!("{{\"head\":{n}}}").into());
     let first = *head.borrow_and_update();
@@ -167,6 +172,10 @@ async fn stream_heads(mut socket: WebSocket, mut head: tokio::sync::watch::Recei
     }
     loop {
         tokio::select! {
+            () = closing.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
             changed = head.changed() => {
                 if changed.is_err() {
                     return;
