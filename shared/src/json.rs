@@ -56,12 +56,19 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() {
             ApiError::BadRequest(format!("the body is not valid JSON: {inner}"))
         } else {
-            let field = if path == "." {
-                "body".to_string()
-            } else {
-                path
+            let message = strip_position(&inner.to_string());
+            let parent = if path == "." { None } else { Some(path) };
+            // A missing field is reported at its parent's path; name the field itself.
+            let named = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (named, parent) {
+                (Some(child), Some(parent)) => format!("{parent}.{child}"),
+                (Some(child), None) => child.to_string(),
+                (None, Some(parent)) => parent,
+                (None, None) => "body".to_string(),
             };
-            ApiError::field(field, strip_position(&inner.to_string()))
+            ApiError::field(field, message)
         }
     })
 }
@@ -71,5 +78,43 @@ fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u32,
+    }
+
+    fn field_of(json: &str) -> String {
+        match decode::<Body>(json.as_bytes()) {
+            Err(ApiError::Validation(errors)) => errors[0].field.clone(),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        assert_eq!(field_of(r#"{"name": "x"}"#), "count");
+        assert_eq!(field_of(r#"{"name": "x", "count": "3"}"#), "count");
+        assert_eq!(
+            field_of(r#"{"name": "x", "count": 3, "colour": 1}"#),
+            "colour"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_bad_requests() {
+        assert!(matches!(
+            decode::<Body>(br#"{"name":"#),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }
