@@ -177,6 +177,12 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Executes through the connection's statement cache: the sync path runs the same few
+/// statements for every pushed op.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -220,7 +226,8 @@ fn audit(
     event: AuditEvent,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    tx.execute(
+    exec(
+ tx,
         "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, request_id, action, target, site_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
@@ -248,18 +255,18 @@ fn append_change<T: Serialize>(
     record: &T,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO change_log (entity, entity_id, op, site_id, data, changed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            entity.as_str(),
-            entity_id,
-            ChangeOp::Upsert.as_str(),
-            site_id,
-            json(record)?,
-            ts(at)
-        ],
-    )?;
+    )?
+    .execute(params![
+        entity.as_str(),
+        entity_id,
+        ChangeOp::Upsert.as_str(),
+        site_id,
+        json(record)?,
+        ts(at)
+    ])?;
     Ok(())
 }
 
@@ -304,7 +311,8 @@ fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
 }
 
 fn insert_device(tx: &Transaction<'_>, d: &DeviceRecord) -> StoreResult<()> {
-    tx.execute(
+    exec(
+ tx,
         "INSERT INTO devices (id, site_id, name, kind, allowed_networks, key_hash, created_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
         params![d.id, d.site_id, d.name, d.kind.as_str(), json(&d.allowed_networks)?, d.key_hash, ts(d.created_at)],
@@ -380,7 +388,8 @@ fn apply_venue_write(
     match write {
         VenueWrite::Customer(c) => {
             // Last arrival wins: central is the authority on a customer's final state.
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO customers (id, first_name, last_name, birth_date, phone, email, guardian_id, home_site_id, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name,
@@ -396,7 +405,8 @@ fn apply_venue_write(
             append_change(tx, Entity::Customer, c.id, None, &stored, at)
         }
         VenueWrite::Waiver(w) => {
-            let inserted = tx.execute(
+            let inserted = exec(
+                tx,
                 "INSERT INTO waivers (id, customer_id, site_id, signer_name, signed_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
                 params![
@@ -422,7 +432,8 @@ fn push_batch(
     ops: &[PushOp],
     at: DateTime<Utc>,
 ) -> StoreResult<PushOutcome> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO site_sync (site_id) VALUES (?1) ON CONFLICT (site_id) DO NOTHING",
         [site_id],
     )?;
@@ -476,7 +487,8 @@ fn push_batch(
         };
         // A duplicate op_id cannot be stored again under its own id; keep the reason only.
         let op_id = if seen { Uuid::now_v7() } else { op.op_id };
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO applied_ops (site_id, seq, op_id, rejected, applied_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![site_id, op.seq, op_id, reason, ts(at)],
         )?;
@@ -489,7 +501,8 @@ fn push_batch(
         }
         acked = op.seq;
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE site_sync SET acked_seq = ?2, last_push_at = ?3 WHERE site_id = ?1",
         params![site_id, acked, ts(at)],
     )?;
@@ -510,11 +523,12 @@ impl Store for SqliteStore {
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()> {
         let (actor, site) = (actor.clone(), site.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO sites (id, name, timezone, allowed_networks, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![site.id, site.name, site.timezone, json(&site.allowed_networks)?, ts(site.created_at)],
             )?;
-            tx.execute("INSERT INTO site_sync (site_id) VALUES (?1)", [site.id])?;
+            exec(tx, "INSERT INTO site_sync (site_id) VALUES (?1)", [site.id])?;
             audit(tx, &actor, AuditEvent { action: "site.create", target: Some(site.id.to_string()), site_id: Some(site.id) }, site.created_at)?;
             append_change(tx, Entity::Site, site.id, Some(site.id), &site, site.created_at)
         })
@@ -548,7 +562,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (actor, token) = (actor.clone(), token.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO enrollment_tokens (id, site_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![token.id, token.site_id, token.token_hash, ts(token.created_at), ts(token.expires_at)],
             )?;
@@ -576,7 +591,7 @@ impl Store for SqliteStore {
                 return Ok(Redeemed::Refused);
             };
             let device = DeviceRecord { site_id, ..edge.clone() };
-            tx.execute("UPDATE enrollment_tokens SET used_at = ?2, device_id = ?3 WHERE id = ?1", params![token_id, ts(now), device.id])?;
+            exec(tx, "UPDATE enrollment_tokens SET used_at = ?2, device_id = ?3 WHERE id = ?1", params![token_id, ts(now), device.id])?;
             insert_device(tx, &device)?;
             let actor = Actor { kind: "edge", id: Some(device.id), name: device.name.clone(), ip: None, request_id: None };
             audit(tx, &actor, AuditEvent { action: "edge.enroll", target: Some(device.id.to_string()), site_id: Some(site_id) }, now)?;
@@ -655,7 +670,8 @@ impl Store for SqliteStore {
     async fn revoke_device(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
         let actor = actor.clone();
         self.write(move |tx| {
-            let changed = tx.execute(
+            let changed = exec(
+                tx,
                 "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, ts(at)],
             )?;
@@ -686,12 +702,13 @@ impl Store for SqliteStore {
     async fn create_user(&self, actor: &Actor, user: &UserRecord) -> StoreResult<()> {
         let (actor, user) = (actor.clone(), user.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![user.id, user.username, user.password_hash, user.role.as_str(), ts(user.created_at)],
             )?;
             for site in &user.site_ids {
-                tx.execute("INSERT INTO user_sites (user_id, site_id) VALUES (?1, ?2)", params![user.id, site])?;
+                exec(tx, "INSERT INTO user_sites (user_id, site_id) VALUES (?1, ?2)", params![user.id, site])?;
             }
             audit(tx, &actor, AuditEvent { action: "user.create", target: Some(user.id.to_string()), site_id: user.site_ids.first().copied() }, user.created_at)?;
             append_user_changes(tx, &user, user.created_at)
@@ -723,7 +740,8 @@ impl Store for SqliteStore {
     async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()> {
         let (actor, p) = (actor.clone(), product.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO products (id, sku, name, kind, price_cents, duration_minutes, active, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![p.id, p.sku, p.name, p.kind.as_str(), p.price_cents, p.duration_minutes, p.active, ts(p.created_at)],
@@ -747,7 +765,8 @@ impl Store for SqliteStore {
     async fn create_game(&self, actor: &Actor, game: &GameRecord) -> StoreResult<()> {
         let (actor, g) = (actor.clone(), game.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO games (id, name, score_order, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![g.id, g.name, enum_text(&g.score_order), ts(g.created_at)],
             )?;
@@ -788,7 +807,8 @@ impl Store for SqliteStore {
     async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()> {
         let (actor, p) = (actor.clone(), plug.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO plugs (id, site_id, name, host, port, child_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![p.id, p.site_id, p.name, p.host, p.port, p.child_id, ts(p.created_at)],
             )?;
@@ -817,7 +837,8 @@ impl Store for SqliteStore {
     async fn create_schedule(&self, actor: &Actor, schedule: &ScheduleRecord) -> StoreResult<()> {
         let (actor, s) = (actor.clone(), schedule.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO plug_schedules (id, plug_id, site_id, cron, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![s.id, s.plug_id, s.site_id, s.cron, enum_text(&s.state), ts(s.created_at)],
             )?;
@@ -923,7 +944,8 @@ impl Store for SqliteStore {
 
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "INSERT INTO site_sync (site_id, pull_cursor, last_pull_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (site_id) DO UPDATE SET pull_cursor = excluded.pull_cursor, last_pull_at = excluded.last_pull_at",
                 params![site_id, cursor, ts(at)],
@@ -1059,7 +1081,7 @@ impl Store for SqliteStore {
             (scope.to_string(), key.to_string(), fingerprint.to_string());
         self.write(move |tx| {
             let stale = ts(now - chrono::Duration::hours(24));
-            tx.execute("DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND created_at < ?3", params![scope, key, stale])?;
+            exec(tx, "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND created_at < ?3", params![scope, key, stale])?;
             let existing: Option<(String, Option<u16>, Option<String>, Option<Vec<u8>>)> = tx
                 .query_row(
                     "SELECT fingerprint, status, content_type, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
@@ -1069,7 +1091,8 @@ impl Store for SqliteStore {
                 .optional()?;
             Ok(match existing {
                 None => {
-                    tx.execute(
+                    exec(
+ tx,
                         "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4)",
                         params![scope, key, fingerprint, ts(now)],
                     )?;
@@ -1095,7 +1118,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (scope, key, response) = (scope.to_string(), key.to_string(), response.clone());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+ tx,
                 "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 WHERE scope = ?1 AND key = ?2",
                 params![scope, key, response.status, response.content_type, response.body],
             )?;
@@ -1107,7 +1131,8 @@ impl Store for SqliteStore {
     async fn idempotency_release(&self, scope: &str, key: &str) -> StoreResult<()> {
         let (scope, key) = (scope.to_string(), key.to_string());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
                 params![scope, key],
             )?;
