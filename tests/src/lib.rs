@@ -5,11 +5,14 @@ use aero_central::config::Settings;
 use aero_central::store::Actor;
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::Role;
-use aero_shared::wire::UserRecord;
+use aero_shared::wire::{EdgeStatus, UserRecord};
 use reqwest::{Client, Method, RequestBuilder, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -208,6 +211,17 @@ fn spawn_central(
     (tx, task)
 }
 
+fn spawn_edge(
+    settings: aero_edge::config::Settings,
+    listener: tokio::net::TcpListener,
+) -> (oneshot::Sender<()>, ServerTask) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(aero_edge::launch(settings, listener, async move {
+        let _ = rx.await;
+    }));
+    (tx, task)
+}
+
 /// A running, enrolled edge on its own temporary data directory. Dropping it shuts it down.
 pub struct TestEdge {
     pub addr: SocketAddr,
@@ -216,15 +230,28 @@ pub struct TestEdge {
     pub credential: aero_edge::credential::Credential,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<ServerTask>,
+    /// What it was started with, so a restart runs the same configuration.
+    launched: aero_edge::config::Settings,
 }
 
 impl TestEdge {
     /// Enrolls at `central` with `enrollment_token` and serves on a loopback port. Rate limits
     /// are raised and backoff shortened so bulk writes and outage recovery run at test speed.
     pub async fn start(central: &TestCentral, enrollment_token: &str) -> Self {
+        Self::start_with(&central.url(""), enrollment_token, |_| {}).await
+    }
+
+    /// Enrolls at `central_url` (central itself or a proxy in front of it: the edge keeps
+    /// talking to the URL it enrolled with) and serves after `configure` adjusted the test
+    /// settings of [`TestEdge::start`].
+    pub async fn start_with(
+        central_url: &str,
+        enrollment_token: &str,
+        configure: impl FnOnce(&mut aero_edge::config::Settings),
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let credential =
-            aero_edge::credential::enroll(&central.url(""), enrollment_token, data_dir.path())
+            aero_edge::credential::enroll(central_url, enrollment_token, data_dir.path())
                 .await
                 .expect("enroll the edge");
         let mut settings = aero_edge::config::Settings {
@@ -235,14 +262,12 @@ impl TestEdge {
         settings.limits.burst = 10_000;
         settings.sync.backoff_min_ms = 50;
         settings.sync.backoff_max_secs = 1;
+        configure(&mut settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(aero_edge::launch(settings, listener, async move {
-            let _ = rx.await;
-        }));
+        let (tx, task) = spawn_edge(settings.clone(), listener);
         Self {
             addr,
             data_dir,
@@ -250,7 +275,41 @@ impl TestEdge {
             credential,
             shutdown: Some(tx),
             task: Some(task),
+            launched: settings,
         }
+    }
+
+    /// Stops the edge and starts it again on the same address and data directory, as after a
+    /// service restart: everything it knows comes from `edge.db` and the credential file.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same port again");
+        let (tx, task) = spawn_edge(self.launched.clone(), listener);
+        self.shutdown = Some(tx);
+        self.task = Some(task);
+        // Pooled connections went to the old server.
+        self.client = Client::builder().no_proxy().build().expect("client");
+    }
+
+    /// The edge's `/v1/status` as seen with `api_key`; `None` while the key is not accepted
+    /// (or the edge does not answer).
+    pub async fn status(&self, api_key: &str) -> Option<EdgeStatus> {
+        let response = self
+            .request(Method::GET, "/v1/status", api_key)
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// Path of the edge's SQLite database (for tests that inspect or damage it while stopped).
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.path().join(aero_edge::replica::DB_FILE)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -354,4 +413,455 @@ pub async fn expect_problem(response: Response, status: u16) -> Value {
         assert!(body[field].is_string(), "problem lacks {field}: {body}");
     }
     body
+}
+
+/// Polls `check` every 10 ms until it holds; panics naming `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let outcome = tokio::time::timeout(limit, async {
+        loop {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+pub use proxy::TcpProxy;
+
+/// A TCP proxy on loopback between an edge and central, for link failures the test controls:
+/// cut every live connection and refuse new ones for a while (a flapping link), and watch or
+/// hold the edge's pull requests as they pass (it reads the request line, nothing more).
+pub mod proxy {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+
+    const PULL_REQUEST: &[u8] = b"GET /v1/sync/pull?after=";
+
+    /// Finds `GET /v1/sync/pull?after=N` request lines in a byte stream that arrives in
+    /// arbitrary chunks, reporting each `N` once.
+    #[derive(Debug, Default)]
+    pub struct PullScanner {
+        tail: Vec<u8>,
+    }
+
+    impl PullScanner {
+        pub fn feed(&mut self, chunk: &[u8]) -> Vec<i64> {
+            let mut buf = std::mem::take(&mut self.tail);
+            buf.extend_from_slice(chunk);
+            let mut found = Vec::new();
+            let mut from = 0;
+            while let Some(at) = find(&buf[from..], PULL_REQUEST).map(|i| from + i) {
+                let digits_start = at + PULL_REQUEST.len();
+                let digits = buf[digits_start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let end = digits_start + digits;
+                if end == buf.len() {
+                    // The number may continue in the next chunk.
+                    self.tail = buf[at..].to_vec();
+                    return found;
+                }
+                if let Some(n) = std::str::from_utf8(&buf[digits_start..end])
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                {
+                    found.push(n);
+                }
+                from = end;
+            }
+            // Keep what could be the start of a request line split across chunks; a complete
+            // match is longer than this, so nothing is reported twice.
+            let keep = (PULL_REQUEST.len() - 1).min(buf.len() - from);
+            self.tail = buf[buf.len() - keep..].to_vec();
+            found
+        }
+    }
+
+    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[derive(Debug)]
+    struct Shared {
+        upstream: SocketAddr,
+        /// Bumped to drop every live connection.
+        generation: watch::Sender<u64>,
+        refuse_until: Mutex<Option<Instant>>,
+        /// `None`: pulls pass. `Some(n)`: n more pulls pass, then they are held.
+        pull_budget: watch::Sender<Option<usize>>,
+        /// The `after` of every pull forwarded, in order.
+        pulls: Mutex<Vec<i64>>,
+        held: AtomicUsize,
+        accepted: AtomicUsize,
+        refused: AtomicUsize,
+    }
+
+    /// Dropping it stops accepting; live connections end with the test's runtime.
+    #[derive(Debug)]
+    pub struct TcpProxy {
+        pub addr: SocketAddr,
+        shared: Arc<Shared>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl TcpProxy {
+        /// Binds a loopback port (so it is accepting before anyone is told about it) and
+        /// forwards every connection to `upstream`.
+        pub async fn start(upstream: SocketAddr) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let addr = listener.local_addr().expect("proxy addr");
+            let shared = Arc::new(Shared {
+                upstream,
+                generation: watch::channel(0).0,
+                refuse_until: Mutex::new(None),
+                pull_budget: watch::channel(None).0,
+                pulls: Mutex::new(Vec::new()),
+                held: AtomicUsize::new(0),
+                accepted: AtomicUsize::new(0),
+                refused: AtomicUsize::new(0),
+            });
+            let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+            Self { addr, shared, task }
+        }
+
+        pub fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// Drops every live connection and, for `refuse_for`, closes new ones right after
+        /// accepting them: to a client, the link is down.
+        pub fn cut_all(&self, refuse_for: Duration) {
+            *self.shared.refuse_until.lock().expect("lock") = Some(Instant::now() + refuse_for);
+            self.shared.generation.send_modify(|g| *g += 1);
+        }
+
+        /// Lets `n` more pull requests through, then holds every further one (unanswered)
+        /// until [`TcpProxy::release_pulls`].
+        pub fn hold_pulls_after(&self, n: usize) {
+            self.shared.pull_budget.send_replace(Some(n));
+        }
+
+        pub fn release_pulls(&self) {
+            self.shared.pull_budget.send_replace(None);
+        }
+
+        /// Pull requests currently held.
+        pub fn held_pulls(&self) -> usize {
+            self.shared.held.load(Ordering::SeqCst)
+        }
+
+        /// The `after` of every pull forwarded since the last call, in order.
+        pub fn take_pull_afters(&self) -> Vec<i64> {
+            std::mem::take(&mut *self.shared.pulls.lock().expect("lock"))
+        }
+
+        /// Connections accepted and forwarded so far.
+        pub fn connections(&self) -> usize {
+            self.shared.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Connections closed right after accepting, while the link was down.
+        pub fn refused(&self) -> usize {
+            self.shared.refused.load(Ordering::SeqCst)
+        }
+
+        /// How many times [`TcpProxy::cut_all`] ran.
+        pub fn cuts(&self) -> u64 {
+            *self.shared.generation.borrow()
+        }
+    }
+
+    impl Drop for TcpProxy {
+        fn drop(&mut self) {
+            self.task.abort();
+            self.shared.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let refusing = shared
+                .refuse_until
+                .lock()
+                .expect("lock")
+                .is_some_and(|until| Instant::now() < until);
+            if refusing {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                drop(client);
+                continue;
+            }
+            shared.accepted.fetch_add(1, Ordering::SeqCst);
+            // Subscribed before spawning: a cut from now on ends this connection.
+            let cut = shared.generation.subscribe();
+            tokio::spawn(forward(client, Arc::clone(&shared), cut));
+        }
+    }
+
+    async fn forward(client: TcpStream, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
+        let relay = async {
+            let Ok(server) = TcpStream::connect(shared.upstream).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let upstream = async {
+                let mut scanner = PullScanner::default();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    for after in scanner.feed(&buf[..n]) {
+                        admit_pull(&shared).await;
+                        shared.pulls.lock().expect("lock").push(after);
+                    }
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = server_write.shutdown().await;
+            };
+            let downstream = async {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                let _ = client_write.shutdown().await;
+            };
+            tokio::join!(upstream, downstream);
+        };
+        tokio::select! {
+            () = relay => {}
+            _ = cut.changed() => {}
+        }
+    }
+
+    /// Waits until the pull budget lets one more pull through, and takes it.
+    async fn admit_pull(shared: &Shared) {
+        let mut budget = shared.pull_budget.subscribe();
+        let mut held: Option<HeldGuard<'_>> = None;
+        loop {
+            let admitted = shared.pull_budget.send_if_modified(|b| match b {
+                None => true,
+                Some(0) => false,
+                Some(n) => {
+                    *n -= 1;
+                    true
+                }
+            });
+            if admitted {
+                return;
+            }
+            held.get_or_insert_with(|| {
+                shared.held.fetch_add(1, Ordering::SeqCst);
+                HeldGuard(&shared.held)
+            });
+            if budget.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Counts a held pull until it is admitted or its connection is cut.
+    struct HeldGuard<'a>(&'a AtomicUsize);
+
+    impl Drop for HeldGuard<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::PullScanner;
+
+        #[test]
+        fn finds_pull_requests_split_across_chunks_once() {
+            let stream = b"POST /v1/sync/push HTTP/1.1\r\n\r\n{}GET /v1/sync/pull?after=0&limit=5 HTTP/1.1\r\nhost: x\r\n\r\nGET /v1/sync/pull?after=1234&limit=5 HTTP/1.1\r\n\r\nGET /v1/sync/notify HTTP/1.1\r\n\r\nGET /v1/sync/pull?after=99 HTTP/1.1\r\n";
+            for size in 1..stream.len() {
+                let mut scanner = PullScanner::default();
+                let found: Vec<i64> = stream
+                    .chunks(size)
+                    .flat_map(|chunk| scanner.feed(chunk))
+                    .collect();
+                assert_eq!(found, [0, 1234, 99], "chunk size {size}");
+            }
+        }
+    }
+}
+
+pub use process::EdgeProcess;
+
+/// The real `aero-edge` binary as a child process, for what only a process can show (SIGKILL).
+pub mod process {
+    use reqwest::Client;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Path of the `aero-edge` binary next to this test binary, built first.
+    ///
+    /// This package is not `aero-edge`, so Cargo does not hand over `CARGO_BIN_EXE_aero-edge`:
+    /// the binary lives in the target directory, two levels above `deps/<test binary>`. It is
+    /// (re)built with the workspace's feature set, which `cargo test --workspace` has already
+    /// built (then this is a quick freshness check); otherwise it compiles once.
+    pub fn edge_binary() -> PathBuf {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY
+            .get_or_init(|| {
+                let exe = std::env::current_exe().expect("current exe");
+                let profile_dir = exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("test binary in <target>/<profile>/deps")
+                    .to_path_buf();
+                let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+                let mut build = Command::new(cargo);
+                build
+                    .args(["build", "--workspace", "--bin", "aero-edge", "--target-dir"])
+                    .arg(&target_dir)
+                    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+                if profile_dir.file_name().is_some_and(|p| p == "release") {
+                    build.arg("--release");
+                }
+                let output = build.output().expect("run cargo build");
+                assert!(
+                    output.status.success(),
+                    "building aero-edge failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let binary = profile_dir.join(format!("aero-edge{}", std::env::consts::EXE_SUFFIX));
+                assert!(binary.exists(), "{} was not built", binary.display());
+                binary
+            })
+            .clone()
+    }
+
+    /// `aero-edge --data-dir DIR enroll --central URL --token TOKEN`, run to completion.
+    pub async fn enroll(data_dir: &Path, central_url: &str, token: &str) {
+        let binary = edge_binary();
+        let output = tokio::process::Command::new(binary)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["enroll", "--central", central_url, "--token", token])
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run aero-edge enroll");
+        assert!(
+            output.status.success(),
+            "aero-edge enroll failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// A running `aero-edge serve`. Dropping it kills the process.
+    #[derive(Debug)]
+    pub struct EdgeProcess {
+        pub addr: SocketAddr,
+        pub client: Client,
+        child: Child,
+    }
+
+    impl EdgeProcess {
+        /// Starts `aero-edge --data-dir DIR serve` on a free loopback port with rate limits out
+        /// of the way and short retry backoff; returns once `/healthz` answers. Its log is
+        /// appended to `log`.
+        pub async fn serve(data_dir: &Path, log: &Path) -> Self {
+            // A child process needs the port number up front: take a free one from the kernel.
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port");
+            let log_file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("edge log");
+            let child = Command::new(edge_binary())
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(["serve", "--listen", &addr.to_string()])
+                .env("AERO_LIMITS__REQUESTS_PER_SECOND", "100000")
+                .env("AERO_LIMITS__BURST", "100000")
+                .env("AERO_SYNC__BACKOFF_MIN_MS", "50")
+                .env("AERO_SYNC__BACKOFF_MAX_SECS", "1")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("spawn aero-edge serve");
+            let mut edge = Self {
+                addr,
+                client: Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client"),
+                child,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let healthy = edge
+                    .client
+                    .get(edge.url("/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                if healthy {
+                    return edge;
+                }
+                if let Ok(Some(exit)) = edge.child.try_wait() {
+                    panic!(
+                        "aero-edge exited before serving ({exit}); see {}",
+                        log.display()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "aero-edge did not become healthy; see {}",
+                    log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        pub fn url(&self, path: &str) -> String {
+            format!("http://{}{}", self.addr, path)
+        }
+
+        /// SIGKILL (what `Child::kill` sends on Unix): no shutdown code runs. Waits for the exit.
+        pub fn kill(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for EdgeProcess {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
 }

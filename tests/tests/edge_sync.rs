@@ -1,11 +1,12 @@
 //! The edge against a real central over loopback: enrollment, key replication, customer
-//! registration reaching central exactly once, an outage backlog draining on its own after a
-//! central restart, replayed pushes, and customers shared between two venues.
+//! registration reaching central exactly once, a 1,000-write outage backlog draining on its own
+//! after a central restart, replayed pushes, and customers shared between two venues.
 
 use aero_shared::wire::{
     CustomerRecord, EdgeStatus, Entity, OpKind, PushOp, PushRequest, PushResponse, WaiverRecord,
 };
 use aero_tests::{TestCentral, TestEdge, expect_status};
+use futures_util::StreamExt;
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -105,6 +106,9 @@ fn encode(text: &str) -> String {
         .replace(')', "%29")
 }
 
+/// Customers registered while central is down.
+const OUTAGE_WRITES: usize = 1_000;
+
 fn phone(n: usize) -> String {
     format!("+44 7700 {n:06}")
 }
@@ -114,7 +118,7 @@ fn normalized(n: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn customers_reach_central_once_and_an_outage_backlog_drains_by_itself() {
+async fn customers_reach_central_once_and_a_1000_write_outage_backlog_drains_by_itself() {
     let mut central = TestCentral::start().await;
     let owner = central.owner_token().await;
     let (_site, edge, kiosk) = venue(&central, &owner, "Leeds").await;
@@ -166,18 +170,24 @@ async fn customers_reach_central_once_and_an_outage_backlog_drains_by_itself() {
     })
     .await;
 
-    // Outage: the venue keeps registering customers.
+    // Outage: the venue keeps registering customers, 1,000 of them from several terminals at
+    // once, every one answered locally.
     central.stop().await;
-    for n in 1..=200 {
-        register(&edge, &kiosk, &format!("Guest{n}"), &phone(n)).await;
-    }
+    futures_util::stream::iter(1..=OUTAGE_WRITES)
+        .for_each_concurrent(10, |n| {
+            let (edge, kiosk) = (&edge, &kiosk);
+            async move {
+                register(edge, kiosk, &format!("Guest{n}"), &phone(n)).await;
+            }
+        })
+        .await;
     wait_until(
         "the edge to notice the outage",
         Duration::from_secs(20),
         || async {
-            status(&edge, &kiosk)
-                .await
-                .is_some_and(|s| !s.online && s.pending_ops == 200)
+            status(&edge, &kiosk).await.is_some_and(|s| {
+                !s.online && s.pending_ops == i64::try_from(OUTAGE_WRITES).expect("count")
+            })
         },
     )
     .await;
@@ -188,15 +198,16 @@ async fn customers_reach_central_once_and_an_outage_backlog_drains_by_itself() {
     // Lookups keep working from the replica while central is down.
     assert_eq!(lookup(&edge, &kiosk, &phone(7)).await.len(), 1);
 
-    // Central comes back on the same address; no further local write happens.
+    // Central comes back on the same address and database; no further local write happens.
     central.restart().await;
+    let restarted = chrono::Utc::now();
     wait_until("the backlog to drain", Duration::from_secs(30), || async {
         status(&edge, &kiosk)
             .await
             .is_some_and(|s| s.pending_ops == 0 && s.online)
     })
     .await;
-    for n in 0..=200 {
+    for n in 0..=OUTAGE_WRITES {
         let at_central = store
             .customers_by_phone(&normalized(n))
             .await
@@ -207,11 +218,20 @@ async fn customers_reach_central_once_and_an_outage_backlog_drains_by_itself() {
             "customer {n} at central: {at_central:?}"
         );
     }
-    assert_eq!(store.count_customers().await.expect("count"), 201);
+    assert_eq!(
+        store.count_customers().await.expect("count"),
+        i64::try_from(OUTAGE_WRITES + 1).expect("count")
+    );
     let drained = status(&edge, &kiosk).await.expect("status");
     assert_eq!(drained.dead_letters, 0);
     assert!(drained.last_error.is_none(), "{drained:?}");
-    assert!(drained.last_push_at.is_some() && drained.last_pull_at.is_some());
+    assert!(drained.oldest_pending_age_seconds.is_none(), "{drained:?}");
+    // The drain is what set these: pushed (and pulled) after central came back.
+    assert!(
+        drained.last_push_at.is_some_and(|t| t >= restarted),
+        "{drained:?}"
+    );
+    assert!(drained.last_pull_at.is_some_and(|t| t >= restarted));
 
     // HQ sees the same: everything the edge sent is acknowledged.
     let health = central
@@ -221,7 +241,8 @@ async fn customers_reach_central_once_and_an_outage_backlog_drains_by_itself() {
             200,
         )
         .await;
-    assert_eq!(health["acked_seq"], 202, "{health}");
+    // One customer and one waiver before the outage, then the backlog.
+    assert_eq!(health["acked_seq"], OUTAGE_WRITES + 2, "{health}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

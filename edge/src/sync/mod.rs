@@ -283,17 +283,28 @@ impl SyncEngine {
 
     /// Keeps a websocket to central's `/v1/sync/notify`; every `{"head":N}` asks for a pull.
     /// Reconnects with backoff; the periodic pull covers the time it is down.
+    ///
+    /// Losing the socket also asks for a sync round, so an idle edge finds out (and says in its
+    /// status) that central is gone instead of reporting `online` until the next periodic pull.
     pub async fn listen_for_hints(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = self.backoff();
+        let mut link_up = false;
         loop {
+            let mut connected = false;
             tokio::select! {
-                outcome = self.hint_session(&mut backoff) => {
+                outcome = self.hint_session(&mut backoff, &mut connected) => {
                     if let Err(err) = outcome {
                         tracing::debug!(error = %err, "change-hint socket closed");
                     }
                 }
                 () = stopped(&mut shutdown) => return,
             }
+            // An established socket ended, or the first reconnect after it failed (a round
+            // kicked by the close alone can still reach a central that is shutting down).
+            if connected || link_up {
+                self.pull_wanted.notify_one();
+            }
+            link_up = connected;
             let wait = backoff.next().unwrap_or(HINT_SILENCE);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -302,7 +313,11 @@ impl SyncEngine {
         }
     }
 
-    async fn hint_session(&self, backoff: &mut backon::ExponentialBackoff) -> anyhow::Result<()> {
+    async fn hint_session(
+        &self,
+        backoff: &mut backon::ExponentialBackoff,
+        connected: &mut bool,
+    ) -> anyhow::Result<()> {
         let base = self.credential.central();
         let ws_base = if let Some(rest) = base.strip_prefix("https://") {
             format!("wss://{rest}")
@@ -321,6 +336,7 @@ impl SyncEngine {
                 .await
                 .map_err(|_| anyhow::anyhow!("connecting the hint socket timed out"))??;
         *backoff = self.backoff();
+        *connected = true;
         loop {
             let message = tokio::time::timeout(HINT_SILENCE, socket.next())
                 .await
