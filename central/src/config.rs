@@ -1,8 +1,6 @@
 //! Central's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -55,30 +53,14 @@ impl Default for Settings {
 impl Settings {
     /// Defaults <- `config` (if given) <- `AERO_*` variables (`__` separates nested keys).
     pub fn load(config: Option<&Path>) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = config {
-            anyhow::ensure!(
-                path.exists(),
-                "config file {} does not exist",
-                path.display()
-            );
-            figment = figment.merge(Toml::file(path));
-        }
-        let settings: Settings = figment
-            .merge(Env::prefixed("AERO_").split("__"))
-            .extract()?;
-        Ok(settings)
+        aero_shared::settings::load_layered(config)
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(default_data_dir)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| aero_shared::settings::default_data_dir("aero-central"))
     }
-}
-
-pub fn default_data_dir() -> PathBuf {
-    directories::ProjectDirs::from("dev", "AeroSports", "aero-central")
-        .map(|dirs| dirs.data_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from("aero-central-data"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ pub mod config;
 pub mod credentials;
 pub mod openapi;
 pub mod routes;
-pub mod secrets;
 pub mod state;
 pub mod store;
 
@@ -57,7 +56,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
             );
             secret.clone()
         }
-        None => secrets::load_or_create(&settings.data_dir().join("jwt-secret"))?,
+        None => aero_shared::files::load_or_create_secret(&settings.data_dir().join("jwt-secret"))?,
     };
     let security = Arc::new(Security {
         jwt: JwtKeys::new(

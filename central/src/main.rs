@@ -72,20 +72,10 @@ fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| "one of owner, admin, manager, staff".to_string())
 }
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    aero_shared::settings::init_tracing();
     let mut settings = Settings::load(cli.config.as_deref())?;
     if cli.data_dir.is_some() {
         settings.data_dir = cli.data_dir;

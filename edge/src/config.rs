@@ -1,8 +1,6 @@
 //! The edge's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,29 +62,14 @@ impl Default for Settings {
 impl Settings {
     /// Defaults <- `config` (if given) <- `AERO_*` variables (`__` separates nested keys).
     pub fn load(config: Option<&Path>) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = config {
-            anyhow::ensure!(
-                path.exists(),
-                "config file {} does not exist",
-                path.display()
-            );
-            figment = figment.merge(Toml::file(path));
-        }
-        Ok(figment
-            .merge(Env::prefixed("AERO_").split("__"))
-            .extract()?)
+        aero_shared::settings::load_layered(config)
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(default_data_dir)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| aero_shared::settings::default_data_dir("aero-edge"))
     }
-}
-
-pub fn default_data_dir() -> PathBuf {
-    directories::ProjectDirs::from("dev", "AeroSports", "aero-edge")
-        .map(|dirs| dirs.data_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from("aero-edge-data"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use aero_shared::wire::{EnrollRequest, EnrollResponse};
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -74,50 +73,13 @@ impl Credential {
             api_key: self.api_key.expose_secret(),
             next_seq: self.next_seq,
         })?;
-        write_private_atomically(&path_in(data_dir), &body)
+        aero_shared::files::write_private_atomically(&path_in(data_dir), &body)
     }
 
     /// The central URL without a trailing slash, ready for a path to be appended.
     pub fn central(&self) -> &str {
         self.central_url.trim_end_matches('/')
     }
-}
-
-/// Replaces `path` with `body`, readable by the owner only, so readers see the old or the new
-/// file and never a torn one.
-pub fn write_private_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("credential path has no file name")?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", Uuid::now_v7()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let result = (|| -> anyhow::Result<()> {
-        let mut file = options
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(body)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-        // The rename itself is durable only once the directory entry is flushed.
-        #[cfg(unix)]
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Redeems a one-time enrollment token at central and stores the resulting credential.

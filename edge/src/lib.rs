@@ -8,7 +8,6 @@ pub mod credential;
 pub mod outbox;
 pub mod replica;
 pub mod routes;
-pub mod secrets;
 pub mod sync;
 
 use crate::auth::{ReplicaCredentials, ReplicaIdempotency};
@@ -59,7 +58,7 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
     let data_dir = settings.data_dir();
     let (replica, write_conn) = Replica::open(&data_dir, credential.site_id, credential.next_seq)?;
     let writer = Writer::start(write_conn)?;
-    let jwt_secret = secrets::load_or_create(&data_dir.join(secrets::JWT_SECRET_FILE))?;
+    let jwt_secret = aero_shared::files::load_or_create_secret(&data_dir.join("jwt-secret"))?;
     let security = Arc::new(Security {
         jwt: JwtKeys::new(
             &jwt_secret,

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod files;
 pub mod idempotency;
 pub mod json;
 pub mod metrics;
@@ -10,6 +11,7 @@ pub mod pipeline;
 pub mod problem;
 pub mod ratelimit;
 pub mod server;
+pub mod settings;
 pub mod systemd;
 pub mod validate;
 pub mod wire;

@@ -2,5 +2,6 @@
 pub mod api_key;
 pub mod extract;
 pub mod jwt;
+pub mod login;
 pub mod password;
 pub mod principal;
