@@ -209,6 +209,15 @@ async fn revocation_login_idempotency_and_metrics_at_the_edge() {
     );
     assert!(metrics.contains("aero_edge_central_online 0"), "{metrics}");
     assert!(metrics.contains("aero_edge_dead_letters 0"), "{metrics}");
+    let last_pull: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aero_edge_last_pull_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no last pull gauge in {metrics}"));
+    assert!(
+        last_pull > 1_700_000_000,
+        "the edge pulled before central went away: {last_pull}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

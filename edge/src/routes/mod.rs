@@ -24,6 +24,8 @@ pub struct SyncGauges {
     pub dead_letters: Gauge,
     pub online: Gauge,
     pub cursor: Gauge,
+    pub last_push_timestamp_seconds: Gauge,
+    pub last_pull_timestamp_seconds: Gauge,
 }
 
 impl SyncGauges {
@@ -53,6 +55,16 @@ impl SyncGauges {
             "pull_cursor",
             "Position in central's change feed",
             gauges.cursor.clone(),
+        );
+        registry.register(
+            "last_push_timestamp_seconds",
+            "Unix time of the last successful push (0 before the first)",
+            gauges.last_push_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "last_pull_timestamp_seconds",
+            "Unix time of the last successful pull (0 before the first)",
+            gauges.last_pull_timestamp_seconds.clone(),
         );
         gauges
     }

@@ -70,6 +70,12 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     gauges.dead_letters.set(status.dead_letters);
     gauges.online.set(i64::from(status.online));
     gauges.cursor.set(status.cursor);
+    gauges
+        .last_push_timestamp_seconds
+        .set(status.last_push_at.map_or(0, |t| t.timestamp()));
+    gauges
+        .last_pull_timestamp_seconds
+        .set(status.last_pull_at.map_or(0, |t| t.timestamp()));
     Ok((
         [(header::CONTENT_TYPE, aero_shared::metrics::CONTENT_TYPE)],
         aero_shared::metrics::render(&state.registry),
