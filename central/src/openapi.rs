@@ -33,6 +33,13 @@ const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
         200,
     ),
     (
+        "patch",
+        "/v1/sites/{site_id}",
+        "Change a site's name, timezone or allowed networks",
+        Auth::Staff,
+        200,
+    ),
+    (
         "post",
         "/v1/sites/{site_id}/enrollment-tokens",
         "Issue a one-time edge enrollment token",
@@ -69,6 +76,13 @@ const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
     ),
     ("get", "/v1/users", "List staff users", Auth::Staff, 200),
     ("post", "/v1/users", "Create a staff user", Auth::Staff, 201),
+    (
+        "delete",
+        "/v1/users/{id}",
+        "Disable a staff user (login refused; the record stays)",
+        Auth::Staff,
+        204,
+    ),
     ("get", "/v1/products", "List products", Auth::Any, 200),
     ("post", "/v1/products", "Create a product", Auth::Staff, 201),
     ("get", "/v1/games", "List games", Auth::Any, 200),

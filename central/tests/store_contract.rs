@@ -80,6 +80,8 @@ contract!(
     idempotency_keys_replay_and_detect_mismatch,
     hq_writes_are_audited,
     concurrent_writers_never_make_a_reader_skip_a_change,
+    site_updates_round_trip_and_replicate_to_the_site,
+    disabling_a_user_is_idempotent_keeps_the_row_and_replicates,
 );
 
 fn now() -> DateTime<Utc> {
@@ -120,6 +122,18 @@ fn device(site_id: Uuid, key_hash: &str) -> DeviceRecord {
         key_hash: key_hash.to_string(),
         created_at: now(),
         revoked_at: None,
+    }
+}
+
+fn user(role: Role, site_ids: Vec<Uuid>) -> UserRecord {
+    UserRecord {
+        id: Uuid::now_v7(),
+        username: unique("user"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$x$y".into(),
+        role,
+        site_ids,
+        created_at: now(),
+        disabled_at: None,
     }
 }
 
@@ -579,4 +593,163 @@ async fn concurrent_writers_never_make_a_reader_skip_a_change(store: Arc<dyn Sto
         "the reader skipped {} committed changes",
         missing.len()
     );
+}
+
+async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    let head = store.change_head().await.unwrap();
+    let at = now() + Duration::seconds(5);
+    let edited = SiteRecord {
+        name: unique("renamed"),
+        timezone: "America/New_York".into(),
+        allowed_networks: vec![
+            "10.20.0.0/16".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        // Ignored: a site's creation time never changes.
+        created_at: now() + Duration::days(1),
+        ..site.clone()
+    };
+    store.update_site(&actor(), &edited, at).await.unwrap();
+    let expected = SiteRecord {
+        created_at: site.created_at,
+        ..edited.clone()
+    };
+    assert_eq!(
+        store.get_site(site.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.get_site(other.id).await.unwrap(),
+        Some(other.clone()),
+        "other sites are untouched"
+    );
+
+    // The stored row replicates to the site itself, and to no other site.
+    let changes = pull_all(&store, site.id, head).await;
+    let last = changes
+        .iter()
+        .rfind(|c| c.entity == Entity::Site && c.entity_id == site.id)
+        .expect("a change for the updated site");
+    assert_eq!(last.site_id, Some(site.id));
+    let replicated: SiteRecord = serde_json::from_value(last.data.clone()).unwrap();
+    assert_eq!(replicated, expected);
+    assert!(
+        !pull_all(&store, other.id, head)
+            .await
+            .iter()
+            .any(|c| c.entity_id == site.id),
+        "a site's settings must not leak to another site"
+    );
+    let entries = store.list_audit(Some(site.id), 1).await.unwrap();
+    assert_eq!(entries[0].action, "site.update");
+    assert_eq!(entries[0].target, Some(site.id.to_string()));
+    assert_eq!(entries[0].at, at);
+
+    // Writing what is already stored changes nothing and appends nothing.
+    let head = store.change_head().await.unwrap();
+    store.update_site(&actor(), &expected, now()).await.unwrap();
+    assert_eq!(store.change_head().await.unwrap(), head);
+    // A rename that only changes case is a change (whatever the database's collation).
+    let shouted = SiteRecord {
+        name: expected.name.to_uppercase(),
+        ..expected.clone()
+    };
+    store.update_site(&actor(), &shouted, now()).await.unwrap();
+    assert_eq!(store.get_site(site.id).await.unwrap(), Some(shouted));
+    assert!(store.change_head().await.unwrap() > head);
+
+    let unknown = SiteRecord {
+        id: Uuid::now_v7(),
+        ..expected
+    };
+    let err = store
+        .update_site(&actor(), &unknown, now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(store.get_site(unknown.id).await.unwrap(), None);
+}
+
+async fn disabling_a_user_is_idempotent_keeps_the_row_and_replicates(store: Arc<dyn Store>) {
+    let a = new_site(&store).await;
+    let b = new_site(&store).await;
+    let elsewhere = new_site(&store).await;
+    let mut sites = vec![a.id, b.id];
+    sites.sort();
+    let staff = user(Role::Staff, sites.clone());
+    store.create_user(&actor(), &staff).await.unwrap();
+    assert_eq!(store.get_user(staff.id).await.unwrap(), Some(staff.clone()));
+    let head = store.change_head().await.unwrap();
+
+    let at = now() + Duration::seconds(5);
+    assert!(store.disable_user(&actor(), staff.id, at).await.unwrap());
+    let after_first = store.change_head().await.unwrap();
+    assert!(
+        !store.disable_user(&actor(), staff.id, now()).await.unwrap(),
+        "a second disable is a no-op"
+    );
+    assert_eq!(
+        store.change_head().await.unwrap(),
+        after_first,
+        "a second disable appends nothing"
+    );
+
+    // The row stays, with the first disable's time.
+    let disabled = UserRecord {
+        disabled_at: Some(at),
+        ..staff.clone()
+    };
+    assert_eq!(
+        store.get_user(staff.id).await.unwrap(),
+        Some(disabled.clone())
+    );
+    assert_eq!(
+        store.user_by_username(&staff.username).await.unwrap(),
+        Some(disabled.clone())
+    );
+    assert!(store.list_users().await.unwrap().contains(&disabled));
+
+    // Each of the user's sites pulls the disabled record; other sites do not.
+    for site in [a.id, b.id] {
+        let last = pull_all(&store, site, head)
+            .await
+            .into_iter()
+            .rfind(|c| c.entity == Entity::User && c.entity_id == staff.id)
+            .expect("the disable replicates to each of the user's sites");
+        assert_eq!(last.site_id, Some(site));
+        assert!(last.data["disabled_at"].is_string(), "{}", last.data);
+        let replicated: UserRecord = serde_json::from_value(last.data).unwrap();
+        assert_eq!(replicated, disabled);
+    }
+    assert!(
+        !pull_all(&store, elsewhere.id, head)
+            .await
+            .iter()
+            .any(|c| c.entity_id == staff.id)
+    );
+    let entries = store.list_audit(Some(sites[0]), 1).await.unwrap();
+    assert_eq!(entries[0].action, "user.disable");
+    assert_eq!(entries[0].target, Some(staff.id.to_string()));
+
+    // A chain-wide user's disable replicates chain-wide.
+    let admin = user(Role::Admin, vec![]);
+    store.create_user(&actor(), &admin).await.unwrap();
+    let head = store.change_head().await.unwrap();
+    assert!(store.disable_user(&actor(), admin.id, now()).await.unwrap());
+    let last = pull_all(&store, elsewhere.id, head)
+        .await
+        .into_iter()
+        .rfind(|c| c.entity_id == admin.id)
+        .expect("an admin's disable reaches every site");
+    assert_eq!(last.site_id, None);
+    assert!(last.data["disabled_at"].is_string(), "{}", last.data);
+
+    // Unknown users: nothing to disable, nothing written.
+    let head = store.change_head().await.unwrap();
+    let nobody = Uuid::now_v7();
+    assert!(!store.disable_user(&actor(), nobody, now()).await.unwrap());
+    assert_eq!(store.get_user(nobody).await.unwrap(), None);
+    assert_eq!(store.change_head().await.unwrap(), head);
 }

@@ -28,7 +28,8 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/sites/{site_id}",
-            get(get_site.layer(require(Permission::ReadSites))),
+            get(get_site.layer(require(Permission::ReadSites)))
+                .patch(update_site.layer(require(Permission::ManageSites))),
         )
         .route(
             "/v1/sites/{site_id}/enrollment-tokens",
@@ -99,6 +100,66 @@ async fn get_site(
 ) -> Result<Json<SiteRecord>, ApiError> {
     let site = state.store.get_site(site_id).await?;
     site.map(Json).ok_or(ApiError::NotFound("no such site"))
+}
+
+/// `PATCH /v1/sites/{site_id}`: the fields to change; absent (or null) fields keep their value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitePatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    allowed_networks: Option<Vec<String>>,
+}
+
+impl Validate for SitePatch {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            self.name.is_some() || self.timezone.is_some() || self.allowed_networks.is_some(),
+            "body",
+            "name, timezone or allowed_networks: at least one field to change",
+        );
+        if let Some(name) = &self.name {
+            v.text("name", name, 100);
+        }
+        if let Some(timezone) = &self.timezone {
+            v.timezone("timezone", timezone);
+        }
+        if let Some(networks) = &self.allowed_networks {
+            v.networks("allowed_networks", networks);
+        }
+    }
+}
+
+async fn update_site(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(site_id): Path<Uuid>,
+    ValidJson(body): ValidJson<SitePatch>,
+) -> Result<Json<SiteRecord>, ApiError> {
+    let mut site = state
+        .store
+        .get_site(site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    if let Some(name) = body.name {
+        site.name = name.trim().to_string();
+    }
+    if let Some(timezone) = body.timezone {
+        site.timezone = timezone;
+    }
+    if let Some(networks) = body.allowed_networks {
+        let mut v = Validator::new();
+        site.allowed_networks = v.networks("allowed_networks", &networks);
+        v.finish()?;
+    }
+    state
+        .store
+        .update_site(&actor(&auth), &site, state.clock.now())
+        .await?;
+    Ok(Json(site))
 }
 
 #[derive(Serialize)]

@@ -4,14 +4,14 @@ use crate::state::{AppState, actor};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::password::hash_password;
-use aero_shared::auth::principal::{Permission, Role};
+use aero_shared::auth::principal::{Permission, Principal, Role};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::UserRecord;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -19,11 +19,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/users",
-        get(list_users.layer(require(Permission::ManageUsers)))
-            .post(create_user.layer(require(Permission::ManageUsers))),
-    )
+    Router::new()
+        .route(
+            "/v1/users",
+            get(list_users.layer(require(Permission::ManageUsers)))
+                .post(create_user.layer(require(Permission::ManageUsers))),
+        )
+        .route(
+            "/v1/users/{id}",
+            delete(disable_user.layer(require(Permission::ManageUsers))),
+        )
 }
 
 #[derive(Deserialize)]
@@ -120,15 +125,7 @@ async fn create_user(
     auth: Auth,
     ValidJson(body): ValidJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    if body.role == Role::Owner
-        && !matches!(
-            auth.principal,
-            aero_shared::auth::principal::Principal::Staff {
-                role: Role::Owner,
-                ..
-            }
-        )
-    {
+    if body.role == Role::Owner && !is_owner(&auth) {
         return Err(ApiError::Forbidden(
             "only an owner can create another owner",
         ));
@@ -158,4 +155,46 @@ async fn list_users(
     Ok(Json(UserList {
         users: users.into_iter().map(UserView::from).collect(),
     }))
+}
+
+fn is_owner(auth: &Auth) -> bool {
+    matches!(
+        auth.principal,
+        Principal::Staff {
+            role: Role::Owner,
+            ..
+        }
+    )
+}
+
+/// `DELETE /v1/users/{id}`: disables the account (the row stays, for the audit trail). Login
+/// at central and, once the change replicates, at the user's edges is refused from then on;
+/// access tokens already issued stay valid until they expire (minutes).
+async fn disable_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let user = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or(ApiError::NotFound("no such user"))?;
+    for site in &user.site_ids {
+        auth.ensure_site(*site).await?;
+    }
+    if auth.principal.id() == user.id {
+        return Err(ApiError::Unprocessable(
+            "you cannot disable your own account".into(),
+        ));
+    }
+    if user.role == Role::Owner && !is_owner(&auth) {
+        return Err(ApiError::Forbidden("only an owner can disable an owner"));
+    }
+    // False when it was disabled already (or meanwhile): the outcome asked for holds either way.
+    state
+        .store
+        .disable_user(&actor(&auth), id, state.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

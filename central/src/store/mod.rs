@@ -138,6 +138,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()>;
     async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>>;
     async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>>;
+    /// Replaces a site's name, timezone and allowed networks (its id and `created_at` stay),
+    /// audits `site.update` and replicates the stored row to the site, in one transaction.
+    /// `NotFound` if there is no such site. Writing the values the site already has changes
+    /// nothing and appends nothing (so a retried update is a no-op).
+    async fn update_site(
+        &self,
+        actor: &Actor,
+        site: &SiteRecord,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     // Enrollment.
     async fn create_enrollment_token(
@@ -166,6 +176,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_user(&self, actor: &Actor, user: &UserRecord) -> StoreResult<()>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// Disables a user (the row stays, with `disabled_at`), audits `user.disable` and replicates
+    /// the record to each of the user's sites (chain-wide for owners and admins), in one
+    /// transaction. Returns false, writing nothing, if the user is unknown or already disabled.
+    async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
 
     // Catalog.
     async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()>;

@@ -740,19 +740,19 @@ impl NewChange {
 }
 
 /// A user replicates to each of its sites, or (chain-wide roles, or no sites) everywhere.
-fn user_changes(user: &UserRecord) -> StoreResult<Vec<NewChange>> {
+fn user_changes(user: &UserRecord, at: DateTime<Utc>) -> StoreResult<Vec<NewChange>> {
     if user.role.is_chain_wide() || user.site_ids.is_empty() {
         return Ok(vec![NewChange::upsert(
             Entity::User,
             user.id,
             None,
             user,
-            user.created_at,
+            at,
         )?]);
     }
     user.site_ids
         .iter()
-        .map(|site| NewChange::upsert(Entity::User, user.id, Some(*site), user, user.created_at))
+        .map(|site| NewChange::upsert(Entity::User, user.id, Some(*site), user, at))
         .collect()
 }
 
@@ -920,6 +920,98 @@ async fn revoke_tx(
     audit(conn, actor, event, at).await?;
     let change = NewChange::upsert(Entity::Device, id, Some(device.site_id), &device, at)?;
     append_changes(conn, &[change]).await?;
+    Ok(true)
+}
+
+async fn update_site_tx(
+    conn: &mut Conn,
+    actor: &Actor,
+    site: &SiteRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    // Lock the row before reading it: the no-op UPDATE takes an exclusive row lock held until
+    // COMMIT on SQL Server and on Babelfish alike (Babelfish ignores table hints by default), so
+    // concurrent updates of one site run one after the other and each compares against the
+    // previous one's committed result. @@ROWCOUNT = 0: there is no such site.
+    let mut q = Query::new(concat!(
+        "DECLARE @found INT; ",
+        "UPDATE sites SET name = name WHERE id = @P1; ",
+        "SET @found = @@ROWCOUNT; ",
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE id = @P1 AND @found = 1;"
+    ));
+    q.bind(site.id);
+    let current = match conn.row(q).await? {
+        Some(row) => site_from(&row)?,
+        None => return Err(StoreError::NotFound),
+    };
+    // Only the editable fields change; id and created_at are the stored ones. Compared in Rust,
+    // not in SQL: a case-insensitive collation would call a case-only rename "unchanged".
+    let updated = SiteRecord {
+        name: site.name.clone(),
+        timezone: site.timezone.clone(),
+        allowed_networks: site.allowed_networks.clone(),
+        ..current.clone()
+    };
+    if updated == current {
+        // Nothing to write (also what a retry finds after a commit whose answer was lost).
+        return Ok(());
+    }
+    let mut q = Query::new(
+        "UPDATE sites SET name = @P2, timezone = @P3, allowed_networks = @P4 WHERE id = @P1",
+    );
+    q.bind(updated.id);
+    q.bind(updated.name.as_str());
+    q.bind(updated.timezone.as_str());
+    q.bind(to_json(&updated.allowed_networks)?);
+    conn.exec(q).await?;
+    let event = AuditEvent {
+        action: "site.update",
+        target: Some(updated.id.to_string()),
+        site_id: Some(updated.id),
+    };
+    audit(conn, actor, event, at).await?;
+    let change = NewChange::upsert(Entity::Site, updated.id, Some(updated.id), &updated, at)?;
+    append_changes(conn, &[change]).await
+}
+
+async fn disable_user_tx(
+    conn: &mut Conn,
+    actor: &Actor,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    // The guarded UPDATE claims the change: a concurrent disable waits on the row lock and then
+    // no longer matches `disabled_at IS NULL`, so exactly one of them audits and replicates.
+    let mut q = Query::new(concat!(
+        "DECLARE @disabled INT; ",
+        "UPDATE users SET disabled_at = @P2 WHERE id = @P1 AND disabled_at IS NULL; ",
+        "SET @disabled = @@ROWCOUNT; ",
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = @P1 AND @disabled = 1; ",
+        "SELECT user_id, site_id FROM user_sites WHERE user_id = @P1 AND @disabled = 1;"
+    ));
+    q.bind(id);
+    q.bind(ts(at));
+    let mut sets = conn.results(q).await?.into_iter();
+    let users = sets.next().unwrap_or_default();
+    let links = sets.next().unwrap_or_default();
+    let Some(row) = users.first() else {
+        return Ok(false);
+    };
+    // The record as stored, `disabled_at` included: edges refuse its logins when it lands.
+    let mut found = [user_from(row)?];
+    attach_sites(&mut found, &links)?;
+    let [user] = found;
+    let event = AuditEvent {
+        action: "user.disable",
+        target: Some(id.to_string()),
+        site_id: user.site_ids.first().copied(),
+    };
+    audit(conn, actor, event, at).await?;
+    append_changes(conn, &user_changes(&user, at)?).await?;
     Ok(true)
 }
 
@@ -1386,6 +1478,21 @@ impl Store for MssqlStore {
         .await
     }
 
+    async fn update_site(
+        &self,
+        actor: &Actor,
+        site: &SiteRecord,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        retrying(move || async move {
+            let mut conn = self.checkout().await?;
+            conn.begin().await?;
+            let result = update_site_tx(&mut conn, actor, site, at).await;
+            conn.finish(result).await
+        })
+        .await
+    }
+
     // -- Enrollment -------------------------------------------------------------------------
 
     async fn create_enrollment_token(
@@ -1522,7 +1629,7 @@ impl Store for MssqlStore {
     // -- Staff users ------------------------------------------------------------------------
 
     async fn create_user(&self, actor: &Actor, user: &UserRecord) -> StoreResult<()> {
-        let changes = user_changes(user)?;
+        let changes = user_changes(user, user.created_at)?;
         let changes = changes.as_slice();
         retrying(move || async move {
             let mut conn = self.checkout().await?;
@@ -1581,6 +1688,40 @@ impl Store for MssqlStore {
                 .collect::<StoreResult<Vec<_>>>()?;
             attach_sites(&mut users, &links)?;
             Ok(users)
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        retrying(move || async move {
+            let mut conn = self.checkout().await?;
+            let mut q = Query::new(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = @P1; ",
+                "SELECT user_id, site_id FROM user_sites WHERE user_id = @P1;"
+            ));
+            q.bind(id);
+            let mut sets = conn.results(q).await?.into_iter();
+            let users = sets.next().unwrap_or_default();
+            let links = sets.next().unwrap_or_default();
+            let Some(row) = users.first() else {
+                return Ok(None);
+            };
+            let mut found = [user_from(row)?];
+            attach_sites(&mut found, &links)?;
+            let [user] = found;
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        retrying(move || async move {
+            let mut conn = self.checkout().await?;
+            conn.begin().await?;
+            let result = disable_user_tx(&mut conn, actor, id, at).await;
+            conn.finish(result).await
         })
         .await
     }

@@ -555,6 +555,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_site(
+        &self,
+        actor: &Actor,
+        site: &SiteRecord,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (actor, site) = (actor.clone(), site.clone());
+        self.write(move |tx| {
+            let current = tx
+                .query_row(
+                    "SELECT id, name, timezone, allowed_networks, created_at FROM sites WHERE id = ?1",
+                    [site.id],
+                    site_from_row,
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            // Only the editable fields change; id and created_at are the stored ones.
+            let updated = SiteRecord {
+                name: site.name.clone(),
+                timezone: site.timezone.clone(),
+                allowed_networks: site.allowed_networks.clone(),
+                ..current.clone()
+            };
+            if updated == current {
+                return Ok(());
+            }
+            tx.execute(
+                "UPDATE sites SET name = ?2, timezone = ?3, allowed_networks = ?4 WHERE id = ?1",
+                params![updated.id, updated.name, updated.timezone, json(&updated.allowed_networks)?],
+            )?;
+            audit(tx, &actor, AuditEvent { action: "site.update", target: Some(updated.id.to_string()), site_id: Some(updated.id) }, at)?;
+            append_change(tx, Entity::Site, updated.id, Some(updated.id), &updated, at)
+        })
+        .await
+    }
+
     async fn create_enrollment_token(
         &self,
         actor: &Actor,
@@ -733,6 +769,50 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt = c.prepare("SELECT id, username, password_hash, role, created_at, disabled_at FROM users ORDER BY username")?;
             Ok(stmt.query_map([], |row| user_from_row(c, row))?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT id, username, password_hash, role, created_at, disabled_at FROM users WHERE id = ?1",
+                [id],
+                |row| user_from_row(c, row),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let actor = actor.clone();
+        self.write(move |tx| {
+            let changed = tx.execute(
+                "UPDATE users SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+                params![id, ts(at)],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            // The record as stored, `disabled_at` included: edges refuse its logins when it lands.
+            let user = tx.query_row(
+                "SELECT id, username, password_hash, role, created_at, disabled_at FROM users WHERE id = ?1",
+                [id],
+                |row| user_from_row(tx, row),
+            )?;
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "user.disable",
+                    target: Some(id.to_string()),
+                    site_id: user.site_ids.first().copied(),
+                },
+                at,
+            )?;
+            append_user_changes(tx, &user, at)?;
+            Ok(true)
         })
         .await
     }
