@@ -369,8 +369,30 @@ async fn key_issuance_outside_hq_networks_is_403_while_reads_succeed() {
     })
     .await;
     let owner = central.owner_token().await;
-    // Creating a site is not a sensitive operation.
-    let site = central.create_site(&owner, "Leeds").await;
+    // Site management is sensitive too (it can widen a site's networks): refused from here.
+    let response = post_raw(
+        &central,
+        &owner,
+        "/v1/sites",
+        &json!({ "name": "Leeds", "timezone": "Europe/London", "allowed_networks": [] }),
+    )
+    .await;
+    expect_problem(response, 403).await;
+    // The site these checks act on is set up directly in the store.
+    let site = aero_shared::wire::SiteRecord {
+        id: uuid::Uuid::now_v7(),
+        name: "Leeds".into(),
+        timezone: "Europe/London".into(),
+        allowed_networks: vec![],
+        created_at: chrono::Utc::now(),
+    };
+    aero_central::open_store(&central.settings())
+        .await
+        .unwrap()
+        .create_site(&aero_central::store::Actor::system("test"), &site)
+        .await
+        .unwrap();
+    let site = site.id;
     central.get_json(&owner, "/v1/sites", 200).await;
 
     let response = post_raw(

@@ -205,11 +205,13 @@ impl Permission {
         Self::WatchLive,
     ];
 
-    /// Sensitive operations also require the caller to be inside the allowed networks.
+    /// Sensitive operations also require the caller to be inside the allowed networks. Site
+    /// management is one: it can widen a site's own allowed networks.
     pub fn is_sensitive(self) -> bool {
         matches!(
             self,
-            Self::RefundOrders
+            Self::ManageSites
+                | Self::RefundOrders
                 | Self::AdjustBalances
                 | Self::ControlPlugs
                 | Self::ManageDevices
