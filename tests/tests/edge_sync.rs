@@ -5,35 +5,13 @@
 use aero_shared::wire::{
     CustomerRecord, EdgeStatus, Entity, OpKind, PushOp, PushRequest, PushResponse, WaiverRecord,
 };
-use aero_tests::{TestCentral, TestEdge, expect_status};
+use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
 use futures_util::StreamExt;
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// Polls `check` until it holds, failing the test after `limit`.
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let outcome = tokio::time::timeout(limit, async {
-        loop {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(
-        outcome.is_ok(),
-        "timed out after {limit:?} waiting for {what}"
-    );
-}
 
 async fn status(edge: &TestEdge, key: &str) -> Option<EdgeStatus> {
     let response = edge

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{Months, NaiveDate, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -37,41 +37,103 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// Most minors one guardian registers at once.
+const MAX_MINORS: usize = 10;
+/// Age of majority: a guardian must have reached it, a minor must not.
+const ADULT_YEARS: u32 = 18;
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     pub first_name: String,
     pub last_name: String,
     pub birth_date: NaiveDate,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// Children registered under this customer as their guardian.
+    #[serde(default)]
+    pub minors: Vec<NewMinor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMinor {
+    pub first_name: String,
+    pub last_name: String,
+    pub birth_date: NaiveDate,
+}
+
+fn check_person(v: &mut Validator, prefix: &str, first: &str, last: &str, birth: NaiveDate) {
+    v.text(&format!("{prefix}first_name"), first, 100);
+    v.text(&format!("{prefix}last_name"), last, 100);
+    let today = Utc::now().date_naive();
+    v.check(
+        birth <= today && birth >= today - Months::new(130 * 12),
+        &format!("{prefix}birth_date"),
+        "must be a plausible date of birth",
+    );
+}
+
+fn is_adult(birth: NaiveDate, today: NaiveDate) -> bool {
+    birth <= today - Months::new(ADULT_YEARS * 12)
 }
 
 impl Validate for NewCustomer {
     fn validate(&self, v: &mut Validator) {
-        v.text("first_name", &self.first_name, 100);
-        v.text("last_name", &self.last_name, 100);
-        let today = Utc::now().date_naive();
-        v.check(
-            self.birth_date <= today && self.birth_date >= today - Months::new(130 * 12),
-            "birth_date",
-            "must be a plausible date of birth",
-        );
+        check_person(v, "", &self.first_name, &self.last_name, self.birth_date);
         if let Some(phone) = &self.phone {
             v.phone("phone", phone);
         }
         if let Some(email) = &self.email {
             v.email("email", email.trim());
         }
+        if self.minors.is_empty() {
+            return;
+        }
+        let today = Utc::now().date_naive();
+        v.check(
+            self.minors.len() <= MAX_MINORS,
+            "minors",
+            "at most 10 minors per registration",
+        );
+        v.check(
+            is_adult(self.birth_date, today),
+            "birth_date",
+            "a guardian registering minors must be an adult",
+        );
+        for (i, minor) in self.minors.iter().enumerate() {
+            let prefix = format!("minors[{i}].");
+            check_person(
+                v,
+                &prefix,
+                &minor.first_name,
+                &minor.last_name,
+                minor.birth_date,
+            );
+            v.check(
+                !is_adult(minor.birth_date, today),
+                &format!("{prefix}birth_date"),
+                "a minor must be under 18",
+            );
+        }
     }
+}
+
+/// A registration's answer: the customer, and the minors registered under them.
+#[derive(Debug, Serialize)]
+struct Registered {
+    #[serde(flatten)]
+    customer: CustomerView,
+    minors: Vec<CustomerView>,
 }
 
 async fn register(
     State(state): State<AppState>,
     _auth: Auth,
     ValidJson(body): ValidJson<NewCustomer>,
-) -> Result<(StatusCode, Json<CustomerView>), ApiError> {
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
     let now = Utc::now();
-    let record = CustomerRecord {
+    let guardian = CustomerRecord {
         id: Uuid::now_v7(),
         first_name: body.first_name.trim().to_string(),
         last_name: body.last_name.trim().to_string(),
@@ -82,20 +144,44 @@ async fn register(
         home_site_id: state.site_id,
         created_at: now,
     };
-    let row = record.clone();
+    let minors: Vec<CustomerRecord> = body
+        .minors
+        .iter()
+        .map(|minor| CustomerRecord {
+            id: Uuid::now_v7(),
+            first_name: minor.first_name.trim().to_string(),
+            last_name: minor.last_name.trim().to_string(),
+            birth_date: minor.birth_date,
+            phone: None,
+            email: None,
+            guardian_id: Some(guardian.id),
+            home_site_id: state.site_id,
+            created_at: now,
+        })
+        .collect();
+    // The guardian and every minor commit together, each with its own outbox op.
+    let rows: Vec<CustomerRecord> = std::iter::once(guardian.clone())
+        .chain(minors.iter().cloned())
+        .collect();
     state
         .writer
         .mutate(move |c| {
-            upsert_customer(c, &row)?;
-            append_op(c, Entity::Customer, row.id, OpKind::Upsert, &row, now)?;
+            for row in &rows {
+                upsert_customer(c, row)?;
+                append_op(c, Entity::Customer, row.id, OpKind::Upsert, row, now)?;
+            }
             Ok(())
         })
         .await?;
+    let view = |customer: CustomerRecord| CustomerView {
+        customer,
+        waiver_valid: false,
+    };
     Ok((
         StatusCode::CREATED,
-        Json(CustomerView {
-            customer: record,
-            waiver_valid: false,
+        Json(Registered {
+            customer: view(guardian),
+            minors: minors.into_iter().map(view).collect(),
         }),
     ))
 }
@@ -138,6 +224,7 @@ async fn lookup(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewWaiver {
     pub signer_name: String,
 }
