@@ -4,32 +4,11 @@
 
 use aero_edge::outbox::append_op;
 use aero_shared::wire::{CustomerRecord, EdgeStatus, Entity, OpKind, WaiverRecord};
-use aero_tests::{TestCentral, TestEdge, expect_problem, expect_status};
+use aero_tests::{TestCentral, TestEdge, expect_problem, expect_status, wait_until};
 use reqwest::Method;
 use serde_json::json;
-use std::future::Future;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let outcome = tokio::time::timeout(limit, async {
-        loop {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(
-        outcome.is_ok(),
-        "timed out after {limit:?} waiting for {what}"
-    );
-}
 
 async fn status_code(edge: &TestEdge, key: &str) -> u16 {
     edge.request(Method::GET, "/v1/status", key)

@@ -3,7 +3,7 @@
 //! after a central restart, replayed pushes, and customers shared between two venues.
 
 use aero_shared::wire::{
-    CustomerRecord, EdgeStatus, Entity, OpKind, PushOp, PushRequest, PushResponse, WaiverRecord,
+    CustomerRecord, Entity, OpKind, PushOp, PushRequest, PushResponse, WaiverRecord,
 };
 use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
 use futures_util::StreamExt;
@@ -13,24 +13,12 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
 
-async fn status(edge: &TestEdge, key: &str) -> Option<EdgeStatus> {
-    let response = edge
-        .request(Method::GET, "/v1/status", key)
-        .send()
-        .await
-        .ok()?;
-    if response.status() != 200 {
-        return None;
-    }
-    response.json().await.ok()
-}
-
 /// Waits until the edge's replica knows `key` (the device was pulled from central).
 async fn wait_for_key(edge: &TestEdge, key: &str) {
     wait_until(
         "the edge to accept the device key",
         Duration::from_secs(20),
-        || async { status(edge, key).await.is_some() },
+        || async { edge.status(key).await.is_some() },
     )
     .await;
 }
@@ -142,7 +130,7 @@ async fn customers_reach_central_once_and_a_1000_write_outage_backlog_drains_by_
     })
     .await;
     wait_until("an empty outbox", Duration::from_secs(20), || async {
-        status(&edge, &kiosk)
+        edge.status(&kiosk)
             .await
             .is_some_and(|s| s.pending_ops == 0 && s.online)
     })
@@ -163,13 +151,13 @@ async fn customers_reach_central_once_and_a_1000_write_outage_backlog_drains_by_
         "the edge to notice the outage",
         Duration::from_secs(20),
         || async {
-            status(&edge, &kiosk).await.is_some_and(|s| {
+            edge.status(&kiosk).await.is_some_and(|s| {
                 !s.online && s.pending_ops == i64::try_from(OUTAGE_WRITES).expect("count")
             })
         },
     )
     .await;
-    let offline = status(&edge, &kiosk).await.expect("status");
+    let offline = edge.status(&kiosk).await.expect("status");
     assert!(offline.last_error.is_some(), "{offline:?}");
     assert!(offline.oldest_pending_age_seconds.is_some(), "{offline:?}");
     assert_eq!(offline.dead_letters, 0);
@@ -180,7 +168,7 @@ async fn customers_reach_central_once_and_a_1000_write_outage_backlog_drains_by_
     central.restart().await;
     let restarted = chrono::Utc::now();
     wait_until("the backlog to drain", Duration::from_secs(30), || async {
-        status(&edge, &kiosk)
+        edge.status(&kiosk)
             .await
             .is_some_and(|s| s.pending_ops == 0 && s.online)
     })
@@ -200,7 +188,7 @@ async fn customers_reach_central_once_and_a_1000_write_outage_backlog_drains_by_
         store.count_customers().await.expect("count"),
         i64::try_from(OUTAGE_WRITES + 1).expect("count")
     );
-    let drained = status(&edge, &kiosk).await.expect("status");
+    let drained = edge.status(&kiosk).await.expect("status");
     assert_eq!(drained.dead_letters, 0);
     assert!(drained.last_error.is_none(), "{drained:?}");
     assert!(drained.oldest_pending_age_seconds.is_none(), "{drained:?}");
@@ -346,7 +334,7 @@ async fn a_customer_registered_at_one_venue_is_found_at_another() {
     let (_b, edge_b, kiosk_b) = venue(&central, &owner, "York").await;
 
     // Each kiosk key is valid only at its own venue.
-    assert!(status(&edge_b, &kiosk_a).await.is_none());
+    assert!(edge_b.status(&kiosk_a).await.is_none());
 
     let created = register(&edge_a, &kiosk_a, "Grace", "07700 900123").await;
     wait_until(
