@@ -1,0 +1,572 @@
+//! `aero-bench`: measures the edge against the targets in BENCHMARKS.md.
+//!
+//! Central runs in this process on a loopback port; the edge under test is the release
+//! `aero-edge` binary run as a separate process, so its RSS and CPU are its own. Every scenario
+//! starts from scratch in a temporary directory: central with 100,000 customers pushed by
+//! another venue, and a fresh edge whose bootstrap pulls them (the bootstrap measurement).
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p aero-bench -- all [--seconds 10]
+//! ```
+
+mod central;
+mod edge;
+mod load;
+mod procfs;
+
+use crate::central::{Central, seeded_phone};
+use crate::edge::EdgeProcess;
+use crate::load::{MakeRequest, Outcome, Stop};
+use crate::procfs::{CpuSnapshot, CpuUse, Rss};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http_body_util::Full;
+use hyper::Request;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Every scenario below, in this order, on one central and one edge.
+    All,
+    /// Bootstrap of a new edge from a central holding the customers.
+    Bootstrap,
+    /// Kiosk lookups `GET /v1/customers?phone=` with an API key.
+    Lookup,
+    /// Durable registrations `POST /v1/customers`, central online (the push loop runs).
+    Writes,
+    /// Registrations while central is down, then the time to drain that backlog.
+    Drain,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "aero-bench", about = "Benchmarks of the AeroSports edge")]
+struct Cli {
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Measured seconds of each timed load (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Unrecorded warm-up seconds before each timed load.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Concurrent keep-alive connections (one client task each).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Customers seeded at central and bootstrapped into the edge's replica.
+    #[arg(long, default_value_t = 100_000)]
+    customers: u64,
+    /// Registrations written while central is down, then drained.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: u64,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Also run `wrk` (if installed) against the lookup, for comparison.
+    #[arg(long)]
+    wrk: bool,
+    /// Where the temporary data directories go (default: the system temp dir). Use a real
+    /// disk: on tmpfs an fsync costs nothing and the write numbers mean nothing.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Central and the orchestration share one runtime, the load generator has its own; their
+    // threads are named so their CPU time can be told apart in /proc/self/task.
+    let central_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("central")
+        .enable_all()
+        .build()?;
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.client_threads.max(1))
+        .thread_name("loadgen")
+        .enable_all()
+        .build()?;
+    let result = central_rt.block_on(run(&cli, load_rt.handle().clone()));
+    load_rt.shutdown_timeout(Duration::from_secs(1));
+    central_rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
+    let work_root = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&work_root)?;
+    let work = tempfile::Builder::new()
+        .prefix("aero-bench-")
+        .tempdir_in(&work_root)?;
+
+    println!("## Machine\n");
+    println!("| fact | value |\n|---|---|");
+    for (what, value) in procfs::machine_description() {
+        println!("| {what} | {value} |");
+    }
+    let (fsync_median, fsync_p99) = fsync_probe(work.path())?;
+    println!(
+        "| fdatasync of a 4 KiB overwrite in the work dir | median {fsync_median:.2} ms, p99 {fsync_p99:.2} ms |"
+    );
+    println!(
+        "| load | {} connections, {} s measured after {} s warm-up, load generator on {} thread(s) |",
+        cli.connections, cli.seconds, cli.warmup, cli.client_threads
+    );
+    println!();
+
+    // Central: one venue under test with a kiosk, and another venue whose customers fill the
+    // chain-wide customer list the kiosk searches.
+    let mut central = Central::start(&work.path().join("central")).await?;
+    let site = central.create_site("Bench venue").await?;
+    let other = central.create_site("Seeding venue").await?;
+    let kiosk = central.create_device(site, "kiosk").await?;
+    let token = central.enrollment_token(site).await?;
+    let seeding = central.seed_customers(other, cli.customers).await?;
+    let head = central.store.change_head().await?;
+    println!(
+        "Seeded {} customers into central in {:.1} s (change-log head {head}).\n",
+        cli.customers,
+        seeding.as_secs_f64()
+    );
+    flush();
+
+    // Bootstrap: a new edge pulls everything from cursor 0.
+    let edge_dir = work.path().join("edge");
+    let enroll = edge::enroll(&edge_dir, &central.url(), &token)?;
+    let started = Instant::now();
+    let before = CpuSnapshot::take(None);
+    let edge = EdgeProcess::serve(&edge_dir).await?;
+    let serving = started.elapsed();
+    eprintln!("aero-bench: edge pid {} on {}", edge.pid, edge.addr);
+    let status = edge
+        .wait_status(
+            &kiosk,
+            Duration::from_millis(20),
+            Duration::from_secs(600),
+            |s| s["cursor"].as_i64().is_some_and(|c| c >= head),
+        )
+        .await?;
+    let bootstrap = started.elapsed();
+    let cpu = procfs::cpu_between(&before, &CpuSnapshot::take(Some(edge.pid)));
+    let rss = procfs::rss(edge.pid)?;
+    println!("## Bootstrap of a new edge ({} customers)\n", cli.customers);
+    println!("| measure | value |\n|---|---|");
+    println!("| `aero-edge enroll` | {:.2} s |", enroll.as_secs_f64());
+    println!(
+        "| start of `aero-edge serve` to listening | {:.2} s |",
+        serving.as_secs_f64()
+    );
+    println!(
+        "| start of `aero-edge serve` to cursor = central head ({head}) | **{:.2} s** (target <= 30 s) |",
+        bootstrap.as_secs_f64()
+    );
+    println!(
+        "| edge CPU during bootstrap (whole process lifetime) | {:.2} s |",
+        procfs::process_cpu(edge.pid)?
+    );
+    println!("| central CPU during bootstrap | {:.2} s |", cpu.central);
+    println!(
+        "| edge RSS after bootstrap / peak | {} / {} |",
+        mib(rss.current_kib),
+        mib(rss.peak_kib)
+    );
+    println!("| edge status | `{status}` |");
+    println!();
+    flush();
+    if cli.scenario == Scenario::Bootstrap {
+        edge.stop();
+        return Ok(());
+    }
+
+    if matches!(cli.scenario, Scenario::All | Scenario::Lookup) {
+        lookup(cli, &load, &edge, &kiosk).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Writes) {
+        println!("## Durable writes, central online\n");
+        let measured = measure(
+            cli,
+            &load,
+            &edge,
+            Stop::Timed {
+                warmup: Duration::from_secs(cli.warmup),
+                measure: Duration::from_secs(cli.seconds),
+            },
+            register_request(&edge, &kiosk, 1),
+            201,
+        )
+        .await?;
+        print_table(&[("POST /v1/customers, central online", &measured)]);
+        let status = edge.status(&kiosk).await?.unwrap_or_default();
+        println!(
+            "\nOutbox right after the load: {} pending ops (the push loop ran alongside).\n",
+            status["pending_ops"]
+        );
+        flush();
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Drain) {
+        drain(cli, &load, &edge, &kiosk, &mut central).await?;
+    }
+    print_edge_log_warnings(&edge);
+    edge.stop();
+    Ok(())
+}
+
+async fn lookup(cli: &Cli, load: &Handle, edge: &EdgeProcess, kiosk: &str) -> anyhow::Result<()> {
+    // The lookup finds what it should before it is timed.
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!(
+            "http://{}/v1/customers?phone=%2B{}",
+            edge.addr,
+            &seeded_phone(cli.customers / 2)[1..]
+        ))
+        .header("x-api-key", kiosk)
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    anyhow::ensure!(
+        probe["customers"].as_array().map(Vec::len) == Some(1),
+        "the lookup did not find the seeded customer: {probe}"
+    );
+    println!(
+        "## Kiosk lookup, {} customers in the replica\n",
+        cli.customers
+    );
+    let customers = cli.customers.max(1);
+    let host = edge.addr.to_string();
+    let key = kiosk.to_string();
+    let make: MakeRequest = Arc::new(move |r| {
+        // `%2B` is the `+`; a literal `+` in a query string decodes as a space.
+        let phone = &seeded_phone(r % customers)[1..];
+        Request::get(format!("/v1/customers?phone=%2B{phone}"))
+            .header("host", &host)
+            .header("x-api-key", &key)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request")
+    });
+    let measured = measure(
+        cli,
+        load,
+        edge,
+        Stop::Timed {
+            warmup: Duration::from_secs(cli.warmup),
+            measure: Duration::from_secs(cli.seconds),
+        },
+        make,
+        200,
+    )
+    .await?;
+    print_table(&[("GET /v1/customers?phone=", &measured)]);
+    println!();
+    if cli.wrk {
+        run_wrk(cli, edge, kiosk).await?;
+    }
+    flush();
+    Ok(())
+}
+
+async fn drain(
+    cli: &Cli,
+    load: &Handle,
+    edge: &EdgeProcess,
+    kiosk: &str,
+    central: &mut Central,
+) -> anyhow::Result<()> {
+    println!(
+        "## Backlog drain: {} registrations while central is down, then central back\n",
+        cli.backlog
+    );
+    // Whatever the writes scenario queued goes first, so the backlog is exactly ours.
+    edge.wait_status(
+        kiosk,
+        Duration::from_millis(50),
+        Duration::from_secs(300),
+        |s| s["pending_ops"].as_i64() == Some(0),
+    )
+    .await?;
+    central.stop().await;
+    let measured = measure(
+        cli,
+        load,
+        edge,
+        Stop::Count(cli.backlog),
+        register_request(edge, kiosk, 2),
+        201,
+    )
+    .await?;
+    print_table(&[("POST /v1/customers, central offline", &measured)]);
+    let status = edge.status(kiosk).await?.unwrap_or_default();
+    let backlog = status["pending_ops"].as_i64().unwrap_or(0);
+    println!("\nBacklog at the edge: {backlog} pending ops.\n");
+    flush();
+
+    let before = CpuSnapshot::take(Some(edge.pid));
+    let started = Instant::now();
+    central.restart().await?;
+    let first_ack = Arc::new(AtomicU64::new(0));
+    let status = {
+        let first_ack = Arc::clone(&first_ack);
+        edge.wait_status(
+            kiosk,
+            Duration::from_millis(50),
+            Duration::from_secs(600),
+            move |s| {
+                let pending = s["pending_ops"].as_i64().unwrap_or(i64::MAX);
+                if pending < backlog && first_ack.load(Ordering::Relaxed) == 0 {
+                    first_ack.store(
+                        started.elapsed().as_millis().max(1) as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                pending == 0
+            },
+        )
+        .await?
+    };
+    let drained = started.elapsed();
+    let cpu = procfs::cpu_between(&before, &CpuSnapshot::take(Some(edge.pid)));
+    let first = Duration::from_millis(first_ack.load(Ordering::Relaxed));
+    println!("| measure | value |\n|---|---|");
+    println!(
+        "| central restart to pending_ops = 0 | **{:.2} s** (target <= 20 s) |",
+        drained.as_secs_f64()
+    );
+    println!(
+        "| central restart to the first acknowledged batch seen | {:.2} s |",
+        first.as_secs_f64()
+    );
+    println!(
+        "| drain rate after the first ack | {:.0} ops/s |",
+        backlog as f64 / (drained - first).as_secs_f64().max(0.001)
+    );
+    println!(
+        "| CPU during the drain: edge / central (in-process) | {:.2} s / {:.2} s |",
+        cpu.edge, cpu.central
+    );
+    println!("| edge status after | `{status}` |");
+    println!();
+    flush();
+    Ok(())
+}
+
+/// A registration with a fresh name and phone per request; `tag` keeps scenarios apart.
+fn register_request(edge: &EdgeProcess, kiosk: &str, tag: u8) -> MakeRequest {
+    let host = edge.addr.to_string();
+    let key = kiosk.to_string();
+    Arc::new(move |r| {
+        let n = r % 100_000_000;
+        let body = format!(
+            r#"{{"first_name":"Bench","last_name":"Writer{tag}x{n}","birth_date":"1990-01-01","phone":"+44{tag}8{n:08}","email":null}}"#
+        );
+        Request::post("/v1/customers")
+            .header("host", &host)
+            .header("x-api-key", &key)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request")
+    })
+}
+
+struct Measured {
+    outcome: Outcome,
+    cpu: CpuUse,
+    rss_max_kib: u64,
+    rss: Rss,
+}
+
+/// Runs one load on the load generator's runtime while sampling the edge's RSS and the CPU
+/// time of the edge, the load generator and central over the measurement window.
+async fn measure(
+    cli: &Cli,
+    load: &Handle,
+    edge: &EdgeProcess,
+    stop: Stop,
+    make: MakeRequest,
+    expect: u16,
+) -> anyhow::Result<Measured> {
+    let pid = edge.pid;
+    let sampling = Arc::new(AtomicBool::new(true));
+    let rss_max = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (sampling, rss_max) = (Arc::clone(&sampling), Arc::clone(&rss_max));
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(rss) = procfs::rss(pid) {
+                    rss_max.fetch_max(rss.current_kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // CPU is counted over the recorded window only, not the warm-up.
+    let before = match stop {
+        Stop::Timed { warmup, .. } => tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            CpuSnapshot::take(Some(pid))
+        }),
+        Stop::Count(_) => {
+            let snapshot = CpuSnapshot::take(Some(pid));
+            tokio::spawn(async move { snapshot })
+        }
+    };
+    let outcome = load
+        .spawn(load::run(edge.addr, cli.connections, stop, make, expect))
+        .await??;
+    let after = CpuSnapshot::take(Some(pid));
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    let cpu = procfs::cpu_between(&before.await?, &after);
+    Ok(Measured {
+        outcome,
+        cpu,
+        rss_max_kib: rss_max.load(Ordering::Relaxed),
+        rss: procfs::rss(pid)?,
+    })
+}
+
+fn print_table(rows: &[(&str, &Measured)]) {
+    println!(
+        "| load | answered | per second | p50 ms | p99 ms | p99.9 ms | max ms | other answers | edge CPU (cores) | load generator CPU (cores) | central CPU (cores) | rest of machine (cores) | machine busy | edge CPU µs/request | edge RSS max during / VmHWM |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, m) in rows {
+        let o = &m.outcome;
+        let secs = o.window.as_secs_f64();
+        let other: Vec<String> = o
+            .unexpected
+            .iter()
+            .map(|(s, n)| format!("{n}x{s}"))
+            .chain((o.failures > 0).then(|| format!("{} failed", o.failures)))
+            .collect();
+        println!(
+            "| {name} | {} in {:.1} s | **{:.0}** | {:.2} | **{:.2}** | {:.2} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}% | {:.1} | {} / {} |",
+            o.ok,
+            secs,
+            o.rate(),
+            o.quantile_ms(0.50),
+            o.quantile_ms(0.99),
+            o.quantile_ms(0.999),
+            o.max_ms(),
+            if other.is_empty() {
+                "none".into()
+            } else {
+                other.join(", ")
+            },
+            m.cpu.edge / secs,
+            m.cpu.loadgen / secs,
+            m.cpu.central / secs,
+            m.cpu.rest / secs,
+            m.cpu.machine_busy * 100.0,
+            m.cpu.edge / o.ok.max(1) as f64 * 1e6,
+            mib(m.rss_max_kib),
+            mib(m.rss.peak_kib),
+        );
+    }
+}
+
+async fn run_wrk(cli: &Cli, edge: &EdgeProcess, kiosk: &str) -> anyhow::Result<()> {
+    let Ok(path) = which("wrk") else {
+        println!("(wrk is not installed: `apt-get install -y wrk` to compare.)\n");
+        return Ok(());
+    };
+    let script = edge.log.with_file_name("lookup.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"math.randomseed(os.time())
+request = function()
+  local path = string.format("/v1/customers?phone=%%2B4477%08d", math.random(0, {max}))
+  return wrk.format("GET", path, {{["x-api-key"] = "{kiosk}"}})
+end
+"#,
+            max = cli.customers.max(1) - 1
+        ),
+    )?;
+    let pid = edge.pid;
+    let before = CpuSnapshot::take(Some(pid));
+    let output = tokio::process::Command::new(path)
+        .args([
+            "-t1".to_string(),
+            format!("-c{}", cli.connections),
+            format!("-d{}s", cli.seconds),
+            "--latency".to_string(),
+            "-s".to_string(),
+            script.display().to_string(),
+            format!("http://{}/", edge.addr),
+        ])
+        .output()
+        .await?;
+    let cpu = procfs::cpu_between(&before, &CpuSnapshot::take(Some(pid)));
+    let rss = procfs::rss(pid)?;
+    println!(
+        "`wrk -t1 -c{} -d{}s --latency` (random seeded phones), same edge; edge CPU {:.2} cores, wrk and the rest of the machine {:.2} cores, machine busy {:.0}%, edge VmHWM {}:\n",
+        cli.connections,
+        cli.seconds,
+        cpu.edge / cli.seconds as f64,
+        cpu.rest / cli.seconds as f64,
+        cpu.machine_busy * 100.0,
+        mib(rss.peak_kib)
+    );
+    println!("```text\n{}```\n", String::from_utf8_lossy(&output.stdout));
+    Ok(())
+}
+
+fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("{name} not found"))
+}
+
+/// What one small synchronous overwrite costs on the disk under the work dir: the floor under
+/// every group commit.
+fn fsync_probe(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    use std::io::{Seek, SeekFrom};
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [7u8; 4096];
+    let mut times = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let started = Instant::now();
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&block)?;
+        file.sync_data()?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    std::fs::remove_file(&path)?;
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[times.len() * 99 / 100]))
+}
+
+fn print_edge_log_warnings(edge: &EdgeProcess) {
+    let text = std::fs::read_to_string(&edge.log).unwrap_or_default();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    if !warnings.is_empty() {
+        println!(
+            "Edge log: {} warning/error lines; the first ones:\n\n```text",
+            warnings.len()
+        );
+        for line in warnings.iter().take(5) {
+            println!("{line}");
+        }
+        println!("```\n");
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
