@@ -12,45 +12,103 @@ use async_trait::async_trait;
 use chrono::Utc;
 use ipnet::IpNet;
 use rusqlite::{OptionalExtension, params};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 /// A started request that never completed (the process died mid-request) stops blocking its
 /// key after this long.
 const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
+/// Device credentials from the replica, with the live ones cached in memory by key hash: every
+/// device request is authenticated, and the cache turns a database read into a map lookup.
+///
+/// The cache is tied to the replica's device epoch, which the sync engine bumps right after it
+/// commits a pulled page carrying device changes, so a revocation takes effect at the edge as
+/// soon as it is in the replica, exactly as without the cache. Unknown or revoked keys are not
+/// cached (a stream of made-up keys cannot grow it); they are looked up every time.
 #[derive(Debug)]
-pub struct ReplicaCredentials(pub Arc<Replica>);
+pub struct ReplicaCredentials {
+    replica: Arc<Replica>,
+    cache: RwLock<CredentialCache>,
+}
+
+#[derive(Debug, Default)]
+struct CredentialCache {
+    /// The device epoch the entries were read at; entries of an older epoch are never used.
+    epoch: u64,
+    by_hash: HashMap<String, DeviceCredential>,
+}
+
+impl ReplicaCredentials {
+    pub fn new(replica: Arc<Replica>) -> Self {
+        Self {
+            replica,
+            cache: RwLock::new(CredentialCache::default()),
+        }
+    }
+
+    fn cached(&self, hash: &KeyHash, epoch: u64) -> Option<DeviceCredential> {
+        let cache = self.cache.read().ok()?;
+        if cache.epoch != epoch {
+            return None;
+        }
+        cache.by_hash.get(hash.as_str()).cloned()
+    }
+
+    /// Keeps `device`, read at `epoch`, unless devices changed since the read began.
+    fn remember(&self, hash: &KeyHash, epoch: u64, device: &DeviceCredential) {
+        let Ok(mut cache) = self.cache.write() else {
+            return;
+        };
+        if self.replica.device_epoch() != epoch {
+            return;
+        }
+        if cache.epoch != epoch {
+            cache.by_hash.clear();
+            cache.epoch = epoch;
+        }
+        cache
+            .by_hash
+            .insert(hash.as_str().to_string(), device.clone());
+    }
+}
 
 #[async_trait]
 impl CredentialStore for ReplicaCredentials {
     async fn device_for_key(&self, hash: &KeyHash) -> Result<Option<DeviceCredential>, ApiError> {
-        let hash = hash.as_str().to_string();
-        let device = self
-            .0
-            .read(move |c| {
-                let data: Option<String> = c
-                    .query_row(
-                        "SELECT data FROM devices WHERE key_hash = ?1 AND revoked_at IS NULL",
-                        [hash],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                data.map(|d| Ok(serde_json::from_str::<DeviceRecord>(&d)?))
-                    .transpose()
-            })
-            .await?;
-        Ok(device.map(|d| DeviceCredential {
+        // Read the epoch before the database: a change committed after this point bumps it, so
+        // what is read below can only be remembered if it is still current.
+        let epoch = self.replica.device_epoch();
+        if let Some(device) = self.cached(hash, epoch) {
+            return Ok(Some(device));
+        }
+        // An indexed point read: in place, see `Replica::read_now`.
+        let device = self.replica.read_now(|c| {
+            let data: Option<String> = c
+                .prepare_cached(
+                    "SELECT data FROM devices WHERE key_hash = ?1 AND revoked_at IS NULL",
+                )?
+                .query_row([hash.as_str()], |r| r.get(0))
+                .optional()?;
+            data.map(|d| Ok(serde_json::from_str::<DeviceRecord>(&d)?))
+                .transpose()
+        })?;
+        let device = device.map(|d| DeviceCredential {
             device_id: d.id,
             site_id: d.site_id,
             kind: d.kind,
             allowed_networks: d.allowed_networks,
-        }))
+        });
+        if let Some(device) = &device {
+            self.remember(hash, epoch, device);
+        }
+        Ok(device)
     }
 
     async fn site_networks(&self, site_id: Uuid) -> Result<Option<Vec<IpNet>>, ApiError> {
         Ok(self
-            .0
+            .replica
             .read(move |c| apply::site_networks(c, site_id))
             .await?)
     }

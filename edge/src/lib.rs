@@ -66,7 +66,7 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
             JWT_AUDIENCE,
             chrono::Duration::minutes(settings.jwt_ttl_minutes.clamp(1, 24 * 60)),
         ),
-        credentials: Arc::new(ReplicaCredentials(Arc::clone(&replica))),
+        credentials: Arc::new(ReplicaCredentials::new(Arc::clone(&replica))),
         limits: RateLimits::new(&settings.limits),
         hq_networks: Vec::new(),
         served_site: Some(credential.site_id),

@@ -71,14 +71,15 @@ fn in_savepoint<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    conn.execute_batch("SAVEPOINT request")?;
+    // Cached statements: these run several times per request on the busiest thread there is.
+    conn.prepare_cached("SAVEPOINT request")?.execute([])?;
     // A panicking request must not take the writer thread (and every later write) down with it.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
         .unwrap_or_else(|_| Err(anyhow::anyhow!("write request panicked")));
-    match &outcome {
-        Ok(_) => conn.execute_batch("RELEASE request")?,
-        Err(_) => conn.execute_batch("ROLLBACK TO request; RELEASE request")?,
+    if outcome.is_err() {
+        conn.prepare_cached("ROLLBACK TO request")?.execute([])?;
     }
+    conn.prepare_cached("RELEASE request")?.execute([])?;
     outcome
 }
 
@@ -206,13 +207,15 @@ pub fn append_op<T: Serialize>(
     record: &T,
     now: DateTime<Utc>,
 ) -> anyhow::Result<i64> {
-    let seq: i64 = conn.query_row(
-        "UPDATE sync_state SET next_seq = next_seq + 1 WHERE id = 1 RETURNING next_seq - 1",
-        [],
-        |r| r.get(0),
-    )?;
-    conn.execute(
+    let seq: i64 = conn
+        .prepare_cached(
+            "UPDATE sync_state SET next_seq = next_seq + 1 WHERE id = 1 RETURNING next_seq - 1",
+        )?
+        .query_row([], |r| r.get(0))?;
+    conn.prepare_cached(
         "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(
         params![
             seq,
             Uuid::now_v7(),

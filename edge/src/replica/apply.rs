@@ -22,11 +22,13 @@ pub fn apply_page(
     for change in changes {
         // A row with un-acknowledged local ops is ours to send first: central's copy is older
         // than what the venue already did, and will come back through the feed after the push.
-        let pending: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE entity = ?1 AND entity_id = ?2)",
-            params![change.entity.as_str(), change.entity_id],
-            |r| r.get(0),
-        )?;
+        let pending: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE entity = ?1 AND entity_id = ?2)",
+            )?
+            .query_row(params![change.entity.as_str(), change.entity_id], |r| {
+                r.get(0)
+            })?;
         if pending {
             continue;
         }
@@ -131,28 +133,29 @@ fn apply_change(conn: &Connection, change: &Change) -> anyhow::Result<()> {
 /// Writes a customer row; shared by local registration and the pull. The email column is
 /// lowercased for case-insensitive lookup; the record keeps what was entered.
 pub fn upsert_customer(conn: &Connection, c: &CustomerRecord) -> anyhow::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO customers (id, phone, email, home_site_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET phone = excluded.phone, email = excluded.email,
             home_site_id = excluded.home_site_id, data = excluded.data",
-        params![c.id, c.phone, c.email.as_deref().map(str::to_lowercase), c.home_site_id, ts(c.created_at), serde_json::to_string(c)?],
+    )?
+    .execute(params![c.id, c.phone, c.email.as_deref().map(str::to_lowercase), c.home_site_id, ts(c.created_at), serde_json::to_string(c)?],
     )?;
     Ok(())
 }
 
 /// Writes a waiver row; shared by local signing and the pull.
 pub fn upsert_waiver(conn: &Connection, w: &WaiverRecord) -> anyhow::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO waivers (id, customer_id, expires_at, data) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id,
             expires_at = excluded.expires_at, data = excluded.data",
-        params![
-            w.id,
-            w.customer_id,
-            ts(w.expires_at),
-            serde_json::to_string(w)?
-        ],
-    )?;
+    )?
+    .execute(params![
+        w.id,
+        w.customer_id,
+        ts(w.expires_at),
+        serde_json::to_string(w)?
+    ])?;
     Ok(())
 }
 

@@ -3,14 +3,18 @@
 //!
 //! One connection writes (owned by [`crate::outbox::Writer`]); reads use a small pool of other
 //! connections, which in WAL mode see committed snapshots and never wait for the writer.
+//! Bulky reads run on the blocking pool ([`Replica::read`]); the kiosk's indexed point lookups
+//! run in place ([`Replica::read_now`]), because a thread hop costs more than the query.
 
 pub mod apply;
 
 use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, WaiverRecord};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -21,7 +25,7 @@ mod embedded {
 
 pub const DB_FILE: &str = "edge.db";
 /// Idle read connections kept for reuse.
-const MAX_IDLE_READERS: usize = 4;
+const MAX_IDLE_READERS: usize = 8;
 
 /// Timestamps are stored in one fixed format so that text comparison is time comparison.
 pub fn ts(at: DateTime<Utc>) -> String {
@@ -46,6 +50,12 @@ pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a sale acknowledged to a terminal survives power loss, not just a process crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Plans never depend on bound values. Without this, SQLite (built with STAT4) re-prepares a
+    // cached statement whenever a bound value it looked at while planning changes, i.e. on
+    // almost every kiosk lookup, which made parsing the biggest cost of a lookup.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    // Room for every statement of the write path and the hot reads.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -62,6 +72,9 @@ pub struct CustomerView {
 pub struct Replica {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    /// Bumped after every committed change to the `devices` table, so caches of device
+    /// credentials (see [`crate::auth::ReplicaCredentials`]) know they are stale.
+    device_epoch: AtomicU64,
 }
 
 impl Replica {
@@ -98,6 +111,7 @@ impl Replica {
         let replica = Arc::new(Self {
             path,
             readers: Mutex::new(Vec::new()),
+            device_epoch: AtomicU64::new(0),
         });
         Ok((replica, writer))
     }
@@ -109,48 +123,67 @@ impl Replica {
         F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let pooled = this
-                .readers
-                .lock()
-                .map_err(|_| anyhow::anyhow!("reader pool poisoned"))?
-                .pop();
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => open_connection(&this.path)?,
-            };
-            let out = work(&conn);
-            if let Ok(mut idle) = this.readers.lock()
-                && idle.len() < MAX_IDLE_READERS
-            {
-                idle.push(conn);
-            }
-            out
-        })
-        .await
-        .context("replica read task failed")?
+        tokio::task::spawn_blocking(move || this.read_now(work))
+            .await
+            .context("replica read task failed")?
+    }
+
+    /// Runs `work` on a pooled read connection on the calling thread. Only for reads that touch
+    /// a handful of pages through an index (microseconds, from the page cache): for those a hop
+    /// to the blocking pool and back costs more than the query. A reader in WAL mode never waits
+    /// for the writer.
+    pub fn read_now<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let pooled = self
+            .readers
+            .lock()
+            .map_err(|_| anyhow::anyhow!("reader pool poisoned"))?
+            .pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(&self.path)?,
+        };
+        let out = work(&conn);
+        if let Ok(mut idle) = self.readers.lock()
+            && idle.len() < MAX_IDLE_READERS
+        {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// The current device epoch: it changes whenever replicated devices may have changed.
+    pub fn device_epoch(&self) -> u64 {
+        self.device_epoch.load(Ordering::Acquire)
+    }
+
+    /// Called after a commit that changed `devices` (a pulled page carrying device changes).
+    pub fn devices_changed(&self) {
+        self.device_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub async fn status(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
         self.read(move |c| status(c, now)).await
     }
 
+    /// Indexed lookup (at most 50 rows): runs in place, see [`Replica::read_now`].
     pub async fn customers_by_phone(
         self: &Arc<Self>,
         phone: String,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<CustomerView>> {
-        self.read(move |c| customers_where(c, "phone", &phone, now))
-            .await
+        self.read_now(|c| customers_where(c, "phone", &phone, now))
     }
 
+    /// Indexed lookup (at most 50 rows): runs in place, see [`Replica::read_now`].
     pub async fn customers_by_email(
         self: &Arc<Self>,
         email: String,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<CustomerView>> {
-        self.read(move |c| customers_where(c, "email", &email, now))
-            .await
+        self.read_now(|c| customers_where(c, "email", &email, now))
     }
 
     pub async fn customer(self: &Arc<Self>, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {

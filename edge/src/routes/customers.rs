@@ -18,7 +18,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// How long a signed waiver is valid.
@@ -196,7 +195,7 @@ async fn lookup(
     State(state): State<AppState>,
     _auth: Auth,
     Query(query): Query<LookupQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Customers>, ApiError> {
     let now = Utc::now();
     let customers = match (query.phone, query.email) {
         (Some(phone), None) => {
@@ -220,7 +219,13 @@ async fn lookup(
             ));
         }
     };
-    Ok(Json(json!({ "customers": customers })))
+    Ok(Json(Customers { customers }))
+}
+
+/// The lookup's answer, serialized straight from the rows (no intermediate `Value`).
+#[derive(Serialize)]
+struct Customers {
+    customers: Vec<CustomerView>,
 }
 
 #[derive(Debug, Deserialize)]

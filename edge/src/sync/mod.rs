@@ -10,7 +10,7 @@ use crate::credential::Credential;
 use crate::outbox::{self, Writer};
 use crate::replica::{Replica, apply};
 use aero_shared::auth::extract::API_KEY_HEADER;
-use aero_shared::wire::{PullResponse, PushRequest, PushResponse};
+use aero_shared::wire::{Entity, PullResponse, PushRequest, PushResponse};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -212,10 +212,17 @@ impl SyncEngine {
                 .map_err(|err| SyncError::Transient(format!("reading a pull page: {err}")))?;
             let more = page.more && page.next_cursor > cursor;
             let now = Utc::now();
-            applied += self
+            let touches_devices = page.changes.iter().any(|c| c.entity == Entity::Device);
+            let outcome = self
                 .writer
                 .write(move |c| apply::apply_page(c, &page.changes, page.next_cursor, now))
-                .await?;
+                .await;
+            if touches_devices {
+                // After the commit (or a failure that may still have committed): cached
+                // credentials must be read again, a key may have been revoked.
+                self.replica.devices_changed();
+            }
+            applied += outcome?;
             if !more {
                 return Ok(applied);
             }
