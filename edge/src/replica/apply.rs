@@ -131,12 +131,15 @@ fn apply_change(conn: &Connection, change: &Change) -> anyhow::Result<()> {
 }
 
 /// Writes a customer row; shared by local registration and the pull. The email column is
-/// lowercased for case-insensitive lookup; the record keeps what was entered.
+/// lowercased for case-insensitive lookup; the record keeps what was entered. An identical row
+/// is left untouched: the pull brings every customer this venue registered back from central's
+/// feed, and rewriting it would cost the single writer a page write for nothing.
 pub fn upsert_customer(conn: &Connection, c: &CustomerRecord) -> anyhow::Result<()> {
     conn.prepare_cached(
         "INSERT INTO customers (id, phone, email, home_site_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET phone = excluded.phone, email = excluded.email,
-            home_site_id = excluded.home_site_id, data = excluded.data",
+            home_site_id = excluded.home_site_id, data = excluded.data
+         WHERE customers.data IS NOT excluded.data",
     )?
     .execute(params![c.id, c.phone, c.email.as_deref().map(str::to_lowercase), c.home_site_id, ts(c.created_at), serde_json::to_string(c)?],
     )?;
@@ -148,7 +151,8 @@ pub fn upsert_waiver(conn: &Connection, w: &WaiverRecord) -> anyhow::Result<()> 
     conn.prepare_cached(
         "INSERT INTO waivers (id, customer_id, expires_at, data) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id,
-            expires_at = excluded.expires_at, data = excluded.data",
+            expires_at = excluded.expires_at, data = excluded.data
+         WHERE waivers.data IS NOT excluded.data",
     )?
     .execute(params![
         w.id,
@@ -194,6 +198,29 @@ mod tests {
             home_site_id: site,
             created_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn an_identical_customer_is_not_rewritten_but_a_changed_one_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site = Uuid::now_v7();
+        let (_replica, conn) = Replica::open(dir.path(), site, 1).expect("open");
+        let local = person(Uuid::now_v7(), site, "Local");
+        upsert_customer(&conn, &local).expect("insert");
+        assert_eq!(conn.changes(), 1);
+        upsert_customer(&conn, &local).expect("echo");
+        assert_eq!(
+            conn.changes(),
+            0,
+            "the echo of an identical row writes nothing"
+        );
+        let edited = CustomerRecord {
+            first_name: "Edited".into(),
+            ..local.clone()
+        };
+        upsert_customer(&conn, &edited).expect("edit");
+        assert_eq!(conn.changes(), 1);
+        assert_eq!(customer(&conn, local.id).expect("read"), Some(edited));
     }
 
     fn change(seq: i64, c: &CustomerRecord) -> Change {

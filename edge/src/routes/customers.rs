@@ -16,7 +16,7 @@ use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{Months, NaiveDate, Utc};
+use chrono::{Months, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -131,7 +131,8 @@ async fn register(
     _auth: Auth,
     ValidJson(body): ValidJson<NewCustomer>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
-    let now = Utc::now();
+    // Milliseconds, as central stores them, so the row central echoes back is identical.
+    let now = Utc::now().trunc_subsecs(3);
     let guardian = CustomerRecord {
         id: Uuid::now_v7(),
         first_name: body.first_name.trim().to_string(),
@@ -246,7 +247,8 @@ async fn sign_waiver(
     Path(customer_id): Path<Uuid>,
     ValidJson(body): ValidJson<NewWaiver>,
 ) -> Result<(StatusCode, Json<WaiverRecord>), ApiError> {
-    let now = Utc::now();
+    // Milliseconds, as central stores them, so the row central echoes back is identical.
+    let now = Utc::now().trunc_subsecs(3);
     let expires_at = now
         .checked_add_months(Months::new(WAIVER_MONTHS))
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("waiver expiry out of range")))?;

@@ -25,6 +25,11 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 /// Central sends a ping every 20 s; this much silence means the hint socket is dead.
 const HINT_SILENCE: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a sync round kicked by a local write waits for more writes to join it. A venue
+/// taking thousands of writes a second would otherwise start a round (two requests to central
+/// and a writer transaction) per write and run into central's rate limit; 25 ms is still far
+/// inside "changes reach central in about a second".
+const KICK_COALESCE: Duration = Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -279,11 +284,18 @@ impl SyncEngine {
                     backoff.next().unwrap_or(interval)
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = local_writes.notified() => {}
-                () = self.pull_wanted.notified() => {}
+            let kicked_by_write = tokio::select! {
+                () = tokio::time::sleep(wait) => false,
+                () = local_writes.notified() => true,
+                () = self.pull_wanted.notified() => false,
                 () = stopped(&mut shutdown) => return,
+            };
+            if kicked_by_write {
+                // Writes arriving together share one round instead of one round each.
+                tokio::select! {
+                    () = tokio::time::sleep(KICK_COALESCE) => {}
+                    () = stopped(&mut shutdown) => return,
+                }
             }
         }
     }
