@@ -33,6 +33,8 @@ pub struct LimitSettings {
     pub burst: u32,
     /// Login attempts per minute from one client address.
     pub login_per_minute: u32,
+    /// Sync requests per second allowed to one edge node (central only).
+    pub sync_requests_per_second: u32,
 }
 
 impl Default for LimitSettings {
@@ -43,6 +45,7 @@ impl Default for LimitSettings {
             requests_per_second: 50,
             burst: 100,
             login_per_minute: 10,
+            sync_requests_per_second: 500,
         }
     }
 }

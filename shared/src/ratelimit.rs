@@ -11,6 +11,9 @@ use crate::pipeline::LimitSettings;
 
 pub struct RateLimits {
     per_principal: DefaultKeyedRateLimiter<Uuid>,
+    /// Edge nodes syncing: one credential carries a whole venue's traffic, so it gets its own,
+    /// larger budget instead of a terminal's.
+    sync: DefaultKeyedRateLimiter<Uuid>,
     login: DefaultKeyedRateLimiter<IpAddr>,
 }
 
@@ -25,19 +28,29 @@ impl RateLimits {
         let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("clamped to at least 1");
         let per_principal = Quota::per_second(nz(settings.requests_per_second))
             .allow_burst(nz(settings.burst.max(settings.requests_per_second)));
+        let sync = Quota::per_second(nz(settings.sync_requests_per_second))
+            .allow_burst(nz(settings.sync_requests_per_second.saturating_mul(2)));
         let login = Quota::per_minute(nz(settings.login_per_minute));
         Self {
             per_principal: DefaultKeyedRateLimiter::keyed(per_principal),
+            sync: DefaultKeyedRateLimiter::keyed(sync),
             login: DefaultKeyedRateLimiter::keyed(login),
         }
     }
 
     pub fn check_principal(&self, principal: Uuid) -> Result<(), ApiError> {
-        self.per_principal
-            .check_key(&principal)
-            .map_err(|not_until| {
-                retry_after(not_until.wait_time_from(DefaultClock::default().now()))
-            })
+        Self::check(&self.per_principal, principal)
+    }
+
+    /// The budget of an edge node's sync requests (push, pull, change hints).
+    pub fn check_sync(&self, edge: Uuid) -> Result<(), ApiError> {
+        Self::check(&self.sync, edge)
+    }
+
+    fn check(limiter: &DefaultKeyedRateLimiter<Uuid>, key: Uuid) -> Result<(), ApiError> {
+        limiter.check_key(&key).map_err(|not_until| {
+            retry_after(not_until.wait_time_from(DefaultClock::default().now()))
+        })
     }
 
     pub fn check_login(&self, addr: IpAddr) -> Result<(), ApiError> {
@@ -50,6 +63,8 @@ impl RateLimits {
     pub fn housekeeping(&self) {
         self.per_principal.retain_recent();
         self.per_principal.shrink_to_fit();
+        self.sync.retain_recent();
+        self.sync.shrink_to_fit();
         self.login.retain_recent();
         self.login.shrink_to_fit();
     }
@@ -87,5 +102,24 @@ mod tests {
         let addr: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(limits.check_login(addr).is_ok());
         assert!(limits.check_login(addr).is_err());
+    }
+
+    #[test]
+    fn edge_sync_has_its_own_larger_budget() {
+        let limits = RateLimits::new(&LimitSettings {
+            requests_per_second: 1,
+            burst: 1,
+            sync_requests_per_second: 5,
+            ..LimitSettings::default()
+        });
+        let edge = Uuid::now_v7();
+        for _ in 0..10 {
+            assert!(limits.check_sync(edge).is_ok(), "burst of twice the rate");
+        }
+        assert!(limits.check_sync(edge).is_err());
+        assert!(
+            limits.check_principal(edge).is_ok(),
+            "the budgets are separate"
+        );
     }
 }

@@ -115,7 +115,11 @@ where
         } else if permission.is_sensitive() {
             auth.ensure_network(None).await?;
         }
-        auth.security.limits.check_principal(auth.principal.id())?;
+        if permission == Permission::Sync {
+            auth.security.limits.check_sync(auth.principal.id())?;
+        } else {
+            auth.security.limits.check_principal(auth.principal.id())?;
+        }
         Ok(auth)
     }
 }
