@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -103,9 +106,27 @@ impl Writer {
         let (queue, rx) = mpsc::unbounded_channel();
         let pushed = Arc::new(Notify::new());
         let notify = Arc::clone(&pushed);
+        // Checkpoints run beside the writer, not inside its commits (see `checkpoint_loop`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = match conn.path() {
+            Some(path) if !path.is_empty() => {
+                Some(crate::replica::open_connection(Path::new(path))?)
+            }
+            _ => None,
+        };
+        let running = Arc::new(AtomicBool::new(true));
+        if let Some(checkpointer) = checkpointer {
+            let running = Arc::clone(&running);
+            std::thread::Builder::new()
+                .name("edge-db-checkpoint".into())
+                .spawn(move || checkpoint_loop(&checkpointer, &running))?;
+        }
         std::thread::Builder::new()
             .name("edge-db-writer".into())
-            .spawn(move || writer_loop(conn, rx, notify))?;
+            .spawn(move || {
+                writer_loop(conn, rx, notify);
+                running.store(false, Ordering::Relaxed);
+            })?;
         Ok(Self { queue, pushed })
     }
 
@@ -144,6 +165,24 @@ impl Writer {
         answer
             .await
             .map_err(|_| anyhow::anyhow!("the database writer dropped the request"))?
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies committed WAL frames into the database file from its own connection and thread.
+/// SQLite's automatic checkpoint would run inside whichever commit crosses the threshold, making
+/// that group of terminals wait for the copy and the database file's fsync; a passive checkpoint
+/// here never blocks the writer or readers, and durability is unchanged (each commit is already
+/// fsync'd in the WAL). Once everything is copied, the next write starts the WAL over, so it stays
+/// small.
+fn checkpoint_loop(conn: &Connection, running: &AtomicBool) {
+    while running.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "WAL checkpoint failed");
+        }
     }
 }
 
