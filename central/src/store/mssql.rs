@@ -666,6 +666,20 @@ fn change_from(row: &Row) -> StoreResult<Change> {
     })
 }
 
+/// The user of a "user row; its site links" pair of result sets, if the first set has a row.
+fn one_user(sets: Vec<Vec<Row>>) -> StoreResult<Option<UserRecord>> {
+    let mut sets = sets.into_iter();
+    let users = sets.next().unwrap_or_default();
+    let links = sets.next().unwrap_or_default();
+    let Some(row) = users.first() else {
+        return Ok(None);
+    };
+    let mut found = [user_from(row)?];
+    attach_sites(&mut found, &links)?;
+    let [user] = found;
+    Ok(Some(user))
+}
+
 /// Collects `(user_id, site_id)` rows into each user's sorted `site_ids`. Sorting in Rust keeps
 /// the order the SQLite store returns (UUID byte order), which SQL Server's GUID order is not.
 fn attach_sites(users: &mut [UserRecord], links: &[Row]) -> StoreResult<()> {
@@ -1654,16 +1668,7 @@ impl Store for MssqlStore {
                 "JOIN users u ON u.id = us.user_id WHERE u.username = @P1;"
             ));
             q.bind(username);
-            let mut sets = conn.results(q).await?.into_iter();
-            let users = sets.next().unwrap_or_default();
-            let links = sets.next().unwrap_or_default();
-            let Some(row) = users.first() else {
-                return Ok(None);
-            };
-            let mut found = [user_from(row)?];
-            attach_sites(&mut found, &links)?;
-            let [user] = found;
-            Ok(Some(user))
+            one_user(conn.results(q).await?)
         })
         .await
     }
@@ -1702,16 +1707,7 @@ impl Store for MssqlStore {
                 "SELECT user_id, site_id FROM user_sites WHERE user_id = @P1;"
             ));
             q.bind(id);
-            let mut sets = conn.results(q).await?.into_iter();
-            let users = sets.next().unwrap_or_default();
-            let links = sets.next().unwrap_or_default();
-            let Some(row) = users.first() else {
-                return Ok(None);
-            };
-            let mut found = [user_from(row)?];
-            attach_sites(&mut found, &links)?;
-            let [user] = found;
-            Ok(Some(user))
+            one_user(conn.results(q).await?)
         })
         .await
     }
