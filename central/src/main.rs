@@ -91,8 +91,12 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .with_context(|| format!("binding {}", settings.listen))?;
+            let url = settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", settings.listen));
             eprintln!(
-                "aero-central serving http://{} (data in {})",
+                "aero-central serving {url} (listening on {}, data in {})",
                 listener.local_addr()?,
                 settings.data_dir().display()
             );
