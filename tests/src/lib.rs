@@ -293,6 +293,18 @@ impl TestEdge {
         self.client = Client::builder().no_proxy().build().expect("client");
     }
 
+    /// The edge's Prometheus metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The edge's `/v1/status` as seen with `api_key`; `None` while the key is not accepted
     /// (or the edge does not answer).
     pub async fn status(&self, api_key: &str) -> Option<EdgeStatus> {

@@ -173,15 +173,7 @@ async fn revocation_login_idempotency_and_metrics_at_the_edge() {
         .expect("waiver for unknown customer");
     expect_problem(response, 404).await;
 
-    let metrics = edge
-        .client
-        .get(edge.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = edge.metrics().await;
     assert!(
         metrics.contains("aero_edge_outbox_pending_ops 1"),
         "{metrics}"

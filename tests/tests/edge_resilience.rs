@@ -605,15 +605,7 @@ async fn an_op_central_rejects_for_good_is_dead_lettered_and_later_ops_still_arr
         .query_row("SELECT reason FROM dead_letters", [], |r| r.get(0))
         .expect("dead letter");
     assert!(reason.contains("name"), "{reason}");
-    let metrics = edge
-        .client
-        .get(edge.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = edge.metrics().await;
     assert!(metrics.contains("aero_edge_dead_letters 1"), "{metrics}");
     assert!(
         metrics.contains("aero_edge_outbox_pending_ops 0"),
