@@ -1,0 +1,115 @@
+//! The catalog: products and games, chain-wide, each creation audited and replicated to
+//! every site.
+
+use super::MssqlStore;
+use super::changelog::{NewChange, append_changes, audit};
+use super::codec::{enum_text, game_from, product_columns, product_from, ts};
+use crate::store::{Actor, AuditEvent, StoreResult};
+use aero_shared::wire::{Entity, GameRecord, ProductRecord};
+use tiberius::Query;
+
+pub(super) async fn create_product(
+    store: &MssqlStore,
+    actor: &Actor,
+    product: &ProductRecord,
+) -> StoreResult<()> {
+    let change = NewChange::upsert(
+        Entity::Product,
+        product.id,
+        None,
+        product,
+        product.created_at,
+    )?;
+    let (p, change) = (product, &change);
+    store
+        .transaction(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(concat!(
+                    "INSERT INTO products (",
+                    product_columns!(),
+                    ") ",
+                    "VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)"
+                ));
+                q.bind(p.id);
+                q.bind(p.sku.as_str());
+                q.bind(p.name.as_str());
+                q.bind(p.kind.as_str());
+                q.bind(p.price_cents);
+                q.bind(p.duration_minutes);
+                q.bind(p.active);
+                q.bind(ts(p.created_at));
+                conn.exec(q).await?;
+                let event = AuditEvent {
+                    action: "product.create",
+                    target: Some(p.id.to_string()),
+                    site_id: None,
+                };
+                audit(conn, actor, event, p.created_at).await?;
+                append_changes(conn, std::slice::from_ref(change)).await
+            })
+        })
+        .await
+}
+
+pub(super) async fn list_products(store: &MssqlStore) -> StoreResult<Vec<ProductRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let rows = conn
+                    .rows(Query::new(concat!(
+                        "SELECT ",
+                        product_columns!(),
+                        " FROM products ORDER BY sku"
+                    )))
+                    .await?;
+                rows.iter().map(product_from).collect()
+            })
+        })
+        .await
+}
+
+pub(super) async fn create_game(
+    store: &MssqlStore,
+    actor: &Actor,
+    game: &GameRecord,
+) -> StoreResult<()> {
+    let score_order = enum_text(&game.score_order)?;
+    let change = NewChange::upsert(Entity::Game, game.id, None, game, game.created_at)?;
+    let (g, score_order, change) = (game, score_order.as_str(), &change);
+    store
+        .transaction(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "INSERT INTO games (id, name, score_order, created_at) VALUES (@P1, @P2, @P3, @P4)",
+                );
+                q.bind(g.id);
+                q.bind(g.name.as_str());
+                q.bind(score_order);
+                q.bind(ts(g.created_at));
+                conn.exec(q).await?;
+                let event = AuditEvent {
+                    action: "game.create",
+                    target: Some(g.id.to_string()),
+                    site_id: None,
+                };
+                audit(conn, actor, event, g.created_at).await?;
+                append_changes(conn, std::slice::from_ref(change)).await
+            })
+        })
+        .await
+}
+
+pub(super) async fn list_games(store: &MssqlStore) -> StoreResult<Vec<GameRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let rows = conn
+                    .rows(Query::new(
+                        "SELECT id, name, score_order, created_at FROM games ORDER BY name",
+                    ))
+                    .await?;
+                rows.iter().map(game_from).collect()
+            })
+        })
+        .await
+}

@@ -1,0 +1,340 @@
+//! The SQL Server backend (SQL Server 2019+, Azure SQL, Babelfish for PostgreSQL): tiberius
+//! connections in a bb8 pool, refinery migrations, and T-SQL kept to what all three run.
+//!
+//! Rules every statement here follows:
+//! - values are always bound as `@P1`, `@P2`, ...; SQL text is only ever built from constants;
+//! - times are bound as `NaiveDateTime` in UTC, truncated to whole milliseconds exactly like the
+//!   SQLite store's text, so `DATETIME2(3)` stores them unrounded and they read back unchanged;
+//! - a write is one explicit transaction under `XACT_ABORT ON`, committed on success and rolled
+//!   back on error; a connection left in an unknown state (a cancelled request, an I/O error, a
+//!   transaction that could not be closed) is dropped by the pool, never reused;
+//! - transient failures (deadlock, lock timeout, a dropped connection, Azure SQL failover) are
+//!   retried with jittered exponential backoff within a deadline; nothing else is.
+//!
+//! Split by concern: `conn` (connections, the pool, the transaction helper), `errors` (what a
+//! server error means, retries), `codec` (values and rows), `changelog` (audit and change log),
+//! `migrate` (schema migrations), `sync` (push, pull and the change feed), then one file per
+//! entity. The `Store` impl below only delegates to them.
+
+mod audit_log;
+mod catalog;
+mod changelog;
+mod codec;
+mod conn;
+mod customers;
+mod devices;
+mod enrollment;
+mod errors;
+mod idempotency;
+mod migrate;
+mod plugs;
+mod sites;
+mod sync;
+mod users;
+
+use super::{
+    Actor, AuditEntry, DailyReport, EnrollmentToken, PushOutcome, Redeemed, Store, StoreResult,
+};
+use aero_shared::idempotency::{Begin, StoredResponse};
+use aero_shared::wire::{
+    Change, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord, PushOp,
+    ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use conn::Manager;
+use tiberius::Query;
+use uuid::Uuid;
+
+/// True when `url` is an ADO.NET connection string (`server=...` or `data source=...`), which
+/// selects this backend; SQLite URLs and paths are not.
+pub fn is_ado_connection_string(url: &str) -> bool {
+    let url = url.trim();
+    if url.starts_with("sqlite:") || url.starts_with("file:") {
+        return false;
+    }
+    url.split(';').any(|pair| {
+        pair.split_once('=').is_some_and(|(key, _)| {
+            let key = key
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_ascii_lowercase();
+            key == "server" || key == "data source"
+        })
+    })
+}
+
+pub struct MssqlStore {
+    pool: bb8::Pool<Manager>,
+    /// `host:port`, for diagnostics. The connection string (and its password) is not kept.
+    server: String,
+}
+
+impl std::fmt::Debug for MssqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.pool.state();
+        f.debug_struct("MssqlStore")
+            .field("server", &self.server)
+            .field("connections", &state.connections)
+            .field("idle_connections", &state.idle_connections)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Store for MssqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.checkout().await?;
+        conn.rows(Query::new("SELECT 1")).await.map(drop)
+    }
+
+    // -- Sites ------------------------------------------------------------------------------
+
+    async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()> {
+        sites::create(self, actor, site).await
+    }
+
+    async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>> {
+        sites::list(self).await
+    }
+
+    async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>> {
+        sites::get(self, id).await
+    }
+
+    async fn update_site(
+        &self,
+        actor: &Actor,
+        site: &SiteRecord,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sites::update(self, actor, site, at).await
+    }
+
+    // -- Enrollment -------------------------------------------------------------------------
+
+    async fn create_enrollment_token(
+        &self,
+        actor: &Actor,
+        token: &EnrollmentToken,
+    ) -> StoreResult<()> {
+        enrollment::create_token(self, actor, token).await
+    }
+
+    async fn redeem_enrollment_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        edge: &DeviceRecord,
+    ) -> StoreResult<Redeemed> {
+        enrollment::redeem(self, token_hash, now, edge).await
+    }
+
+    // -- Devices ----------------------------------------------------------------------------
+
+    async fn create_device(&self, actor: &Actor, device: &DeviceRecord) -> StoreResult<()> {
+        devices::create(self, actor, device).await
+    }
+
+    async fn get_device(&self, id: Uuid) -> StoreResult<Option<DeviceRecord>> {
+        devices::get(self, id).await
+    }
+
+    async fn list_devices(&self, site_id: Uuid) -> StoreResult<Vec<DeviceRecord>> {
+        devices::list(self, site_id).await
+    }
+
+    async fn device_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<DeviceRecord>> {
+        devices::by_key_hash(self, key_hash).await
+    }
+
+    async fn revoke_device(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        devices::revoke(self, actor, id, at).await
+    }
+
+    // -- Staff users ------------------------------------------------------------------------
+
+    async fn create_user(&self, actor: &Actor, user: &UserRecord) -> StoreResult<()> {
+        users::create(self, actor, user).await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        users::by_username(self, username).await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        users::list(self).await
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        users::get(self, id).await
+    }
+
+    async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        users::disable(self, actor, id, at).await
+    }
+
+    // -- Catalog ----------------------------------------------------------------------------
+
+    async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()> {
+        catalog::create_product(self, actor, product).await
+    }
+
+    async fn list_products(&self) -> StoreResult<Vec<ProductRecord>> {
+        catalog::list_products(self).await
+    }
+
+    async fn create_game(&self, actor: &Actor, game: &GameRecord) -> StoreResult<()> {
+        catalog::create_game(self, actor, game).await
+    }
+
+    async fn list_games(&self) -> StoreResult<Vec<GameRecord>> {
+        catalog::list_games(self).await
+    }
+
+    // -- Plugs and schedules ----------------------------------------------------------------
+
+    async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()> {
+        plugs::create(self, actor, plug).await
+    }
+
+    async fn get_plug(&self, id: Uuid) -> StoreResult<Option<PlugRecord>> {
+        plugs::get(self, id).await
+    }
+
+    async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
+        plugs::list(self, site_id).await
+    }
+
+    async fn create_schedule(&self, actor: &Actor, schedule: &ScheduleRecord) -> StoreResult<()> {
+        plugs::create_schedule(self, actor, schedule).await
+    }
+
+    async fn list_schedules(&self, plug_id: Uuid) -> StoreResult<Vec<ScheduleRecord>> {
+        plugs::list_schedules(self, plug_id).await
+    }
+
+    // -- Audit log --------------------------------------------------------------------------
+
+    async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        audit_log::list(self, site_id, limit).await
+    }
+
+    // -- Change feed and sync ---------------------------------------------------------------
+
+    async fn pull(
+        &self,
+        site_id: Uuid,
+        after: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<Vec<Change>> {
+        sync::pull(self, site_id, after, limit, max_bytes).await
+    }
+
+    async fn change_head(&self) -> StoreResult<i64> {
+        sync::change_head(self).await
+    }
+
+    async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {
+        sync::record_pull(self, site_id, cursor, at).await
+    }
+
+    async fn push(
+        &self,
+        site_id: Uuid,
+        ops: &[PushOp],
+        at: DateTime<Utc>,
+    ) -> StoreResult<PushOutcome> {
+        sync::push(self, site_id, ops, at).await
+    }
+
+    async fn site_sync(&self, site_id: Uuid) -> StoreResult<SiteSyncStatus> {
+        sync::site_sync(self, site_id).await
+    }
+
+    // -- Chain-wide venue data --------------------------------------------------------------
+
+    async fn get_customer(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>> {
+        customers::get(self, id).await
+    }
+
+    async fn customers_by_phone(&self, phone: &str) -> StoreResult<Vec<CustomerRecord>> {
+        customers::by_phone(self, phone).await
+    }
+
+    async fn count_customers(&self) -> StoreResult<i64> {
+        customers::count(self).await
+    }
+
+    async fn waivers_for(&self, customer_id: Uuid) -> StoreResult<Vec<WaiverRecord>> {
+        customers::waivers_for(self, customer_id).await
+    }
+
+    async fn daily_report(
+        &self,
+        site_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<DailyReport> {
+        customers::daily_report(self, site_id, from, to).await
+    }
+
+    // -- Idempotency keys -------------------------------------------------------------------
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Begin> {
+        idempotency::begin(self, scope, key, fingerprint, now).await
+    }
+
+    async fn idempotency_complete(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        idempotency::complete(self, scope, key, response).await
+    }
+
+    async fn idempotency_release(&self, scope: &str, key: &str) -> StoreResult<()> {
+        idempotency::release(self, scope, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_ado_connection_strings() {
+        for ado in [
+            "server=tcp:localhost,1433;user=sa;password=P@ss;database=aero;encrypt=false",
+            "Server=tcp:db.example.com,1433;Database=aero;User Id=aero;Password=x;TrustServerCertificate=true",
+            "  SERVER = db ; database = aero",
+            "Data Source=db.example.com;Initial Catalog=aero;User ID=aero;Password=x",
+            "data  source=db;database=aero",
+            "database=aero;server=db",
+        ] {
+            assert!(is_ado_connection_string(ado), "{ado}");
+        }
+        for other in [
+            "",
+            "central.db",
+            "/var/lib/aero-central/central.db",
+            "sqlite:///var/lib/aero-central/central.db",
+            "sqlite://central.db",
+            "file:central.db?mode=rwc",
+            "/tmp/server=1/central.db",
+            "mssql://db.example.com/aero",
+            "servers=db;database=aero",
+        ] {
+            assert!(!is_ado_connection_string(other), "{other}");
+        }
+    }
+}

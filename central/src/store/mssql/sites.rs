@@ -1,0 +1,143 @@
+//! Sites: creating, listing, reading and updating them; each write is audited and replicated
+//! to the site itself.
+
+use super::MssqlStore;
+use super::changelog::{NewChange, append_changes, audit};
+use super::codec::{site_columns, site_from, to_json, ts};
+use super::conn::Conn;
+use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
+use aero_shared::wire::{Entity, SiteRecord};
+use chrono::{DateTime, Utc};
+use tiberius::Query;
+use uuid::Uuid;
+
+async fn update_site_tx(
+    conn: &mut Conn,
+    actor: &Actor,
+    site: &SiteRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    // Lock the row before reading it: the no-op UPDATE takes an exclusive row lock held until
+    // COMMIT on SQL Server and on Babelfish alike (Babelfish ignores table hints by default), so
+    // concurrent updates of one site run one after the other and each compares against the
+    // previous one's committed result. @@ROWCOUNT = 0: there is no such site.
+    let mut q = Query::new(concat!(
+        "DECLARE @found INT; ",
+        "UPDATE sites SET name = name WHERE id = @P1; ",
+        "SET @found = @@ROWCOUNT; ",
+        "SELECT ",
+        site_columns!(),
+        " FROM sites WHERE id = @P1 AND @found = 1;"
+    ));
+    q.bind(site.id);
+    let current = match conn.row(q).await? {
+        Some(row) => site_from(&row)?,
+        None => return Err(StoreError::NotFound),
+    };
+    // Only the editable fields change; id and created_at are the stored ones. Compared in Rust,
+    // not in SQL: a case-insensitive collation would call a case-only rename "unchanged".
+    let updated = SiteRecord {
+        name: site.name.clone(),
+        timezone: site.timezone.clone(),
+        allowed_networks: site.allowed_networks.clone(),
+        ..current.clone()
+    };
+    if updated == current {
+        // Nothing to write (also what a retry finds after a commit whose answer was lost).
+        return Ok(());
+    }
+    let mut q = Query::new(
+        "UPDATE sites SET name = @P2, timezone = @P3, allowed_networks = @P4 WHERE id = @P1",
+    );
+    q.bind(updated.id);
+    q.bind(updated.name.as_str());
+    q.bind(updated.timezone.as_str());
+    q.bind(to_json(&updated.allowed_networks)?);
+    conn.exec(q).await?;
+    let event = AuditEvent {
+        action: "site.update",
+        target: Some(updated.id.to_string()),
+        site_id: Some(updated.id),
+    };
+    audit(conn, actor, event, at).await?;
+    let change = NewChange::upsert(Entity::Site, updated.id, Some(updated.id), &updated, at)?;
+    append_changes(conn, &[change]).await
+}
+
+pub(super) async fn create(
+    store: &MssqlStore,
+    actor: &Actor,
+    site: &SiteRecord,
+) -> StoreResult<()> {
+    let networks = to_json(&site.allowed_networks)?;
+    let change = NewChange::upsert(Entity::Site, site.id, Some(site.id), site, site.created_at)?;
+    let (networks, change) = (networks.as_str(), &change);
+    store
+        .transaction(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "INSERT INTO sites (id, name, timezone, allowed_networks, created_at) \
+                     VALUES (@P1, @P2, @P3, @P4, @P5); \
+                     INSERT INTO site_sync (site_id, acked_seq, pull_cursor) VALUES (@P1, 0, 0);",
+                );
+                q.bind(site.id);
+                q.bind(site.name.as_str());
+                q.bind(site.timezone.as_str());
+                q.bind(networks);
+                q.bind(ts(site.created_at));
+                conn.exec(q).await?;
+                let event = AuditEvent {
+                    action: "site.create",
+                    target: Some(site.id.to_string()),
+                    site_id: Some(site.id),
+                };
+                audit(conn, actor, event, site.created_at).await?;
+                append_changes(conn, std::slice::from_ref(change)).await
+            })
+        })
+        .await
+}
+
+pub(super) async fn list(store: &MssqlStore) -> StoreResult<Vec<SiteRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let rows = conn
+                    .rows(Query::new(concat!(
+                        "SELECT ",
+                        site_columns!(),
+                        " FROM sites ORDER BY name, CONVERT(CHAR(36), id)"
+                    )))
+                    .await?;
+                rows.iter().map(site_from).collect()
+            })
+        })
+        .await
+}
+
+pub(super) async fn get(store: &MssqlStore, id: Uuid) -> StoreResult<Option<SiteRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(concat!(
+                    "SELECT ",
+                    site_columns!(),
+                    " FROM sites WHERE id = @P1"
+                ));
+                q.bind(id);
+                conn.row(q).await?.as_ref().map(site_from).transpose()
+            })
+        })
+        .await
+}
+
+pub(super) async fn update(
+    store: &MssqlStore,
+    actor: &Actor,
+    site: &SiteRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    store
+        .transaction(|conn| Box::pin(update_site_tx(conn, actor, site, at)))
+        .await
+}
