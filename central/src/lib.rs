@@ -15,7 +15,7 @@ use crate::store::Store;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::JwtKeys;
 use aero_shared::clock::{SharedClock, SystemClock};
-use aero_shared::idempotency::{self, Begin, IdempotencyStore, StoredResponse};
+use aero_shared::idempotency::{self, Begin, Idempotency, IdempotencyStore, StoredResponse};
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::ratelimit::RateLimits;
 use aero_shared::{ApiError, pipeline};
@@ -76,7 +76,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
     let initial_head = store.change_head().await?;
     let (head_tx, change_head) = watch::channel(initial_head);
     spawn_head_watch(Arc::clone(&store), head_tx);
-    spawn_housekeeping(Arc::clone(&security));
+    spawn_housekeeping(Arc::clone(&security), &store);
     let state = AppState {
         store: Arc::clone(&store),
         security,
@@ -91,7 +91,10 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
     let router = routes::api_router()
         .layer(axum::middleware::from_fn_with_state(
-            idempotency_store,
+            Idempotency {
+                store: idempotency_store,
+                security: Arc::clone(&state.security),
+            },
             idempotency::idempotency,
         ))
         .with_state(state.clone());
@@ -148,15 +151,22 @@ fn spawn_head_watch(store: Arc<dyn Store>, head: watch::Sender<i64>) {
     });
 }
 
-fn spawn_housekeeping(security: Arc<Security>) {
+/// Once a minute, until the service is dropped: forgets idle rate-limit state and expired
+/// idempotency keys.
+fn spawn_housekeeping(security: Arc<Security>, store: &Arc<dyn Store>) {
     let weak = Arc::downgrade(&security);
+    let store = Arc::downgrade(store);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            match weak.upgrade() {
-                Some(security) => security.limits.housekeeping(),
-                None => return,
+            let (Some(security), Some(store)) = (weak.upgrade(), store.upgrade()) else {
+                return;
+            };
+            security.limits.housekeeping();
+            let before = chrono::Utc::now() - idempotency::KEY_LIFETIME;
+            if let Err(err) = store.idempotency_purge(before).await {
+                tracing::warn!(error = %err, "could not purge expired idempotency keys");
             }
         }
     });
@@ -191,5 +201,9 @@ impl IdempotencyStore for StoreIdempotency {
 
     async fn release(&self, scope: &str, key: &str) -> Result<(), ApiError> {
         Ok(self.0.store.idempotency_release(scope, key).await?)
+    }
+
+    async fn purge(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, ApiError> {
+        Ok(self.0.store.idempotency_purge(before).await?)
     }
 }

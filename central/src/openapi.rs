@@ -55,6 +55,13 @@ const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
     ),
     (
         "get",
+        "/v1/sites/{site_id}/dead-letters",
+        "Ops central refused for good from a venue, newest first",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "get",
         "/v1/sites/{site_id}/devices",
         "List a site's devices",
         Auth::Staff,

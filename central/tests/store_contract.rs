@@ -82,6 +82,13 @@ contract!(
     concurrent_writers_never_make_a_reader_skip_a_change,
     site_updates_round_trip_and_replicate_to_the_site,
     disabling_a_user_is_idempotent_keeps_the_row_and_replicates,
+    a_seq_held_under_another_op_id_is_a_fork_and_applies_nothing,
+    an_op_renumbered_after_a_fork_is_acknowledged_and_never_applied_twice,
+    the_store_id_is_stable_across_reopen,
+    change_anchor_identifies_the_entry_at_a_seq,
+    a_new_enrollment_revokes_the_previous_edge_credential,
+    rejected_ops_are_listed_newest_first,
+    a_new_customer_from_another_home_site_is_rejected,
 );
 
 fn now() -> DateTime<Utc> {
@@ -752,4 +759,367 @@ async fn disabling_a_user_is_idempotent_keeps_the_row_and_replicates(store: Arc<
     assert!(!store.disable_user(&actor(), nobody, now()).await.unwrap());
     assert_eq!(store.get_user(nobody).await.unwrap(), None);
     assert_eq!(store.change_head().await.unwrap(), head);
+}
+
+/// Customers registered by `site` around now, counted per site (the SQL Server contract shares
+/// one database between tests running at once, so a global count would race).
+async fn customers_of(store: &Arc<dyn Store>, site: Uuid) -> i64 {
+    store
+        .daily_report(site, now() - Duration::days(1), now() + Duration::days(1))
+        .await
+        .expect("daily report")
+        .new_customers
+}
+
+/// How many changes in `site`'s feed after `head` are about `entity_id`.
+async fn changes_for(store: &Arc<dyn Store>, site: Uuid, head: i64, entity_id: Uuid) -> usize {
+    pull_all(store, site, head)
+        .await
+        .iter()
+        .filter(|c| c.entity_id == entity_id)
+        .count()
+}
+
+async fn a_seq_held_under_another_op_id_is_a_fork_and_applies_nothing(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let ops: Vec<PushOp> = (1..=3).map(|seq| customer_op(site.id, seq)).collect();
+    let first = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!((first.acked_seq, first.forked_at), (3, None));
+    let before = customers_of(&store, site.id).await;
+    assert_eq!(before, 3);
+
+    // A box restored from a backup: seq 1 is the op central holds, seq 2 onwards are new ops.
+    let forked = vec![
+        ops[0].clone(),
+        customer_op(site.id, 2),
+        customer_op(site.id, 3),
+        customer_op(site.id, 4),
+    ];
+    let outcome = store.push(site.id, &forked, now()).await.unwrap();
+    assert_eq!(outcome.forked_at, Some(2));
+    assert_eq!((outcome.acked_seq, outcome.expected_seq), (3, None));
+    assert!(outcome.rejected.is_empty());
+    assert_eq!(
+        customers_of(&store, site.id).await,
+        before,
+        "nothing applied"
+    );
+    for op in &forked[1..] {
+        assert_eq!(store.get_customer(op.entity_id).await.unwrap(), None);
+    }
+    assert_eq!(store.acked_seq(site.id).await.unwrap(), 3);
+    assert_eq!(store.site_sync(site.id).await.unwrap().acked_seq, 3);
+    assert!(store.rejected_ops(site.id, 10).await.unwrap().is_empty());
+}
+
+async fn an_op_renumbered_after_a_fork_is_acknowledged_and_never_applied_twice(
+    store: Arc<dyn Store>,
+) {
+    let head = store.change_head().await.unwrap();
+    let site = new_site(&store).await;
+    let x = customer_op(site.id, 1);
+    assert_eq!(
+        store
+            .push(site.id, std::slice::from_ref(&x), now())
+            .await
+            .unwrap()
+            .acked_seq,
+        1
+    );
+    assert_eq!(changes_for(&store, site.id, head, x.entity_id).await, 1);
+
+    // After a fork the edge renumbered its pending ops after acked_seq, keeping their op ids:
+    // X (which central already holds) now sits at seq 2. Its payload is changed here only so
+    // that a second application would show in the stored row.
+    let mut renumbered = PushOp {
+        seq: 2,
+        ..x.clone()
+    };
+    renumbered.data["first_name"] = serde_json::json!("Twice");
+    let y = customer_op(site.id, 3);
+    let batch = vec![renumbered, y.clone()];
+    let outcome = store.push(site.id, &batch, now()).await.unwrap();
+    assert_eq!(outcome.acked_seq, 3);
+    assert_eq!((outcome.expected_seq, outcome.forked_at), (None, None));
+    assert!(outcome.rejected.is_empty());
+    assert_eq!(changes_for(&store, site.id, head, x.entity_id).await, 1);
+    assert_eq!(
+        store
+            .get_customer(x.entity_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_name,
+        "Ada",
+        "X is applied once"
+    );
+    assert!(store.get_customer(y.entity_id).await.unwrap().is_some());
+    assert_eq!(changes_for(&store, site.id, head, y.entity_id).await, 1);
+
+    // A replay of the whole history changes nothing.
+    let feed = store.change_head().await.unwrap();
+    let all = vec![x.clone(), batch[0].clone(), y.clone()];
+    let replay = store.push(site.id, &all, now()).await.unwrap();
+    assert_eq!(replay.acked_seq, 3);
+    assert_eq!((replay.expected_seq, replay.forked_at), (None, None));
+    assert!(replay.rejected.is_empty());
+    assert!(
+        pull_all(&store, site.id, feed).await.is_empty(),
+        "no change"
+    );
+    assert_eq!(changes_for(&store, site.id, head, x.entity_id).await, 1);
+    assert_eq!(changes_for(&store, site.id, head, y.entity_id).await, 1);
+    assert_eq!(customers_of(&store, site.id).await, 2);
+}
+
+async fn the_store_id_is_stable_across_reopen(store: Arc<dyn Store>) {
+    // Reopening is a SQLite matter (see `sqlite_store_id_survives_reopen`); every backend has
+    // one non-nil id that does not change while it is open.
+    let id = store.store_id();
+    assert!(!id.is_nil());
+    assert_eq!(store.store_id(), id);
+}
+
+#[tokio::test]
+async fn sqlite_store_id_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = store::open(None, dir.path())
+        .await
+        .expect("open")
+        .store_id();
+    let again = store::open(None, dir.path())
+        .await
+        .expect("reopen")
+        .store_id();
+    assert_eq!(first, again, "the same database keeps its id");
+    let other = tempfile::tempdir().expect("temp dir");
+    let fresh = store::open(None, other.path())
+        .await
+        .expect("open")
+        .store_id();
+    assert_ne!(first, fresh, "another database has another id");
+}
+
+async fn change_anchor_identifies_the_entry_at_a_seq(store: Arc<dyn Store>) {
+    let head = store.change_head().await.unwrap();
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    store
+        .push(site.id, &[customer_op(site.id, 1)], now())
+        .await
+        .unwrap();
+    let changes = pull_all(&store, site.id, head).await;
+    assert!(changes.len() >= 2, "the site's row and its customer");
+    for change in &changes {
+        assert_eq!(
+            store.change_anchor(site.id, change.seq).await.unwrap(),
+            Some(change.anchor())
+        );
+    }
+    // The site's own row is outside another site's scope.
+    let own = changes
+        .iter()
+        .find(|c| c.entity == Entity::Site && c.entity_id == site.id)
+        .unwrap();
+    assert_eq!(store.change_anchor(other.id, own.seq).await.unwrap(), None);
+    // Nothing is held beyond the head, nor at 0.
+    let head = store.change_head().await.unwrap();
+    assert_eq!(store.change_anchor(site.id, head + 1).await.unwrap(), None);
+    assert_eq!(store.change_anchor(site.id, 0).await.unwrap(), None);
+}
+
+async fn new_token(store: &Arc<dyn Store>, site_id: Uuid) -> EnrollmentToken {
+    let token = EnrollmentToken {
+        id: Uuid::now_v7(),
+        site_id,
+        token_hash: unique("token"),
+        created_at: now(),
+        expires_at: now() + Duration::hours(1),
+    };
+    store
+        .create_enrollment_token(&actor(), &token)
+        .await
+        .unwrap();
+    token
+}
+
+fn edge_device() -> DeviceRecord {
+    DeviceRecord {
+        kind: DeviceKind::Edge,
+        name: "edge".into(),
+        ..device(Uuid::nil(), &unique("edge"))
+    }
+}
+
+async fn a_new_enrollment_revokes_the_previous_edge_credential(store: Arc<dyn Store>) {
+    let head = store.change_head().await.unwrap();
+    let site = new_site(&store).await;
+    let elsewhere = new_site(&store).await;
+    let kiosk = device(site.id, &unique("hash"));
+    store.create_device(&actor(), &kiosk).await.unwrap();
+
+    let (a, b, c) = (edge_device(), edge_device(), edge_device());
+    for (edge, site_id) in [(&a, site.id), (&c, elsewhere.id)] {
+        let token = new_token(&store, site_id).await;
+        let redeemed = store
+            .redeem_enrollment_token(&token.token_hash, now(), edge)
+            .await
+            .unwrap();
+        assert!(matches!(redeemed, Redeemed::Enrolled { .. }));
+    }
+    assert!(
+        store
+            .device_by_key_hash(&a.key_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let token = new_token(&store, site.id).await;
+    let redeemed = store
+        .redeem_enrollment_token(&token.token_hash, now(), &b)
+        .await
+        .unwrap();
+    assert!(matches!(redeemed, Redeemed::Enrolled { .. }));
+    assert_eq!(store.device_by_key_hash(&a.key_hash).await.unwrap(), None);
+    assert_eq!(
+        store
+            .device_by_key_hash(&b.key_hash)
+            .await
+            .unwrap()
+            .map(|d| d.id),
+        Some(b.id)
+    );
+    assert!(
+        store
+            .get_device(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    // Only the site's edges are fenced: its kiosk and another site's edge keep working.
+    assert!(
+        store
+            .device_by_key_hash(&kiosk.key_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .device_by_key_hash(&c.key_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The revocation replicates to the site, before the new edge's own row.
+    let feed = pull_all(&store, site.id, head).await;
+    let revoked = feed
+        .iter()
+        .rfind(|ch| ch.entity == Entity::Device && ch.entity_id == a.id)
+        .expect("A's revocation in the site's feed");
+    assert_eq!(revoked.site_id, Some(site.id));
+    assert!(revoked.data["revoked_at"].is_string(), "{}", revoked.data);
+    let enrolled = feed
+        .iter()
+        .rfind(|ch| ch.entity == Entity::Device && ch.entity_id == b.id)
+        .expect("B's enrollment in the site's feed");
+    assert!(revoked.seq < enrolled.seq);
+    assert!(enrolled.data["revoked_at"].is_null());
+    assert!(
+        !pull_all(&store, elsewhere.id, head)
+            .await
+            .iter()
+            .any(|ch| ch.entity_id == a.id || ch.entity_id == b.id)
+    );
+    let entries = store.list_audit(Some(site.id), 10).await.unwrap();
+    let fence = entries
+        .iter()
+        .find(|e| e.action == "edge.fence")
+        .expect("the fence is audited");
+    assert_eq!(fence.target, Some(a.id.to_string()));
+    assert_eq!(fence.actor_id, Some(b.id));
+}
+
+async fn rejected_ops_are_listed_newest_first(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    let mut first = customer_op(site.id, 1);
+    first.data["first_name"] = serde_json::json!("");
+    let good = customer_op(site.id, 2);
+    let mut third = customer_op(site.id, 3);
+    third.entity = Entity::Product;
+    let at = now();
+    let ops = vec![first.clone(), good, third.clone()];
+    let outcome = store.push(site.id, &ops, at).await.unwrap();
+    assert_eq!(outcome.acked_seq, 3);
+
+    let listed = store.rejected_ops(site.id, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| (r.seq, r.op_id)).collect::<Vec<_>>(),
+        vec![(3, third.op_id), (1, first.op_id)]
+    );
+    for (record, answered) in listed.iter().zip(outcome.rejected.iter().rev()) {
+        assert_eq!(record.reason, answered.reason);
+        assert!(!record.reason.is_empty());
+        assert_eq!(record.rejected_at, at);
+    }
+    let newest = store.rejected_ops(site.id, 1).await.unwrap();
+    assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(store.rejected_ops(other.id, 10).await.unwrap().is_empty());
+}
+
+async fn a_new_customer_from_another_home_site_is_rejected(store: Arc<dyn Store>) {
+    let home = new_site(&store).await;
+    let visitor = new_site(&store).await;
+    let registered = customer_op(home.id, 1);
+
+    // The visiting venue pushes a customer homed elsewhere that central does not know.
+    let early = PushOp {
+        op_id: Uuid::now_v7(),
+        ..registered.clone()
+    };
+    let outcome = store
+        .push(visitor.id, std::slice::from_ref(&early), now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.acked_seq, 1);
+    assert_eq!(
+        outcome.rejected.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(
+        store.get_customer(registered.entity_id).await.unwrap(),
+        None
+    );
+
+    // Once the home site registered it, any venue's edit is taken.
+    let outcome = store
+        .push(home.id, std::slice::from_ref(&registered), now())
+        .await
+        .unwrap();
+    assert!(outcome.rejected.is_empty());
+    let mut edit = PushOp {
+        seq: 2,
+        op_id: Uuid::now_v7(),
+        ..registered.clone()
+    };
+    edit.data["first_name"] = serde_json::json!("Grace");
+    edit.data["home_site_id"] = serde_json::json!(visitor.id);
+    let outcome = store
+        .push(visitor.id, std::slice::from_ref(&edit), now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.acked_seq, 2);
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    let stored = store
+        .get_customer(registered.entity_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.first_name, "Grace");
+    assert_eq!(stored.home_site_id, home.id, "the home site never changes");
 }

@@ -6,7 +6,7 @@ use crate::replica::{Replica, apply, parse_ts, ts};
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::KeyHash;
 use aero_shared::auth::extract::{CredentialStore, DeviceCredential};
-use aero_shared::idempotency::{Begin, IdempotencyStore, StoredResponse};
+use aero_shared::idempotency::{Begin, IdempotencyStore, KEY_LIFETIME, StoredResponse};
 use aero_shared::wire::DeviceRecord;
 use async_trait::async_trait;
 use chrono::Utc;
@@ -126,12 +126,17 @@ impl IdempotencyStore for ReplicaIdempotency {
         let begin = self
             .0
             .write(move |c| {
-                type Row = (String, Option<u16>, Option<String>, Option<Vec<u8>>, String);
+                type Row = (String, Option<u16>, Option<String>, Option<Vec<u8>>, String, Option<String>);
+                // A key older than its lifetime is forgotten and may be used afresh.
+                c.execute(
+                    "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND created_at < ?3",
+                    params![scope, key, ts(now - KEY_LIFETIME)],
+                )?;
                 let found: Option<Row> = c
                     .query_row(
-                        "SELECT fingerprint, status, content_type, body, created_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                        "SELECT fingerprint, status, content_type, body, created_at, committed_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
                         params![scope, key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                     )
                     .optional()?;
                 match found {
@@ -142,13 +147,15 @@ impl IdempotencyStore for ReplicaIdempotency {
                         )?;
                         Ok(Begin::Started)
                     }
-                    Some((stored, _, _, _, _)) if stored != fingerprint => Ok(Begin::Mismatch),
-                    Some((_, Some(status), content_type, body, _)) => Ok(Begin::Replay(StoredResponse {
+                    Some((stored, _, _, _, _, _)) if stored != fingerprint => Ok(Begin::Mismatch),
+                    Some((_, Some(status), content_type, body, _, _)) => Ok(Begin::Replay(StoredResponse {
                         status,
                         content_type,
                         body: body.unwrap_or_default(),
                     })),
-                    Some((_, None, _, _, created_at)) => {
+                    // Its writes committed; only the answer is missing. Never run it again.
+                    Some((_, None, _, _, _, Some(_))) => Ok(Begin::CommittedWithoutAnswer),
+                    Some((_, None, _, _, created_at, None)) => {
                         if now - parse_ts(&created_at)? > ABANDONED_AFTER {
                             c.execute(
                                 "UPDATE idempotency_keys SET created_at = ?3 WHERE scope = ?1 AND key = ?2",
@@ -188,13 +195,89 @@ impl IdempotencyStore for ReplicaIdempotency {
         let (scope, key) = (scope.to_string(), key.to_string());
         self.0
             .write(move |c| {
+                // A request whose writes committed keeps its key: running it again would
+                // apply it twice.
                 c.execute(
-                    "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+                    "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL AND committed_at IS NULL",
                     params![scope, key],
                 )?;
                 Ok(())
             })
             .await?;
         Ok(())
+    }
+
+    async fn purge(&self, before: chrono::DateTime<Utc>) -> Result<u64, ApiError> {
+        let removed = self
+            .0
+            .write(move |c| {
+                Ok(c.execute(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                    [ts(before)],
+                )?)
+            })
+            .await?;
+        Ok(u64::try_from(removed).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::append_op;
+    use aero_shared::idempotency::serving;
+    use aero_shared::wire::{Entity, OpKind};
+
+    #[tokio::test]
+    async fn a_request_whose_write_committed_is_never_run_again_even_without_its_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let keys = ReplicaIdempotency(writer.clone());
+        let (scope, key) = ("device:1".to_string(), "k1".to_string());
+        assert_eq!(
+            keys.begin(&scope, &key, "f").await.expect("begin"),
+            Begin::Started
+        );
+        // The business write commits, and the process stops before the answer is recorded.
+        serving(scope.clone(), key.clone(), async {
+            writer
+                .mutate(|c| {
+                    append_op(
+                        c,
+                        Entity::Customer,
+                        Uuid::now_v7(),
+                        OpKind::Upsert,
+                        &1,
+                        Utc::now(),
+                    )
+                })
+                .await
+                .expect("write");
+        })
+        .await;
+        keys.release(&scope, &key).await.expect("release");
+        assert_eq!(
+            keys.begin(&scope, &key, "f").await.expect("retry"),
+            Begin::CommittedWithoutAnswer
+        );
+
+        // A request that never wrote is released and may run again.
+        let other = "k2".to_string();
+        assert_eq!(
+            keys.begin(&scope, &other, "f").await.expect("begin"),
+            Begin::Started
+        );
+        keys.release(&scope, &other).await.expect("release");
+        assert_eq!(
+            keys.begin(&scope, &other, "f").await.expect("again"),
+            Begin::Started
+        );
+        assert_eq!(
+            keys.purge(Utc::now() + chrono::Duration::seconds(1))
+                .await
+                .expect("purge"),
+            2
+        );
     }
 }

@@ -31,6 +31,11 @@ pub struct SyncSettings {
     pub pull_interval_secs: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_secs: u64,
+    /// How long ops central acknowledged are kept, to be sent again if central is restored from
+    /// a backup older than them.
+    pub retention_days: u32,
+    /// The most acknowledged ops kept (the oldest go first).
+    pub retention_max_ops: u64,
 }
 
 impl Default for SyncSettings {
@@ -42,6 +47,8 @@ impl Default for SyncSettings {
             pull_interval_secs: 30,
             backoff_min_ms: 200,
             backoff_max_secs: 60,
+            retention_days: 7,
+            retention_max_ops: 200_000,
         }
     }
 }

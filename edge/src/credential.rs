@@ -19,6 +19,10 @@ pub struct Credential {
     pub api_key: SecretString,
     /// The first outbox seq this edge may use (a re-enrolled site continues its sequence).
     pub next_seq: i64,
+    /// The central database that issued the credential; the edge syncs with no other.
+    /// (Absent in credentials from before store ids: the first answer from central binds it.)
+    #[serde(default)]
+    pub store_id: Option<Uuid>,
 }
 
 impl std::fmt::Debug for Credential {
@@ -29,6 +33,7 @@ impl std::fmt::Debug for Credential {
             .field("device_id", &self.device_id)
             .field("api_key", &"**redacted**")
             .field("next_seq", &self.next_seq)
+            .field("store_id", &self.store_id)
             .finish()
     }
 }
@@ -42,6 +47,7 @@ struct CredentialFile<'a> {
     device_id: Uuid,
     api_key: &'a str,
     next_seq: i64,
+    store_id: Option<Uuid>,
 }
 
 pub fn path_in(data_dir: &Path) -> PathBuf {
@@ -72,6 +78,7 @@ impl Credential {
             device_id: self.device_id,
             api_key: self.api_key.expose_secret(),
             next_seq: self.next_seq,
+            store_id: self.store_id,
         })?;
         aero_shared::files::write_private_atomically(&path_in(data_dir), &body)
     }
@@ -92,6 +99,50 @@ pub async fn enroll(central_url: &str, token: &str, data_dir: &Path) -> anyhow::
             path_in(data_dir).display()
         );
     }
+    redeem(central_url, token, data_dir).await
+}
+
+/// Enrolls a box that is already enrolled, keeping its database: its pending ops, dead letters
+/// and replica stay, and sync resumes under the new credential. For a box central fenced (the
+/// site was enrolled elsewhere, e.g. a cloned VM) or one whose credential a restored central no
+/// longer knows. The new enrollment fences every other box of the site. The token must be for
+/// the site this box's database belongs to.
+pub async fn enroll_again(
+    central_url: &str,
+    token: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Credential> {
+    let Some(previous) = Credential::load(data_dir)? else {
+        return enroll(central_url, token, data_dir).await;
+    };
+    let credential = exchange(central_url, token).await?;
+    anyhow::ensure!(
+        credential.site_id == previous.site_id,
+        "the token is for site {}, but this box holds site {}'s data; its credential was not \
+         replaced (issue a token for site {})",
+        credential.site_id,
+        previous.site_id,
+        previous.site_id
+    );
+    let (_replica, conn) =
+        crate::replica::Replica::open(data_dir, credential.site_id, credential.next_seq)?;
+    conn.execute(
+        "UPDATE sync_state SET fenced = NULL, last_error = NULL,
+            central_store_id = COALESCE(?1, central_store_id) WHERE id = 1",
+        [credential.store_id],
+    )?;
+    credential.save(data_dir)?;
+    Ok(credential)
+}
+
+async fn redeem(central_url: &str, token: &str, data_dir: &Path) -> anyhow::Result<Credential> {
+    let credential = exchange(central_url, token).await?;
+    credential.save(data_dir)?;
+    Ok(credential)
+}
+
+/// Trades the token for a credential at central (nothing is written locally).
+async fn exchange(central_url: &str, token: &str) -> anyhow::Result<Credential> {
     let central_url = central_url.trim_end_matches('/').to_string();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
@@ -111,15 +162,14 @@ pub async fn enroll(central_url: &str, token: &str, data_dir: &Path) -> anyhow::
         anyhow::bail!("central refused the enrollment ({status}): {detail}");
     }
     let enrolled: EnrollResponse = response.json().await.context("decoding the enrollment")?;
-    let credential = Credential {
+    Ok(Credential {
         central_url,
         site_id: enrolled.site_id,
         device_id: enrolled.device_id,
         api_key: SecretString::from(enrolled.api_key),
         next_seq: enrolled.next_seq,
-    };
-    credential.save(data_dir)?;
-    Ok(credential)
+        store_id: Some(enrolled.store_id),
+    })
 }
 
 #[cfg(test)]
@@ -133,6 +183,7 @@ mod tests {
             device_id: Uuid::now_v7(),
             api_key: SecretString::from("aero_secret-key-value".to_string()),
             next_seq: 3,
+            store_id: Some(Uuid::now_v7()),
         }
     }
 

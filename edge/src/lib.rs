@@ -19,7 +19,7 @@ use crate::routes::{AppState, SyncGauges};
 use crate::sync::SyncEngine;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::JwtKeys;
-use aero_shared::idempotency::{self, IdempotencyStore};
+use aero_shared::idempotency::{self, Idempotency, IdempotencyStore};
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::pipeline;
 use aero_shared::ratelimit::RateLimits;
@@ -57,6 +57,11 @@ pub fn load_credential(settings: &Settings) -> anyhow::Result<Credential> {
 pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge> {
     let data_dir = settings.data_dir();
     let (replica, write_conn) = Replica::open(&data_dir, credential.site_id, credential.next_seq)?;
+    // Bind the replica to the central database that issued the credential.
+    write_conn.execute(
+        "UPDATE sync_state SET central_store_id = ?1 WHERE id = 1 AND central_store_id IS NULL",
+        [credential.store_id],
+    )?;
     let writer = Writer::start(write_conn)?;
     let jwt_secret = aero_shared::files::load_or_create_secret(&data_dir.join("jwt-secret"))?;
     let security = Arc::new(Security {
@@ -77,7 +82,7 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
     let state = AppState {
         replica: Arc::clone(&replica),
         writer: writer.clone(),
-        security,
+        security: Arc::clone(&security),
         site_id: credential.site_id,
         registry: Arc::new(registry),
         gauges,
@@ -86,7 +91,10 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let router = routes::api_router()
         .layer(axum::middleware::from_fn_with_state(
-            idempotency_store,
+            Idempotency {
+                store: Arc::clone(&idempotency_store),
+                security: Arc::clone(&security),
+            },
             idempotency::idempotency,
         ))
         .with_state(state.clone());
@@ -117,7 +125,11 @@ pub async fn launch(
     let (stop_tx, stop_rx) = watch::channel(false);
     let sync_task = tokio::spawn(Arc::clone(&edge.engine).run(stop_rx.clone()));
     let hint_task = tokio::spawn(Arc::clone(&edge.engine).listen_for_hints(stop_rx.clone()));
-    spawn_housekeeping(Arc::clone(&edge.state.security), stop_rx.clone());
+    spawn_housekeeping(
+        Arc::clone(&edge.state.security),
+        Arc::new(ReplicaIdempotency(edge.state.writer.clone())),
+        stop_rx.clone(),
+    );
     tracing::info!(addr = %listener.local_addr()?, %site_id, "aero-edge listening");
     aero_shared::systemd::notify_ready();
     let mut server_stop = stop_rx;
@@ -139,13 +151,26 @@ pub async fn launch(
     Ok(())
 }
 
-fn spawn_housekeeping(security: Arc<Security>, mut stop: watch::Receiver<bool>) {
+/// Once a minute: forgets idle rate-limit state and expired idempotency keys.
+fn spawn_housekeeping(
+    security: Arc<Security>,
+    keys: Arc<dyn IdempotencyStore>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
-            tokio::select! {
-                _ = tick.tick() => security.limits.housekeeping(),
-                _ = stop.wait_for(|s| *s) => return,
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                return;
+            }
+            security.limits.housekeeping();
+            let before = chrono::Utc::now() - idempotency::KEY_LIFETIME;
+            if let Err(err) = keys.purge(before).await {
+                tracing::warn!(error = %err, "could not purge expired idempotency keys");
             }
         }
     });

@@ -29,6 +29,10 @@ enum Command {
         /// The enrollment token issued at central for this site.
         #[arg(long, env = "AERO_ENROLL_TOKEN", hide_env_values = true)]
         token: String,
+        /// Enroll a box that is already enrolled (fenced, or moved to a restored central),
+        /// keeping its database and pending ops. Fences every other box of the site.
+        #[arg(long)]
+        replace: bool,
     },
     /// Run the venue API and sync with central.
     Serve(ServeArgs),
@@ -50,9 +54,17 @@ async fn main() -> anyhow::Result<()> {
         settings.data_dir = cli.data_dir;
     }
     match cli.command {
-        Command::Enroll { central, token } => {
-            let credential =
-                aero_edge::credential::enroll(&central, &token, &settings.data_dir()).await?;
+        Command::Enroll {
+            central,
+            token,
+            replace,
+        } => {
+            let data_dir = settings.data_dir();
+            let credential = if replace {
+                aero_edge::credential::enroll_again(&central, &token, &data_dir).await?
+            } else {
+                aero_edge::credential::enroll(&central, &token, &data_dir).await?
+            };
             eprintln!(
                 "enrolled for site {} (credential in {})",
                 credential.site_id,

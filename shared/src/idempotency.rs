@@ -1,5 +1,13 @@
 //! `Idempotency-Key` for POSTs: the first result is stored and replayed to every retry.
+//!
+//! Keys are scoped by principal (the user or device id, not the raw credential: a refreshed token
+//! replays the same key). A request that is cancelled (a timeout, a dropped connection) releases
+//! its key instead of leaving it "in flight". A store that can record, inside a request's business
+//! transaction, that the request committed (see [`current_request`]) never runs a committed
+//! request again, even when its answer was lost to a crash.
 
+use crate::auth::extract::Security;
+use crate::auth::principal::Principal;
 use crate::problem::ApiError;
 use async_trait::async_trait;
 use axum::body::{Body, to_bytes};
@@ -8,6 +16,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::sync::Arc;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -32,6 +41,9 @@ pub enum Begin {
     InProgress,
     /// The key was used before for a different request.
     Mismatch,
+    /// The request committed its writes but its answer was lost (the process stopped between
+    /// the two): it is never run again.
+    CommittedWithoutAnswer,
 }
 
 #[async_trait]
@@ -45,6 +57,61 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> Result<(), ApiError>;
     /// Forgets a started key whose request failed transiently, so a retry runs it again.
     async fn release(&self, scope: &str, key: &str) -> Result<(), ApiError>;
+    /// Deletes keys created before `before`; returns how many.
+    async fn purge(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, ApiError>;
+}
+
+/// How long a key is remembered.
+pub const KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+
+tokio::task_local! {
+    static CURRENT: (String, String);
+}
+
+/// The (scope, key) of the idempotent request the current task is serving, if any: a store's
+/// write path marks it committed in the same transaction as the request's writes.
+pub fn current_request() -> Option<(String, String)> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `work` as the idempotent request (scope, key): what [`current_request`] returns inside.
+pub async fn serving<T>(scope: String, key: String, work: impl Future<Output = T>) -> T {
+    CURRENT.scope((scope, key), work).await
+}
+
+/// The middleware's state: where keys live, and how to tell who is asking.
+#[derive(Clone)]
+pub struct Idempotency {
+    pub store: Arc<dyn IdempotencyStore>,
+    pub security: Arc<Security>,
+}
+
+/// Releases a started key if the request never finished (its future was dropped).
+struct InFlight {
+    store: Arc<dyn IdempotencyStore>,
+    scope: String,
+    key: String,
+    settled: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (store, scope, key) = (
+            Arc::clone(&self.store),
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.key),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = store.release(&scope, &key).await {
+                    tracing::warn!(error = %err, "could not release an abandoned idempotency key");
+                }
+            });
+        }
+    }
 }
 
 /// Results worth replaying: success, and refusals that the same request would get again.
@@ -53,22 +120,19 @@ fn is_replayable(status: StatusCode) -> bool {
     status.is_success() || matches!(status.as_u16(), 400 | 404 | 409 | 413 | 415 | 422)
 }
 
-/// Middleware: wrap a router with `from_fn_with_state(store, idempotency)`.
+/// Middleware: wrap a router with `from_fn_with_state(Idempotency { .. }, idempotency)`.
 pub async fn idempotency(
-    State(store): State<Arc<dyn IdempotencyStore>>,
+    State(state): State<Idempotency>,
     request: Request,
     next: Next,
 ) -> Response {
-    match run(store, request, next).await {
+    match run(state, request, next).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn run(
-    store: Arc<dyn IdempotencyStore>,
-    request: Request,
-    next: Next,
-) -> Result<Response, Response> {
+async fn run(state: Idempotency, request: Request, next: Next) -> Result<Response, Response> {
+    let store = state.store;
     let Some(key) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(next.run(request).await);
     };
@@ -87,11 +151,15 @@ async fn run(
             .into_response()
         })?
         .to_string();
-    let Some(scope) = credential_scope(&request) else {
-        // Unauthenticated requests are refused further in; there is nothing to scope a key to.
-        return Ok(next.run(request).await);
-    };
     let (parts, body) = request.into_parts();
+    let Ok(principal) = crate::auth::extract::authenticate(&parts, &state.security).await else {
+        // Unauthenticated requests are refused further in; there is nothing to scope a key to.
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    };
+    let scope = match principal {
+        Principal::Staff { user_id, .. } => format!("user:{user_id}"),
+        Principal::Device { device_id, .. } => format!("device:{device_id}"),
+    };
     let bytes = to_bytes(body, usize::MAX)
         .await
         .map_err(|_| ApiError::PayloadTooLarge.into_response())?;
@@ -121,12 +189,30 @@ async fn run(
             )
             .into_response());
         }
+        Begin::CommittedWithoutAnswer => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key was carried out, but its answer was lost; \
+                 it is not run again: look the result up instead"
+                    .into(),
+            )
+            .into_response());
+        }
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let mut in_flight = InFlight {
+        store: Arc::clone(&store),
+        scope: scope.clone(),
+        key: key.clone(),
+        settled: false,
+    };
+    let response = serving(
+        scope.clone(),
+        key.clone(),
+        next.run(Request::from_parts(parts, Body::from(bytes))),
+    )
+    .await;
     let status = response.status();
     if !is_replayable(status) {
+        in_flight.settled = true;
         if let Err(err) = store.release(&scope, &key).await {
             tracing::warn!(error = %err, "could not release an idempotency key");
         }
@@ -149,16 +235,8 @@ async fn run(
         .complete(&scope, &key, &stored)
         .await
         .map_err(IntoResponse::into_response)?;
+    in_flight.settled = true;
     Ok(Response::from_parts(parts, Body::from(body)))
-}
-
-/// Keys are scoped to the credential that sent them, so one caller can never replay another's.
-fn credential_scope(request: &Request) -> Option<String> {
-    let headers = request.headers();
-    let credential = headers
-        .get(crate::auth::extract::API_KEY_HEADER)
-        .or_else(|| headers.get(header::AUTHORIZATION))?;
-    Some(hex(&Sha256::digest(credential.as_bytes())))
 }
 
 fn replay(stored: StoredResponse) -> Response {

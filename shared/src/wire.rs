@@ -240,6 +240,30 @@ pub struct Change {
     pub site_id: Option<Uuid>,
     /// The row's JSON for an upsert, `null` for a delete.
     pub data: serde_json::Value,
+    /// When central logged the change: with `seq` and `entity_id` it identifies this entry, so
+    /// an edge can tell a restored change log that reused the seq (see [`ChangeAnchor`]).
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Change {
+    pub fn anchor(&self) -> ChangeAnchor {
+        ChangeAnchor {
+            seq: self.seq,
+            entity_id: self.entity_id,
+            changed_at: self.changed_at,
+        }
+    }
+}
+
+/// The identity of one change-log entry. An edge keeps the anchor of the last change it
+/// applied; central answers every pull with the anchor it holds at the edge's cursor. A
+/// different (or missing) anchor means central's change log is not the one the edge followed:
+/// it was restored from a backup, and the edge resynchronises its replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeAnchor {
+    pub seq: i64,
+    pub entity_id: Uuid,
+    pub changed_at: DateTime<Utc>,
 }
 
 /// `GET /v1/sync/pull?after=&limit=`
@@ -250,6 +274,14 @@ pub struct PullResponse {
     pub next_cursor: i64,
     /// True when more changes are waiting beyond this page.
     pub more: bool,
+    /// Which central database answered (made once, when the database was created).
+    pub store_id: Uuid,
+    /// The highest seq in central's change log.
+    pub head: i64,
+    /// The highest contiguous outbox seq central holds for the pulling site.
+    pub acked_seq: i64,
+    /// The change central holds at `after` (`None` when it holds none there, or `after` is 0).
+    pub anchor: Option<ChangeAnchor>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +309,10 @@ pub struct PushOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PushRequest {
     pub ops: Vec<PushOp>,
+    /// The central database the edge is bound to: central refuses the batch (409) if it is
+    /// another one, so an edge's ops are never merged into the wrong database.
+    #[serde(default)]
+    pub store_id: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,6 +330,14 @@ pub struct PushResponse {
     pub expected_seq: Option<i64>,
     /// Ops in this batch (or replayed from it) that central refused for good.
     pub rejected: Vec<RejectedOp>,
+    /// Set when central already holds this seq from the site under another `op_id` (a box
+    /// restored from a backup, or a cloned one): the ops from this seq on were not taken, and
+    /// the edge renumbers its pending ops after `acked_seq`, keeping their op ids.
+    pub forked_at: Option<i64>,
+    /// Which central database answered.
+    pub store_id: Uuid,
+    /// The highest seq in central's change log.
+    pub head: i64,
 }
 
 /// `POST /v1/edge/enroll`
@@ -312,6 +356,8 @@ pub struct EnrollResponse {
     /// The next outbox seq the edge must use (a re-enrolled site continues the sequence).
     pub next_seq: i64,
     pub site: SiteRecord,
+    /// The central database the edge is bound to from now on.
+    pub store_id: Uuid,
 }
 
 impl std::fmt::Debug for EnrollResponse {
@@ -321,6 +367,7 @@ impl std::fmt::Debug for EnrollResponse {
             .field("device_id", &self.device_id)
             .field("api_key", &"**redacted**")
             .field("next_seq", &self.next_seq)
+            .field("store_id", &self.store_id)
             .finish()
     }
 }
@@ -348,6 +395,18 @@ pub struct EdgeStatus {
     pub cursor: i64,
     pub dead_letters: i64,
     pub last_error: Option<String>,
+    /// Why the last push round failed; cleared by a successful one. Pushes and pulls fail and
+    /// recover independently.
+    pub push_error: Option<String>,
+    /// Why the last pull round failed; cleared by a successful one.
+    pub pull_error: Option<String>,
+    /// Pulled changes this version could not decode. They were skipped and kept in the
+    /// replica's `skipped_changes` table with the reason.
+    pub skipped_changes: i64,
+    /// Set when central refused this edge's credential (the site was enrolled on another box,
+    /// or central does not know this edge): the edge no longer syncs or takes writes until it is
+    /// enrolled again.
+    pub fenced: Option<String>,
 }
 
 impl Validate for EnrollRequest {
@@ -368,6 +427,13 @@ impl Validate for PushRequest {
         );
         for (i, op) in self.ops.iter().enumerate() {
             v.check(op.seq >= 1, &format!("ops[{i}].seq"), "must be at least 1");
+            if i > 0 {
+                v.check(
+                    op.seq > self.ops[i - 1].seq,
+                    &format!("ops[{i}].seq"),
+                    "seqs must be strictly increasing",
+                );
+            }
         }
     }
 }

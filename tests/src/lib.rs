@@ -250,10 +250,22 @@ impl TestEdge {
         configure: impl FnOnce(&mut aero_edge::config::Settings),
     ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let credential =
-            aero_edge::credential::enroll(central_url, enrollment_token, data_dir.path())
-                .await
-                .expect("enroll the edge");
+        aero_edge::credential::enroll(central_url, enrollment_token, data_dir.path())
+            .await
+            .expect("enroll the edge");
+        Self::serve_existing(data_dir, configure).await
+    }
+
+    /// Serves an edge from a data directory that already holds a credential (and maybe a
+    /// database): a box restored from a copy, or a cloned VM. Same test settings as
+    /// [`TestEdge::start`].
+    pub async fn serve_existing(
+        data_dir: TempDir,
+        configure: impl FnOnce(&mut aero_edge::config::Settings),
+    ) -> Self {
+        let credential = aero_edge::credential::Credential::load(data_dir.path())
+            .expect("read the credential")
+            .expect("the data directory holds a credential");
         let mut settings = aero_edge::config::Settings {
             data_dir: Some(data_dir.path().to_path_buf()),
             ..aero_edge::config::Settings::default()
@@ -364,6 +376,24 @@ impl Drop for TestCentral {
         }
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// Copies the files of a stopped service's data directory (databases with their WAL, the
+/// credential, secrets) from `from` into `to`, replacing what `to` holds: what restoring a
+/// backup, or cloning a VM, does to the disk.
+pub fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(to).expect("read target dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::remove_file(&path).expect("remove");
+        }
+    }
+    for entry in std::fs::read_dir(from).expect("read source dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
         }
     }
 }

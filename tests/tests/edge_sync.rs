@@ -263,6 +263,7 @@ async fn a_replayed_push_changes_nothing() {
                 data: serde_json::to_value(&waiver).expect("json"),
             },
         ],
+        store_id: None,
     };
     let key = credential.api_key.expose_secret().to_string();
     let push = || async {

@@ -39,6 +39,10 @@ pub fn router() -> Router<AppState> {
             "/v1/sites/{site_id}/sync",
             get(site_sync.layer(require(Permission::ReadSyncHealth))),
         )
+        .route(
+            "/v1/sites/{site_id}/dead-letters",
+            get(dead_letters.layer(require(Permission::ReadSyncHealth))),
+        )
 }
 
 #[derive(Deserialize)]
@@ -214,4 +218,20 @@ async fn site_sync(
         .await?
         .ok_or(ApiError::NotFound("no such site"))?;
     Ok(Json(state.store.site_sync(site_id).await?))
+}
+
+/// The ops central refused for good from a venue (they sit in the venue's dead letters until a
+/// manager retries or discards them there).
+async fn dead_letters(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(site_id): Path<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .get_site(site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    let rejected = state.store.rejected_ops(site_id, 1000).await?;
+    Ok(Json(serde_json::json!({ "dead_letters": rejected })))
 }

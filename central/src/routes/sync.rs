@@ -71,6 +71,7 @@ async fn enroll(
                 api_key: key.expose().to_string(),
                 next_seq: acked_seq + 1,
                 site,
+                store_id: state.store.store_id(),
             }))
         }
         Redeemed::Refused => Err(ApiError::Unauthorized(
@@ -96,6 +97,12 @@ async fn push(
     ValidJson(body): ValidJson<PushRequest>,
 ) -> Result<Json<PushResponse>, ApiError> {
     let site_id = edge_site(&auth)?;
+    let store_id = state.store.store_id();
+    if let Some(bound) = body.store_id.filter(|bound| *bound != store_id) {
+        return Err(ApiError::Conflict(format!(
+            "the edge is bound to database {bound}, but this is database {store_id}: refusing its ops"
+        )));
+    }
     let outcome = state
         .store
         .push(site_id, &body.ops, state.clock.now())
@@ -105,10 +112,16 @@ async fn push(
         .sync_metrics
         .rejected_ops
         .inc_by(outcome.rejected.len() as u64);
+    if let Some(seq) = outcome.forked_at {
+        tracing::warn!(%site_id, seq, acked_seq = outcome.acked_seq, "push forked from the ops central holds; the edge renumbers");
+    }
     Ok(Json(PushResponse {
         acked_seq: outcome.acked_seq,
         expected_seq: outcome.expected_seq,
         rejected: outcome.rejected,
+        forked_at: outcome.forked_at,
+        store_id,
+        head: state.store.change_head().await?,
     }))
 }
 
@@ -133,6 +146,12 @@ async fn pull(
         .await?;
     let next_cursor = changes.last().map_or(after, |c| c.seq);
     let head = state.store.change_head().await?;
+    let anchor = if after > 0 {
+        state.store.change_anchor(site_id, after).await?
+    } else {
+        None
+    };
+    let acked_seq = state.store.acked_seq(site_id).await?;
     state
         .store
         .record_pull(site_id, next_cursor, state.clock.now())
@@ -143,6 +162,10 @@ async fn pull(
         more: !changes.is_empty() && next_cursor < head,
         changes,
         next_cursor,
+        store_id: state.store.store_id(),
+        head,
+        acked_seq,
+        anchor,
     }))
 }
 

@@ -2,12 +2,13 @@
 //! a SQL Server backend (production), chosen by the database URL.
 
 pub mod mssql;
+pub mod push_rules;
 pub mod sqlite;
 
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord, PushOp,
-    RejectedOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord,
+    PushOp, RejectedOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -117,6 +118,17 @@ pub struct PushOutcome {
     pub acked_seq: i64,
     pub expected_seq: Option<i64>,
     pub rejected: Vec<RejectedOp>,
+    /// The first seq of the batch central holds under another op id (see `push_rules`).
+    pub forked_at: Option<i64>,
+}
+
+/// An op central refused for good, as HQ sees it per venue.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RejectedOpRecord {
+    pub seq: i64,
+    pub op_id: Uuid,
+    pub reason: String,
+    pub rejected_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +145,10 @@ pub struct DailyReport {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Cheap liveness check of the database, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The random id this database was given when it was created. A restored backup keeps it;
+    /// another chain's database has another one, and edges refuse to sync with it.
+    fn store_id(&self) -> Uuid;
 
     // Sites.
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()>;
@@ -155,7 +171,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         actor: &Actor,
         token: &EnrollmentToken,
     ) -> StoreResult<()>;
-    /// Atomically consumes the token and creates the edge's device credential.
+    /// Atomically consumes the token, creates the edge's device credential and revokes every
+    /// earlier edge credential of the site (a new enrollment fences the previous box).
     async fn redeem_enrollment_token(
         &self,
         token_hash: &str,
@@ -210,9 +227,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<Change>>;
     /// The highest seq in the change log (0 when empty).
     async fn change_head(&self) -> StoreResult<i64>;
+    /// The change at `seq` if it is in `site_id`'s scope, for an edge to check its cursor.
+    async fn change_anchor(&self, site_id: Uuid, seq: i64) -> StoreResult<Option<ChangeAnchor>>;
+    /// The highest contiguous seq central holds for the site (0 before its first push).
+    async fn acked_seq(&self, site_id: Uuid) -> StoreResult<i64>;
+    /// The ops central refused for good from the site, newest first.
+    async fn rejected_ops(&self, site_id: Uuid, limit: u32) -> StoreResult<Vec<RejectedOpRecord>>;
     /// Records a site's pull, for HQ's view of its health.
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Applies a batch idempotently by (site, seq), in one transaction.
+    /// Applies a batch by the rules of [`push_rules`], in one transaction.
     async fn push(
         &self,
         site_id: Uuid,
@@ -248,6 +271,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         response: &StoredResponse,
     ) -> StoreResult<()>;
     async fn idempotency_release(&self, scope: &str, key: &str) -> StoreResult<()>;
+    /// Deletes keys created before `before`; returns how many.
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// Opens the store a database URL names: an ADO.NET string (`server=...`) selects SQL Server,
@@ -277,7 +302,11 @@ pub enum VenueWrite {
 impl VenueWrite {
     /// Decodes an op pushed by `site_id`. An `Err` is a permanent rejection with its reason:
     /// replaying the same op can never succeed, so it goes to the edge's dead letters.
-    pub fn decode(site_id: Uuid, op: &PushOp) -> Result<Self, String> {
+    ///
+    /// `known_customer` says whether central already holds the customer the op is about: a new
+    /// customer can only be registered by its home site, while any venue may edit a known one
+    /// (the home site stays the registering venue's).
+    pub fn decode(site_id: Uuid, op: &PushOp, known_customer: bool) -> Result<Self, String> {
         use aero_shared::wire::{Entity, OpKind};
         if op.kind != OpKind::Upsert {
             return Err(format!(
@@ -293,6 +322,9 @@ impl VenueWrite {
                 Self::check_customer(&customer)?;
                 if customer.id != op.entity_id {
                     return Err("customer id does not match the op's entity_id".into());
+                }
+                if !known_customer && customer.home_site_id != site_id {
+                    return Err("a new customer can only be pushed by its home site".into());
                 }
                 Self::Customer(customer)
             }

@@ -1,14 +1,15 @@
 //! The SQLite backend: one file in WAL mode, one writer connection (so change-log order is
 //! commit order) and a few reader connections, driven from blocking threads.
 
+use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
-    Actor, AuditEntry, AuditEvent, DailyReport, EnrollmentToken, PushOutcome, Redeemed, Store,
-    StoreError, StoreResult, VenueWrite,
+    Actor, AuditEntry, AuditEvent, DailyReport, EnrollmentToken, PushOutcome, Redeemed,
+    RejectedOpRecord, Store, StoreError, StoreResult, VenueWrite,
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, PlugRecord, ProductRecord,
-    PushOp, RejectedOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, PlugRecord,
+    ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -34,6 +35,8 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     /// Readers see committed snapshots (WAL) and never wait for the writer.
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Read once at open: it never changes for the life of a database.
+    store_id: Uuid,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -73,10 +76,16 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(path))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let store_id = writer
+            .query_row("SELECT store_id FROM store_meta WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context("reading the store id")?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Mutex::new(readers)),
+            store_id,
         })
     }
 
@@ -426,6 +435,59 @@ fn apply_venue_write(
     }
 }
 
+/// Loads what central holds for a batch (see [`push_rules::Lookup`]).
+fn held_for(tx: &Transaction<'_>, site_id: Uuid, ops: &[PushOp]) -> StoreResult<Held> {
+    let acked: i64 = tx.query_row(
+        "SELECT acked_seq FROM site_sync WHERE site_id = ?1",
+        [site_id],
+        |r| r.get(0),
+    )?;
+    let lookup = Lookup::of(ops);
+    let mut held = Vec::new();
+    let row_to_held = |r: &Row<'_>| {
+        Ok(HeldOp {
+            seq: r.get(0)?,
+            op_id: r.get(1)?,
+            rejected: r.get(2)?,
+        })
+    };
+    let mut by_seq = tx.prepare_cached(
+        "SELECT seq, op_id, rejected FROM applied_ops WHERE site_id = ?1 AND seq BETWEEN ?2 AND ?3",
+    )?;
+    for op in by_seq.query_map(
+        params![site_id, lookup.first_seq, lookup.last_seq],
+        row_to_held,
+    )? {
+        held.push(op?);
+    }
+    let mut by_id = tx.prepare_cached(
+        "SELECT seq, op_id, rejected FROM applied_ops WHERE site_id = ?1 AND op_id = ?2 ORDER BY seq LIMIT 1",
+    )?;
+    let mut by_op_id = Vec::new();
+    for op_id in &lookup.op_ids {
+        if let Some(op) = by_id
+            .query_row(params![site_id, op_id], row_to_held)
+            .optional()?
+        {
+            by_op_id.push(op);
+        }
+    }
+    let mut known = Vec::new();
+    let mut customer =
+        tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)")?;
+    for id in lookup.customer_ids {
+        if customer.query_row([id], |r| r.get::<_, bool>(0))? {
+            known.push(id);
+        }
+    }
+    let mut held = Held::new(acked, held, known);
+    // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
+    for op in by_op_id {
+        held.by_op_id.insert(op.op_id, op);
+    }
+    Ok(held)
+}
+
 fn push_batch(
     tx: &Transaction<'_>,
     site_id: Uuid,
@@ -437,80 +499,32 @@ fn push_batch(
         "INSERT INTO site_sync (site_id) VALUES (?1) ON CONFLICT (site_id) DO NOTHING",
         [site_id],
     )?;
-    let mut acked: i64 = tx.query_row(
-        "SELECT acked_seq FROM site_sync WHERE site_id = ?1",
-        [site_id],
-        |r| r.get(0),
-    )?;
-    let mut sorted: Vec<&PushOp> = ops.iter().collect();
-    sorted.sort_by_key(|op| op.seq);
-    let mut rejected = Vec::new();
-    let mut expected_seq = None;
-    for op in sorted {
-        if op.seq <= acked {
-            let reason: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT rejected FROM applied_ops WHERE site_id = ?1 AND seq = ?2",
-                    params![site_id, op.seq],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(Some(reason)) = reason {
-                rejected.push(RejectedOp {
-                    seq: op.seq,
-                    op_id: op.op_id,
-                    reason,
-                });
+    let held = held_for(tx, site_id, ops)?;
+    let plan = push_rules::plan(site_id, ops, &held, |_| Ok(()));
+    for step in &plan.steps {
+        let (seq, op_id, rejected) = match step {
+            Step::Apply { seq, op_id, write } => {
+                apply_venue_write(tx, write, at)?;
+                (*seq, *op_id, None)
             }
-            continue;
-        }
-        if op.seq != acked + 1 {
-            expected_seq = Some(acked + 1);
-            break;
-        }
-        let seen: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM applied_ops WHERE op_id = ?1)",
-            [op.op_id],
-            |r| r.get(0),
-        )?;
-        let outcome = if seen {
-            Err("duplicate op_id".to_string())
-        } else {
-            VenueWrite::decode(site_id, op)
+            Step::Reject { seq, op_id, reason } => (*seq, *op_id, Some(reason.as_str())),
+            Step::Alias {
+                seq,
+                op_id,
+                rejected,
+            } => (*seq, *op_id, rejected.as_deref()),
         };
-        let reason = match outcome {
-            Ok(write) => {
-                apply_venue_write(tx, &write, at)?;
-                None
-            }
-            Err(reason) => Some(reason),
-        };
-        // A duplicate op_id cannot be stored again under its own id; keep the reason only.
-        let op_id = if seen { Uuid::now_v7() } else { op.op_id };
-        exec(
-            tx,
+        tx.prepare_cached(
             "INSERT INTO applied_ops (site_id, seq, op_id, rejected, applied_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![site_id, op.seq, op_id, reason, ts(at)],
-        )?;
-        if let Some(reason) = reason {
-            rejected.push(RejectedOp {
-                seq: op.seq,
-                op_id: op.op_id,
-                reason,
-            });
-        }
-        acked = op.seq;
+        )?
+        .execute(params![site_id, seq, op_id, rejected, ts(at)])?;
     }
     exec(
         tx,
         "UPDATE site_sync SET acked_seq = ?2, last_push_at = ?3 WHERE site_id = ?1",
-        params![site_id, acked, ts(at)],
+        params![site_id, plan.outcome.acked_seq, ts(at)],
     )?;
-    Ok(PushOutcome {
-        acked_seq: acked,
-        expected_seq,
-        rejected,
-    })
+    Ok(plan.outcome)
 }
 
 #[async_trait]
@@ -518,6 +532,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    fn store_id(&self) -> Uuid {
+        self.store_id
     }
 
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()> {
@@ -628,8 +646,20 @@ impl Store for SqliteStore {
             };
             let device = DeviceRecord { site_id, ..edge.clone() };
             exec(tx, "UPDATE enrollment_tokens SET used_at = ?2, device_id = ?3 WHERE id = ?1", params![token_id, ts(now), device.id])?;
-            insert_device(tx, &device)?;
             let actor = Actor { kind: "edge", id: Some(device.id), name: device.name.clone(), ip: None, request_id: None };
+            // A new enrollment fences the previous box: its credential stops working here, and
+            // (replicated) at the venue.
+            let fenced: Vec<DeviceRecord> = tx
+                .prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE site_id = ?1 AND kind = 'edge' AND revoked_at IS NULL"))?
+                .query_map([site_id], device_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            for old in fenced {
+                exec(tx, "UPDATE devices SET revoked_at = ?2 WHERE id = ?1", params![old.id, ts(now)])?;
+                let old = DeviceRecord { revoked_at: Some(now), ..old };
+                audit(tx, &actor, AuditEvent { action: "edge.fence", target: Some(old.id.to_string()), site_id: Some(site_id) }, now)?;
+                append_change(tx, Entity::Device, old.id, Some(site_id), &old, now)?;
+            }
+            insert_device(tx, &device)?;
             audit(tx, &actor, AuditEvent { action: "edge.enroll", target: Some(device.id.to_string()), site_id: Some(site_id) }, now)?;
             append_change(tx, Entity::Device, device.id, Some(site_id), &device, now)?;
             let site = tx.query_row("SELECT id, name, timezone, allowed_networks, created_at FROM sites WHERE id = ?1", [site_id], site_from_row)?;
@@ -982,7 +1012,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Change>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, entity, entity_id, op, site_id, data FROM change_log
+                "SELECT seq, entity, entity_id, op, site_id, data, changed_at FROM change_log
                  WHERE seq > ?1 AND (site_id IS NULL OR site_id = ?2) ORDER BY seq LIMIT ?3",
             )?;
             let mut rows = stmt.query(params![after, site_id, limit])?;
@@ -1004,6 +1034,7 @@ impl Store for SqliteStore {
                     op: ChangeOp::parse(&op).with_context(|| format!("unknown op {op}"))?,
                     site_id: row.get(4)?,
                     data: serde_json::from_str(&data).map_err(|e| StoreError::Other(e.into()))?,
+                    changed_at: parse_ts(&row.get::<_, String>(6)?)?,
                 });
             }
             Ok(changes)
@@ -1018,6 +1049,62 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?,
             )
+        })
+        .await
+    }
+
+    async fn change_anchor(&self, site_id: Uuid, seq: i64) -> StoreResult<Option<ChangeAnchor>> {
+        self.read(move |c| {
+            let row: Option<(Uuid, String)> = c
+                .prepare_cached(
+                    "SELECT entity_id, changed_at FROM change_log
+                     WHERE seq = ?1 AND (site_id IS NULL OR site_id = ?2)",
+                )?
+                .query_row(params![seq, site_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            row.map(|(entity_id, at)| {
+                Ok(ChangeAnchor {
+                    seq,
+                    entity_id,
+                    changed_at: parse_ts(&at)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn acked_seq(&self, site_id: Uuid) -> StoreResult<i64> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT acked_seq FROM site_sync WHERE site_id = ?1")?
+                    .query_row([site_id], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0),
+            )
+        })
+        .await
+    }
+
+    async fn rejected_ops(&self, site_id: Uuid, limit: u32) -> StoreResult<Vec<RejectedOpRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT a.seq, a.op_id, a.rejected, a.applied_at FROM applied_ops a
+                 WHERE a.site_id = ?1 AND a.rejected IS NOT NULL
+                   -- an alias (the same op at a later seq, after a fork) is one refusal, not two
+                   AND NOT EXISTS (SELECT 1 FROM applied_ops b
+                                    WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq)
+                 ORDER BY a.seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![site_id, limit], |r| {
+                Ok(RejectedOpRecord {
+                    seq: r.get(0)?,
+                    op_id: r.get(1)?,
+                    reason: r.get(2)?,
+                    rejected_at: parse_ts(&r.get::<_, String>(3)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -1217,6 +1304,18 @@ impl Store for SqliteStore {
                 params![scope, key],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(move |tx| {
+            let removed = exec(
+                tx,
+                "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                [ts(before)],
+            )?;
+            Ok(u64::try_from(removed).unwrap_or(0))
         })
         .await
     }

@@ -8,10 +8,12 @@
 //! Every local mutation writes its rows and one outbox op in the same request (see [`append_op`]),
 //! so a sale is either recorded and queued for central, or neither.
 
+pub mod settle;
+
 use crate::replica::ts;
 use aero_shared::wire::{Entity, OpKind, PushOp};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -40,6 +42,9 @@ struct Request<F, T> {
     work: F,
     reply: oneshot::Sender<anyhow::Result<T>>,
     local: bool,
+    /// The idempotent request (scope, key) this write serves: marked committed together with
+    /// the write, so it is never run again (see `aero_shared::idempotency`).
+    idempotent: Option<(String, String)>,
 }
 
 impl<F, T> Job for Request<F, T>
@@ -48,8 +53,22 @@ where
     T: Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> Completion {
-        let Request { work, reply, .. } = *self;
-        let outcome = in_savepoint(conn, work);
+        let Request {
+            work,
+            reply,
+            idempotent,
+            ..
+        } = *self;
+        let outcome = in_savepoint(conn, |c| {
+            let value = work(c)?;
+            if let Some((scope, key)) = &idempotent {
+                c.prepare_cached(
+                    "UPDATE idempotency_keys SET committed_at = ?3 WHERE scope = ?1 AND key = ?2",
+                )?
+                .execute(params![scope, key, ts(Utc::now())])?;
+            }
+            Ok(value)
+        });
         Box::new(move |commit| {
             let answer = match (outcome, commit) {
                 (Ok(value), Ok(())) => Ok(value),
@@ -159,8 +178,17 @@ impl Writer {
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        // Only local mutations are business writes; sync bookkeeping never marks a request.
+        let idempotent = local
+            .then(aero_shared::idempotency::current_request)
+            .flatten();
         self.queue
-            .send(Box::new(Request { work, reply, local }))
+            .send(Box::new(Request {
+                work,
+                reply,
+                local,
+                idempotent,
+            }))
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         answer
             .await
@@ -236,8 +264,15 @@ fn writer_loop(
     }
 }
 
+/// A local write refused because central fenced this edge: nothing it queued could ever reach
+/// central, so nothing is acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("this edge no longer syncs with central ({0}); enroll it again to take writes")]
+pub struct Fenced(pub String);
+
 /// Appends one outbox op in the caller's transaction. Seqs are dense per site: the counter in
-/// `sync_state` (seeded from enrollment) survives the outbox being emptied by acks.
+/// `sync_state` (seeded from enrollment) survives the outbox being emptied by acks. Refused with
+/// [`Fenced`] once central has fenced this edge.
 pub fn append_op<T: Serialize>(
     conn: &Connection,
     entity: Entity,
@@ -246,11 +281,17 @@ pub fn append_op<T: Serialize>(
     record: &T,
     now: DateTime<Utc>,
 ) -> anyhow::Result<i64> {
-    let seq: i64 = conn
+    // The fence check rides on the counter's UPDATE: no extra statement on the write path.
+    let seq: Option<i64> = conn
         .prepare_cached(
-            "UPDATE sync_state SET next_seq = next_seq + 1 WHERE id = 1 RETURNING next_seq - 1",
+            "UPDATE sync_state SET next_seq = next_seq + 1 WHERE id = 1 AND fenced IS NULL RETURNING next_seq - 1",
         )?
-        .query_row([], |r| r.get(0))?;
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let Some(seq) = seq else {
+        let reason = crate::sync::recovery::fenced(conn)?.unwrap_or_default();
+        return Err(Fenced(reason).into());
+    };
     conn.prepare_cached(
         "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -268,7 +309,7 @@ pub fn append_op<T: Serialize>(
     Ok(seq)
 }
 
-fn kind_str(kind: OpKind) -> &'static str {
+pub(crate) fn kind_str(kind: OpKind) -> &'static str {
     match kind {
         OpKind::Upsert => "upsert",
         OpKind::Delete => "delete",
@@ -277,7 +318,7 @@ fn kind_str(kind: OpKind) -> &'static str {
     }
 }
 
-fn parse_kind(text: &str) -> anyhow::Result<OpKind> {
+pub(crate) fn parse_kind(text: &str) -> anyhow::Result<OpKind> {
     Ok(match text {
         "upsert" => OpKind::Upsert,
         "delete" => OpKind::Delete,
@@ -325,31 +366,6 @@ pub fn pending(conn: &Connection, max_ops: usize, max_bytes: usize) -> anyhow::R
         });
     }
     Ok(ops)
-}
-
-/// Records central's answer to a push: rejected ops move to the dead letters, everything up to
-/// `acked_seq` leaves the outbox. Returns the lowest seq still pending.
-pub fn settle(
-    conn: &Connection,
-    acked_seq: i64,
-    rejected: &[aero_shared::wire::RejectedOp],
-    now: DateTime<Utc>,
-) -> anyhow::Result<Option<i64>> {
-    for op in rejected {
-        conn.execute(
-            "INSERT INTO dead_letters (seq, op_id, entity, entity_id, data, reason, rejected_at)
-             SELECT seq, op_id, entity, entity_id, data, ?2, ?3 FROM outbox WHERE seq = ?1
-             ON CONFLICT (seq) DO NOTHING",
-            params![op.seq, op.reason, ts(now)],
-        )?;
-        conn.execute("DELETE FROM outbox WHERE seq = ?1", [op.seq])?;
-    }
-    conn.execute("DELETE FROM outbox WHERE seq <= ?1", [acked_seq])?;
-    conn.execute(
-        "UPDATE sync_state SET last_push_at = ?1, online = 1, last_error = NULL WHERE id = 1",
-        [ts(now)],
-    )?;
-    Ok(conn.query_row("SELECT MIN(seq) FROM outbox", [], |r| r.get(0))?)
 }
 
 #[cfg(test)]
@@ -400,20 +416,6 @@ mod tests {
         let seqs: Vec<i64> = ops.iter().map(|o| o.seq).collect();
         // Failed requests roll back their seq too, so the sequence has no holes.
         assert_eq!(seqs, (5..50).collect::<Vec<_>>());
-
-        let rejected = [aero_shared::wire::RejectedOp {
-            seq: 7,
-            op_id: ops[2].op_id,
-            reason: "bad".into(),
-        }];
-        let lowest = writer
-            .write(move |c| settle(c, 9, &rejected, now))
-            .await
-            .expect("settle");
-        assert_eq!(lowest, Some(10));
-        let status = replica.status(now).await.expect("status");
-        assert_eq!(status.pending_ops, 40);
-        assert_eq!(status.dead_letters, 1);
     }
     #[tokio::test]
     async fn batches_respect_the_op_and_byte_bounds() {

@@ -3,52 +3,223 @@
 
 use super::ts;
 use aero_shared::wire::{
-    Change, ChangeOp, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
+    ChangeAnchor, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
     WaiverRecord,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Applies one pulled page and stores `next_cursor`. Returns how many changes were applied
-/// (skipped rows with pending local ops are not counted).
-pub fn apply_page(
-    conn: &Connection,
-    changes: &[Change],
-    next_cursor: i64,
-    now: DateTime<Utc>,
-) -> anyhow::Result<usize> {
-    let mut applied = 0;
-    for change in changes {
-        // A row with un-acknowledged local ops is ours to send first: central's copy is older
-        // than what the venue already did, and will come back through the feed after the push.
-        let pending: bool = conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE entity = ?1 AND entity_id = ?2)",
-            )?
-            .query_row(params![change.entity.as_str(), change.entity_id], |r| {
-                r.get(0)
-            })?;
-        if pending {
-            continue;
-        }
-        match apply_change(conn, change) {
-            Ok(()) => applied += 1,
-            // A record this version cannot read must not stall the whole feed behind it.
-            Err(err) => tracing::warn!(
-                seq = change.seq,
-                entity = change.entity.as_str(),
-                entity_id = %change.entity_id,
-                error = %err,
-                "skipping a change the replica cannot apply"
-            ),
+/// A pull page as the edge reads it: changes stay raw JSON until each is decoded on its own, so
+/// one change this version cannot read never fails the page (or stalls the feed behind it).
+#[derive(Clone, Debug, Deserialize)]
+pub struct PulledPage {
+    pub changes: Vec<serde_json::Value>,
+    pub next_cursor: i64,
+    pub more: bool,
+    pub store_id: Uuid,
+    pub head: i64,
+    pub acked_seq: i64,
+    pub anchor: Option<ChangeAnchor>,
+}
+
+/// One change of the feed with its entity as text, so entities a newer central adds are kept.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct RawChange {
+    pub seq: i64,
+    pub entity: String,
+    pub entity_id: Uuid,
+    pub op: String,
+    #[serde(default)]
+    pub site_id: Option<Uuid>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl RawChange {
+    fn anchor(&self) -> ChangeAnchor {
+        ChangeAnchor {
+            seq: self.seq,
+            entity_id: self.entity_id,
+            changed_at: self.changed_at,
         }
     }
-    conn.execute(
-        "UPDATE sync_state SET cursor = MAX(cursor, ?1), last_pull_at = ?2, online = 1, last_error = NULL WHERE id = 1",
-        params![next_cursor, ts(now)],
+
+    /// Customers and waivers are venue data (chain-wide); everything else is HQ's.
+    fn is_hq_data(&self) -> bool {
+        !matches!(
+            Entity::parse(&self.entity),
+            Some(Entity::Customer | Entity::Waiver)
+        )
+    }
+}
+
+/// What applying a page did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub applied: usize,
+    /// Changes held back because the row has pending local ops.
+    pub held: usize,
+    /// Changes that could not be decoded (kept in `skipped_changes`).
+    pub skipped: usize,
+    /// A resync finished with this page; HQ rows it did not see again were removed.
+    pub resync_finished: bool,
+}
+
+/// Applies one pulled page and stores its cursor and anchor.
+pub fn apply_page(
+    conn: &Connection,
+    page: &PulledPage,
+    now: DateTime<Utc>,
+) -> anyhow::Result<PageOutcome> {
+    let resyncing: bool = conn
+        .prepare_cached("SELECT resyncing FROM sync_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    let mut outcome = PageOutcome::default();
+    let mut last_anchor = None;
+    for value in &page.changes {
+        let change: RawChange = match serde_json::from_value(value.clone()) {
+            Ok(change) => change,
+            Err(err) => {
+                skip(conn, value, &err.to_string(), now)?;
+                outcome.skipped += 1;
+                last_anchor = None;
+                continue;
+            }
+        };
+        last_anchor = Some(change.anchor());
+        if resyncing && change.is_hq_data() {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO resync_seen (entity, entity_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![change.entity, change.entity_id])?;
+        }
+        // A row with un-acknowledged local ops is ours to send first: central's change waits
+        // until those ops are acknowledged or dead-lettered (see `release_held`).
+        if has_pending_ops(conn, &change.entity, change.entity_id)? {
+            conn.prepare_cached(
+                "INSERT INTO held_changes (entity, entity_id, seq, change) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (entity, entity_id) DO UPDATE SET seq = excluded.seq, change = excluded.change
+                 WHERE excluded.seq > held_changes.seq",
+            )?
+            .execute(params![change.entity, change.entity_id, change.seq, value.to_string()])?;
+            outcome.held += 1;
+            continue;
+        }
+        match apply_change(conn, &change) {
+            Ok(()) => outcome.applied += 1,
+            Err(err) => {
+                skip(conn, value, &format!("{err:#}"), now)?;
+                outcome.skipped += 1;
+            }
+        }
+    }
+    conn.prepare_cached(
+        "UPDATE sync_state SET cursor = MAX(cursor, ?1),
+            cursor_anchor = CASE WHEN ?2 THEN ?3 ELSE cursor_anchor END,
+            last_pull_at = ?4, online = 1, pull_error = NULL, last_error = NULL WHERE id = 1",
+    )?
+    .execute(params![
+        page.next_cursor,
+        !page.changes.is_empty(),
+        last_anchor.map(|a| serde_json::to_string(&a)).transpose()?,
+        ts(now)
+    ])?;
+    if resyncing && !page.more {
+        finish_resync(conn)?;
+        outcome.resync_finished = true;
+    }
+    Ok(outcome)
+}
+
+fn has_pending_ops(conn: &Connection, entity: &str, id: Uuid) -> anyhow::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE entity = ?1 AND entity_id = ?2)",
+        )?
+        .query_row(params![entity, id], |r| r.get(0))?)
+}
+
+fn skip(
+    conn: &Connection,
+    change: &serde_json::Value,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let field = |name: &str| {
+        change
+            .get(name)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    tracing::warn!(change = %field("seq"), entity = %field("entity"), reason, "kept a change the replica cannot apply");
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO skipped_changes (seq, entity, entity_id, reason, change, skipped_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        change.get("seq").and_then(serde_json::Value::as_i64),
+        field("entity"),
+        field("entity_id"),
+        reason,
+        change.to_string(),
+        ts(now)
+    ])?;
+    Ok(())
+}
+
+/// Applies the held changes of rows that no longer have pending local ops. Returns how many.
+pub fn release_held(conn: &Connection) -> anyhow::Result<usize> {
+    let ready: Vec<(String, Uuid, String)> = conn
+        .prepare_cached(
+            "SELECT entity, entity_id, change FROM held_changes h
+              WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.entity = h.entity AND o.entity_id = h.entity_id)",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (entity, id, text) in &ready {
+        let change: RawChange = serde_json::from_str(text)?;
+        if let Err(err) = apply_change(conn, &change) {
+            tracing::warn!(seq = change.seq, error = %format!("{err:#}"), "a held change could not be applied");
+        }
+        conn.prepare_cached("DELETE FROM held_changes WHERE entity = ?1 AND entity_id = ?2")?
+            .execute(params![entity, id])?;
+    }
+    Ok(ready.len())
+}
+
+/// HQ tables swept at the end of a resync, with the entity their rows belong to.
+const HQ_TABLES: &[(&str, Entity)] = &[
+    ("sites", Entity::Site),
+    ("devices", Entity::Device),
+    ("users", Entity::User),
+    ("products", Entity::Product),
+];
+
+/// Ends a resync: HQ rows central no longer has (it was restored to a point before them) are
+/// removed, so a key or a user that only existed in central's lost history stops working here.
+fn finish_resync(conn: &Connection) -> anyhow::Result<()> {
+    let mut removed = 0;
+    for (table, entity) in HQ_TABLES {
+        removed += conn.execute(
+            &format!(
+                "DELETE FROM {table} WHERE NOT EXISTS
+                    (SELECT 1 FROM resync_seen s WHERE s.entity = ?1 AND s.entity_id = {table}.id)"
+            ),
+            [entity.as_str()],
+        )?;
+    }
+    removed += conn.execute(
+        "DELETE FROM other_rows WHERE entity NOT IN ('customer', 'waiver') AND NOT EXISTS
+            (SELECT 1 FROM resync_seen s WHERE s.entity = other_rows.entity AND s.entity_id = other_rows.entity_id)",
+        [],
     )?;
-    Ok(applied)
+    conn.execute("DELETE FROM resync_seen", [])?;
+    conn.execute("UPDATE sync_state SET resyncing = 0 WHERE id = 1", [])?;
+    tracing::info!(removed, "replica resynchronised with central");
+    Ok(())
 }
 
 fn table(entity: Entity) -> Option<&'static str> {
@@ -63,20 +234,30 @@ fn table(entity: Entity) -> Option<&'static str> {
     }
 }
 
-fn apply_change(conn: &Connection, change: &Change) -> anyhow::Result<()> {
+fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
     let id = change.entity_id;
-    if change.op == ChangeOp::Delete {
-        match table(change.entity) {
-            Some(table) => conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?,
-            None => conn.execute(
-                "DELETE FROM other_rows WHERE entity = ?1 AND entity_id = ?2",
-                params![change.entity.as_str(), id],
-            )?,
-        };
-        return Ok(());
+    let entity = Entity::parse(&change.entity);
+    match change.op.as_str() {
+        "delete" => {
+            match entity.and_then(table) {
+                Some(table) => conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?,
+                None => conn.execute(
+                    "DELETE FROM other_rows WHERE entity = ?1 AND entity_id = ?2",
+                    params![change.entity, id],
+                )?,
+            };
+            return Ok(());
+        }
+        "upsert" => {}
+        other => anyhow::bail!("unknown change op {other:?}"),
     }
     let data = serde_json::to_string(&change.data)?;
-    match change.entity {
+    let Some(entity) = entity else {
+        // An entity a newer central replicates and this version does not know: kept as is, so
+        // an upgraded edge finds it without pulling everything again.
+        return keep_other(conn, &change.entity, id, &data);
+    };
+    match entity {
         Entity::Site => {
             let site: SiteRecord = serde_json::from_value(change.data.clone())?;
             conn.execute(
@@ -120,13 +301,18 @@ fn apply_change(conn: &Connection, change: &Change) -> anyhow::Result<()> {
             upsert_waiver(conn, &waiver)?;
         }
         Entity::Game | Entity::Plug | Entity::PlugSchedule => {
-            conn.execute(
-                "INSERT INTO other_rows (entity, entity_id, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (entity, entity_id) DO UPDATE SET data = excluded.data",
-                params![change.entity.as_str(), id, data],
-            )?;
+            keep_other(conn, entity.as_str(), id, &data)?;
         }
     }
+    Ok(())
+}
+
+fn keep_other(conn: &Connection, entity: &str, id: Uuid, data: &str) -> anyhow::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO other_rows (entity, entity_id, data) VALUES (?1, ?2, ?3)
+         ON CONFLICT (entity, entity_id) DO UPDATE SET data = excluded.data",
+    )?
+    .execute(params![entity, id, data])?;
     Ok(())
 }
 
@@ -223,19 +409,31 @@ mod tests {
         assert_eq!(customer(&conn, local.id).expect("read"), Some(edited));
     }
 
-    fn change(seq: i64, c: &CustomerRecord) -> Change {
-        Change {
-            seq,
-            entity: Entity::Customer,
-            entity_id: c.id,
-            op: ChangeOp::Upsert,
-            site_id: None,
-            data: serde_json::to_value(c).expect("json"),
+    fn change(seq: i64, c: &CustomerRecord) -> serde_json::Value {
+        serde_json::json!({
+            "seq": seq, "entity": "customer", "entity_id": c.id, "op": "upsert", "site_id": null,
+            "data": c, "changed_at": Utc::now(),
+        })
+    }
+
+    fn page(changes: Vec<serde_json::Value>, next_cursor: i64, more: bool) -> PulledPage {
+        PulledPage {
+            changes,
+            next_cursor,
+            more,
+            store_id: Uuid::nil(),
+            head: next_cursor,
+            acked_seq: 0,
+            anchor: None,
         }
     }
 
+    fn first_name(conn: &Connection, id: Uuid) -> Option<String> {
+        customer(conn, id).expect("read").map(|c| c.first_name)
+    }
+
     #[test]
-    fn a_pull_never_overwrites_a_row_with_pending_local_ops() {
+    fn a_pull_holds_back_a_row_with_pending_local_ops_and_keeps_what_it_cannot_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let site = Uuid::now_v7();
         let (_replica, conn) = Replica::open(dir.path(), site, 1).expect("open");
@@ -252,39 +450,46 @@ mod tests {
         )
         .expect("op");
         let other = person(Uuid::now_v7(), Uuid::now_v7(), "Other");
-        let stale = person(local.id, site, "Stale");
-        let broken = Change {
-            data: serde_json::json!({ "not": "a customer" }),
-            ..change(12, &other)
-        };
+        let central = person(local.id, site, "Central");
+        let broken = serde_json::json!({ "seq": 12, "entity": "customer", "data": {} });
+        let future = serde_json::json!({
+            "seq": 13, "entity": "locker", "entity_id": Uuid::now_v7(), "op": "upsert",
+            "site_id": site, "data": { "number": 7 }, "changed_at": now,
+        });
 
-        let applied = apply_page(
+        let outcome = apply_page(
             &conn,
-            &[change(10, &stale), change(11, &other), broken],
-            12,
+            &page(
+                vec![change(10, &central), change(11, &other), broken, future],
+                13,
+                false,
+            ),
             now,
         )
         .expect("apply");
 
-        assert_eq!(applied, 1);
-        assert_eq!(
-            customer(&conn, local.id)
-                .expect("read")
-                .map(|c| c.first_name),
-            Some("Local".into())
-        );
-        assert_eq!(
-            customer(&conn, other.id)
-                .expect("read")
-                .map(|c| c.first_name),
-            Some("Other".into())
-        );
+        assert_eq!((outcome.applied, outcome.held, outcome.skipped), (2, 1, 1));
+        assert_eq!(first_name(&conn, local.id).as_deref(), Some("Local"));
+        assert_eq!(first_name(&conn, other.id).as_deref(), Some("Other"));
+        let kept: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM other_rows WHERE entity = 'locker'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(kept, 1, "an entity this version does not know is kept");
         let (cursor, online): (i64, bool) = conn
             .query_row("SELECT cursor, online FROM sync_state", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .expect("state");
-        assert_eq!((cursor, online), (12, true));
+        assert_eq!((cursor, online), (13, true));
+
+        // The local op is dead-lettered: central's version of the row is applied after all.
+        conn.execute("DELETE FROM outbox", []).expect("dead-letter");
+        assert_eq!(release_held(&conn).expect("release"), 1);
+        assert_eq!(first_name(&conn, local.id).as_deref(), Some("Central"));
         // Email lookups are case-insensitive; the record keeps what was typed.
         let found: i64 = conn
             .query_row(
@@ -294,6 +499,44 @@ mod tests {
             )
             .expect("count");
         assert_eq!(found, 2);
+    }
+
+    #[test]
+    fn a_resync_removes_hq_rows_central_no_longer_has_but_keeps_venue_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site = Uuid::now_v7();
+        let (_replica, conn) = Replica::open(dir.path(), site, 1).expect("open");
+        let now = Utc::now();
+        let product = |id: Uuid, seq: i64| {
+            serde_json::json!({
+                "seq": seq, "entity": "product", "entity_id": id, "op": "upsert", "site_id": null,
+                "changed_at": now, "data": {
+                    "id": id, "sku": format!("SKU{seq}"), "name": "Pass", "kind": "pass",
+                    "price_cents": 100, "duration_minutes": 60, "active": true, "created_at": now,
+                },
+            })
+        };
+        let (kept, lost) = (Uuid::now_v7(), Uuid::now_v7());
+        let visitor = person(Uuid::now_v7(), Uuid::now_v7(), "Visitor");
+        apply_page(
+            &conn,
+            &page(
+                vec![product(kept, 1), product(lost, 2), change(3, &visitor)],
+                3,
+                false,
+            ),
+            now,
+        )
+        .expect("first");
+        crate::sync::recovery::start_resync(&conn).expect("resync");
+        let outcome =
+            apply_page(&conn, &page(vec![product(kept, 1)], 1, false), now).expect("again");
+        assert!(outcome.resync_finished);
+        let products: i64 = conn
+            .query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(products, 1);
+        assert_eq!(first_name(&conn, visitor.id).as_deref(), Some("Visitor"));
     }
 
     #[test]

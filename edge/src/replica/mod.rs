@@ -251,6 +251,14 @@ fn status(c: &Connection, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )?;
+        let (push_error, pull_error, fenced): (Option<String>, Option<String>, Option<String>) = c
+            .query_row(
+                "SELECT push_error, pull_error, fenced FROM sync_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+        let skipped_changes: i64 =
+            c.query_row("SELECT COUNT(*) FROM skipped_changes", [], |r| r.get(0))?;
         let (pending_ops, oldest): (i64, Option<String>) =
             c.query_row("SELECT COUNT(*), MIN(created_at) FROM outbox", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -270,6 +278,10 @@ fn status(c: &Connection, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
             cursor,
             dead_letters,
             last_error,
+            push_error,
+            pull_error,
+            skipped_changes,
+            fenced,
         })
     })();
     c.execute_batch("COMMIT")?;

@@ -172,7 +172,8 @@ async fn register(
             }
             Ok(())
         })
-        .await?;
+        .await
+        .map_err(super::write_error)?;
     let view = |customer: CustomerRecord| CustomerView {
         customer,
         waiver_valid: false,
@@ -272,7 +273,8 @@ async fn sign_waiver(
             append_op(c, Entity::Waiver, row.id, OpKind::Upsert, &row, now)?;
             Ok(true)
         })
-        .await?;
+        .await
+        .map_err(super::write_error)?;
     if !signed {
         return Err(ApiError::NotFound("no such customer"));
     }

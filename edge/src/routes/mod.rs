@@ -2,6 +2,7 @@
 //! central, so terminals keep working through an outage.
 
 pub mod customers;
+pub mod dead_letters;
 pub mod login;
 pub mod status;
 
@@ -93,4 +94,14 @@ pub fn api_router() -> Router<AppState> {
         .merge(status::router())
         .merge(customers::router())
         .merge(login::router())
+        .merge(dead_letters::router())
+}
+
+/// Maps a failed local write to its problem: a fenced edge answers 503 with the reason (the
+/// write was not taken, so nothing is lost); anything else is a bug, a 500.
+pub fn write_error(err: anyhow::Error) -> aero_shared::ApiError {
+    match err.downcast::<crate::outbox::Fenced>() {
+        Ok(fenced) => aero_shared::ApiError::Unavailable(fenced.to_string()),
+        Err(err) => aero_shared::ApiError::Internal(err),
+    }
 }

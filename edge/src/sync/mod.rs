@@ -1,22 +1,30 @@
-//! Sync with central: push the outbox first, then pull the change feed.
+//! Sync with central: push the outbox, pull the change feed.
 //!
 //! [`SyncEngine`] exposes each step ([`SyncEngine::push_all`], [`SyncEngine::pull_all`],
-//! [`SyncEngine::run_once`]) so tests can drive it deterministically; [`SyncEngine::run`] loops
-//! them with capped, jittered exponential backoff, and [`SyncEngine::listen_for_hints`] keeps a
-//! websocket to central that asks for a pull whenever central's change log grows.
+//! [`SyncEngine::run_once`]) so tests can drive it deterministically; [`SyncEngine::run`] runs a
+//! push loop and a pull loop side by side, each with its own capped, jittered exponential
+//! backoff, so a push that keeps failing never stops pulls (a revoked key still arrives); and
+//! [`SyncEngine::listen_for_hints`] keeps a websocket to central that asks for a pull whenever
+//! central's change log grows. What happens when central is not the central the edge left is in
+//! [`recovery`]; the whole protocol is in `docs/sync-protocol.md`.
+
+pub mod recovery;
 
 use crate::config::SyncSettings;
 use crate::credential::Credential;
+use crate::outbox::settle::{Settled, settle};
 use crate::outbox::{self, Writer};
-use crate::replica::{Replica, apply};
+use crate::replica::Replica;
+use crate::replica::apply::{self, PageOutcome, PulledPage};
 use aero_shared::auth::extract::API_KEY_HEADER;
-use aero_shared::wire::{Entity, PullResponse, PushRequest, PushResponse};
+use aero_shared::wire::{ChangeAnchor, PushRequest, PushResponse};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -39,9 +47,23 @@ pub enum SyncError {
     /// Central answered and refused (e.g. a revoked key); retried slowly, needs an operator.
     #[error("central refused: {0}")]
     Refused(String),
+    /// Central refused the edge's credential: it was revoked (the site was enrolled on another
+    /// box) or central does not know it. The edge stops syncing and taking writes.
+    #[error("central refused this edge's credential ({0}); enroll this box again")]
+    Fenced(String),
     /// The edge's own database failed.
     #[error("local error: {0:#}")]
-    Local(#[from] anyhow::Error),
+    Local(anyhow::Error),
+}
+
+impl From<anyhow::Error> for SyncError {
+    fn from(err: anyhow::Error) -> Self {
+        // Answers from another chain's database are refused in the writer's transaction.
+        if err.downcast_ref::<recovery::WrongCentral>().is_some() {
+            return Self::Refused(err.to_string());
+        }
+        Self::Local(err)
+    }
 }
 
 /// What one push round achieved.
@@ -51,14 +73,29 @@ pub struct PushSummary {
     pub rejected: usize,
 }
 
+/// Which of the two loops a failure belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Push,
+    Pull,
+}
+
+/// How often the retention window is trimmed (it is bounded by age and count).
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
 pub struct SyncEngine {
     http: reqwest::Client,
     credential: Credential,
     settings: SyncSettings,
     replica: Arc<Replica>,
     writer: Writer,
-    /// Signalled by the hint socket: central has something new.
+    /// Signalled by the hint socket (central has something new) and after a push central
+    /// took (its echo, and rows held back for the pushed ops, are waiting).
     pull_wanted: Notify,
+    /// Signalled when a pull found that central lost ops the edge must send again.
+    push_wanted: Notify,
+    /// Set once central refused the credential; both loops then stop for good.
+    fenced: AtomicBool,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -81,6 +118,7 @@ impl SyncEngine {
             .connect_timeout(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
             .build()?;
+        let fenced = replica.read_now(recovery::fenced)?.is_some();
         Ok(Self {
             http,
             credential,
@@ -88,7 +126,14 @@ impl SyncEngine {
             replica,
             writer,
             pull_wanted: Notify::new(),
+            push_wanted: Notify::new(),
+            fenced: AtomicBool::new(fenced),
         })
+    }
+
+    /// Whether central has fenced this edge.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     fn backoff(&self) -> backon::ExponentialBackoff {
@@ -124,6 +169,9 @@ impl SyncEngine {
             .take(300)
             .collect();
         let message = format!("{status}: {detail}");
+        if status.as_u16() == 401 {
+            return Err(SyncError::Fenced(message));
+        }
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             Err(SyncError::Transient(message))
         } else {
@@ -133,59 +181,61 @@ impl SyncEngine {
 
     /// Sends one batch of pending ops and records central's answer. `Ok(None)` when the outbox
     /// was empty.
-    pub async fn push_batch(&self) -> Result<Option<PushSummary>, SyncError> {
+    pub async fn push_batch(&self) -> Result<Option<Settled>, SyncError> {
         let (max_ops, max_bytes) = (self.settings.push_batch_ops, self.settings.push_batch_bytes);
-        let ops = self
+        let (ops, store_id) = self
             .replica
-            .read(move |c| outbox::pending(c, max_ops, max_bytes))
+            .read(move |c| {
+                Ok((
+                    outbox::pending(c, max_ops, max_bytes)?,
+                    recovery::bound_store(c)?,
+                ))
+            })
             .await?;
-        let Some(first) = ops.first().map(|op| op.seq) else {
+        if ops.is_empty() {
             return Ok(None);
-        };
-        let count = ops.len();
+        }
+        let batch: Vec<(i64, uuid::Uuid)> = ops.iter().map(|op| (op.seq, op.op_id)).collect();
         let response: PushResponse = self
             .send(
                 self.http
                     .post(self.url("/v1/sync/push"))
-                    .json(&PushRequest { ops }),
+                    .json(&PushRequest { ops, store_id }),
             )
             .await?
             .json()
             .await
             .map_err(|err| SyncError::Transient(format!("reading the push answer: {err}")))?;
-        let rejected = response.rejected.clone();
-        let acked_seq = response.acked_seq;
-        let now = Utc::now();
-        let lowest = self
+        let answer = response.clone();
+        let settled = self
             .writer
-            .write(move |c| outbox::settle(c, acked_seq, &rejected, now))
+            .write(move |c| settle(c, &batch, &answer, Utc::now()))
             .await?;
-        if !response.rejected.is_empty() {
+        if settled.rejected > 0 {
             tracing::warn!(
-                count = response.rejected.len(),
+                count = settled.rejected,
                 "central rejected ops; moved to dead letters"
             );
         }
-        if lowest == Some(first) {
-            // Nothing moved. Central wants an earlier seq this edge no longer holds (or answered
-            // nonsense): resending would loop forever, so stop and say so.
-            let wanted = response.expected_seq.unwrap_or(acked_seq + 1);
+        if settled.rolled_back {
+            // The replica is pulled again from the start.
+            self.pull_wanted.notify_one();
+        }
+        if !settled.progressed() {
+            // Nothing moved and nothing will on a resend: stop and say so.
+            let wanted = response.expected_seq.unwrap_or(response.acked_seq + 1);
             return Err(SyncError::Refused(format!(
-                "central expects seq {wanted} but the outbox starts at {first} ({count} ops pending)"
+                "central expects seq {wanted} and took nothing of this batch"
             )));
         }
-        let remaining_from = lowest.unwrap_or(i64::MAX);
-        Ok(Some(PushSummary {
-            acked: ops_below(first, remaining_from, count),
-            rejected: response.rejected.len(),
-        }))
+        Ok(Some(settled))
     }
 
     /// Pushes until the outbox is empty. Ops written meanwhile are included.
     pub async fn push_all(&self) -> Result<PushSummary, SyncError> {
         let mut total = PushSummary::default();
         while let Some(batch) = self.push_batch().await? {
-            total.acked += batch.acked;
+            total.acked += batch.confirmed;
             total.rejected += batch.rejected;
         }
         Ok(total)
@@ -196,17 +246,8 @@ impl SyncEngine {
     pub async fn pull_all(&self) -> Result<usize, SyncError> {
         let mut applied = 0;
         loop {
-            let cursor: i64 = self
-                .replica
-                .read(|c| {
-                    Ok(
-                        c.query_row("SELECT cursor FROM sync_state WHERE id = 1", [], |r| {
-                            r.get(0)
-                        })?,
-                    )
-                })
-                .await?;
-            let page: PullResponse = self
+            let (cursor, anchor) = self.replica.read(read_cursor).await?;
+            let page: PulledPage = self
                 .send(self.http.get(self.url(&format!(
                     "/v1/sync/pull?after={cursor}&limit={}",
                     self.settings.pull_page_rows.max(1)
@@ -216,20 +257,31 @@ impl SyncEngine {
                 .await
                 .map_err(|err| SyncError::Transient(format!("reading a pull page: {err}")))?;
             let more = page.more && page.next_cursor > cursor;
-            let now = Utc::now();
-            let touches_devices = page.changes.iter().any(|c| c.entity == Entity::Device);
+            let touches_devices = page
+                .changes
+                .iter()
+                .any(|c| c.get("entity").and_then(serde_json::Value::as_str) == Some("device"));
             let outcome = self
                 .writer
-                .write(move |c| apply::apply_page(c, &page.changes, page.next_cursor, now))
+                .write(move |c| take_page(c, cursor, anchor, &page))
                 .await;
-            if touches_devices {
+            if touches_devices || matches!(outcome, Ok(Taken::Applied(o)) if o.resync_finished) {
                 // After the commit (or a failure that may still have committed): cached
                 // credentials must be read again, a key may have been revoked.
                 self.replica.devices_changed();
             }
-            applied += outcome?;
-            if !more {
-                return Ok(applied);
+            match outcome? {
+                Taken::Applied(page) => {
+                    applied += page.applied;
+                    if !more {
+                        return Ok(applied);
+                    }
+                }
+                Taken::CentralRestored { ops_to_resend } => {
+                    if ops_to_resend {
+                        self.push_wanted.notify_one();
+                    }
+                }
             }
         }
     }
@@ -241,16 +293,34 @@ impl SyncEngine {
         Ok(())
     }
 
-    async fn record_failure(&self, err: &SyncError) {
-        let central_failed = !matches!(err, SyncError::Local(_));
+    async fn record_failure(&self, direction: Direction, err: &SyncError) {
+        if matches!(err, SyncError::Fenced(_)) {
+            let reason = err.to_string();
+            tracing::error!(%reason, "central fenced this edge: sync and local writes stop");
+            let stored = reason.clone();
+            if let Err(err) = self
+                .writer
+                .write(move |c| recovery::fence(c, &stored))
+                .await
+            {
+                tracing::error!(error = %err, "could not record the fence");
+            }
+            self.fenced.store(true, Ordering::Release);
+            return;
+        }
+        let unreachable = matches!(err, SyncError::Transient(_));
         let message = err.to_string();
-        tracing::warn!(error = %message, "sync round failed");
+        tracing::warn!(error = %message, ?direction, "sync round failed");
+        let column = match direction {
+            Direction::Push => "push_error",
+            Direction::Pull => "pull_error",
+        };
         let result = self
             .writer
             .write(move |c| {
                 c.execute(
-                    "UPDATE sync_state SET last_error = ?1, online = CASE WHEN ?2 THEN 0 ELSE online END WHERE id = 1",
-                    rusqlite::params![message, central_failed],
+                    &format!("UPDATE sync_state SET last_error = ?1, {column} = ?1, online = CASE WHEN ?2 THEN 0 ELSE online END WHERE id = 1"),
+                    rusqlite::params![message, unreachable],
                 )?;
                 Ok(())
             })
@@ -260,34 +330,45 @@ impl SyncEngine {
         }
     }
 
-    /// Loops sync rounds until `shutdown` flips. After success it waits for a local write, a
-    /// hint or the pull interval; after a failure for a backoff delay, cut short by a local
-    /// write, so a backlog drains on its own once central is back.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Runs the push loop and the pull loop until `shutdown` flips.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        tokio::join!(
+            Arc::clone(&self).run_pushes(shutdown.clone()),
+            self.run_pulls(shutdown),
+        );
+    }
+
+    /// Pushes whenever a local write lands, central asks for ops again, or the interval passes;
+    /// after a failure it waits a backoff delay, cut short by a local write, so a backlog drains
+    /// on its own once central is back.
+    async fn run_pushes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let local_writes = self.writer.outbox_notify();
         let mut backoff = self.backoff();
         let interval = Duration::from_secs(self.settings.pull_interval_secs.max(1));
-        loop {
+        while !self.is_fenced() {
             // Shutdown does not wait for a slow central: an interrupted push is simply resent
-            // on the next start, and central ignores seqs it already holds.
+            // on the next start, and central never applies an op id twice.
             let outcome = tokio::select! {
-                outcome = self.run_once() => outcome,
+                outcome = self.push_all() => outcome,
                 () = stopped(&mut shutdown) => return,
             };
             let wait = match outcome {
-                Ok(()) => {
+                Ok(summary) => {
                     backoff = self.backoff();
+                    if summary.acked > 0 || summary.rejected > 0 {
+                        self.pull_wanted.notify_one();
+                    }
                     interval
                 }
                 Err(err) => {
-                    self.record_failure(&err).await;
+                    self.record_failure(Direction::Push, &err).await;
                     backoff.next().unwrap_or(interval)
                 }
             };
             let kicked_by_write = tokio::select! {
                 () = tokio::time::sleep(wait) => false,
                 () = local_writes.notified() => true,
-                () = self.pull_wanted.notified() => false,
+                () = self.push_wanted.notified() => false,
                 () = stopped(&mut shutdown) => return,
             };
             if kicked_by_write {
@@ -297,6 +378,57 @@ impl SyncEngine {
                     () = stopped(&mut shutdown) => return,
                 }
             }
+        }
+        stopped(&mut shutdown).await;
+    }
+
+    /// Pulls on a hint, after a push central took, or every pull interval; failures back off on
+    /// their own schedule, independent of pushes.
+    async fn run_pulls(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = self.backoff();
+        let interval = Duration::from_secs(self.settings.pull_interval_secs.max(1));
+        let mut last_trim: Option<Instant> = None;
+        while !self.is_fenced() {
+            let outcome = tokio::select! {
+                outcome = self.pull_all() => outcome,
+                () = stopped(&mut shutdown) => return,
+            };
+            let wait = match outcome {
+                Ok(_) => {
+                    backoff = self.backoff();
+                    if last_trim.is_none_or(|at| at.elapsed() >= TRIM_EVERY) {
+                        last_trim = Some(Instant::now());
+                        self.trim_retention().await;
+                    }
+                    interval
+                }
+                Err(err) => {
+                    self.record_failure(Direction::Pull, &err).await;
+                    backoff.next().unwrap_or(interval)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.pull_wanted.notified() => {}
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+        stopped(&mut shutdown).await;
+    }
+
+    async fn trim_retention(&self) {
+        let (days, ops) = (
+            self.settings.retention_days,
+            self.settings.retention_max_ops,
+        );
+        match self
+            .writer
+            .write(move |c| recovery::trim_retention(c, Utc::now(), days, ops))
+            .await
+        {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "trimmed the retention window"),
+            Err(err) => tracing::warn!(error = %err, "could not trim the retention window"),
         }
     }
 
@@ -308,7 +440,7 @@ impl SyncEngine {
     pub async fn listen_for_hints(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = self.backoff();
         let mut link_up = false;
-        loop {
+        while !self.is_fenced() {
             let mut connected = false;
             tokio::select! {
                 outcome = self.hint_session(&mut backoff, &mut connected) => {
@@ -379,11 +511,62 @@ impl SyncEngine {
     }
 }
 
-/// How many of `count` ops starting at `first` are now gone from the outbox.
-fn ops_below(first: i64, lowest_remaining: i64, count: usize) -> usize {
-    usize::try_from(lowest_remaining.saturating_sub(first))
-        .unwrap_or(0)
-        .min(count)
+fn read_cursor(c: &rusqlite::Connection) -> anyhow::Result<(i64, Option<ChangeAnchor>)> {
+    let (cursor, anchor): (i64, Option<String>) = c.query_row(
+        "SELECT cursor, cursor_anchor FROM sync_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((
+        cursor,
+        anchor.map(|a| serde_json::from_str(&a)).transpose()?,
+    ))
+}
+
+/// What the writer did with a pulled page.
+enum Taken {
+    Applied(PageOutcome),
+    /// Central was restored from a backup; the page was not applied and the replica is pulled
+    /// again from cursor 0. `ops_to_resend` when acknowledged ops went back to the outbox.
+    CentralRestored {
+        ops_to_resend: bool,
+    },
+}
+
+/// Checks a page against what the edge knows of central, then applies it, in one transaction.
+/// `cursor` and `anchor` are what the page was asked for with; if they changed meanwhile (a
+/// resync started) the page is dropped and the next one asked for afresh.
+fn take_page(
+    c: &rusqlite::Connection,
+    cursor: i64,
+    anchor: Option<ChangeAnchor>,
+    page: &PulledPage,
+) -> anyhow::Result<Taken> {
+    recovery::check_store(c, page.store_id)?;
+    if recovery::note_acked(c, page.acked_seq)? {
+        return Ok(Taken::CentralRestored {
+            ops_to_resend: true,
+        });
+    }
+    if read_cursor(c)? != (cursor, anchor) {
+        return Ok(Taken::Applied(PageOutcome::default()));
+    }
+    // The change log central holds at our cursor is not the one we followed: it was restored.
+    let restored =
+        cursor > 0 && (page.head < cursor || anchor.is_some_and(|a| page.anchor != Some(a)));
+    if restored {
+        tracing::warn!(
+            cursor,
+            head = page.head,
+            "central's change log does not hold the change this edge applied last: it was \
+             restored from a backup; pulling the replica again from the start"
+        );
+        recovery::start_resync(c)?;
+        return Ok(Taken::CentralRestored {
+            ops_to_resend: false,
+        });
+    }
+    Ok(Taken::Applied(apply::apply_page(c, page, Utc::now())?))
 }
 
 /// Resolves once shutdown is requested (or its sender is gone).

@@ -182,7 +182,10 @@ impl Auth {
     }
 }
 
-async fn authenticate(parts: &Parts, security: &Security) -> Result<Principal, ApiError> {
+pub(crate) async fn authenticate(
+    parts: &Parts,
+    security: &Security,
+) -> Result<Principal, ApiError> {
     if let Some(key) = parts.headers.get(API_KEY_HEADER) {
         let key = key
             .to_str()

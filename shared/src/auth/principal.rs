@@ -63,6 +63,7 @@ impl Role {
                 PostScores,
                 ReadLeaderboards,
                 WatchLive,
+                ManageDeadLetters,
             ],
             Self::Staff => &[
                 ReadSites,
@@ -175,6 +176,8 @@ pub enum Permission {
     PostScores,
     ReadLeaderboards,
     WatchLive,
+    /// Retry or discard an edge's dead letters.
+    ManageDeadLetters,
 }
 
 impl Permission {
@@ -203,6 +206,7 @@ impl Permission {
         Self::PostScores,
         Self::ReadLeaderboards,
         Self::WatchLive,
+        Self::ManageDeadLetters,
     ];
 
     /// Sensitive operations also require the caller to be inside the allowed networks. Site

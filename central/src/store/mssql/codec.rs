@@ -49,7 +49,7 @@ fn opt_uuid(row: &Row, idx: usize) -> StoreResult<Option<Uuid>> {
     get(row, idx)
 }
 
-fn time(row: &Row, idx: usize) -> StoreResult<DateTime<Utc>> {
+pub(super) fn time(row: &Row, idx: usize) -> StoreResult<DateTime<Utc>> {
     Ok(req::<NaiveDateTime>(row, idx)?.and_utc())
 }
 
@@ -296,6 +296,7 @@ pub(super) fn change_from(row: &Row) -> StoreResult<Change> {
         op: ChangeOp::parse(&op).ok_or_else(|| decode_error(3, format!("unknown op {op}")))?,
         site_id: opt_uuid(row, 4)?,
         data: json_col(row, 5)?,
+        changed_at: time(row, 6)?,
     })
 }
 

@@ -5,7 +5,7 @@
 
 use super::MssqlStore;
 use super::errors::{classify, retrying};
-use super::migrate::migrate;
+use super::migrate::{migrate, read_store_id};
 use crate::store::{StoreError, StoreResult};
 use anyhow::Context as _;
 use std::future::Future;
@@ -240,6 +240,9 @@ impl MssqlStore {
         migrate(&mut conn)
             .await
             .with_context(|| format!("migrating the central database on {server}"))?;
+        let store_id = read_store_id(&mut conn)
+            .await
+            .with_context(|| format!("reading the store id on {server}"))?;
         drop(conn);
 
         let pool = bb8::Pool::builder()
@@ -249,8 +252,12 @@ impl MssqlStore {
             .build(manager)
             .await
             .with_context(|| format!("opening the SQL Server connection pool for {server}"))?;
-        tracing::info!(%server, "SQL Server store ready");
-        Ok(Self { pool, server })
+        tracing::info!(%server, %store_id, "SQL Server store ready");
+        Ok(Self {
+            pool,
+            server,
+            store_id,
+        })
     }
 
     pub(super) async fn checkout(&self) -> StoreResult<Pooled<'_>> {

@@ -30,12 +30,13 @@ pub(super) async fn insert_device(
     conn.exec(q).await
 }
 
-async fn revoke_tx(
+/// Revokes a live device; returns its stored record, `revoked_at` included, when this call
+/// revoked it (`None`: no such device, or it was already revoked).
+pub(super) async fn revoke_row(
     conn: &mut Conn,
-    actor: &Actor,
     id: Uuid,
     at: DateTime<Utc>,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<DeviceRecord>> {
     let mut q = Query::new(concat!(
         "DECLARE @revoked INT; ",
         "UPDATE devices SET revoked_at = @P2 WHERE id = @P1 AND revoked_at IS NULL; ",
@@ -46,11 +47,19 @@ async fn revoke_tx(
     ));
     q.bind(id);
     q.bind(ts(at));
-    let Some(row) = conn.row(q).await? else {
+    conn.row(q).await?.as_ref().map(device_from).transpose()
+}
+
+async fn revoke_tx(
+    conn: &mut Conn,
+    actor: &Actor,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    // The record as stored, `revoked_at` included: edges stop accepting the key when it lands.
+    let Some(device) = revoke_row(conn, id, at).await? else {
         return Ok(false);
     };
-    // The record as stored, `revoked_at` included: edges stop accepting the key when it lands.
-    let device = device_from(&row)?;
     let event = AuditEvent {
         action: "device.revoke",
         target: Some(id.to_string()),

@@ -1,14 +1,64 @@
-//! Enrollment: one-time tokens, and redeeming one for an edge's device credential.
+//! Enrollment: one-time tokens, and redeeming one for an edge's device credential (which
+//! fences the site's previous edge).
 
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{int, site_columns, site_from, to_json, ts, uuid};
 use super::conn::Conn;
-use super::devices::insert_device;
+use super::devices::{insert_device, revoke_row};
 use crate::store::{Actor, AuditEvent, EnrollmentToken, Redeemed, StoreError, StoreResult};
+use aero_shared::auth::principal::DeviceKind;
 use aero_shared::wire::{DeviceRecord, Entity};
 use chrono::{DateTime, Utc};
 use tiberius::Query;
+use uuid::Uuid;
+
+/// Revokes every live edge credential of the site (a new enrollment fences the previous box:
+/// its key stops working here and, once the revocation replicates, at the venue). Returns the
+/// change-log rows of the revoked devices, for the caller to append last.
+async fn fence_previous_edges(
+    conn: &mut Conn,
+    site_id: Uuid,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> StoreResult<Vec<NewChange>> {
+    // Enrollments of one site run one after the other on the site's row (the no-op UPDATE
+    // locks it until COMMIT on SQL Server and Babelfish alike), so two tokens redeemed at once
+    // cannot each miss the other's new edge and leave two live boxes.
+    let mut q = Query::new(
+        "UPDATE sites SET name = name WHERE id = @P1; \
+         SELECT id FROM devices WHERE site_id = @P1 AND kind = @P2 AND revoked_at IS NULL;",
+    );
+    q.bind(site_id);
+    q.bind(DeviceKind::Edge.as_str());
+    let live: Vec<Uuid> = conn
+        .rows(q)
+        .await?
+        .iter()
+        .map(|row| uuid(row, 0))
+        .collect::<StoreResult<_>>()?;
+    let mut changes = Vec::new();
+    for id in live {
+        // `None`: revoked meanwhile by HQ, which audited and replicated it itself.
+        let Some(old) = revoke_row(conn, id, now).await? else {
+            continue;
+        };
+        let event = AuditEvent {
+            action: "edge.fence",
+            target: Some(old.id.to_string()),
+            site_id: Some(site_id),
+        };
+        audit(conn, actor, event, now).await?;
+        changes.push(NewChange::upsert(
+            Entity::Device,
+            old.id,
+            Some(site_id),
+            &old,
+            now,
+        )?);
+    }
+    Ok(changes)
+}
 
 async fn redeem_tx(
     conn: &mut Conn,
@@ -36,7 +86,6 @@ async fn redeem_tx(
         site_id,
         ..edge.clone()
     };
-    insert_device(conn, &device, &to_json(&device.allowed_networks)?).await?;
     let actor = Actor {
         kind: "edge",
         id: Some(device.id),
@@ -44,6 +93,8 @@ async fn redeem_tx(
         ip: None,
         request_id: None,
     };
+    let mut changes = fence_previous_edges(conn, site_id, now, &actor).await?;
+    insert_device(conn, &device, &to_json(&device.allowed_networks)?).await?;
     let event = AuditEvent {
         action: "edge.enroll",
         target: Some(device.id.to_string()),
@@ -66,8 +117,15 @@ async fn redeem_tx(
         None => 0,
     };
 
-    let change = NewChange::upsert(Entity::Device, device.id, Some(site_id), &device, now)?;
-    append_changes(conn, &[change]).await?;
+    changes.push(NewChange::upsert(
+        Entity::Device,
+        device.id,
+        Some(site_id),
+        &device,
+        now,
+    )?);
+    // Last, so the change-log lock is held only for these inserts and the commit.
+    append_changes(conn, &changes).await?;
     Ok(Redeemed::Enrolled { site, acked_seq })
 }
 

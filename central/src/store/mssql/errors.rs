@@ -43,6 +43,7 @@ pub(super) const DUPLICATES: &[(&str, &str)] = &[
     ("pk_checkins", "checkin"),
     ("pk_change_log", "change"),
     ("pk_site_sync", "site sync state"),
+    ("pk_store_meta", "store identity"),
     ("pk_applied_ops", "op"),
     ("pk_audit_log", "audit entry"),
     ("pk_idempotency_keys", "idempotency key"),

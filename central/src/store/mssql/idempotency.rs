@@ -1,8 +1,8 @@
 //! Idempotency keys of HQ POSTs: claiming a key (or replaying its stored response), storing
-//! the response, and releasing a key whose request failed.
+//! the response, releasing a key whose request failed, and purging expired keys.
 
 use super::MssqlStore;
-use super::codec::{decode_error, get, opt_int, opt_text, text, ts};
+use super::codec::{decode_error, get, int, opt_int, opt_text, text, ts};
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use crate::store::StoreResult;
@@ -106,6 +106,24 @@ pub(super) async fn release(store: &MssqlStore, scope: &str, key: &str) -> Store
                 q.bind(scope);
                 q.bind(key);
                 conn.exec(q).await
+            })
+        })
+        .await
+}
+
+pub(super) async fn purge(store: &MssqlStore, before: DateTime<Utc>) -> StoreResult<u64> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "DELETE FROM idempotency_keys WHERE created_at < @P1; SELECT @@ROWCOUNT;",
+                );
+                q.bind(ts(before));
+                let removed = match conn.row(q).await? {
+                    Some(row) => int(&row, 0)?,
+                    None => 0,
+                };
+                Ok(u64::try_from(removed).unwrap_or(0))
             })
         })
         .await

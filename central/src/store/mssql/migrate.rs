@@ -1,10 +1,12 @@
 //! Schema migrations: the embedded refinery migrations, run at start-up under an application
-//! lock, and the tests that keep their T-SQL portable and their constraints known.
+//! lock, the store's identity they create, and the tests that keep their T-SQL portable and
+//! their constraints known.
 
-use super::codec::int;
+use super::codec::{int, uuid};
 use super::conn::Conn;
 use anyhow::Context as _;
 use tiberius::Query;
+use uuid::Uuid;
 
 mod embedded {
     refinery::embed_migrations!("migrations/mssql");
@@ -42,6 +44,16 @@ pub(super) async fn migrate(conn: &mut Conn) -> anyhow::Result<()> {
         tracing::info!(%migration, "applied SQL Server migration");
     }
     Ok(())
+}
+
+/// The id the V2 migration gave this database when it was created (a restored backup keeps
+/// it). Read once at start-up, after the migrations.
+pub(super) async fn read_store_id(conn: &mut Conn) -> anyhow::Result<Uuid> {
+    let row = conn
+        .row(Query::new("SELECT store_id FROM store_meta WHERE id = 1"))
+        .await?
+        .context("store_meta holds no row")?;
+    Ok(uuid(&row, 0)?)
 }
 
 #[cfg(test)]

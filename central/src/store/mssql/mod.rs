@@ -13,8 +13,8 @@
 //!
 //! Split by concern: `conn` (connections, the pool, the transaction helper), `errors` (what a
 //! server error means, retries), `codec` (values and rows), `changelog` (audit and change log),
-//! `migrate` (schema migrations), `sync` (push, pull and the change feed), then one file per
-//! entity. The `Store` impl below only delegates to them.
+//! `migrate` (schema migrations and the store's identity), `sync` (push, pull and the change
+//! feed), then one file per entity. The `Store` impl below only delegates to them.
 
 mod audit_log;
 mod catalog;
@@ -33,12 +33,13 @@ mod sync;
 mod users;
 
 use super::{
-    Actor, AuditEntry, DailyReport, EnrollmentToken, PushOutcome, Redeemed, Store, StoreResult,
+    Actor, AuditEntry, DailyReport, EnrollmentToken, PushOutcome, Redeemed, RejectedOpRecord,
+    Store, StoreResult,
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord, PushOp,
-    ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord,
+    PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -69,6 +70,8 @@ pub struct MssqlStore {
     pool: bb8::Pool<Manager>,
     /// `host:port`, for diagnostics. The connection string (and its password) is not kept.
     server: String,
+    /// Read once at start-up, after the migrations: it never changes for the life of a database.
+    store_id: Uuid,
 }
 
 impl std::fmt::Debug for MssqlStore {
@@ -76,6 +79,7 @@ impl std::fmt::Debug for MssqlStore {
         let state = self.pool.state();
         f.debug_struct("MssqlStore")
             .field("server", &self.server)
+            .field("store_id", &self.store_id)
             .field("connections", &state.connections)
             .field("idle_connections", &state.idle_connections)
             .finish()
@@ -87,6 +91,10 @@ impl Store for MssqlStore {
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.checkout().await?;
         conn.rows(Query::new("SELECT 1")).await.map(drop)
+    }
+
+    fn store_id(&self) -> Uuid {
+        self.store_id
     }
 
     // -- Sites ------------------------------------------------------------------------------
@@ -237,6 +245,18 @@ impl Store for MssqlStore {
         sync::change_head(self).await
     }
 
+    async fn change_anchor(&self, site_id: Uuid, seq: i64) -> StoreResult<Option<ChangeAnchor>> {
+        sync::change_anchor(self, site_id, seq).await
+    }
+
+    async fn acked_seq(&self, site_id: Uuid) -> StoreResult<i64> {
+        sync::acked_seq(self, site_id).await
+    }
+
+    async fn rejected_ops(&self, site_id: Uuid, limit: u32) -> StoreResult<Vec<RejectedOpRecord>> {
+        sync::rejected_ops(self, site_id, limit).await
+    }
+
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {
         sync::record_pull(self, site_id, cursor, at).await
     }
@@ -304,6 +324,10 @@ impl Store for MssqlStore {
 
     async fn idempotency_release(&self, scope: &str, key: &str) -> StoreResult<()> {
         idempotency::release(self, scope, key).await
+    }
+
+    async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        idempotency::purge(self, before).await
     }
 }
 

@@ -1,18 +1,22 @@
-//! The sync protocol: applying a site's pushed batch (once per seq, in one transaction),
-//! recording its pulls, serving the change feed, and the per-site sync status HQ shows.
+//! The sync protocol: applying a site's pushed batch (by the rules of `push_rules`, in one
+//! transaction), recording its pulls, serving the change feed and what an edge checks its
+//! place in it against (anchors, its acked seq), and the per-site sync status and dead letters
+//! HQ shows.
 
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes};
 use super::codec::{
-    change_from, customer_columns, customer_from, int, opt_time, req, text, ts, waiver_columns,
+    change_from, customer_columns, customer_from, int, opt_text, opt_time, req, text, time, ts,
+    uuid, waiver_columns,
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
-use crate::store::{PushOutcome, StoreError, StoreResult, VenueWrite};
-use aero_shared::wire::{Change, Entity, PushOp, RejectedOp, SiteSyncStatus};
+use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
+use crate::store::{PushOutcome, RejectedOpRecord, StoreError, StoreResult, VenueWrite};
+use aero_shared::wire::{Change, ChangeAnchor, Entity, PushOp, SiteSyncStatus};
 use chrono::{DateTime, Datelike as _, Utc};
 use std::collections::HashMap;
-use tiberius::Query;
+use tiberius::{Query, Row};
 use uuid::Uuid;
 
 /// Everything in a pushed write must be storable, or the op would fail the whole batch on every
@@ -105,11 +109,165 @@ async fn apply_venue_write(
     }
 }
 
-/// Applies one pushed batch (sorted by seq, each op with its decoded write or rejection).
+/// At most this many parameters are bound to one request: SQL Server takes 2,100, so a large
+/// batch's lookups are split over a few round trips (one for a batch of the edge's default size).
+const MAX_PARAMS: usize = 2_000;
+
+/// `@P{first}, @P{first + 1}, ...`: `n` placeholders for an `IN (...)` list. SQL text is built
+/// from placeholder numbers only; the values are bound.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("@P{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn held_op(row: &Row) -> StoreResult<HeldOp> {
+    Ok(HeldOp {
+        seq: int(row, 0)?,
+        op_id: uuid(row, 1)?,
+        rejected: opt_text(row, 2)?,
+    })
+}
+
+/// One round trip of `held_for`: its statements and what they bind, in this order. Each
+/// statement answers with its own result set, in the same order, empty ones included.
+#[derive(Debug)]
+struct HeldRoundTrip<'a> {
+    sql: String,
+    /// The site as `@P1`, when the round trip reads `applied_ops`.
+    site: bool,
+    /// Held ops in the batch's seq range (`@P2`, `@P3`): the first round trip only.
+    seqs: Option<(i64, i64)>,
+    /// Held ops under these op ids, at any seq.
+    op_ids: &'a [Uuid],
+    /// Which of these customers central holds.
+    customer_ids: &'a [Uuid],
+}
+
+/// Splits a batch's lookups (`op_ids` and `customer_ids` without repeats) into as few round
+/// trips as `MAX_PARAMS` allows.
+fn held_round_trips<'a>(
+    lookup: &Lookup,
+    mut op_ids: &'a [Uuid],
+    mut customer_ids: &'a [Uuid],
+) -> Vec<HeldRoundTrip<'a>> {
+    let mut trips = Vec::new();
+    let mut seqs = (!op_ids.is_empty()).then_some((lookup.first_seq, lookup.last_seq));
+    while seqs.is_some() || !op_ids.is_empty() || !customer_ids.is_empty() {
+        // @P1 is the site when an `applied_ops` statement needs it (op ids are all asked for
+        // before any customer); the placeholders after it are numbered as the statements need
+        // them.
+        let site = seqs.is_some() || !op_ids.is_empty();
+        let mut sql = String::new();
+        let mut next = if site { 2 } else { 1 };
+        let seqs = seqs.take();
+        if seqs.is_some() {
+            sql.push_str(
+                "SELECT seq, op_id, rejected FROM applied_ops \
+                 WHERE site_id = @P1 AND seq >= @P2 AND seq <= @P3; ",
+            );
+            next += 2;
+        }
+        let (ids, rest) = op_ids.split_at(op_ids.len().min(MAX_PARAMS + 1 - next));
+        op_ids = rest;
+        if !ids.is_empty() {
+            sql.push_str(
+                "SELECT seq, op_id, rejected FROM applied_ops WHERE site_id = @P1 AND op_id IN (",
+            );
+            sql.push_str(&placeholders(next, ids.len()));
+            sql.push_str("); ");
+            next += ids.len();
+        }
+        let (customers, rest) =
+            customer_ids.split_at(customer_ids.len().min(MAX_PARAMS + 1 - next));
+        customer_ids = rest;
+        if !customers.is_empty() {
+            sql.push_str("SELECT id FROM customers WHERE id IN (");
+            sql.push_str(&placeholders(next, customers.len()));
+            sql.push_str("); ");
+        }
+        trips.push(HeldRoundTrip {
+            sql,
+            site,
+            seqs,
+            op_ids: ids,
+            customer_ids: customers,
+        });
+    }
+    trips
+}
+
+/// Loads what central holds for a batch (see [`Lookup`]), inside the push's transaction and
+/// after the site's sync row is locked, so no other push of the site can change it meanwhile:
+/// the ops held at the batch's seqs, the op held under each of its op ids at the lowest seq
+/// (an op's original seq; later ones are aliases), and which of its customers central knows.
+/// One round trip for a batch of the edge's default size (500 ops).
+async fn held_for(
+    conn: &mut Conn,
+    site_id: Uuid,
+    acked_seq: i64,
+    ops: &[PushOp],
+) -> StoreResult<Held> {
+    let lookup = Lookup::of(ops);
+    let mut op_ids = lookup.op_ids.clone();
+    op_ids.sort_unstable();
+    op_ids.dedup();
+    let mut customer_ids = lookup.customer_ids.clone();
+    customer_ids.sort_unstable();
+    customer_ids.dedup();
+
+    let mut held = Vec::new();
+    let mut first_by_op_id: HashMap<Uuid, HeldOp> = HashMap::new();
+    let mut known = Vec::new();
+    for trip in held_round_trips(&lookup, &op_ids, &customer_ids) {
+        let mut q = Query::new(trip.sql);
+        if trip.site {
+            q.bind(site_id);
+        }
+        if let Some((first, last)) = trip.seqs {
+            q.bind(first);
+            q.bind(last);
+        }
+        for id in trip.op_ids.iter().chain(trip.customer_ids) {
+            q.bind(*id);
+        }
+        let mut sets = conn.results(q).await?.into_iter();
+        if trip.seqs.is_some() {
+            for row in sets.next().unwrap_or_default() {
+                held.push(held_op(&row)?);
+            }
+        }
+        if !trip.op_ids.is_empty() {
+            for row in sets.next().unwrap_or_default() {
+                let op = held_op(&row)?;
+                match first_by_op_id.get(&op.op_id) {
+                    Some(first) if first.seq <= op.seq => {}
+                    _ => {
+                        first_by_op_id.insert(op.op_id, op);
+                    }
+                }
+            }
+        }
+        if !trip.customer_ids.is_empty() {
+            for row in sets.next().unwrap_or_default() {
+                known.push(uuid(&row, 0)?);
+            }
+        }
+    }
+
+    let mut held = Held::new(acked_seq, held, known);
+    // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
+    held.by_op_id.extend(first_by_op_id);
+    Ok(held)
+}
+
+/// Applies one pushed batch by the rules of [`push_rules`]: loads what central holds, plans,
+/// then carries out the plan's steps.
 async fn push_tx(
     conn: &mut Conn,
     site_id: Uuid,
-    ops: &[(&PushOp, Result<VenueWrite, String>)],
+    ops: &[PushOp],
     at: DateTime<Utc>,
 ) -> StoreResult<PushOutcome> {
     // Serialise pushes of one site on its sync row, creating it on first use. The hinted
@@ -127,92 +285,46 @@ async fn push_tx(
         .row(q)
         .await?
         .ok_or_else(|| StoreError::Other(anyhow::anyhow!("site_sync row missing for {site_id}")))?;
-    let mut acked = int(&row, 0)?;
+    let acked_seq = int(&row, 0)?;
 
-    // Reasons already recorded for seqs this batch replays, fetched in one round trip, so a
-    // replayed batch reports the same rejections again.
-    let mut reasons: HashMap<i64, String> = HashMap::new();
-    if let Some((first, _)) = ops.first().filter(|(op, _)| op.seq <= acked) {
-        let mut q = Query::new(
-            "SELECT seq, rejected FROM applied_ops \
-             WHERE site_id = @P1 AND seq >= @P2 AND seq <= @P3 AND rejected IS NOT NULL",
-        );
-        q.bind(site_id);
-        q.bind(first.seq);
-        q.bind(acked);
-        for row in conn.rows(q).await? {
-            reasons.insert(int(&row, 0)?, text(&row, 1)?);
-        }
-    }
+    let held = held_for(conn, site_id, acked_seq, ops).await?;
+    // The storage check refuses what VenueWrite accepts but SQL Server cannot hold.
+    let plan = push_rules::plan(site_id, ops, &held, check_representable);
 
-    let mut rejected = Vec::new();
-    let mut expected_seq = None;
     let mut changes = Vec::new();
-    for (op, decoded) in ops {
-        if op.seq <= acked {
-            if let Some(reason) = reasons.get(&op.seq) {
-                rejected.push(RejectedOp {
-                    seq: op.seq,
-                    op_id: op.op_id,
-                    reason: reason.clone(),
-                });
+    for step in &plan.steps {
+        let (seq, op_id, rejected) = match step {
+            Step::Apply { seq, op_id, write } => {
+                changes.extend(apply_venue_write(conn, write, at).await?);
+                (*seq, *op_id, None)
             }
-            continue;
-        }
-        if op.seq != acked + 1 {
-            expected_seq = Some(acked + 1);
-            break;
-        }
-        let mut q = Query::new("SELECT TOP (1) seq FROM applied_ops WHERE op_id = @P1");
-        q.bind(op.op_id);
-        let seen = conn.row(q).await?.is_some();
-        let outcome = if seen {
-            Err("duplicate op_id".to_string())
-        } else {
-            decoded.clone()
+            Step::Reject { seq, op_id, reason } => (*seq, *op_id, Some(reason.as_str())),
+            Step::Alias {
+                seq,
+                op_id,
+                rejected,
+            } => (*seq, *op_id, rejected.as_deref()),
         };
-        let reason = match outcome {
-            Ok(write) => {
-                changes.extend(apply_venue_write(conn, &write, at).await?);
-                None
-            }
-            Err(reason) => Some(reason),
-        };
-        // A duplicate op_id cannot be stored again under its own id; keep the reason only.
-        let stored_op_id = if seen { Uuid::now_v7() } else { op.op_id };
         let mut q = Query::new(
             "INSERT INTO applied_ops (site_id, seq, op_id, rejected, applied_at) VALUES (@P1, @P2, @P3, @P4, @P5)",
         );
         q.bind(site_id);
-        q.bind(op.seq);
-        q.bind(stored_op_id);
-        q.bind(reason.as_deref());
+        q.bind(seq);
+        q.bind(op_id);
+        q.bind(rejected);
         q.bind(ts(at));
         conn.exec(q).await?;
-        if let Some(reason) = reason {
-            reasons.insert(op.seq, reason.clone());
-            rejected.push(RejectedOp {
-                seq: op.seq,
-                op_id: op.op_id,
-                reason,
-            });
-        }
-        acked = op.seq;
     }
 
     let mut q =
         Query::new("UPDATE site_sync SET acked_seq = @P2, last_push_at = @P3 WHERE site_id = @P1");
     q.bind(site_id);
-    q.bind(acked);
+    q.bind(plan.outcome.acked_seq);
     q.bind(ts(at));
     conn.exec(q).await?;
     // Last, so the change-log lock is held only for these inserts and the commit.
     append_changes(conn, &changes).await?;
-    Ok(PushOutcome {
-        acked_seq: acked,
-        expected_seq,
-        rejected,
-    })
+    Ok(plan.outcome)
 }
 
 async fn record_pull_tx(
@@ -244,7 +356,8 @@ pub(super) async fn pull(
         .with_connection(|conn| {
             Box::pin(async move {
                 let mut q = Query::new(
-                    "SELECT TOP (@P1) seq, entity, entity_id, op, site_id, data FROM change_log \
+                    "SELECT TOP (@P1) seq, entity, entity_id, op, site_id, data, changed_at \
+                       FROM change_log \
                      WHERE seq > @P2 AND (site_id IS NULL OR site_id = @P3) ORDER BY seq",
                 );
                 q.bind(i64::from(limit));
@@ -307,28 +420,93 @@ pub(super) async fn push(
     ops: &[PushOp],
     at: DateTime<Utc>,
 ) -> StoreResult<PushOutcome> {
-    // Decoding is pure, so it is done once, outside the retried transaction. The storage
-    // check rejects what VenueWrite accepts but SQL Server cannot hold.
-    let mut sorted: Vec<&PushOp> = ops.iter().collect();
-    sorted.sort_by_key(|op| op.seq);
-    let decoded: Vec<(&PushOp, Result<VenueWrite, String>)> = sorted
-        .into_iter()
-        .map(|op| {
-            let write =
-                VenueWrite::decode(site_id, op).and_then(|w| check_representable(&w).map(|()| w));
-            (op, write)
-        })
-        .collect();
-    let decoded = decoded.as_slice();
     store
         .transaction(|conn| {
             Box::pin(async move {
                 // Within a push a duplicate key can only come from a concurrent writer of the same
-                // row (a second delivery of this batch, or the same customer, waiver or op_id
-                // arriving at once from elsewhere): retry, and the next attempt sees the winner's.
-                push_tx(conn, site_id, decoded, at)
+                // row (a second delivery of this batch, or the same customer or waiver arriving at
+                // once from elsewhere): retry, and the next attempt sees the winner's.
+                push_tx(conn, site_id, ops, at)
                     .await
                     .map_err(race_is_transient)
+            })
+        })
+        .await
+}
+
+pub(super) async fn change_anchor(
+    store: &MssqlStore,
+    site_id: Uuid,
+    seq: i64,
+) -> StoreResult<Option<ChangeAnchor>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "SELECT entity_id, changed_at FROM change_log \
+                     WHERE seq = @P1 AND (site_id IS NULL OR site_id = @P2)",
+                );
+                q.bind(seq);
+                q.bind(site_id);
+                conn.row(q)
+                    .await?
+                    .map(|row| {
+                        Ok(ChangeAnchor {
+                            seq,
+                            entity_id: uuid(&row, 0)?,
+                            changed_at: time(&row, 1)?,
+                        })
+                    })
+                    .transpose()
+            })
+        })
+        .await
+}
+
+pub(super) async fn acked_seq(store: &MssqlStore, site_id: Uuid) -> StoreResult<i64> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new("SELECT acked_seq FROM site_sync WHERE site_id = @P1");
+                q.bind(site_id);
+                match conn.row(q).await? {
+                    Some(row) => int(&row, 0),
+                    None => Ok(0),
+                }
+            })
+        })
+        .await
+}
+
+pub(super) async fn rejected_ops(
+    store: &MssqlStore,
+    site_id: Uuid,
+    limit: u32,
+) -> StoreResult<Vec<RejectedOpRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "SELECT TOP (@P2) a.seq, a.op_id, a.rejected, a.applied_at FROM applied_ops a \
+                     WHERE a.site_id = @P1 AND a.rejected IS NOT NULL \
+                       AND NOT EXISTS (SELECT 1 FROM applied_ops b \
+                                        WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq) \
+                     ORDER BY a.seq DESC",
+                );
+                q.bind(site_id);
+                q.bind(i64::from(limit));
+                conn.rows(q)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok(RejectedOpRecord {
+                            seq: int(row, 0)?,
+                            op_id: uuid(row, 1)?,
+                            reason: text(row, 2)?,
+                            rejected_at: time(row, 3)?,
+                        })
+                    })
+                    .collect()
             })
         })
         .await
@@ -367,4 +545,110 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
             })
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aero_shared::wire::MAX_PUSH_OPS;
+
+    /// The `@Pn` numbers in `sql`, in order of appearance.
+    fn placeholder_numbers(sql: &str) -> Vec<usize> {
+        sql.split("@P")
+            .skip(1)
+            .map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+            .collect()
+    }
+
+    /// How many values a round trip binds: the site, the seq range, then one per id.
+    fn bound(trip: &HeldRoundTrip<'_>) -> usize {
+        usize::from(trip.site)
+            + if trip.seqs.is_some() { 2 } else { 0 }
+            + trip.op_ids.len()
+            + trip.customer_ids.len()
+    }
+
+    fn lookup(ops: usize, customers: usize) -> (Lookup, Vec<Uuid>, Vec<Uuid>) {
+        let op_ids: Vec<Uuid> = (0..ops).map(|_| Uuid::now_v7()).collect();
+        let customer_ids: Vec<Uuid> = (0..customers).map(|_| Uuid::now_v7()).collect();
+        let lookup = Lookup {
+            first_seq: 7,
+            last_seq: 6 + ops as i64,
+            op_ids: op_ids.clone(),
+            customer_ids: customer_ids.clone(),
+        };
+        (lookup, op_ids, customer_ids)
+    }
+
+    #[test]
+    fn placeholders_are_numbered_from_the_first() {
+        assert_eq!(placeholders(4, 3), "@P4, @P5, @P6");
+        assert_eq!(placeholders(2, 1), "@P2");
+    }
+
+    #[test]
+    fn a_batch_of_the_edges_default_size_is_looked_up_in_one_round_trip() {
+        let (lookup, op_ids, customer_ids) = lookup(500, 500);
+        let trips = held_round_trips(&lookup, &op_ids, &customer_ids);
+        assert_eq!(trips.len(), 1);
+        let trip = &trips[0];
+        assert_eq!(trip.seqs, Some((7, 506)));
+        assert_eq!((trip.op_ids.len(), trip.customer_ids.len()), (500, 500));
+        assert_eq!(trip.sql.matches("SELECT").count(), 3);
+        // Every bound value has its placeholder, numbered in binding order.
+        let mut used = placeholder_numbers(&trip.sql);
+        used.sort_unstable();
+        used.dedup();
+        assert_eq!(used, (1..=bound(trip)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_largest_batch_stays_within_sql_servers_parameter_limit() {
+        let (lookup, op_ids, customer_ids) = lookup(MAX_PUSH_OPS, MAX_PUSH_OPS);
+        let trips = held_round_trips(&lookup, &op_ids, &customer_ids);
+        assert!(trips.len() > 1);
+        for (i, trip) in trips.iter().enumerate() {
+            assert!(bound(trip) <= MAX_PARAMS && MAX_PARAMS < 2_100);
+            assert_eq!(trip.seqs.is_some(), i == 0, "the seq range once, first");
+            let mut used = placeholder_numbers(&trip.sql);
+            used.sort_unstable();
+            used.dedup();
+            assert_eq!(
+                used,
+                (1..=bound(trip)).collect::<Vec<_>>(),
+                "round trip {i}"
+            );
+            assert_eq!(
+                trip.site,
+                trip.sql.contains("applied_ops"),
+                "round trip {i}"
+            );
+            // Statements answer in order: seqs, op ids, customers, each only when asked.
+            let expected = usize::from(trip.seqs.is_some())
+                + usize::from(!trip.op_ids.is_empty())
+                + usize::from(!trip.customer_ids.is_empty());
+            assert_eq!(trip.sql.matches("SELECT").count(), expected);
+        }
+        let looked_up: Vec<Uuid> = trips.iter().flat_map(|t| t.op_ids.to_vec()).collect();
+        assert_eq!(looked_up, op_ids, "every op id once, in order");
+        let looked_up: Vec<Uuid> = trips.iter().flat_map(|t| t.customer_ids.to_vec()).collect();
+        assert_eq!(looked_up, customer_ids);
+    }
+
+    #[test]
+    fn an_empty_batch_looks_nothing_up() {
+        let (lookup, op_ids, customer_ids) = lookup(0, 0);
+        assert!(held_round_trips(&lookup, &op_ids, &customer_ids).is_empty());
+    }
+
+    #[test]
+    fn a_batch_without_customers_asks_for_none() {
+        let (lookup, op_ids, customer_ids) = lookup(3, 0);
+        let trips = held_round_trips(&lookup, &op_ids, &customer_ids);
+        assert_eq!(trips.len(), 1);
+        assert!(!trips[0].sql.contains("customers"));
+    }
 }

@@ -1,0 +1,186 @@
+//! Dead letters: ops central refused for good. A manager lists them, and retries one (queued
+//! again as a new op, after whatever made central refuse it was fixed) or discards it. Both are
+//! audited. HQ sees the same refusals per venue at central (`GET /v1/sites/{id}/dead-letters`).
+
+use super::{AppState, write_error};
+use crate::outbox::{append_op, parse_kind};
+use crate::replica::ts;
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::{Permission, Principal};
+use aero_shared::wire::Entity;
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/dead-letters",
+            get(list.layer(require(Permission::ManageDeadLetters))),
+        )
+        .route(
+            "/v1/dead-letters/{op_id}/retry",
+            post(retry.layer(require(Permission::ManageDeadLetters))),
+        )
+        .route(
+            "/v1/dead-letters/{op_id}/discard",
+            post(discard.layer(require(Permission::ManageDeadLetters))),
+        )
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetter {
+    pub op_id: Uuid,
+    pub seq: i64,
+    pub entity: String,
+    pub entity_id: Uuid,
+    pub kind: String,
+    pub reason: String,
+    pub rejected_at: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct DeadLetters {
+    dead_letters: Vec<DeadLetter>,
+}
+
+async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<DeadLetters>, ApiError> {
+    let dead_letters = state
+        .replica
+        .read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT op_id, seq, entity, entity_id, kind, reason, rejected_at, data
+                   FROM dead_letters ORDER BY rejected_at DESC, seq DESC LIMIT 1000",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DeadLetter {
+                    op_id: r.get(0)?,
+                    seq: r.get(1)?,
+                    entity: r.get(2)?,
+                    entity_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    reason: r.get(5)?,
+                    rejected_at: r.get(6)?,
+                    data: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    Ok(Json(DeadLetters { dead_letters }))
+}
+
+#[derive(Serialize)]
+struct Retried {
+    /// The dead letter's op id.
+    retried: Uuid,
+    /// The new op that carries the same write to central.
+    op_id: Uuid,
+    seq: i64,
+}
+
+/// Queues the write again as a new op (central remembers the refused op id, so the same op
+/// would be refused again without being looked at).
+async fn retry(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(op_id): Path<Uuid>,
+) -> Result<Json<Retried>, ApiError> {
+    let now = Utc::now();
+    let retried = state
+        .writer
+        .mutate(move |c| {
+            let Some((entity, entity_id, kind, data)) = take(c, op_id)? else {
+                return Ok(None);
+            };
+            let entity = Entity::parse(&entity)
+                .ok_or_else(|| anyhow::anyhow!("unknown entity {entity:?}"))?;
+            let value: serde_json::Value = serde_json::from_str(&data)?;
+            let seq = append_op(c, entity, entity_id, parse_kind(&kind)?, &value, now)?;
+            let new_id: Uuid =
+                c.query_row("SELECT op_id FROM outbox WHERE seq = ?1", [seq], |r| {
+                    r.get(0)
+                })?;
+            audit(c, &auth, "dead_letter.retry", op_id, now)?;
+            Ok(Some((new_id, seq)))
+        })
+        .await
+        .map_err(write_error)?;
+    let (new_id, seq) = retried.ok_or(ApiError::NotFound("no such dead letter"))?;
+    Ok(Json(Retried {
+        retried: op_id,
+        op_id: new_id,
+        seq,
+    }))
+}
+
+async fn discard(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(op_id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let now = Utc::now();
+    let found = state
+        .writer
+        .write(move |c| {
+            if take(c, op_id)?.is_none() {
+                return Ok(false);
+            }
+            audit(c, &auth, "dead_letter.discard", op_id, now)?;
+            Ok(true)
+        })
+        .await
+        .map_err(write_error)?;
+    if found {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("no such dead letter"))
+    }
+}
+
+/// Removes a dead letter, returning (entity, entity_id, kind, data).
+fn take(c: &Connection, op_id: Uuid) -> anyhow::Result<Option<(String, Uuid, String, String)>> {
+    Ok(c.query_row(
+        "DELETE FROM dead_letters WHERE op_id = ?1 RETURNING entity, entity_id, kind, data",
+        [op_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .optional()?)
+}
+
+fn audit(
+    c: &Connection,
+    auth: &Auth,
+    action: &str,
+    target: Uuid,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let (kind, name) = match &auth.principal {
+        Principal::Staff { username, .. } => ("user", username.clone()),
+        Principal::Device { kind, .. } => ("device", kind.as_str().to_string()),
+    };
+    c.execute(
+        "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, action, target)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            Uuid::now_v7(),
+            ts(at),
+            kind,
+            auth.principal.id(),
+            name,
+            auth.client.to_string(),
+            action,
+            target.to_string()
+        ],
+    )?;
+    tracing::info!(action, %target, actor = %name, "audited");
+    Ok(())
+}

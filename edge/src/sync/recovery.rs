@@ -1,0 +1,312 @@
+//! What the edge does when central is not the central it left: another database (refused), a
+//! database restored from a backup (acknowledged ops re-sent from the retention window, the
+//! replica pulled again), or a sequence that forked from what central holds (pending ops
+//! renumbered after central's acknowledged seq). Every function runs on the writer's connection,
+//! inside its transaction. The protocol is described in `docs/sync-protocol.md`.
+
+use crate::replica::ts;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+/// Central answered from a database other than the one this edge is bound to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "central answered from database {answered}, but this edge is bound to database {bound}: \
+     refusing to sync (is the central URL pointing at another chain's server?)"
+)]
+pub struct WrongCentral {
+    pub bound: Uuid,
+    pub answered: Uuid,
+}
+
+/// The central database this edge is bound to (`None` until the first contact).
+pub fn bound_store(conn: &Connection) -> anyhow::Result<Option<Uuid>> {
+    Ok(conn
+        .prepare_cached("SELECT central_store_id FROM sync_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Binds the edge to `store_id` on first contact; afterwards only that database is accepted.
+pub fn check_store(conn: &Connection, store_id: Uuid) -> anyhow::Result<()> {
+    match bound_store(conn)? {
+        Some(bound) if bound != store_id => Err(WrongCentral {
+            bound,
+            answered: store_id,
+        }
+        .into()),
+        Some(_) => Ok(()),
+        None => {
+            conn.execute(
+                "UPDATE sync_state SET central_store_id = ?1 WHERE id = 1",
+                [store_id],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Records central's acknowledged seq. A value below the highest one central ever gave means it
+/// lost acknowledged ops (restored from a backup): the retained ops it lost are queued again,
+/// pending ops renumbered after them, and the replica resynchronised. Returns true then.
+pub fn note_acked(conn: &Connection, acked_seq: i64) -> anyhow::Result<bool> {
+    let highest: i64 = conn
+        .prepare_cached("SELECT highest_acked_seq FROM sync_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))?;
+    if acked_seq >= highest {
+        if acked_seq > highest {
+            conn.prepare_cached("UPDATE sync_state SET highest_acked_seq = ?1 WHERE id = 1")?
+                .execute([acked_seq])?;
+        }
+        return Ok(false);
+    }
+    let (restored, renumbered) = realign(conn, acked_seq)?;
+    start_resync(conn)?;
+    conn.execute(
+        "UPDATE sync_state SET highest_acked_seq = ?1 WHERE id = 1",
+        [acked_seq],
+    )?;
+    tracing::warn!(
+        acked_seq,
+        highest_seen = highest,
+        restored,
+        renumbered,
+        "central acknowledges less than it once did: it was restored from a backup; re-sending \
+         the ops it lost and resynchronising the replica"
+    );
+    Ok(true)
+}
+
+/// Makes the outbox continue central's sequence: queues again the retained ops with a seq after
+/// `acked_seq` (central does not hold them), then numbers every pending op densely from
+/// `acked_seq + 1` in its current order, keeping op ids (central deduplicates by op id).
+/// Returns (ops restored from the retention window, ops pending afterwards).
+pub fn realign(conn: &Connection, acked_seq: i64) -> anyhow::Result<(usize, usize)> {
+    // Negative seqs first, so no renumbered op collides with one not yet moved.
+    conn.execute("UPDATE outbox SET seq = -seq", [])?;
+    let restored = conn.execute(
+        "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at)
+         SELECT -seq, op_id, entity, entity_id, kind, data, created_at FROM acked_ops a
+          WHERE a.seq > ?1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.op_id = a.op_id)
+            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = -a.seq)",
+        [acked_seq],
+    )?;
+    conn.execute(
+        "DELETE FROM acked_ops WHERE op_id IN (SELECT op_id FROM outbox)",
+        [],
+    )?;
+    // Retained ops are older than pending ones, so ascending original seq is the right order.
+    let old: Vec<i64> = conn
+        .prepare("SELECT seq FROM outbox ORDER BY seq DESC")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut renumber = conn.prepare("UPDATE outbox SET seq = ?1 WHERE seq = ?2")?;
+    for (i, seq) in old.iter().enumerate() {
+        let new = acked_seq + 1 + i64::try_from(i)?;
+        renumber.execute(params![new, seq])?;
+    }
+    let pending = old.len();
+    conn.execute(
+        "UPDATE sync_state SET next_seq = ?1 WHERE id = 1",
+        [acked_seq + 1 + i64::try_from(pending)?],
+    )?;
+    Ok((restored, pending))
+}
+
+/// Starts pulling the replica again from cursor 0. Rows are overwritten as they arrive (rows
+/// with pending ops excepted, as always); HQ rows not seen again by the end are removed then.
+pub fn start_resync(conn: &Connection) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE sync_state SET cursor = 0, cursor_anchor = NULL, resyncing = 1 WHERE id = 1",
+        [],
+    )?;
+    conn.execute("DELETE FROM resync_seen", [])?;
+    Ok(())
+}
+
+/// Moves the ops central confirmed from the outbox to the retention window.
+pub fn retain(conn: &Connection, op_ids: &[Uuid], now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let mut moved = 0;
+    let mut copy = conn.prepare_cached(
+        "INSERT OR REPLACE INTO acked_ops (op_id, seq, entity, entity_id, kind, data, created_at, acked_at)
+         SELECT op_id, seq, entity, entity_id, kind, data, created_at, ?2 FROM outbox WHERE op_id = ?1",
+    )?;
+    let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE op_id = ?1")?;
+    let at = ts(now);
+    for op_id in op_ids {
+        copy.execute(params![op_id, at])?;
+        moved += delete.execute([op_id])?;
+    }
+    Ok(moved)
+}
+
+/// Bounds the retention window by age and by count. Returns how many ops were dropped.
+pub fn trim_retention(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    keep_days: u32,
+    keep_ops: u64,
+) -> anyhow::Result<usize> {
+    let cutoff = ts(now - chrono::Duration::days(i64::from(keep_days)));
+    let mut dropped = conn.execute("DELETE FROM acked_ops WHERE acked_at < ?1", [cutoff])?;
+    let boundary: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM acked_ops ORDER BY seq DESC LIMIT 1 OFFSET ?1",
+            [i64::try_from(keep_ops).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(boundary) = boundary {
+        dropped += conn.execute("DELETE FROM acked_ops WHERE seq <= ?1", [boundary])?;
+    }
+    Ok(dropped)
+}
+
+/// Marks the edge fenced: central refused its credential. Writes and sync stop.
+pub fn fence(conn: &Connection, reason: &str) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE sync_state SET fenced = ?1, online = 0, last_error = ?1 WHERE id = 1",
+        [reason],
+    )?;
+    Ok(())
+}
+
+/// Why the edge is fenced, if it is.
+pub fn fenced(conn: &Connection) -> anyhow::Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT fenced FROM sync_state WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{append_op, pending};
+    use crate::replica::Replica;
+    use aero_shared::wire::{Entity, OpKind};
+
+    fn ops(conn: &Connection) -> Vec<(i64, Uuid)> {
+        pending(conn, 1000, usize::MAX)
+            .expect("pending")
+            .into_iter()
+            .map(|op| (op.seq, op.op_id))
+            .collect()
+    }
+
+    #[test]
+    fn realign_restores_what_central_lost_and_numbers_everything_after_its_ack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let now = Utc::now();
+        for i in 0..6 {
+            append_op(
+                &conn,
+                Entity::Customer,
+                Uuid::now_v7(),
+                OpKind::Upsert,
+                &i,
+                now,
+            )
+            .expect("op");
+        }
+        let all = ops(&conn);
+        // Central acknowledged 1..=4; the edge keeps them in the retention window.
+        let acked: Vec<Uuid> = all[..4].iter().map(|(_, id)| *id).collect();
+        assert_eq!(retain(&conn, &acked, now).expect("retain"), 4);
+        assert!(!note_acked(&conn, 4).expect("ack"));
+        // Central is restored to a backup that held only 1..=2.
+        assert!(note_acked(&conn, 2).expect("rollback"));
+        let after = ops(&conn);
+        let ids: Vec<Uuid> = after.iter().map(|(_, id)| *id).collect();
+        assert_eq!(ids, all[2..].iter().map(|(_, id)| *id).collect::<Vec<_>>());
+        let seqs: Vec<i64> = after.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [3, 4, 5, 6]);
+        let (next, resyncing): (i64, bool) = conn
+            .query_row("SELECT next_seq, resyncing FROM sync_state", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("state");
+        assert_eq!((next, resyncing), (7, true));
+    }
+
+    #[test]
+    fn a_fork_renumbers_pending_ops_after_centrals_ack_keeping_their_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 51).expect("open");
+        let now = Utc::now();
+        for i in 0..3 {
+            append_op(
+                &conn,
+                Entity::Customer,
+                Uuid::now_v7(),
+                OpKind::Upsert,
+                &i,
+                now,
+            )
+            .expect("op");
+        }
+        let before = ops(&conn);
+        assert_eq!(realign(&conn, 100).expect("realign"), (0, 3));
+        let after = ops(&conn);
+        assert_eq!(
+            after.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [101, 102, 103]
+        );
+        assert_eq!(
+            after.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+            before.iter().map(|(_, id)| *id).collect::<Vec<_>>()
+        );
+        let seq = append_op(
+            &conn,
+            Entity::Customer,
+            Uuid::now_v7(),
+            OpKind::Upsert,
+            &9,
+            now,
+        )
+        .expect("op");
+        assert_eq!(seq, 104);
+    }
+
+    #[test]
+    fn another_central_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let ours = Uuid::now_v7();
+        check_store(&conn, ours).expect("bind");
+        check_store(&conn, ours).expect("same");
+        let err = check_store(&conn, Uuid::now_v7()).expect_err("refused");
+        assert!(err.downcast_ref::<WrongCentral>().is_some());
+    }
+
+    #[test]
+    fn retention_is_bounded_by_count_and_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let old = Utc::now() - chrono::Duration::days(10);
+        let now = Utc::now();
+        for i in 0..10 {
+            append_op(
+                &conn,
+                Entity::Customer,
+                Uuid::now_v7(),
+                OpKind::Upsert,
+                &i,
+                now,
+            )
+            .expect("op");
+        }
+        let all: Vec<Uuid> = ops(&conn).into_iter().map(|(_, id)| id).collect();
+        retain(&conn, &all[..2], old).expect("old");
+        retain(&conn, &all[2..], now).expect("new");
+        assert_eq!(trim_retention(&conn, now, 7, 5).expect("trim"), 2 + 3);
+        let kept: Vec<i64> = conn
+            .prepare("SELECT seq FROM acked_ops ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(kept, [6, 7, 8, 9, 10]);
+    }
+}

@@ -1,0 +1,544 @@
+//! Recovery from what ops teams do to boxes and databases, end to end over loopback: an edge
+//! restored from a copy of its data directory, central restored from a copy of its database, a
+//! cloned VM enrolled again, a push that fails for good while pulls go on, dead letters handled
+//! by a manager, and an edge pointed at another central database. In each, every write a venue
+//! acknowledged reaches central exactly once. The protocol is in `docs/sync-protocol.md`.
+
+use aero_shared::auth::principal::Role;
+use aero_shared::wire::EdgeStatus;
+use aero_tests::{
+    TestCentral, TestEdge, copy_data_dir, create_user, expect_problem, expect_status, wait_until,
+};
+use reqwest::Method;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn phone(n: usize) -> String {
+    format!("+4478{n:08}")
+}
+
+async fn register(edge: &TestEdge, key: &str, n: usize) {
+    let response = edge
+        .request(Method::POST, "/v1/customers", key)
+        .json(&json!({
+            "first_name": format!("Jumper{n}"),
+            "last_name": "Recovery",
+            "birth_date": "1991-02-03",
+            "phone": phone(n),
+            "email": null,
+        }))
+        .send()
+        .await
+        .expect("register");
+    expect_status(response, 201).await;
+}
+
+/// A site with a running edge and a tablet key the edge already accepts.
+async fn venue(central: &TestCentral, owner: &str, name: &str) -> (Uuid, TestEdge, String) {
+    let site = central.create_site(owner, name).await;
+    let token = central.enrollment_token(owner, site).await;
+    let edge = TestEdge::start(central, &token).await;
+    let (_, tablet) = central.create_device(owner, site, "tablet").await;
+    wait_for_key(&edge, &tablet, true).await;
+    (site, edge, tablet)
+}
+
+/// Waits until the edge accepts (or refuses) `key`; returns how long that took.
+async fn wait_for_key(edge: &TestEdge, key: &str, accepted: bool) -> Duration {
+    let start = Instant::now();
+    wait_until(
+        if accepted {
+            "the edge to accept the key"
+        } else {
+            "the edge to refuse the key"
+        },
+        Duration::from_secs(20),
+        || async { edge.status(key).await.is_some() == accepted },
+    )
+    .await;
+    start.elapsed()
+}
+
+async fn settled(edge: &TestEdge, key: &str) -> EdgeStatus {
+    wait_until(
+        "the edge to settle with central",
+        Duration::from_secs(30),
+        || async {
+            edge.status(key).await.is_some_and(|s| {
+                s.online && s.pending_ops == 0 && s.push_error.is_none() && s.pull_error.is_none()
+            })
+        },
+    )
+    .await;
+    edge.status(key).await.expect("status")
+}
+
+/// Asserts central holds exactly the customers `phones` (each once) and nothing else.
+async fn assert_central_holds_exactly(central: &TestCentral, phones: impl Iterator<Item = usize>) {
+    let store = aero_central::open_store(&central.settings())
+        .await
+        .expect("store");
+    let mut expected = 0;
+    for n in phones {
+        let found = store.customers_by_phone(&phone(n)).await.expect("query");
+        assert_eq!(
+            found.len(),
+            1,
+            "customer {n} is at central {} times",
+            found.len()
+        );
+        expected += 1;
+    }
+    assert_eq!(store.count_customers().await.expect("count"), expected);
+}
+
+/// How many times central applied an op to a customer: one change-log entry per application.
+fn central_changes(central: &TestCentral) -> i64 {
+    rusqlite::Connection::open(central.data_dir.path().join("central.db"))
+        .expect("open central.db")
+        .query_row(
+            "SELECT COUNT(*) FROM change_log WHERE entity = 'customer'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_restored_from_a_copy_of_its_data_dir_delivers_every_later_write_exactly_once() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let (_site, mut edge, tablet) = venue(&central, &owner, "Restoreham").await;
+    for n in 0..5 {
+        register(&edge, &tablet, n).await;
+    }
+    settled(&edge, &tablet).await;
+
+    edge.stop().await;
+    let backup = tempfile::tempdir().expect("backup dir");
+    copy_data_dir(edge.data_dir.path(), backup.path());
+    edge.restart().await;
+    for n in 5..55 {
+        register(&edge, &tablet, n).await;
+    }
+    settled(&edge, &tablet).await;
+
+    // The box is re-imaged from the copy: it has forgotten 50 writes central holds, and its
+    // next seqs are ones central already holds under other ops.
+    edge.stop().await;
+    copy_data_dir(backup.path(), edge.data_dir.path());
+    edge.restart().await;
+    for n in 55..85 {
+        register(&edge, &tablet, n).await;
+    }
+    let status = settled(&edge, &tablet).await;
+    assert_eq!(status.dead_letters, 0, "{status:?}");
+    assert!(status.last_error.is_none(), "{status:?}");
+    assert_central_holds_exactly(&central, 0..85).await;
+    assert_eq!(central_changes(&central), 85, "an op was applied twice");
+    // The restored box learns the 50 customers it had forgotten from central's feed.
+    wait_until(
+        "the restored box to catch up",
+        Duration::from_secs(10),
+        || async {
+            edge.request(
+                Method::GET,
+                &format!("/v1/customers?phone={}", phone(30).replace('+', "%2B")),
+                &tablet,
+            )
+            .send()
+            .await
+            .expect("lookup")
+            .json::<serde_json::Value>()
+            .await
+            .is_ok_and(|b| b["customers"].as_array().is_some_and(|c| c.len() == 1))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_central_restored_from_a_copy_gets_back_what_it_lost_and_keeps_the_venue_in_sync() {
+    let mut central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let (site, edge, tablet) = venue(&central, &owner, "Rollbackton").await;
+    let (_, kiosk) = central.create_device(&owner, site, "kiosk").await;
+    wait_for_key(&edge, &kiosk, true).await;
+    for n in 0..5 {
+        register(&edge, &tablet, n).await;
+    }
+    settled(&edge, &tablet).await;
+
+    central.stop().await;
+    let backup = tempfile::tempdir().expect("backup dir");
+    copy_data_dir(central.data_dir.path(), backup.path());
+    central.restart().await;
+    for n in 5..55 {
+        register(&edge, &tablet, n).await;
+    }
+    settled(&edge, &tablet).await;
+    assert_central_holds_exactly(&central, 0..55).await;
+
+    // Last night's backup goes back in: central forgets 50 venue writes and its change log is
+    // shorter than the edge's cursor.
+    central.stop().await;
+    copy_data_dir(backup.path(), central.data_dir.path());
+    central.restart().await;
+    let owner = central.owner_token().await;
+
+    for n in 55..85 {
+        register(&edge, &tablet, n).await;
+    }
+    // HQ keeps working on the restored database, and the venue sees it within seconds.
+    let (_, new_key) = central.create_device(&owner, site, "pos").await;
+    let took = wait_for_key(&edge, &new_key, true).await;
+    assert!(took < Duration::from_secs(3), "a new key took {took:?}");
+    let devices = central
+        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
+        .await;
+    let kiosk_id = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["kind"] == "kiosk")
+        .and_then(|d| d["id"].as_str())
+        .expect("kiosk id")
+        .to_string();
+    let revoked = central
+        .request(Method::DELETE, &format!("/v1/devices/{kiosk_id}"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("revoke");
+    expect_status(revoked, 204).await;
+    let took = wait_for_key(&edge, &kiosk, false).await;
+    assert!(took < Duration::from_secs(3), "a revocation took {took:?}");
+
+    let status = settled(&edge, &tablet).await;
+    assert!(status.last_error.is_none(), "{status:?}");
+    assert_eq!(status.dead_letters, 0, "{status:?}");
+    // What central lost came back from the edge's retention window, once each.
+    assert_central_holds_exactly(&central, 0..85).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cloned_box_is_fenced_once_the_other_enrolls_again_and_nothing_is_lost_or_doubled() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let (site, mut first, tablet) = venue(&central, &owner, "Clonebury").await;
+    for n in 0..5 {
+        register(&first, &tablet, n).await;
+    }
+    settled(&first, &tablet).await;
+
+    // The VM is cloned: two boxes with one credential, both taking writes.
+    first.stop().await;
+    let clone_dir = tempfile::tempdir().expect("clone dir");
+    copy_data_dir(first.data_dir.path(), clone_dir.path());
+    first.restart().await;
+    let mut second = TestEdge::serve_existing(clone_dir, |_| {}).await;
+    wait_for_key(&second, &tablet, true).await;
+    for n in 5..15 {
+        register(&first, &tablet, n).await;
+        register(&second, &tablet, n + 100).await;
+    }
+    settled(&first, &tablet).await;
+    settled(&second, &tablet).await;
+
+    // Ops enroll the clone as the venue's box: the first box is fenced.
+    second.stop().await;
+    let token = central.enrollment_token(&owner, site).await;
+    aero_edge::credential::enroll_again(&central.url(""), &token, second.data_dir.path())
+        .await
+        .expect("enroll again");
+    second.restart().await;
+    wait_until(
+        "the old box to be fenced",
+        Duration::from_secs(10),
+        || async {
+            first
+                .status(&tablet)
+                .await
+                .is_some_and(|s| s.fenced.is_some())
+        },
+    )
+    .await;
+    let refused = first
+        .request(Method::POST, "/v1/customers", &tablet)
+        .json(&json!({ "first_name": "Late", "last_name": "Write", "birth_date": "1990-01-01" }))
+        .send()
+        .await
+        .expect("request");
+    let problem = expect_problem(refused, 503).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("enroll")),
+        "{problem}"
+    );
+
+    for n in 15..20 {
+        register(&second, &tablet, n + 100).await;
+    }
+    settled(&second, &tablet).await;
+    assert_central_holds_exactly(&central, (0..15).chain(105..120)).await;
+    assert_eq!(central_changes(&central), 30, "an op was applied twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_failing_for_good_never_stops_pulls() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let (site, mut edge, tablet) = venue(&central, &owner, "Stuckford").await;
+    settled(&edge, &tablet).await;
+
+    // An op larger than central accepts heads the queue (an older version wrote it, say):
+    // every push is refused with 413.
+    edge.stop().await;
+    rusqlite::Connection::open(edge.db_path())
+        .expect("open edge.db")
+        .execute(
+            "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at)
+             SELECT next_seq, ?1, 'customer', ?2, 'upsert', json_object('pad', ?3), '2026-01-01T00:00:00.000Z'
+               FROM sync_state",
+            rusqlite::params![Uuid::now_v7(), Uuid::now_v7(), "x".repeat(2 * 1024 * 1024)],
+        )
+        .expect("queue an oversized op");
+    edge.restart().await;
+    wait_until("the push to fail", Duration::from_secs(10), || async {
+        edge.status(&tablet)
+            .await
+            .is_some_and(|s| s.push_error.as_deref().is_some_and(|e| e.contains("413")))
+    })
+    .await;
+
+    let (_, new_key) = central.create_device(&owner, site, "kiosk").await;
+    let took = wait_for_key(&edge, &new_key, true).await;
+    assert!(took < Duration::from_secs(3), "a new key took {took:?}");
+    let devices = central
+        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
+        .await;
+    let kiosk_id = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["kind"] == "kiosk")
+        .and_then(|d| d["id"].as_str())
+        .expect("kiosk id")
+        .to_string();
+    let revoked = central
+        .request(Method::DELETE, &format!("/v1/devices/{kiosk_id}"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("revoke");
+    expect_status(revoked, 204).await;
+    let took = wait_for_key(&edge, &new_key, false).await;
+    assert!(took < Duration::from_secs(3), "a revocation took {took:?}");
+    let status = edge.status(&tablet).await.expect("status");
+    assert_eq!(status.pending_ops, 1, "{status:?}");
+    assert!(status.pull_error.is_none(), "{status:?}");
+    assert!(status.push_error.is_some(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_listed_retried_and_discarded_by_a_manager_and_seen_at_hq() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let (site, mut edge, tablet) = venue(&central, &owner, "Letterkenny").await;
+    create_user(
+        &central.settings(),
+        "venue-manager",
+        "manager password 1",
+        Role::Manager,
+        vec![site],
+    )
+    .await;
+    settled(&edge, &tablet).await;
+
+    // Two ops central must refuse: waivers claiming another venue took them.
+    edge.stop().await;
+    {
+        let conn = rusqlite::Connection::open(edge.db_path()).expect("open edge.db");
+        for _ in 0..2 {
+            let id = Uuid::now_v7();
+            let waiver = json!({
+                "id": id, "customer_id": Uuid::now_v7(), "site_id": Uuid::now_v7(),
+                "signer_name": "Elsewhere", "signed_at": "2026-01-01T00:00:00Z",
+                "expires_at": "2027-01-01T00:00:00Z",
+            });
+            conn.execute("UPDATE sync_state SET next_seq = next_seq + 1", [])
+                .expect("take a seq");
+            conn.execute(
+                "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at)
+                 SELECT next_seq - 1, ?1, 'waiver', ?2, 'upsert', ?3, '2026-01-01T00:00:00.000Z' FROM sync_state",
+                rusqlite::params![Uuid::now_v7(), id, waiver.to_string()],
+            )
+            .expect("queue");
+        }
+    }
+    edge.restart().await;
+    let status = settled(&edge, &tablet).await;
+    assert_eq!(status.dead_letters, 2, "{status:?}");
+
+    // The manager logs in at the edge (replicated user) and handles them.
+    let login = edge
+        .client
+        .post(edge.url("/v1/auth/login"))
+        .json(&json!({ "username": "venue-manager", "password": "manager password 1" }))
+        .send()
+        .await
+        .expect("login");
+    let token = expect_status(login, 200).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let forbidden = edge
+        .request(Method::GET, "/v1/dead-letters", &tablet)
+        .send()
+        .await
+        .expect("list");
+    expect_problem(forbidden, 403).await;
+    let list = |token: String| {
+        let edge = &edge;
+        async move {
+            let response = edge
+                .client
+                .get(edge.url("/v1/dead-letters"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("list");
+            expect_status(response, 200).await["dead_letters"]
+                .as_array()
+                .expect("array")
+                .clone()
+        }
+    };
+    let letters = list(token.clone()).await;
+    assert_eq!(letters.len(), 2);
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("site")),
+        "{letters:?}"
+    );
+    let hq = central
+        .get_json(&owner, &format!("/v1/sites/{site}/dead-letters"), 200)
+        .await;
+    assert_eq!(hq["dead_letters"].as_array().map(Vec::len), Some(2), "{hq}");
+
+    // Retried: sent again as a new op (still invalid, so refused again under its new id).
+    let first = letters[0]["op_id"].as_str().expect("op id").to_string();
+    let retried = edge
+        .client
+        .post(edge.url(&format!("/v1/dead-letters/{first}/retry")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("retry");
+    let retried = expect_status(retried, 200).await;
+    let new_id = retried["op_id"].as_str().expect("new op id").to_string();
+    assert_ne!(new_id, first);
+    wait_until(
+        "the retried op to be judged again",
+        Duration::from_secs(10),
+        || async {
+            let letters = list(token.clone()).await;
+            letters.len() == 2 && letters.iter().any(|l| l["op_id"] == new_id.as_str())
+        },
+    )
+    .await;
+
+    // Discarded: gone at the edge, audited.
+    let discarded = edge
+        .client
+        .post(edge.url(&format!("/v1/dead-letters/{new_id}/discard")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("discard");
+    expect_status(discarded, 204).await;
+    assert_eq!(list(token.clone()).await.len(), 1);
+    let missing = edge
+        .client
+        .post(edge.url(&format!("/v1/dead-letters/{new_id}/discard")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("discard again");
+    expect_problem(missing, 404).await;
+    let audited: Vec<String> = rusqlite::Connection::open(edge.db_path())
+        .expect("open edge.db")
+        .prepare("SELECT action FROM audit_log ORDER BY at, action")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(audited, ["dead_letter.retry", "dead_letter.discard"]);
+    let status = edge.status(&tablet).await.expect("status");
+    assert_eq!(status.dead_letters, 1, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_pointed_at_another_central_database_is_refused_and_merges_nothing() {
+    let mut central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let (_site, mut edge, tablet) = venue(&central, &owner, "Wrongway").await;
+    settled(&edge, &tablet).await;
+
+    // Another database that knows this venue's credentials (a copy re-initialised as a
+    // separate chain, say) is served where the edge's central was.
+    central.stop().await;
+    edge.stop().await;
+    {
+        let conn = rusqlite::Connection::open(central.data_dir.path().join("central.db"))
+            .expect("open central.db");
+        conn.execute("UPDATE store_meta SET store_id = randomblob(16)", [])
+            .expect("another database");
+    }
+    central.restart().await;
+    edge.restart().await;
+    register(&edge, &tablet, 1).await;
+    let owner = central.owner_token().await;
+    central
+        .post_json(
+            &owner,
+            "/v1/products",
+            &json!({ "sku": "WRONG1", "name": "Not for this venue", "kind": "addon",
+                     "price_cents": 100, "duration_minutes": null }),
+            201,
+        )
+        .await;
+    wait_until(
+        "the edge to refuse the database",
+        Duration::from_secs(10),
+        || async {
+            edge.status(&tablet).await.is_some_and(|s| {
+                s.pull_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("bound to database"))
+                    && s.push_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("bound to database"))
+            })
+        },
+    )
+    .await;
+    let store = aero_central::open_store(&central.settings())
+        .await
+        .expect("store");
+    assert_eq!(store.count_customers().await.expect("count"), 0);
+    let products: i64 = rusqlite::Connection::open(edge.db_path())
+        .expect("open edge.db")
+        .query_row(
+            "SELECT COUNT(*) FROM products WHERE sku = 'WRONG1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(products, 0, "nothing from another database is merged");
+    assert_eq!(edge.status(&tablet).await.expect("status").pending_ops, 1);
+}
