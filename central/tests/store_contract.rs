@@ -89,6 +89,7 @@ contract!(
     a_new_enrollment_revokes_the_previous_edge_credential,
     rejected_ops_are_listed_newest_first,
     a_new_customer_from_another_home_site_is_rejected,
+    a_request_whose_write_committed_is_never_run_again,
 );
 
 fn now() -> DateTime<Utc> {
@@ -1122,4 +1123,70 @@ async fn a_new_customer_from_another_home_site_is_rejected(store: Arc<dyn Store>
         .unwrap();
     assert_eq!(stored.first_name, "Grace");
     assert_eq!(stored.home_site_id, home.id, "the home site never changes");
+}
+
+/// The key of an idempotent request is marked in the transaction of the request's write, so a
+/// crash (or a cancellation) between the write and its recorded answer never lets a retry apply
+/// the write a second time; a request abandoned before it wrote anything may run again.
+async fn a_request_whose_write_committed_is_never_run_again(store: Arc<dyn Store>) {
+    let (scope, key) = (unique("scope"), unique("key"));
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp", now())
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    let site =
+        aero_shared::idempotency::serving(scope.clone(), key.clone(), new_site(&store)).await;
+    // The answer was never recorded: the middleware's release must not free the key.
+    store.idempotency_release(&scope, &key).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp", now())
+            .await
+            .unwrap(),
+        Begin::CommittedWithoutAnswer
+    );
+    assert!(store.get_site(site.id).await.unwrap().is_some());
+
+    // Abandoned before writing: blocked while it may still run, free once it cannot be.
+    let abandoned = unique("key");
+    let long_ago = now() - Duration::minutes(10);
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &abandoned, "fp", long_ago)
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &abandoned, "fp", long_ago)
+            .await
+            .unwrap(),
+        Begin::InProgress
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &abandoned, "fp", now())
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    assert!(
+        store
+            .idempotency_purge(now() + Duration::hours(1))
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&scope, &key, "fp", now())
+            .await
+            .unwrap(),
+        Begin::Started,
+        "a purged key is forgotten"
+    );
 }

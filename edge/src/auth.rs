@@ -6,7 +6,9 @@ use crate::replica::{Replica, apply, parse_ts, ts};
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::KeyHash;
 use aero_shared::auth::extract::{CredentialStore, DeviceCredential};
-use aero_shared::idempotency::{Begin, IdempotencyStore, KEY_LIFETIME, StoredResponse};
+use aero_shared::idempotency::{
+    Begin, Decision, IdempotencyStore, KEY_LIFETIME, KeyState, StoredResponse, decide,
+};
 use aero_shared::wire::DeviceRecord;
 use async_trait::async_trait;
 use chrono::Utc;
@@ -15,10 +17,6 @@ use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
-
-/// A started request that never completed (the process died mid-request) stops blocking its
-/// key after this long.
-const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Device credentials from the replica, with the live ones cached in memory by key hash: every
 /// device request is authenticated, and the cache turns a database read into a map lookup.
@@ -126,47 +124,52 @@ impl IdempotencyStore for ReplicaIdempotency {
         let begin = self
             .0
             .write(move |c| {
-                type Row = (String, Option<u16>, Option<String>, Option<Vec<u8>>, String, Option<String>);
                 // A key older than its lifetime is forgotten and may be used afresh.
                 c.execute(
                     "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND created_at < ?3",
                     params![scope, key, ts(now - KEY_LIFETIME)],
                 )?;
-                let found: Option<Row> = c
+                let found = c
                     .query_row(
                         "SELECT fingerprint, status, content_type, body, created_at, committed_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
                         params![scope, key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                        |r| {
+                            let status: Option<u16> = r.get(1)?;
+                            let committed: Option<String> = r.get(5)?;
+                            Ok((r.get::<_, String>(0)?, status.map(|status| StoredResponse {
+                                status,
+                                content_type: r.get(2).ok().flatten(),
+                                body: r.get::<_, Option<Vec<u8>>>(3).ok().flatten().unwrap_or_default(),
+                            }), r.get::<_, String>(4)?, committed.is_some()))
+                        },
                     )
-                    .optional()?;
-                match found {
-                    None => {
+                    .optional()?
+                    .map(|(fingerprint, response, created_at, committed)| {
+                        Ok::<_, anyhow::Error>(KeyState {
+                            fingerprint,
+                            response,
+                            created_at: parse_ts(&created_at)?,
+                            committed,
+                        })
+                    })
+                    .transpose()?;
+                Ok(match decide(found, &fingerprint, now) {
+                    Decision::Insert => {
                         c.execute(
                             "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4)",
                             params![scope, key, fingerprint, ts(now)],
                         )?;
-                        Ok(Begin::Started)
+                        Begin::Started
                     }
-                    Some((stored, _, _, _, _, _)) if stored != fingerprint => Ok(Begin::Mismatch),
-                    Some((_, Some(status), content_type, body, _, _)) => Ok(Begin::Replay(StoredResponse {
-                        status,
-                        content_type,
-                        body: body.unwrap_or_default(),
-                    })),
-                    // Its writes committed; only the answer is missing. Never run it again.
-                    Some((_, None, _, _, _, Some(_))) => Ok(Begin::CommittedWithoutAnswer),
-                    Some((_, None, _, _, created_at, None)) => {
-                        if now - parse_ts(&created_at)? > ABANDONED_AFTER {
-                            c.execute(
-                                "UPDATE idempotency_keys SET created_at = ?3 WHERE scope = ?1 AND key = ?2",
-                                params![scope, key, ts(now)],
-                            )?;
-                            Ok(Begin::Started)
-                        } else {
-                            Ok(Begin::InProgress)
-                        }
+                    Decision::TakeOver => {
+                        c.execute(
+                            "UPDATE idempotency_keys SET created_at = ?3 WHERE scope = ?1 AND key = ?2",
+                            params![scope, key, ts(now)],
+                        )?;
+                        Begin::Started
                     }
-                }
+                    Decision::Answer(begin) => begin,
+                })
             })
             .await?;
         Ok(begin)

@@ -64,6 +64,52 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 /// How long a key is remembered.
 pub const KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
+/// A started request that neither finished nor committed (its process died mid-request) stops
+/// blocking its key after this long: far beyond any request's timeout.
+pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+
+/// What a store holds under a key (younger than [`KEY_LIFETIME`]), for [`decide`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyState {
+    pub fingerprint: String,
+    /// The stored answer, once the request finished.
+    pub response: Option<StoredResponse>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Whether the request's writes committed (marked in their own transaction).
+    pub committed: bool,
+}
+
+/// What a store does when a request with a key arrives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Nothing stored: insert the key (in progress) and run the request.
+    Insert,
+    /// An abandoned request that never committed: restart the key's clock and run it again.
+    TakeOver,
+    /// Answer without running the request.
+    Answer(Begin),
+}
+
+/// The one rule every idempotency store follows.
+pub fn decide(
+    found: Option<KeyState>,
+    fingerprint: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Decision {
+    let Some(found) = found else {
+        return Decision::Insert;
+    };
+    if found.fingerprint != fingerprint {
+        return Decision::Answer(Begin::Mismatch);
+    }
+    match found.response {
+        Some(response) => Decision::Answer(Begin::Replay(response)),
+        None if found.committed => Decision::Answer(Begin::CommittedWithoutAnswer),
+        None if now - found.created_at > ABANDONED_AFTER => Decision::TakeOver,
+        None => Decision::Answer(Begin::InProgress),
+    }
+}
+
 tokio::task_local! {
     static CURRENT: (String, String);
 }

@@ -742,6 +742,44 @@ async fn idempotency_key_replays_the_first_result_and_rejects_a_different_body()
         1,
         "{products}"
     );
+
+    // Keys belong to the person, not to one token: a fresh login replays the same answer.
+    let relogged = central.owner_token().await;
+    assert_ne!(relogged, owner);
+    let again = central
+        .request(Method::POST, "/v1/products")
+        .bearer_auth(&relogged)
+        .header("Idempotency-Key", "create-jump-60")
+        .json(&product)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header_str(&again, "idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(expect_status(again, 201).await, first);
+
+    // Another person's identical key is theirs alone: their request runs.
+    central
+        .post_json(
+            &owner,
+            "/v1/users",
+            &json!({ "username": "amy", "password": "a long password 1", "role": "admin", "site_ids": [] }),
+            201,
+        )
+        .await;
+    let amy = central.login("amy", "a long password 1").await;
+    let theirs = central
+        .request(Method::POST, "/v1/products")
+        .bearer_auth(&amy)
+        .header("Idempotency-Key", "create-jump-60")
+        .json(&json!({ "sku": "JUMP90", "name": "Jump 90", "kind": "pass", "price_cents": 2000, "duration_minutes": 90 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header_str(&theirs, "idempotent-replayed"), None);
+    expect_status(theirs, 201).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ use super::{
     Actor, AuditEntry, AuditEvent, DailyReport, EnrollmentToken, PushOutcome, Redeemed,
     RejectedOpRecord, Store, StoreError, StoreResult, VenueWrite,
 };
-use aero_shared::idempotency::{Begin, StoredResponse};
+use aero_shared::idempotency::{
+    Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, current_request, decide,
+};
 use aero_shared::wire::{
     Change, ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, PlugRecord,
     ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
@@ -97,6 +99,8 @@ impl SqliteStore {
         F: Fn(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
+        // The idempotent request this write serves (read here: task-locals stay on this task).
+        let request = current_request();
         tokio::task::spawn_blocking(move || {
             let attempt = || {
                 let mut conn = writer.lock().expect("writer mutex poisoned");
@@ -104,6 +108,13 @@ impl SqliteStore {
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(map_err)?;
                 let out = work(&tx)?;
+                if let Some((scope, key)) = &request {
+                    // Committed together with the write: the request is never run again.
+                    tx.prepare_cached(
+                        "UPDATE idempotency_keys SET committed_at = ?3 WHERE scope = ?1 AND key = ?2",
+                    )?
+                    .execute(params![scope, key, ts(Utc::now())])?;
+                }
                 tx.commit().map_err(map_err)?;
                 Ok(out)
             };
@@ -1247,31 +1258,49 @@ impl Store for SqliteStore {
         let (scope, key, fingerprint) =
             (scope.to_string(), key.to_string(), fingerprint.to_string());
         self.write(move |tx| {
-            let stale = ts(now - chrono::Duration::hours(24));
+            let stale = ts(now - KEY_LIFETIME);
             exec(tx, "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND created_at < ?3", params![scope, key, stale])?;
-            let existing: Option<(String, Option<u16>, Option<String>, Option<Vec<u8>>)> = tx
+            let found = tx
                 .query_row(
-                    "SELECT fingerprint, status, content_type, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                    "SELECT fingerprint, status, content_type, body, created_at, committed_at FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
                     params![scope, key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| {
+                        let status: Option<u16> = r.get(1)?;
+                        let response = match status {
+                            Some(status) => Some(StoredResponse {
+                                status,
+                                content_type: r.get(2)?,
+                                body: r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+                            }),
+                            None => None,
+                        };
+                        Ok(KeyState {
+                            fingerprint: r.get(0)?,
+                            response,
+                            created_at: parse_ts(&r.get::<_, String>(4)?)?,
+                            committed: r.get::<_, Option<String>>(5)?.is_some(),
+                        })
+                    },
                 )
                 .optional()?;
-            Ok(match existing {
-                None => {
+            Ok(match decide(found, &fingerprint, now) {
+                Decision::Insert => {
                     exec(
- tx,
+                        tx,
                         "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4)",
                         params![scope, key, fingerprint, ts(now)],
                     )?;
                     Begin::Started
                 }
-                Some((stored, _, _, _)) if stored != fingerprint => Begin::Mismatch,
-                Some((_, None, _, _)) => Begin::InProgress,
-                Some((_, Some(status), content_type, body)) => Begin::Replay(StoredResponse {
-                    status,
-                    content_type,
-                    body: body.unwrap_or_default(),
-                }),
+                Decision::TakeOver => {
+                    exec(
+                        tx,
+                        "UPDATE idempotency_keys SET created_at = ?3 WHERE scope = ?1 AND key = ?2",
+                        params![scope, key, ts(now)],
+                    )?;
+                    Begin::Started
+                }
+                Decision::Answer(begin) => begin,
             })
         })
         .await
@@ -1300,7 +1329,7 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             exec(
                 tx,
-                "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+                "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND committed_at IS NULL",
                 params![scope, key],
             )?;
             Ok(())

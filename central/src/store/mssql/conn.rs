@@ -3,9 +3,9 @@
 //! through, and the store's two ways of running work on a pooled connection: `transaction`
 //! and `with_connection`.
 
-use super::MssqlStore;
 use super::errors::{classify, retrying};
 use super::migrate::{migrate, read_store_id};
+use super::{MssqlStore, idempotency};
 use crate::store::{StoreError, StoreResult};
 use anyhow::Context as _;
 use std::future::Future;
@@ -283,10 +283,39 @@ impl MssqlStore {
         F: for<'c> Fn(&'c mut Pooled<'s>) -> Work<'c, T>,
     {
         let work = &work;
+        // The idempotent request this unit of work serves, if any: marked committed in the same
+        // transaction, and checked before a retry, so a COMMIT whose acknowledgement was lost
+        // is never run blindly a second time.
+        let request = aero_shared::idempotency::current_request();
+        let request = &request;
+        // Whether an earlier unit of the same request had already committed when this one
+        // started (then a committed key says nothing about this unit).
+        let committed_before = &std::sync::Mutex::new(None::<bool>);
         retrying(move || async move {
             let mut conn = self.checkout().await?;
             conn.begin().await?;
-            let result = work(&mut conn).await;
+            let result = async {
+                if let Some((scope, key)) = request {
+                    let committed = idempotency::is_committed(&mut conn, scope, key).await?;
+                    let before = *committed_before
+                        .lock()
+                        .map_err(|_| StoreError::Other(anyhow::anyhow!("poisoned")))?
+                        .get_or_insert(committed);
+                    if committed && !before {
+                        return Err(StoreError::Conflict(
+                            "this request was carried out, but its answer was lost; it is not run \
+                             again: look the result up"
+                                .into(),
+                        ));
+                    }
+                    let value = work(&mut conn).await?;
+                    idempotency::mark_committed(&mut conn, scope, key, chrono::Utc::now()).await?;
+                    Ok(value)
+                } else {
+                    work(&mut conn).await
+                }
+            }
+            .await;
             conn.finish(result).await
         })
         .await

@@ -2,11 +2,11 @@
 //! the response, releasing a key whose request failed, and purging expired keys.
 
 use super::MssqlStore;
-use super::codec::{decode_error, get, int, opt_int, opt_text, text, ts};
+use super::codec::{decode_error, get, int, opt_int, opt_text, opt_time, text, time, ts};
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use crate::store::StoreResult;
-use aero_shared::idempotency::{Begin, StoredResponse};
+use aero_shared::idempotency::{Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, decide};
 use chrono::{DateTime, Utc};
 use tiberius::Query;
 
@@ -17,40 +17,90 @@ async fn idempotency_begin_tx(
     fingerprint: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<Begin> {
-    // A key older than 24 hours is forgotten and may be used afresh.
+    // A key older than its lifetime is forgotten and may be used afresh.
     let mut q = Query::new(
         "DELETE FROM idempotency_keys WHERE scope = @P1 AND [key] = @P2 AND created_at < @P3; \
-         SELECT fingerprint, status, content_type, body FROM idempotency_keys WITH (UPDLOCK, HOLDLOCK) \
+         SELECT fingerprint, status, content_type, body, created_at, committed_at \
+           FROM idempotency_keys WITH (UPDLOCK, HOLDLOCK) \
           WHERE scope = @P1 AND [key] = @P2;",
     );
     q.bind(scope);
     q.bind(key);
-    q.bind(ts(now - chrono::Duration::hours(24)));
-    let Some(row) = conn.row(q).await? else {
-        let mut q = Query::new(
-            "INSERT INTO idempotency_keys (scope, [key], fingerprint, status, content_type, body, created_at) \
-             VALUES (@P1, @P2, @P3, NULL, NULL, NULL, @P4)",
-        );
-        q.bind(scope);
-        q.bind(key);
-        q.bind(fingerprint);
-        q.bind(ts(now));
-        conn.exec(q).await?;
-        return Ok(Begin::Started);
+    q.bind(ts(now - KEY_LIFETIME));
+    let found = match conn.row(q).await? {
+        None => None,
+        Some(row) => {
+            let response = match opt_int(&row, 1)? {
+                Some(status) => Some(StoredResponse {
+                    status: u16::try_from(status).map_err(|e| decode_error(1, e))?,
+                    content_type: opt_text(&row, 2)?,
+                    body: get::<&[u8]>(&row, 3)?
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Some(KeyState {
+                fingerprint: text(&row, 0)?,
+                response,
+                created_at: time(&row, 4)?,
+                committed: opt_time(&row, 5)?.is_some(),
+            })
+        }
     };
-    if text(&row, 0)? != fingerprint {
-        return Ok(Begin::Mismatch);
+    match decide(found, fingerprint, now) {
+        Decision::Insert => {
+            let mut q = Query::new(
+                "INSERT INTO idempotency_keys (scope, [key], fingerprint, status, content_type, body, created_at) \
+                 VALUES (@P1, @P2, @P3, NULL, NULL, NULL, @P4)",
+            );
+            q.bind(scope);
+            q.bind(key);
+            q.bind(fingerprint);
+            q.bind(ts(now));
+            conn.exec(q).await?;
+            Ok(Begin::Started)
+        }
+        Decision::TakeOver => {
+            let mut q = Query::new(
+                "UPDATE idempotency_keys SET created_at = @P3 WHERE scope = @P1 AND [key] = @P2",
+            );
+            q.bind(scope);
+            q.bind(key);
+            q.bind(ts(now));
+            conn.exec(q).await?;
+            Ok(Begin::Started)
+        }
+        Decision::Answer(begin) => Ok(begin),
     }
-    let Some(status) = opt_int(&row, 1)? else {
-        return Ok(Begin::InProgress);
-    };
-    Ok(Begin::Replay(StoredResponse {
-        status: u16::try_from(status).map_err(|e| decode_error(1, e))?,
-        content_type: opt_text(&row, 2)?,
-        body: get::<&[u8]>(&row, 3)?
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default(),
-    }))
+}
+
+/// Marks the idempotent request (scope, key) committed, inside the transaction of its writes.
+pub(super) async fn mark_committed(
+    conn: &mut Conn,
+    scope: &str,
+    key: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut q = Query::new(
+        "UPDATE idempotency_keys SET committed_at = @P3 WHERE scope = @P1 AND [key] = @P2",
+    );
+    q.bind(scope);
+    q.bind(key);
+    q.bind(ts(at));
+    conn.exec(q).await
+}
+
+/// Whether the idempotent request (scope, key) already committed its writes: checked before a
+/// retried unit of work runs again, since the COMMIT of the previous attempt may have succeeded
+/// with its acknowledgement lost.
+pub(super) async fn is_committed(conn: &mut Conn, scope: &str, key: &str) -> StoreResult<bool> {
+    let mut q = Query::new(
+        "SELECT 1 FROM idempotency_keys WHERE scope = @P1 AND [key] = @P2 AND committed_at IS NOT NULL",
+    );
+    q.bind(scope);
+    q.bind(key);
+    Ok(conn.row(q).await?.is_some())
 }
 
 pub(super) async fn begin(
@@ -101,8 +151,11 @@ pub(super) async fn release(store: &MssqlStore, scope: &str, key: &str) -> Store
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q =
-                    Query::new("DELETE FROM idempotency_keys WHERE scope = @P1 AND [key] = @P2");
+                // A request whose writes committed keeps its key: running it again would apply
+                // it twice.
+                let mut q = Query::new(
+                    "DELETE FROM idempotency_keys WHERE scope = @P1 AND [key] = @P2 AND committed_at IS NULL",
+                );
                 q.bind(scope);
                 q.bind(key);
                 conn.exec(q).await
