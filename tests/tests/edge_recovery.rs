@@ -60,6 +60,40 @@ async fn wait_for_key(edge: &TestEdge, key: &str, accepted: bool) -> Duration {
     start.elapsed()
 }
 
+/// HQ issues a key and revokes `kiosk` (the site's only kiosk): the edge accepts the new key
+/// and refuses the old one, each within 3 s.
+async fn assert_hq_changes_arrive_within_3s(
+    central: &TestCentral,
+    owner: &str,
+    site: Uuid,
+    edge: &TestEdge,
+    kiosk: &str,
+) {
+    let (_, new_key) = central.create_device(owner, site, "pos").await;
+    let took = wait_for_key(edge, &new_key, true).await;
+    assert!(took < Duration::from_secs(3), "a new key took {took:?}");
+    let devices = central
+        .get_json(owner, &format!("/v1/sites/{site}/devices"), 200)
+        .await;
+    let kiosk_id = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["kind"] == "kiosk")
+        .and_then(|d| d["id"].as_str())
+        .expect("kiosk id")
+        .to_string();
+    let revoked = central
+        .request(Method::DELETE, &format!("/v1/devices/{kiosk_id}"))
+        .bearer_auth(owner)
+        .send()
+        .await
+        .expect("revoke");
+    expect_status(revoked, 204).await;
+    let took = wait_for_key(edge, kiosk, false).await;
+    assert!(took < Duration::from_secs(3), "a revocation took {took:?}");
+}
+
 async fn settled(edge: &TestEdge, key: &str) -> EdgeStatus {
     wait_until(
         "the edge to settle with central",
@@ -191,29 +225,7 @@ async fn a_central_restored_from_a_copy_gets_back_what_it_lost_and_keeps_the_ven
         register(&edge, &tablet, n).await;
     }
     // HQ keeps working on the restored database, and the venue sees it within seconds.
-    let (_, new_key) = central.create_device(&owner, site, "pos").await;
-    let took = wait_for_key(&edge, &new_key, true).await;
-    assert!(took < Duration::from_secs(3), "a new key took {took:?}");
-    let devices = central
-        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
-        .await;
-    let kiosk_id = devices["devices"]
-        .as_array()
-        .expect("devices")
-        .iter()
-        .find(|d| d["kind"] == "kiosk")
-        .and_then(|d| d["id"].as_str())
-        .expect("kiosk id")
-        .to_string();
-    let revoked = central
-        .request(Method::DELETE, &format!("/v1/devices/{kiosk_id}"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .expect("revoke");
-    expect_status(revoked, 204).await;
-    let took = wait_for_key(&edge, &kiosk, false).await;
-    assert!(took < Duration::from_secs(3), "a revocation took {took:?}");
+    assert_hq_changes_arrive_within_3s(&central, &owner, site, &edge, &kiosk).await;
 
     let status = settled(&edge, &tablet).await;
     assert!(status.last_error.is_none(), "{status:?}");
@@ -313,29 +325,9 @@ async fn a_push_failing_for_good_never_stops_pulls() {
     })
     .await;
 
-    let (_, new_key) = central.create_device(&owner, site, "kiosk").await;
-    let took = wait_for_key(&edge, &new_key, true).await;
-    assert!(took < Duration::from_secs(3), "a new key took {took:?}");
-    let devices = central
-        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
-        .await;
-    let kiosk_id = devices["devices"]
-        .as_array()
-        .expect("devices")
-        .iter()
-        .find(|d| d["kind"] == "kiosk")
-        .and_then(|d| d["id"].as_str())
-        .expect("kiosk id")
-        .to_string();
-    let revoked = central
-        .request(Method::DELETE, &format!("/v1/devices/{kiosk_id}"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .expect("revoke");
-    expect_status(revoked, 204).await;
-    let took = wait_for_key(&edge, &new_key, false).await;
-    assert!(took < Duration::from_secs(3), "a revocation took {took:?}");
+    let (_, kiosk) = central.create_device(&owner, site, "kiosk").await;
+    wait_for_key(&edge, &kiosk, true).await;
+    assert_hq_changes_arrive_within_3s(&central, &owner, site, &edge, &kiosk).await;
     let status = edge.status(&tablet).await.expect("status");
     assert_eq!(status.pending_ops, 1, "{status:?}");
     assert!(status.pull_error.is_none(), "{status:?}");

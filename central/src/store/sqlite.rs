@@ -471,17 +471,22 @@ fn held_for(tx: &Transaction<'_>, site_id: Uuid, ops: &[PushOp]) -> StoreResult<
     )? {
         held.push(op?);
     }
+    // Through the op_id index: with `ORDER BY seq` the planner would walk the site's whole
+    // history in key order instead. The lowest seq (the original, not an alias) is chosen here.
     let mut by_id = tx.prepare_cached(
-        "SELECT seq, op_id, rejected FROM applied_ops WHERE site_id = ?1 AND op_id = ?2 ORDER BY seq LIMIT 1",
+        "SELECT seq, op_id, rejected FROM applied_ops INDEXED BY applied_ops_op_id
+          WHERE op_id = ?2 AND site_id = ?1",
     )?;
     let mut by_op_id = Vec::new();
     for op_id in &lookup.op_ids {
-        if let Some(op) = by_id
-            .query_row(params![site_id, op_id], row_to_held)
-            .optional()?
-        {
-            by_op_id.push(op);
+        let mut found: Option<HeldOp> = None;
+        for op in by_id.query_map(params![site_id, op_id], row_to_held)? {
+            let op = op?;
+            if found.as_ref().is_none_or(|f| op.seq < f.seq) {
+                found = Some(op);
+            }
         }
+        by_op_id.extend(found);
     }
     let mut known = Vec::new();
     let mut customer =

@@ -29,11 +29,13 @@ impl Settled {
     }
 }
 
-/// Records `response` to the push of `batch` (each op's seq and op id as sent). Ops are matched
-/// by op id, never by seq alone: the outbox may have been renumbered while the push was out.
+/// Records `response` to the push of `batch` (each op's seq and op id as sent), sent when the
+/// highest seq central had acknowledged was `known_acked`. Ops are matched by op id, never by
+/// seq alone: the outbox may have been renumbered while the push was out.
 pub fn settle(
     conn: &Connection,
     batch: &[(i64, Uuid)],
+    known_acked: i64,
     response: &PushResponse,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Settled> {
@@ -61,7 +63,7 @@ pub fn settle(
         .map(|(_, op_id)| *op_id)
         .collect();
     settled.confirmed = recovery::retain(conn, &confirmed, now)?;
-    settled.rolled_back = recovery::note_acked(conn, response.acked_seq)?;
+    settled.rolled_back = recovery::note_acked(conn, response.acked_seq, known_acked)?;
     let first: Option<i64> = conn
         .prepare_cached("SELECT MIN(seq) FROM outbox")?
         .query_row([], |r| r.get(0))?;
@@ -138,7 +140,7 @@ mod tests {
             op_id: batch[2].1,
             reason: "bad".into(),
         });
-        let settled = settle(&conn, &batch[..9], &response, Utc::now()).expect("settle");
+        let settled = settle(&conn, &batch[..9], 0, &response, Utc::now()).expect("settle");
         assert_eq!((settled.confirmed, settled.rejected), (7, 1));
         assert!(!settled.realigned);
         assert_eq!(count(&conn, "outbox"), 2);
@@ -156,6 +158,7 @@ mod tests {
         let settled = settle(
             &conn,
             &batch,
+            0,
             &answer(100, Some(51), Uuid::now_v7()),
             Utc::now(),
         )
@@ -178,7 +181,7 @@ mod tests {
         let batch = queue(&conn, 5); // 151..=155
         let mut response = answer(100, None, Uuid::now_v7());
         response.expected_seq = Some(101);
-        let settled = settle(&conn, &batch, &response, Utc::now()).expect("settle");
+        let settled = settle(&conn, &batch, 0, &response, Utc::now()).expect("settle");
         assert!(settled.progressed());
         let after = pending(&conn, 1000, usize::MAX).expect("pending");
         assert_eq!(after.first().map(|op| op.seq), Some(101));

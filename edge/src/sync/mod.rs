@@ -183,12 +183,13 @@ impl SyncEngine {
     /// was empty.
     pub async fn push_batch(&self) -> Result<Option<Settled>, SyncError> {
         let (max_ops, max_bytes) = (self.settings.push_batch_ops, self.settings.push_batch_bytes);
-        let (ops, store_id) = self
+        let (ops, store_id, known_acked) = self
             .replica
             .read(move |c| {
                 Ok((
                     outbox::pending(c, max_ops, max_bytes)?,
                     recovery::bound_store(c)?,
+                    recovery::highest_acked(c)?,
                 ))
             })
             .await?;
@@ -209,7 +210,7 @@ impl SyncEngine {
         let answer = response.clone();
         let settled = self
             .writer
-            .write(move |c| settle(c, &batch, &answer, Utc::now()))
+            .write(move |c| settle(c, &batch, known_acked, &answer, Utc::now()))
             .await?;
         if settled.rejected > 0 {
             tracing::warn!(
@@ -247,6 +248,7 @@ impl SyncEngine {
         let mut applied = 0;
         loop {
             let (cursor, anchor) = self.replica.read(read_cursor).await?;
+            let known_acked = self.replica.read(recovery::highest_acked).await?;
             let page: PulledPage = self
                 .send(self.http.get(self.url(&format!(
                     "/v1/sync/pull?after={cursor}&limit={}",
@@ -263,7 +265,7 @@ impl SyncEngine {
                 .any(|c| c.get("entity").and_then(serde_json::Value::as_str) == Some("device"));
             let outcome = self
                 .writer
-                .write(move |c| take_page(c, cursor, anchor, &page))
+                .write(move |c| take_page(c, cursor, anchor, known_acked, &page))
                 .await;
             if touches_devices || matches!(outcome, Ok(Taken::Applied(o)) if o.resync_finished) {
                 // After the commit (or a failure that may still have committed): cached
@@ -534,16 +536,17 @@ enum Taken {
 }
 
 /// Checks a page against what the edge knows of central, then applies it, in one transaction.
-/// `cursor` and `anchor` are what the page was asked for with; if they changed meanwhile (a
+/// `cursor`, `anchor` and `known_acked` are what the edge knew when it asked for the page; if they changed meanwhile (a
 /// resync started) the page is dropped and the next one asked for afresh.
 fn take_page(
     c: &rusqlite::Connection,
     cursor: i64,
     anchor: Option<ChangeAnchor>,
+    known_acked: i64,
     page: &PulledPage,
 ) -> anyhow::Result<Taken> {
     recovery::check_store(c, page.store_id)?;
-    if recovery::note_acked(c, page.acked_seq)? {
+    if recovery::note_acked(c, page.acked_seq, known_acked)? {
         return Ok(Taken::CentralRestored {
             ops_to_resend: true,
         });

@@ -46,14 +46,22 @@ pub fn check_store(conn: &Connection, store_id: Uuid) -> anyhow::Result<()> {
     }
 }
 
-/// Records central's acknowledged seq. A value below the highest one central ever gave means it
-/// lost acknowledged ops (restored from a backup): the retained ops it lost are queued again,
-/// pending ops renumbered after them, and the replica resynchronised. Returns true then.
-pub fn note_acked(conn: &Connection, acked_seq: i64) -> anyhow::Result<bool> {
-    let highest: i64 = conn
+/// The highest seq central ever acknowledged to this edge.
+pub fn highest_acked(conn: &Connection) -> anyhow::Result<i64> {
+    Ok(conn
         .prepare_cached("SELECT highest_acked_seq FROM sync_state WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
-    if acked_seq >= highest {
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Records central's acknowledged seq from an answer to a request sent when the edge knew
+/// `known_before` (read before sending: answers to pushes and pulls in flight at once may arrive
+/// in any order, but none can be below what central had already said before it was asked). A
+/// value below that means central lost acknowledged ops (restored from a backup): the retained
+/// ops it lost are queued again, pending ops renumbered after them, and the replica
+/// resynchronised. Returns true then.
+pub fn note_acked(conn: &Connection, acked_seq: i64, known_before: i64) -> anyhow::Result<bool> {
+    let highest = highest_acked(conn)?;
+    if acked_seq >= known_before {
         if acked_seq > highest {
             conn.prepare_cached("UPDATE sync_state SET highest_acked_seq = ?1 WHERE id = 1")?
                 .execute([acked_seq])?;
@@ -213,9 +221,11 @@ mod tests {
         // Central acknowledged 1..=4; the edge keeps them in the retention window.
         let acked: Vec<Uuid> = all[..4].iter().map(|(_, id)| *id).collect();
         assert_eq!(retain(&conn, &acked, now).expect("retain"), 4);
-        assert!(!note_acked(&conn, 4).expect("ack"));
+        assert!(!note_acked(&conn, 4, 0).expect("ack"));
+        // An answer older than the one above arrives late: not a rollback.
+        assert!(!note_acked(&conn, 3, 0).expect("late answer"));
         // Central is restored to a backup that held only 1..=2.
-        assert!(note_acked(&conn, 2).expect("rollback"));
+        assert!(note_acked(&conn, 2, 4).expect("rollback"));
         let after = ops(&conn);
         let ids: Vec<Uuid> = after.iter().map(|(_, id)| *id).collect();
         assert_eq!(ids, all[2..].iter().map(|(_, id)| *id).collect::<Vec<_>>());
