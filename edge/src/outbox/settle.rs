@@ -57,10 +57,12 @@ pub fn settle(
         .forked_at
         .map_or(response.acked_seq, |seq| seq - 1)
         .min(response.acked_seq);
-    let confirmed: Vec<Uuid> = batch
+    let refused: std::collections::HashSet<Uuid> =
+        response.rejected.iter().map(|op| op.op_id).collect();
+    let confirmed: Vec<(i64, Uuid)> = batch
         .iter()
-        .filter(|(seq, _)| *seq <= confirmed_through)
-        .map(|(_, op_id)| *op_id)
+        .filter(|(seq, op_id)| *seq <= confirmed_through && !refused.contains(op_id))
+        .copied()
         .collect();
     settled.confirmed = recovery::retain(conn, &confirmed, now)?;
     settled.rolled_back = recovery::note_acked(conn, response.acked_seq, known_acked)?;

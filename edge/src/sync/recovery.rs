@@ -132,8 +132,42 @@ pub fn start_resync(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Moves the ops central confirmed from the outbox to the retention window.
-pub fn retain(conn: &Connection, op_ids: &[Uuid], now: DateTime<Utc>) -> anyhow::Result<usize> {
+/// Moves the ops central confirmed (`(seq, op_id)` as sent, in seq order) from the outbox to
+/// the retention window.
+pub fn retain(
+    conn: &Connection,
+    confirmed: &[(i64, Uuid)],
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let (Some(first), Some(last)) = (confirmed.first(), confirmed.last()) else {
+        return Ok(0);
+    };
+    // The usual case: the outbox was not renumbered while the push was out, so the confirmed
+    // ops are exactly the seqs first..=last (same ends, same count; renumbering keeps the order
+    // and only appends after): two range statements instead of two per op.
+    let at_seq = |seq: i64| -> anyhow::Result<Option<Uuid>> {
+        Ok(conn
+            .prepare_cached("SELECT op_id FROM outbox WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?)
+    };
+    let in_range: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM outbox WHERE seq BETWEEN ?1 AND ?2")?
+        .query_row([first.0, last.0], |r| r.get(0))?;
+    if at_seq(first.0)? == Some(first.1)
+        && at_seq(last.0)? == Some(last.1)
+        && usize::try_from(in_range).ok() == Some(confirmed.len())
+    {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO acked_ops (op_id, seq, entity, entity_id, kind, data, created_at, acked_at)
+             SELECT op_id, seq, entity, entity_id, kind, data, created_at, ?3 FROM outbox WHERE seq BETWEEN ?1 AND ?2",
+        )?
+        .execute(params![first.0, last.0, ts(now)])?;
+        return Ok(conn
+            .prepare_cached("DELETE FROM outbox WHERE seq BETWEEN ?1 AND ?2")?
+            .execute([first.0, last.0])?);
+    }
+    let op_ids: Vec<Uuid> = confirmed.iter().map(|(_, op_id)| *op_id).collect();
     let mut moved = 0;
     let mut copy = conn.prepare_cached(
         "INSERT OR REPLACE INTO acked_ops (op_id, seq, entity, entity_id, kind, data, created_at, acked_at)
@@ -141,7 +175,7 @@ pub fn retain(conn: &Connection, op_ids: &[Uuid], now: DateTime<Utc>) -> anyhow:
     )?;
     let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE op_id = ?1")?;
     let at = ts(now);
-    for op_id in op_ids {
+    for op_id in &op_ids {
         copy.execute(params![op_id, at])?;
         moved += delete.execute([op_id])?;
     }
@@ -219,8 +253,7 @@ mod tests {
         }
         let all = ops(&conn);
         // Central acknowledged 1..=4; the edge keeps them in the retention window.
-        let acked: Vec<Uuid> = all[..4].iter().map(|(_, id)| *id).collect();
-        assert_eq!(retain(&conn, &acked, now).expect("retain"), 4);
+        assert_eq!(retain(&conn, &all[..4], now).expect("retain"), 4);
         assert!(!note_acked(&conn, 4, 0).expect("ack"));
         // An answer older than the one above arrives late: not a rollback.
         assert!(!note_acked(&conn, 3, 0).expect("late answer"));
@@ -306,9 +339,12 @@ mod tests {
             )
             .expect("op");
         }
-        let all: Vec<Uuid> = ops(&conn).into_iter().map(|(_, id)| id).collect();
+        let all = ops(&conn);
         retain(&conn, &all[..2], old).expect("old");
-        retain(&conn, &all[2..], now).expect("new");
+        // Out of order with the outbox (as after a renumbering): the op-by-op path.
+        let mut rest = all[2..].to_vec();
+        rest.swap(0, 1);
+        retain(&conn, &rest, now).expect("new");
         assert_eq!(trim_retention(&conn, now, 7, 5).expect("trim"), 2 + 3);
         let kept: Vec<i64> = conn
             .prepare("SELECT seq FROM acked_ops ORDER BY seq")
