@@ -98,7 +98,7 @@ pub fn apply_page(
         }
         // A row with un-acknowledged local ops is ours to send first: central's change waits
         // until those ops are acknowledged or dead-lettered (see `release_held`).
-        if has_pending_ops(conn, &change.entity, change.entity_id)? {
+        if has_pending_ops(conn, &change.entity, change.entity_id)? && !is_echo(conn, &change)? {
             conn.prepare_cached(
                 "INSERT INTO held_changes (entity, entity_id, seq, change) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (entity, entity_id) DO UPDATE SET seq = excluded.seq, change = excluded.change
@@ -132,6 +132,29 @@ pub fn apply_page(
         outcome.resync_finished = true;
     }
     Ok(outcome)
+}
+
+/// Whether a change is the echo of what the replica already holds (central took the pending op
+/// and sent its row back before the push's answer arrived): nothing to hold back then.
+fn is_echo(conn: &Connection, change: &RawChange) -> anyhow::Result<bool> {
+    let (table, text) = match Entity::parse(&change.entity) {
+        Some(Entity::Customer) => {
+            match serde_json::from_value::<CustomerRecord>(change.data.clone()) {
+                Ok(record) => ("customers", serde_json::to_string(&record)?),
+                Err(_) => return Ok(false),
+            }
+        }
+        Some(Entity::Waiver) => match serde_json::from_value::<WaiverRecord>(change.data.clone()) {
+            Ok(record) => ("waivers", serde_json::to_string(&record)?),
+            Err(_) => return Ok(false),
+        },
+        _ => return Ok(false),
+    };
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1 AND data = ?2)"
+        ))?
+        .query_row(params![change.entity_id, text], |r| r.get(0))?)
 }
 
 fn has_pending_ops(conn: &Connection, entity: &str, id: Uuid) -> anyhow::Result<bool> {
