@@ -309,7 +309,7 @@ pub fn append_op<T: Serialize>(
     Ok(seq)
 }
 
-pub(crate) fn kind_str(kind: OpKind) -> &'static str {
+fn kind_str(kind: OpKind) -> &'static str {
     match kind {
         OpKind::Upsert => "upsert",
         OpKind::Delete => "delete",

@@ -207,10 +207,10 @@ impl SyncEngine {
             .json()
             .await
             .map_err(|err| SyncError::Transient(format!("reading the push answer: {err}")))?;
-        let answer = response.clone();
+        let wanted = response.expected_seq.unwrap_or(response.acked_seq + 1);
         let settled = self
             .writer
-            .write(move |c| settle(c, &batch, known_acked, &answer, Utc::now()))
+            .write(move |c| settle(c, &batch, known_acked, &response, Utc::now()))
             .await?;
         if settled.rejected > 0 {
             tracing::warn!(
@@ -224,7 +224,6 @@ impl SyncEngine {
         }
         if !settled.progressed() {
             // Nothing moved and nothing will on a resend: stop and say so.
-            let wanted = response.expected_seq.unwrap_or(response.acked_seq + 1);
             return Err(SyncError::Refused(format!(
                 "central expects seq {wanted} and took nothing of this batch"
             )));
@@ -247,8 +246,10 @@ impl SyncEngine {
     pub async fn pull_all(&self) -> Result<usize, SyncError> {
         let mut applied = 0;
         loop {
-            let (cursor, anchor) = self.replica.read(read_cursor).await?;
-            let known_acked = self.replica.read(recovery::highest_acked).await?;
+            let ((cursor, anchor), known_acked) = self
+                .replica
+                .read(|c| Ok((read_cursor(c)?, recovery::highest_acked(c)?)))
+                .await?;
             let page: PulledPage = self
                 .send(self.http.get(self.url(&format!(
                     "/v1/sync/pull?after={cursor}&limit={}",
@@ -536,8 +537,9 @@ enum Taken {
 }
 
 /// Checks a page against what the edge knows of central, then applies it, in one transaction.
-/// `cursor`, `anchor` and `known_acked` are what the edge knew when it asked for the page; if they changed meanwhile (a
-/// resync started) the page is dropped and the next one asked for afresh.
+/// `cursor`, `anchor` and `known_acked` are what the edge knew when it asked for the page; if
+/// the cursor changed meanwhile (a resync started) the page is dropped and the next one asked
+/// for afresh.
 fn take_page(
     c: &rusqlite::Connection,
     cursor: i64,
