@@ -5,8 +5,8 @@ use aero_central::store::{self, Actor, EnrollmentToken, Redeemed, Store, StoreEr
 use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    CustomerRecord, DeviceRecord, Entity, OpKind, ProductKind, ProductRecord, PushOp, SiteRecord,
-    UserRecord, WaiverRecord,
+    Account, CustomerRecord, DeviceRecord, Entity, Grant, OpKind, ProductKind, ProductRecord,
+    PushOp, SiteRecord, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -69,6 +69,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_product_keeps_what_it_grants,
     sites_round_trip_and_appear_in_the_change_feed,
     device_keys_resolve_until_revoked,
     usernames_and_skus_are_unique,
@@ -153,6 +154,7 @@ fn product(sku: &str) -> ProductRecord {
         kind: ProductKind::Pass,
         price_cents: 1500,
         duration_minutes: Some(60),
+        grant: None,
         active: true,
         created_at: now(),
     }
@@ -231,6 +233,25 @@ async fn device_keys_resolve_until_revoked(store: Arc<dyn Store>) {
         .rfind(|c| c.entity_id == d.id)
         .unwrap();
     assert!(last.data["revoked_at"].is_string());
+}
+
+async fn a_product_keeps_what_it_grants(store: Arc<dyn Store>) {
+    let pack = ProductRecord {
+        kind: ProductKind::Credits,
+        duration_minutes: None,
+        grant: Some(Grant {
+            account: Account::ArcadeCredits,
+            amount: 250,
+        }),
+        ..product(&unique("CREDITS"))
+    };
+    let pass = product(&unique("PASS"));
+    store.create_product(&actor(), &pack).await.unwrap();
+    store.create_product(&actor(), &pass).await.unwrap();
+    let listed = store.list_products().await.unwrap();
+    let find = |id: Uuid| listed.iter().find(|p| p.id == id).cloned().unwrap();
+    assert_eq!(find(pack.id), pack);
+    assert_eq!(find(pass.id).grant, None);
 }
 
 async fn usernames_and_skus_are_unique(store: Arc<dyn Store>) {

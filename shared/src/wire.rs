@@ -9,6 +9,9 @@ use uuid::Uuid;
 use crate::auth::principal::{DeviceKind, Role};
 use crate::validate::{Validate, Validator};
 
+mod venue;
+pub use venue::*;
+
 /// Most ops one push may carry; edges send smaller batches.
 pub const MAX_PUSH_OPS: usize = 5_000;
 
@@ -83,6 +86,10 @@ pub struct ProductRecord {
     pub kind: ProductKind,
     pub price_cents: i64,
     pub duration_minutes: Option<i32>,
+    /// What one unit adds to the buyer's balances: credit packs and memberships have one.
+    #[serde(default)]
+    pub grant: Option<Grant>,
+    /// A retired product is no longer sold; old orders still name it.
     pub active: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -171,6 +178,11 @@ pub enum Entity {
     PlugSchedule,
     Customer,
     Waiver,
+    Order,
+    Refund,
+    LedgerEntry,
+    Checkin,
+    Score,
 }
 
 impl Entity {
@@ -185,6 +197,11 @@ impl Entity {
             Self::PlugSchedule => "plug_schedule",
             Self::Customer => "customer",
             Self::Waiver => "waiver",
+            Self::Order => "order",
+            Self::Refund => "refund",
+            Self::LedgerEntry => "ledger_entry",
+            Self::Checkin => "checkin",
+            Self::Score => "score",
         }
     }
 
@@ -199,6 +216,11 @@ impl Entity {
             Self::PlugSchedule,
             Self::Customer,
             Self::Waiver,
+            Self::Order,
+            Self::Refund,
+            Self::LedgerEntry,
+            Self::Checkin,
+            Self::Score,
         ]
         .into_iter()
         .find(|e| e.as_str() == text)

@@ -6,7 +6,7 @@ use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
-use aero_shared::wire::{GameRecord, ProductKind, ProductRecord, ScoreOrder};
+use aero_shared::wire::{Account, GameRecord, Grant, ProductKind, ProductRecord, ScoreOrder};
 use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -37,6 +37,9 @@ pub struct NewProduct {
     kind: ProductKind,
     price_cents: i64,
     duration_minutes: Option<i32>,
+    /// What one unit adds to the buyer's balances; required for credit packs and memberships.
+    #[serde(default)]
+    grant: Option<Grant>,
 }
 
 impl Validate for NewProduct {
@@ -55,6 +58,26 @@ impl Validate for NewProduct {
             }
             _ => {}
         }
+        match (self.kind, self.grant) {
+            (ProductKind::Credits | ProductKind::Membership, None) => v.error(
+                "grant",
+                "credit packs and memberships say what they add: {\"account\",\"amount\"}",
+            ),
+            (ProductKind::Pass | ProductKind::Addon, Some(_)) => {
+                v.error("grant", "only credit packs and memberships add to balances")
+            }
+            (ProductKind::Membership, Some(grant)) if grant.account != Account::Visits => {
+                v.error("grant.account", "a membership adds visits")
+            }
+            (ProductKind::Membership, _) if self.duration_minutes.is_none() => v.error(
+                "duration_minutes",
+                "a membership needs the duration of the jump session a visit gives",
+            ),
+            (_, Some(grant)) if !(1..=100_000_000).contains(&grant.amount) => {
+                v.error("grant.amount", "must be between 1 and 100000000")
+            }
+            _ => {}
+        }
     }
 }
 
@@ -70,6 +93,7 @@ async fn create_product(
         kind: body.kind,
         price_cents: body.price_cents,
         duration_minutes: body.duration_minutes,
+        grant: body.grant,
         active: true,
         created_at: state.clock.now(),
     };

@@ -10,8 +10,9 @@ use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, current_request, decide,
 };
 use aero_shared::wire::{
-    Change, ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, PlugRecord,
-    ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, Grant,
+    PlugRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord,
+    WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -366,6 +367,16 @@ fn product_from_row(row: &Row<'_>) -> rusqlite::Result<ProductRecord> {
         kind: parse_enum(&row.get::<_, String>(3)?)?,
         price_cents: row.get(4)?,
         duration_minutes: row.get(5)?,
+        grant: match (
+            row.get::<_, Option<String>>(8)?,
+            row.get::<_, Option<i64>>(9)?,
+        ) {
+            (Some(account), Some(amount)) => Some(Grant {
+                account: parse_enum(&account)?,
+                amount,
+            }),
+            _ => None,
+        },
         active: row.get(6)?,
         created_at: parse_ts(&row.get::<_, String>(7)?)?,
     })
@@ -868,9 +879,10 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             exec(
  tx,
-                "INSERT INTO products (id, sku, name, kind, price_cents, duration_minutes, active, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![p.id, p.sku, p.name, p.kind.as_str(), p.price_cents, p.duration_minutes, p.active, ts(p.created_at)],
+                "INSERT INTO products (id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![p.id, p.sku, p.name, p.kind.as_str(), p.price_cents, p.duration_minutes, p.active, ts(p.created_at),
+                    p.grant.map(|g| g.account.as_str()), p.grant.map(|g| g.amount)],
             )?;
             audit(tx, &actor, AuditEvent { action: "product.create", target: Some(p.id.to_string()), site_id: None }, p.created_at)?;
             append_change(tx, Entity::Product, p.id, None, &p, p.created_at)
@@ -881,7 +893,7 @@ impl Store for SqliteStore {
     async fn list_products(&self) -> StoreResult<Vec<ProductRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, sku, name, kind, price_cents, duration_minutes, active, created_at FROM products ORDER BY sku",
+                "SELECT id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount FROM products ORDER BY sku",
             )?;
             Ok(stmt.query_map([], product_from_row)?.collect::<rusqlite::Result<_>>()?)
         })

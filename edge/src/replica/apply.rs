@@ -1,7 +1,7 @@
 //! Applying central's change feed to the replica. Runs on the writer connection, inside the
 //! writer's transaction, together with the cursor update, so a page is applied whole or not at all.
 
-use super::ts;
+use super::{ts, venue};
 use aero_shared::wire::{
     ChangeAnchor, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
     WaiverRecord,
@@ -148,6 +148,13 @@ fn is_echo(conn: &Connection, change: &RawChange) -> anyhow::Result<bool> {
             Ok(record) => ("waivers", serde_json::to_string(&record)?),
             Err(_) => return Ok(false),
         },
+        // Venue records never change once written: holding the id is holding the row.
+        Some(entity) if is_venue_record(entity) => {
+            return match table(entity) {
+                Some(table) => venue::holds(conn, table, change.entity_id),
+                None => Ok(false),
+            };
+        }
         _ => return Ok(false),
     };
     Ok(conn
@@ -219,6 +226,7 @@ const HQ_TABLES: &[(&str, Entity)] = &[
     ("devices", Entity::Device),
     ("users", Entity::User),
     ("products", Entity::Product),
+    ("games", Entity::Game),
 ];
 
 /// Ends a resync: HQ rows central no longer has (it was restored to a point before them) are
@@ -253,8 +261,22 @@ fn table(entity: Entity) -> Option<&'static str> {
         Entity::Product => Some("products"),
         Entity::Customer => Some("customers"),
         Entity::Waiver => Some("waivers"),
-        Entity::Game | Entity::Plug | Entity::PlugSchedule => None,
+        Entity::Game => Some("games"),
+        Entity::Order => Some("orders"),
+        Entity::Refund => Some("refunds"),
+        Entity::LedgerEntry => Some("ledger"),
+        Entity::Checkin => Some("checkins"),
+        Entity::Score => Some("scores"),
+        Entity::Plug | Entity::PlugSchedule => None,
     }
+}
+
+/// Records a venue writes once and never edits.
+fn is_venue_record(entity: Entity) -> bool {
+    matches!(
+        entity,
+        Entity::Order | Entity::Refund | Entity::LedgerEntry | Entity::Checkin | Entity::Score
+    )
 }
 
 fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
@@ -323,7 +345,25 @@ fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
             let waiver: WaiverRecord = serde_json::from_value(change.data.clone())?;
             upsert_waiver(conn, &waiver)?;
         }
-        Entity::Game | Entity::Plug | Entity::PlugSchedule => {
+        Entity::Game => {
+            venue::upsert_game(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::Order => {
+            venue::insert_order(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::Refund => {
+            venue::insert_refund(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::LedgerEntry => {
+            venue::insert_ledger_entry(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::Checkin => {
+            venue::insert_checkin(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::Score => {
+            venue::insert_score(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::Plug | Entity::PlugSchedule => {
             keep_other(conn, entity.as_str(), id, &data)?;
         }
     }

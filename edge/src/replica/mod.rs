@@ -7,6 +7,7 @@
 //! run in place ([`Replica::read_now`]), because a thread hop costs more than the query.
 
 pub mod apply;
+pub mod venue;
 
 use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, WaiverRecord};
 use anyhow::Context;

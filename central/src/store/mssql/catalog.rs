@@ -28,7 +28,7 @@ pub(super) async fn create_product(
                     "INSERT INTO products (",
                     product_columns!(),
                     ") ",
-                    "VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)"
+                    "VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10)"
                 ));
                 q.bind(p.id);
                 q.bind(p.sku.as_str());
@@ -38,6 +38,8 @@ pub(super) async fn create_product(
                 q.bind(p.duration_minutes);
                 q.bind(p.active);
                 q.bind(ts(p.created_at));
+                q.bind(p.grant.map(|g| g.account.as_str()));
+                q.bind(p.grant.map(|g| g.amount));
                 conn.exec(q).await?;
                 let event = AuditEvent {
                     action: "product.create",

@@ -3,8 +3,8 @@
 
 use crate::store::{AuditEntry, StoreError, StoreResult};
 use aero_shared::wire::{
-    Change, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, PlugRecord, ProductRecord,
-    ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
+    Account, Change, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, Grant, PlugRecord,
+    ProductRecord, ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike as _, Utc};
 use serde::Serialize;
@@ -124,7 +124,7 @@ macro_rules! user_columns {
 }
 macro_rules! product_columns {
     () => {
-        "id, sku, name, kind, price_cents, duration_minutes, active, created_at"
+        "id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount"
     };
 }
 macro_rules! plug_columns {
@@ -208,6 +208,14 @@ pub(super) fn product_from(row: &Row) -> StoreResult<ProductRecord> {
         kind: enum_col(row, 3)?,
         price_cents: int(row, 4)?,
         duration_minutes: duration,
+        grant: match (opt_text(row, 8)?, opt_int(row, 9)?) {
+            (Some(account), Some(amount)) => Some(Grant {
+                account: Account::parse(&account)
+                    .ok_or_else(|| decode_error(8, format!("unknown account {account}")))?,
+                amount,
+            }),
+            _ => None,
+        },
         active: req(row, 6)?,
         created_at: time(row, 7)?,
     })
