@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod credential;
+pub mod live;
 pub mod outbox;
 pub mod replica;
 pub mod routes;
@@ -87,6 +88,7 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
         registry: Arc::new(registry),
         gauges,
         http_metrics: Arc::clone(&http_metrics),
+        live: Arc::new(live::LiveHub::new()),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let router = routes::api_router()

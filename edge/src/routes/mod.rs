@@ -81,6 +81,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub gauges: Arc<SyncGauges>,
     pub http_metrics: Arc<HttpMetrics>,
+    /// The venue's live feed; routes publish after their write commits.
+    pub live: Arc<crate::live::LiveHub>,
 }
 
 impl FromRef<AppState> for Arc<Security> {
