@@ -253,7 +253,7 @@ fn table(entity: Entity) -> Option<&'static str> {
         Entity::Product => Some("products"),
         Entity::Customer => Some("customers"),
         Entity::Waiver => Some("waivers"),
-        Entity::Game | Entity::Plug | Entity::PlugSchedule => None,
+        Entity::Game | Entity::Plug | Entity::PlugSchedule | Entity::DeadLetter => None,
     }
 }
 
@@ -323,7 +323,7 @@ fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
             let waiver: WaiverRecord = serde_json::from_value(change.data.clone())?;
             upsert_waiver(conn, &waiver)?;
         }
-        Entity::Game | Entity::Plug | Entity::PlugSchedule => {
+        Entity::Game | Entity::Plug | Entity::PlugSchedule | Entity::DeadLetter => {
             keep_other(conn, entity.as_str(), id, &data)?;
         }
     }
