@@ -56,7 +56,7 @@ const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
     (
         "get",
         "/v1/sites/{site_id}/dead-letters",
-        "Ops central refused for good from a venue, newest first",
+        "Ops central refused for good from a venue, newest first, with the venue's resolution",
         Auth::Staff,
         200,
     ),
@@ -175,6 +175,29 @@ const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
     ("get", "/metrics", "Prometheus metrics", Auth::None, 200),
 ];
 
+/// Query parameters: (method, path, name, description, schema).
+const QUERY_PARAMETERS: &[(&str, &str, &str, &str, QuerySchema)] = &[(
+    "get",
+    "/v1/sites/{site_id}/dead-letters",
+    "state",
+    "open (default): not yet retried or discarded at the venue; resolved: retried or \
+     discarded there, with the resolution; all: both",
+    QuerySchema::Enum(&["open", "resolved", "all"]),
+)];
+
+#[derive(Clone, Copy)]
+enum QuerySchema {
+    Enum(&'static [&'static str]),
+}
+
+impl QuerySchema {
+    fn json(self) -> Value {
+        match self {
+            Self::Enum(values) => json!({ "type": "string", "enum": values }),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Auth {
     None,
@@ -192,7 +215,7 @@ pub fn document() -> Value {
             Auth::Machine => json!([{ "apiKey": [] }]),
             Auth::Any => json!([{ "bearer": [] }, { "apiKey": [] }]),
         };
-        let parameters: Vec<Value> = path
+        let mut parameters: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
@@ -200,6 +223,15 @@ pub fn document() -> Value {
                         "schema": { "type": "string", "format": "uuid" } })
             })
             .collect();
+        parameters.extend(
+            QUERY_PARAMETERS
+                .iter()
+                .filter(|(m, p, ..)| m == method && p == path)
+                .map(|(_, _, name, description, schema)| {
+                    json!({ "name": name, "in": "query", "required": false,
+                            "description": description, "schema": schema.json() })
+                }),
+        );
         let mut responses = Map::new();
         responses.insert(status.to_string(), json!({ "description": "Success" }));
         responses.insert(
@@ -243,4 +275,27 @@ pub fn document() -> Value {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_parameter_belongs_to_a_documented_operation() {
+        for (method, path, name, ..) in QUERY_PARAMETERS {
+            assert!(
+                OPERATIONS.iter().any(|(m, p, ..)| m == method && p == path),
+                "{method} {path} ({name}) is not an operation"
+            );
+        }
+        let doc = document();
+        let parameters = &doc["paths"]["/v1/sites/{site_id}/dead-letters"]["get"]["parameters"];
+        let state = parameters
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "state"))
+            .expect("the state parameter");
+        assert_eq!(state["in"], "query");
+        assert_eq!(state["schema"]["enum"], json!(["open", "resolved", "all"]));
+    }
 }

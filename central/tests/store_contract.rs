@@ -1,12 +1,14 @@
 //! One contract for every central store backend. It always runs on SQLite; on SQL Server when
 //! `AERO_TEST_MSSQL_URL` holds an ADO.NET connection string (and says loudly when it skips).
 
-use aero_central::store::{self, Actor, EnrollmentToken, Redeemed, Store, StoreError};
+use aero_central::store::{
+    self, Actor, DeadLetterState, EnrollmentToken, Redeemed, Store, StoreError,
+};
 use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Account, CustomerRecord, DeviceRecord, Entity, Grant, OpKind, ProductKind, ProductRecord,
-    PushOp, SiteRecord, UserRecord, WaiverRecord,
+    Account, CustomerRecord, DeadLetterResolution, DeviceRecord, Entity, Grant, OpKind,
+    ProductKind, ProductRecord, PushOp, Resolution, SiteRecord, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -91,6 +93,7 @@ contract!(
     rejected_ops_are_listed_newest_first,
     a_new_customer_from_another_home_site_is_rejected,
     a_request_whose_write_committed_is_never_run_again,
+    dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops,
 );
 
 fn now() -> DateTime<Utc> {
@@ -831,7 +834,13 @@ async fn a_seq_held_under_another_op_id_is_a_fork_and_applies_nothing(store: Arc
     }
     assert_eq!(store.acked_seq(site.id).await.unwrap(), 3);
     assert_eq!(store.site_sync(site.id).await.unwrap().acked_seq, 3);
-    assert!(store.rejected_ops(site.id, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .rejected_ops(site.id, DeadLetterState::All, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn an_op_renumbered_after_a_fork_is_acknowledged_and_never_applied_twice(
@@ -1079,7 +1088,10 @@ async fn rejected_ops_are_listed_newest_first(store: Arc<dyn Store>) {
     let outcome = store.push(site.id, &ops, at).await.unwrap();
     assert_eq!(outcome.acked_seq, 3);
 
-    let listed = store.rejected_ops(site.id, 10).await.unwrap();
+    let listed = store
+        .rejected_ops(site.id, DeadLetterState::All, 10)
+        .await
+        .unwrap();
     assert_eq!(
         listed.iter().map(|r| (r.seq, r.op_id)).collect::<Vec<_>>(),
         vec![(3, third.op_id), (1, first.op_id)]
@@ -1089,9 +1101,18 @@ async fn rejected_ops_are_listed_newest_first(store: Arc<dyn Store>) {
         assert!(!record.reason.is_empty());
         assert_eq!(record.rejected_at, at);
     }
-    let newest = store.rejected_ops(site.id, 1).await.unwrap();
+    let newest = store
+        .rejected_ops(site.id, DeadLetterState::All, 1)
+        .await
+        .unwrap();
     assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
-    assert!(store.rejected_ops(other.id, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .rejected_ops(other.id, DeadLetterState::All, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_new_customer_from_another_home_site_is_rejected(store: Arc<dyn Store>) {
@@ -1209,5 +1230,197 @@ async fn a_request_whose_write_committed_is_never_run_again(store: Arc<dyn Store
             .unwrap(),
         Begin::Started,
         "a purged key is forgotten"
+    );
+}
+
+/// The `dead_letter` event op an edge queues when a manager retries or discards a dead letter.
+fn resolution_op(seq: i64, resolved: Uuid, retried_as: Option<Uuid>, by: &str) -> PushOp {
+    let resolution = DeadLetterResolution {
+        op_id: resolved,
+        resolution: if retried_as.is_some() {
+            Resolution::Retried
+        } else {
+            Resolution::Discarded
+        },
+        retried_as,
+        by: by.into(),
+        at: now() - Duration::seconds(5),
+    };
+    PushOp {
+        seq,
+        op_id: Uuid::now_v7(),
+        entity: Entity::DeadLetter,
+        entity_id: resolved,
+        kind: OpKind::Event,
+        data: serde_json::to_value(&resolution).unwrap(),
+    }
+}
+
+async fn seqs_in(store: &Arc<dyn Store>, site: Uuid, state: DeadLetterState) -> Vec<i64> {
+    store
+        .rejected_ops(site, state, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+async fn dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops(store: Arc<dyn Store>) {
+    let home = new_site(&store).await;
+    let visitor = new_site(&store).await;
+    let registered = customer_op(home.id, 1);
+
+    // The visiting venue edits a customer central does not know yet (its home venue has not
+    // pushed it), and pushes a broken record: both refused.
+    let mut edit = PushOp {
+        op_id: Uuid::now_v7(),
+        ..registered.clone()
+    };
+    edit.data["first_name"] = serde_json::json!("Grace");
+    let mut broken = customer_op(visitor.id, 2);
+    broken.data["last_name"] = serde_json::json!("");
+    let outcome = store
+        .push(visitor.id, &[edit.clone(), broken.clone()], now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.rejected.len(), 2);
+    assert_eq!(
+        seqs_in(&store, visitor.id, DeadLetterState::Open).await,
+        [2, 1]
+    );
+    assert!(
+        seqs_in(&store, visitor.id, DeadLetterState::Resolved)
+            .await
+            .is_empty()
+    );
+
+    // Once the home venue registered the customer, the visitor's manager retries the edit: the
+    // same write under a new op id, which central now applies, then the decision itself. The
+    // broken record is discarded. The resolutions name the refused ops.
+    store
+        .push(home.id, std::slice::from_ref(&registered), now())
+        .await
+        .unwrap();
+    let retry = PushOp {
+        seq: 3,
+        op_id: Uuid::now_v7(),
+        ..edit.clone()
+    };
+    let retried = resolution_op(4, edit.op_id, Some(retry.op_id), "venue-manager");
+    let discarded = resolution_op(5, broken.op_id, None, "venue-manager");
+    let recorded_at = now();
+    let batch = [retry.clone(), retried.clone(), discarded.clone()];
+    let outcome = store.push(visitor.id, &batch, recorded_at).await.unwrap();
+    assert_eq!(outcome.acked_seq, 5);
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    let customer = store
+        .get_customer(registered.entity_id)
+        .await
+        .unwrap()
+        .expect("the retried edit applied");
+    assert_eq!(customer.first_name, "Grace");
+
+    assert!(
+        seqs_in(&store, visitor.id, DeadLetterState::Open)
+            .await
+            .is_empty()
+    );
+    let resolved = store
+        .rejected_ops(visitor.id, DeadLetterState::Resolved, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.iter().map(|r| r.op_id).collect::<Vec<_>>(),
+        [broken.op_id, edit.op_id]
+    );
+    let first = resolved[1].resolution.as_ref().expect("resolution");
+    assert_eq!(first.how, Resolution::Retried);
+    assert_eq!(first.retried_as, Some(retry.op_id));
+    assert_eq!(first.by, "venue-manager");
+    assert_eq!(
+        first.at,
+        serde_json::from_value::<DeadLetterResolution>(retried.data.clone())
+            .unwrap()
+            .at
+    );
+    assert_eq!(first.resolution_op_id, retried.op_id);
+    assert_eq!(first.recorded_at, recorded_at);
+    let second = resolved[0].resolution.as_ref().expect("resolution");
+    assert_eq!(
+        (second.how, second.retried_as),
+        (Resolution::Discarded, None)
+    );
+
+    // Replayed (a lost answer) and renumbered after a fork: recorded once, never again.
+    let later = recorded_at + Duration::minutes(5);
+    let replay = store.push(visitor.id, &batch, later).await.unwrap();
+    assert_eq!((replay.acked_seq, replay.rejected.len()), (5, 0));
+    let renumbered = PushOp {
+        seq: 6,
+        ..retried.clone()
+    };
+    let outcome = store.push(visitor.id, &[renumbered], later).await.unwrap();
+    assert_eq!((outcome.acked_seq, outcome.rejected.len()), (6, 0));
+    let again = store
+        .rejected_ops(visitor.id, DeadLetterState::Resolved, 100)
+        .await
+        .unwrap();
+    assert_eq!(again, resolved, "a replayed resolution is applied once");
+
+    // A resolution for an op central never refused from that site is itself refused: an op it
+    // applied, an op it does not know, and another site's refused op.
+    let outcome = store
+        .push(
+            visitor.id,
+            &[
+                resolution_op(7, retry.op_id, None, "venue-manager"),
+                resolution_op(8, Uuid::now_v7(), None, "venue-manager"),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.rejected.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [7, 8]
+    );
+    let outcome = store
+        .push(
+            home.id,
+            &[resolution_op(2, broken.op_id, None, "elsewhere")],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.rejected.len(), 1);
+    assert_eq!(seqs_in(&store, home.id, DeadLetterState::Open).await, [2]);
+    assert_eq!(
+        seqs_in(&store, visitor.id, DeadLetterState::Open).await,
+        [8, 7]
+    );
+    assert_eq!(
+        seqs_in(&store, visitor.id, DeadLetterState::All).await,
+        [8, 7, 2, 1]
+    );
+
+    // A box restored from a backup may decide again about the same op: the last one stands.
+    let decided_again = resolution_op(9, broken.op_id, None, "night-manager");
+    store
+        .push(visitor.id, std::slice::from_ref(&decided_again), now())
+        .await
+        .unwrap();
+    let resolved = store
+        .rejected_ops(visitor.id, DeadLetterState::Resolved, 100)
+        .await
+        .unwrap();
+    let latest = resolved[0].resolution.as_ref().expect("resolution");
+    assert_eq!(
+        (
+            resolved[0].op_id,
+            latest.by.as_str(),
+            latest.resolution_op_id
+        ),
+        (broken.op_id, "night-manager", decided_again.op_id)
     );
 }

@@ -183,6 +183,9 @@ pub enum Entity {
     LedgerEntry,
     Checkin,
     Score,
+    /// A venue's decision about one of its ops central refused for good (pushed only, never in
+    /// the change feed): see [`DeadLetterResolution`].
+    DeadLetter,
 }
 
 impl Entity {
@@ -202,6 +205,7 @@ impl Entity {
             Self::LedgerEntry => "ledger_entry",
             Self::Checkin => "checkin",
             Self::Score => "score",
+            Self::DeadLetter => "dead_letter",
         }
     }
 
@@ -221,6 +225,7 @@ impl Entity {
             Self::LedgerEntry,
             Self::Checkin,
             Self::Score,
+            Self::DeadLetter,
         ]
         .into_iter()
         .find(|e| e.as_str() == text)
@@ -251,11 +256,47 @@ impl ChangeOp {
     }
 }
 
+/// The entity of a change-log entry: one this version knows, or one only a newer version knows.
+/// Central instances behind one load balancer are upgraded one at a time, so an older instance
+/// may read entries a newer one logged; it serves them by name, and edges that do not know the
+/// entity either keep them as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChangeEntity {
+    Known(Entity),
+    Other(String),
+}
+
+impl ChangeEntity {
+    pub fn parse(text: &str) -> Self {
+        Entity::parse(text).map_or_else(|| Self::Other(text.to_string()), Self::Known)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Known(entity) => entity.as_str(),
+            Self::Other(name) => name,
+        }
+    }
+}
+
+impl From<Entity> for ChangeEntity {
+    fn from(entity: Entity) -> Self {
+        Self::Known(entity)
+    }
+}
+
+impl PartialEq<Entity> for ChangeEntity {
+    fn eq(&self, other: &Entity) -> bool {
+        matches!(self, Self::Known(entity) if entity == other)
+    }
+}
+
 /// One entry of central's change feed: the full new state of a row (or its deletion).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub seq: i64,
-    pub entity: Entity,
+    pub entity: ChangeEntity,
     pub entity_id: Uuid,
     pub op: ChangeOp,
     /// `None` for chain-wide rows; otherwise the one site that replicates it.
@@ -325,6 +366,50 @@ pub struct PushOp {
     pub entity_id: Uuid,
     pub kind: OpKind,
     pub data: serde_json::Value,
+}
+
+/// What a venue manager decided about a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The same write was queued again as a new op (`retried_as`).
+    Retried,
+    /// The write was dropped.
+    Discarded,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retried => "retried",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "retried" => Some(Self::Retried),
+            "discarded" => Some(Self::Discarded),
+            _ => None,
+        }
+    }
+}
+
+/// The data of a `dead_letter` event op: a venue retried or discarded one of its ops central
+/// refused for good. Queued in the edge's outbox in the same transaction as the decision, so
+/// central learns it exactly once; the op's `entity_id` is `op_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterResolution {
+    /// The refused op this decision is about.
+    pub op_id: Uuid,
+    pub resolution: Resolution,
+    /// The new op carrying the same write, when it was retried.
+    #[serde(default)]
+    pub retried_as: Option<Uuid>,
+    /// Who decided (the staff member's username).
+    pub by: String,
+    /// When the venue decided, by the edge's clock: shown, never used to order anything.
+    pub at: DateTime<Utc>,
 }
 
 /// `POST /v1/sync/push`
@@ -456,6 +541,45 @@ impl Validate for PushRequest {
                     "seqs must be strictly increasing",
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_entity_is_its_name_whether_this_version_knows_it_or_not() {
+        let known: ChangeEntity = serde_json::from_str("\"customer\"").expect("known");
+        assert_eq!(known, Entity::Customer);
+        let newer: ChangeEntity = serde_json::from_str("\"future_thing\"").expect("newer");
+        assert_eq!(newer, ChangeEntity::Other("future_thing".into()));
+        assert_eq!(newer.as_str(), "future_thing");
+        assert_eq!(ChangeEntity::parse("future_thing"), newer);
+        for entity in [known, newer] {
+            let text = serde_json::to_string(&entity).expect("serialize");
+            assert_eq!(text, format!("\"{}\"", entity.as_str()));
+        }
+    }
+
+    #[test]
+    fn every_entity_parses_back_from_its_name() {
+        for entity in [
+            Entity::Site,
+            Entity::Device,
+            Entity::User,
+            Entity::Product,
+            Entity::Game,
+            Entity::Plug,
+            Entity::PlugSchedule,
+            Entity::Customer,
+            Entity::Waiver,
+            Entity::DeadLetter,
+        ] {
+            assert_eq!(Entity::parse(entity.as_str()), Some(entity));
+            let json = serde_json::to_value(entity).expect("serialize");
+            assert_eq!(json, entity.as_str());
         }
     }
 }

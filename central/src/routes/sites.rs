@@ -1,7 +1,7 @@
 //! Sites (venues), their one-time enrollment tokens and their sync health.
 
 use crate::state::{AppState, actor};
-use crate::store::EnrollmentToken;
+use crate::store::{DeadLetterState, EnrollmentToken, RejectedOpRecord};
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
 use aero_shared::auth::extract::{Auth, require};
@@ -9,7 +9,7 @@ use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{SiteRecord, SiteSyncStatus};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -220,18 +220,59 @@ async fn site_sync(
     Ok(Json(state.store.site_sync(site_id).await?))
 }
 
-/// The ops central refused for good from a venue (they sit in the venue's dead letters until a
-/// manager retries or discards them there).
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    /// `open` (the default), `resolved` or `all`.
+    state: Option<String>,
+}
+
+/// A venue's refused op as HQ sees it: still a dead letter at the venue (`open`), or retried or
+/// discarded there (`resolved`, with who decided, when and how).
+#[derive(Serialize)]
+struct DeadLetterView {
+    state: DeadLetterState,
+    #[serde(flatten)]
+    op: RejectedOpRecord,
+}
+
+#[derive(Serialize)]
+struct DeadLetterList {
+    dead_letters: Vec<DeadLetterView>,
+}
+
+/// The ops central refused for good from a venue, newest first. Open ones sit in the venue's
+/// dead letters until a manager retries or discards them there; that decision reaches central
+/// through the venue's outbox and is shown with the op (`?state=resolved` or `all`).
 async fn dead_letters(
     State(state): State<AppState>,
     _auth: Auth,
     Path(site_id): Path<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Query(query): Query<DeadLetterQuery>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    let wanted = match query.state.as_deref() {
+        None | Some("open") => DeadLetterState::Open,
+        Some("resolved") => DeadLetterState::Resolved,
+        Some("all") => DeadLetterState::All,
+        Some(_) => return Err(ApiError::field("state", "must be open, resolved or all")),
+    };
     state
         .store
         .get_site(site_id)
         .await?
         .ok_or(ApiError::NotFound("no such site"))?;
-    let rejected = state.store.rejected_ops(site_id, 1000).await?;
-    Ok(Json(serde_json::json!({ "dead_letters": rejected })))
+    let dead_letters = state
+        .store
+        .rejected_ops(site_id, wanted, 1000)
+        .await?
+        .into_iter()
+        .map(|op| DeadLetterView {
+            state: if op.resolution.is_some() {
+                DeadLetterState::Resolved
+            } else {
+                DeadLetterState::Open
+            },
+            op,
+        })
+        .collect();
+    Ok(Json(DeadLetterList { dead_letters }))
 }

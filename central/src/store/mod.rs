@@ -7,8 +7,9 @@ pub mod sqlite;
 
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord,
-    PushOp, RejectedOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CustomerRecord, DeadLetterResolution, DeviceRecord, GameRecord,
+    PlugRecord, ProductRecord, PushOp, RejectedOp, Resolution, ScheduleRecord, SiteRecord,
+    SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -129,6 +130,37 @@ pub struct RejectedOpRecord {
     pub op_id: Uuid,
     pub reason: String,
     pub rejected_at: DateTime<Utc>,
+    /// What the venue decided about it; `None` while it is still an open dead letter there.
+    pub resolution: Option<ResolutionRecord>,
+}
+
+/// A venue's decision about one of its refused ops, as central recorded it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ResolutionRecord {
+    /// `retried` or `discarded`.
+    pub how: Resolution,
+    /// The new op that carries the same write again, when it was retried.
+    pub retried_as: Option<Uuid>,
+    /// Who decided, at the venue.
+    pub by: String,
+    /// When the venue decided (the edge's clock).
+    pub at: DateTime<Utc>,
+    /// The op that carried the decision to central.
+    pub resolution_op_id: Uuid,
+    /// When central recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Which of a venue's refused ops to list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterState {
+    /// Not yet retried or discarded at the venue.
+    #[default]
+    Open,
+    /// Retried or discarded at the venue.
+    Resolved,
+    All,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,8 +263,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn change_anchor(&self, site_id: Uuid, seq: i64) -> StoreResult<Option<ChangeAnchor>>;
     /// The highest contiguous seq central holds for the site (0 before its first push).
     async fn acked_seq(&self, site_id: Uuid) -> StoreResult<i64>;
-    /// The ops central refused for good from the site, newest first.
-    async fn rejected_ops(&self, site_id: Uuid, limit: u32) -> StoreResult<Vec<RejectedOpRecord>>;
+    /// The ops central refused for good from the site in `state`, newest first, each with the
+    /// venue's resolution once it was recorded (see [`VenueWrite::DeadLetterResolved`]).
+    async fn rejected_ops(
+        &self,
+        site_id: Uuid,
+        state: DeadLetterState,
+        limit: u32,
+    ) -> StoreResult<Vec<RejectedOpRecord>>;
     /// Records a site's pull, for HQ's view of its health.
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()>;
     /// Applies a batch by the rules of [`push_rules`], in one transaction.
@@ -297,38 +335,49 @@ pub async fn open(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result
 pub enum VenueWrite {
     Customer(CustomerRecord),
     Waiver(WaiverRecord),
+    /// The venue retried or discarded one of its refused ops: recorded on that op (last
+    /// arrival wins), for HQ's view of the site's dead letters. Nothing is replicated.
+    DeadLetterResolved {
+        site_id: Uuid,
+        resolution: DeadLetterResolution,
+    },
 }
+
+/// What central already holds that decides whether a pushed op is valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Central holds the customer the op is about.
+    pub customer: bool,
+    /// Central refused, for good, the pushing site's op a dead-letter resolution is about.
+    pub rejected_op: bool,
+}
+
+/// Longest name a dead-letter resolution may give for who decided.
+const MAX_RESOLVER_CHARS: usize = 200;
 
 impl VenueWrite {
     /// Decodes an op pushed by `site_id`. An `Err` is a permanent rejection with its reason:
     /// replaying the same op can never succeed, so it goes to the edge's dead letters.
     ///
-    /// `known_customer` says whether central already holds the customer the op is about: a new
-    /// customer can only be registered by its home site, while any venue may edit a known one
-    /// (the home site stays the registering venue's).
-    pub fn decode(site_id: Uuid, op: &PushOp, known_customer: bool) -> Result<Self, String> {
+    /// `known` says what central already holds: a new customer can only be registered by its
+    /// home site, while any venue may edit a known one (the home site stays the registering
+    /// venue's); a dead-letter resolution must be about an op central refused from this site.
+    pub fn decode(site_id: Uuid, op: &PushOp, known: Known) -> Result<Self, String> {
         use aero_shared::wire::{Entity, OpKind};
-        if op.kind != OpKind::Upsert {
-            return Err(format!(
-                "{:?} ops are not accepted for {}",
-                op.kind,
-                op.entity.as_str()
-            ));
-        }
-        let write = match op.entity {
-            Entity::Customer => {
+        let write = match (op.entity, op.kind) {
+            (Entity::Customer, OpKind::Upsert) => {
                 let customer: CustomerRecord = serde_json::from_value(op.data.clone())
                     .map_err(|e| format!("invalid customer: {e}"))?;
                 Self::check_customer(&customer)?;
                 if customer.id != op.entity_id {
                     return Err("customer id does not match the op's entity_id".into());
                 }
-                if !known_customer && customer.home_site_id != site_id {
+                if !known.customer && customer.home_site_id != site_id {
                     return Err("a new customer can only be pushed by its home site".into());
                 }
                 Self::Customer(customer)
             }
-            Entity::Waiver => {
+            (Entity::Waiver, OpKind::Upsert) => {
                 let waiver: WaiverRecord = serde_json::from_value(op.data.clone())
                     .map_err(|e| format!("invalid waiver: {e}"))?;
                 if waiver.id != op.entity_id {
@@ -344,7 +393,31 @@ impl VenueWrite {
                 }
                 Self::Waiver(waiver)
             }
-            other => {
+            (Entity::DeadLetter, OpKind::Event) => {
+                let resolution: DeadLetterResolution = serde_json::from_value(op.data.clone())
+                    .map_err(|e| format!("invalid dead-letter resolution: {e}"))?;
+                Self::check_resolution(&resolution)?;
+                if resolution.op_id != op.entity_id {
+                    return Err("resolved op id does not match the op's entity_id".into());
+                }
+                if !known.rejected_op {
+                    return Err(format!(
+                        "op {} is not an op central refused from this site",
+                        resolution.op_id
+                    ));
+                }
+                Self::DeadLetterResolved {
+                    site_id,
+                    resolution,
+                }
+            }
+            (entity @ (Entity::Customer | Entity::Waiver | Entity::DeadLetter), kind) => {
+                return Err(format!(
+                    "{kind:?} ops are not accepted for {}",
+                    entity.as_str()
+                ));
+            }
+            (other, _) => {
                 return Err(format!(
                     "{} is owned by HQ and cannot be pushed",
                     other.as_str()
@@ -365,5 +438,26 @@ impl VenueWrite {
             return Err("phone or email too long".into());
         }
         Ok(())
+    }
+
+    fn check_resolution(resolution: &DeadLetterResolution) -> Result<(), String> {
+        let by = resolution.by.trim();
+        if by.is_empty() || by.chars().count() > MAX_RESOLVER_CHARS {
+            return Err(format!(
+                "a dead-letter resolution names who decided, in at most {MAX_RESOLVER_CHARS} characters"
+            ));
+        }
+        match (resolution.resolution, resolution.retried_as) {
+            (Resolution::Retried, Some(new)) if new == resolution.op_id => {
+                Err("an op cannot be retried as itself".into())
+            }
+            (Resolution::Retried, Some(_)) | (Resolution::Discarded, None) => Ok(()),
+            (Resolution::Retried, None) => {
+                Err("a retried op names the op it was retried as".into())
+            }
+            (Resolution::Discarded, Some(_)) => {
+                Err("a discarded op was not retried as another op".into())
+            }
+        }
     }
 }

@@ -9,8 +9,12 @@
 //!   VM): central stops there and says so, and the edge renumbers its pending ops after
 //!   `acked_seq`;
 //! - a seq beyond `acked_seq + 1` is a gap: central stops there and names the seq it expects.
+//!
+//! What makes an op valid is decided by [`VenueWrite::decode`] from what central holds: whether
+//! it knows the customer an op is about, and whether the op a dead-letter resolution names is
+//! one it refused from the pushing site (earlier, or in this very batch).
 
-use super::{PushOutcome, VenueWrite};
+use super::{Known, PushOutcome, VenueWrite};
 use aero_shared::wire::Entity;
 use aero_shared::wire::{PushOp, RejectedOp};
 use std::collections::{HashMap, HashSet};
@@ -37,6 +41,8 @@ pub struct Held {
     pub by_op_id: HashMap<Uuid, HeldOp>,
     /// The customers of the batch that central already holds.
     pub known_customers: HashSet<Uuid>,
+    /// The ops named by the batch's dead-letter resolutions that central refused from the site.
+    pub rejected_ops: HashSet<Uuid>,
 }
 
 impl Held {
@@ -68,6 +74,8 @@ pub struct Lookup {
     pub op_ids: Vec<Uuid>,
     /// Which of these customers central holds.
     pub customer_ids: Vec<Uuid>,
+    /// Which of these ops (named by dead-letter resolutions) central refused from the site.
+    pub resolved_op_ids: Vec<Uuid>,
 }
 
 impl Lookup {
@@ -79,6 +87,11 @@ impl Lookup {
             customer_ids: ops
                 .iter()
                 .filter(|op| op.entity == Entity::Customer)
+                .map(|op| op.entity_id)
+                .collect(),
+            resolved_op_ids: ops
+                .iter()
+                .filter(|op| op.entity == Entity::DeadLetter)
                 .map(|op| op.entity_id)
                 .collect(),
         }
@@ -186,7 +199,12 @@ pub fn plan(
                 });
             }
             None => {
-                match VenueWrite::decode(site_id, op, held.known_customers.contains(&op.entity_id))
+                let known = Known {
+                    customer: held.known_customers.contains(&op.entity_id),
+                    rejected_op: held.rejected_ops.contains(&op.entity_id)
+                        || taken.get(&op.entity_id).is_some_and(Option::is_some),
+                };
+                match VenueWrite::decode(site_id, op, known)
                     .and_then(|write| check(&write).map(|()| write))
                 {
                     Ok(write) => {
@@ -327,6 +345,107 @@ mod tests {
         let known = Held::new(0, [], [foreign.entity_id]);
         let taken = plan(SITE, &[foreign], &known, any);
         assert_eq!(kinds(&taken), [("apply", 1)]);
+    }
+
+    fn resolution_op(seq: i64, resolved: Uuid, retried_as: Option<Uuid>) -> PushOp {
+        PushOp {
+            seq,
+            op_id: Uuid::now_v7(),
+            entity: Entity::DeadLetter,
+            entity_id: resolved,
+            kind: OpKind::Event,
+            data: serde_json::json!({
+                "op_id": resolved,
+                "resolution": if retried_as.is_some() { "retried" } else { "discarded" },
+                "retried_as": retried_as, "by": "venue-manager", "at": "2026-01-02T03:04:05Z",
+            }),
+        }
+    }
+
+    #[test]
+    fn a_resolution_is_taken_only_for_an_op_central_refused_from_the_site() {
+        let (refused, applied, unknown) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut state = Held::new(
+            2,
+            [held(1, refused, Some("bad")), held(2, applied, None)],
+            [],
+        );
+        state.rejected_ops.insert(refused);
+        let plan = plan(
+            SITE,
+            &[
+                resolution_op(3, refused, Some(Uuid::now_v7())),
+                resolution_op(4, applied, None),
+                resolution_op(5, unknown, None),
+            ],
+            &state,
+            any,
+        );
+        assert_eq!(kinds(&plan), [("apply", 3), ("reject", 4), ("reject", 5)]);
+        match &plan.steps[0] {
+            Step::Apply {
+                write:
+                    VenueWrite::DeadLetterResolved {
+                        site_id,
+                        resolution,
+                    },
+                ..
+            } => {
+                assert_eq!(*site_id, SITE);
+                assert_eq!(resolution.op_id, refused);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            plan.outcome.rejected[0]
+                .reason
+                .contains("not an op central refused")
+        );
+    }
+
+    #[test]
+    fn a_resolution_of_an_op_refused_earlier_in_the_same_batch_is_taken() {
+        let broken = Uuid::now_v7();
+        let plan = plan(
+            SITE,
+            &[op(1, broken), resolution_op(2, broken, None)],
+            &Held::default(),
+            any,
+        );
+        assert_eq!(kinds(&plan), [("reject", 1), ("apply", 2)]);
+    }
+
+    #[test]
+    fn a_resolution_must_say_who_decided_and_what_became_of_the_op() {
+        let refused = Uuid::now_v7();
+        let mut state = Held::default();
+        state.rejected_ops.insert(refused);
+        let mut no_new_op = resolution_op(1, refused, Some(Uuid::now_v7()));
+        no_new_op.data["retried_as"] = serde_json::Value::Null;
+        let mut discarded_into_an_op = resolution_op(2, refused, None);
+        discarded_into_an_op.data["retried_as"] = serde_json::json!(Uuid::now_v7());
+        let as_itself = resolution_op(3, refused, Some(refused));
+        let mut nobody = resolution_op(4, refused, None);
+        nobody.data["by"] = serde_json::json!("  ");
+        let mut other_op = resolution_op(5, refused, None);
+        other_op.entity_id = Uuid::now_v7();
+        let mut not_an_event = resolution_op(6, refused, None);
+        not_an_event.kind = OpKind::Upsert;
+        let ops = [
+            no_new_op,
+            discarded_into_an_op,
+            as_itself,
+            nobody,
+            other_op,
+            not_an_event,
+        ];
+        let plan = plan(SITE, &ops, &state, any);
+        assert!(
+            plan.steps.iter().all(|s| matches!(s, Step::Reject { .. })),
+            "{:?}",
+            plan.steps
+        );
+        assert_eq!(plan.outcome.rejected.len(), ops.len());
     }
 
     const SITE: Uuid = Uuid::from_u128(1);

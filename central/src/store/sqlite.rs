@@ -3,16 +3,16 @@
 
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
-    Actor, AuditEntry, AuditEvent, DailyReport, EnrollmentToken, PushOutcome, Redeemed,
-    RejectedOpRecord, Store, StoreError, StoreResult, VenueWrite,
+    Actor, AuditEntry, AuditEvent, DailyReport, DeadLetterState, EnrollmentToken, PushOutcome,
+    Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError, StoreResult, VenueWrite,
 };
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, current_request, decide,
 };
 use aero_shared::wire::{
-    Change, ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, Grant,
-    PlugRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord,
-    WaiverRecord,
+    Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord,
+    Grant, PlugRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus,
+    UserRecord, WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -411,8 +411,10 @@ fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerRecord> {
     })
 }
 
+/// Applies one accepted venue write, carried by the op `op_id`.
 fn apply_venue_write(
     tx: &Transaction<'_>,
+    op_id: Uuid,
     write: &VenueWrite,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
@@ -452,6 +454,32 @@ fn apply_venue_write(
             if inserted == 1 {
                 append_change(tx, Entity::Waiver, w.id, None, w, at)?;
             }
+            Ok(())
+        }
+        VenueWrite::DeadLetterResolved {
+            site_id,
+            resolution: r,
+        } => {
+            // Last arrival wins: a box restored from a backup may decide again about the same op.
+            tx.prepare_cached(
+                "INSERT INTO dead_letter_resolutions (site_id, op_id, resolution, retried_as,
+                    resolved_by, resolved_at, resolution_op_id, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (site_id, op_id) DO UPDATE SET resolution = excluded.resolution,
+                    retried_as = excluded.retried_as, resolved_by = excluded.resolved_by,
+                    resolved_at = excluded.resolved_at, resolution_op_id = excluded.resolution_op_id,
+                    recorded_at = excluded.recorded_at",
+            )?
+            .execute(params![
+                site_id,
+                r.op_id,
+                r.resolution.as_str(),
+                r.retried_as,
+                r.by.trim(),
+                ts(r.at),
+                op_id,
+                ts(at)
+            ])?;
             Ok(())
         }
     }
@@ -507,7 +535,18 @@ fn held_for(tx: &Transaction<'_>, site_id: Uuid, ops: &[PushOp]) -> StoreResult<
             known.push(id);
         }
     }
+    let mut refused = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM applied_ops INDEXED BY applied_ops_op_id
+                         WHERE op_id = ?2 AND site_id = ?1 AND rejected IS NOT NULL)",
+    )?;
+    let mut rejected_ops = Vec::new();
+    for op_id in lookup.resolved_op_ids {
+        if refused.query_row(params![site_id, op_id], |r| r.get::<_, bool>(0))? {
+            rejected_ops.push(op_id);
+        }
+    }
     let mut held = Held::new(acked, held, known);
+    held.rejected_ops.extend(rejected_ops);
     // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
     for op in by_op_id {
         held.by_op_id.insert(op.op_id, op);
@@ -531,7 +570,7 @@ fn push_batch(
     for step in &plan.steps {
         let (seq, op_id, rejected) = match step {
             Step::Apply { seq, op_id, write } => {
-                apply_venue_write(tx, write, at)?;
+                apply_venue_write(tx, *op_id, write, at)?;
                 (*seq, *op_id, None)
             }
             Step::Reject { seq, op_id, reason } => (*seq, *op_id, Some(reason.as_str())),
@@ -1056,8 +1095,7 @@ impl Store for SqliteStore {
                 let op: String = row.get(3)?;
                 changes.push(Change {
                     seq: row.get(0)?,
-                    entity: Entity::parse(&entity)
-                        .with_context(|| format!("unknown entity {entity}"))?,
+                    entity: ChangeEntity::parse(&entity),
                     entity_id: row.get(2)?,
                     op: ChangeOp::parse(&op).with_context(|| format!("unknown op {op}"))?,
                     site_id: row.get(4)?,
@@ -1114,22 +1152,49 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rejected_ops(&self, site_id: Uuid, limit: u32) -> StoreResult<Vec<RejectedOpRecord>> {
+    async fn rejected_ops(
+        &self,
+        site_id: Uuid,
+        state: DeadLetterState,
+        limit: u32,
+    ) -> StoreResult<Vec<RejectedOpRecord>> {
+        let filter = match state {
+            DeadLetterState::Open => "AND r.op_id IS NULL",
+            DeadLetterState::Resolved => "AND r.op_id IS NOT NULL",
+            DeadLetterState::All => "",
+        };
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT a.seq, a.op_id, a.rejected, a.applied_at FROM applied_ops a
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT a.seq, a.op_id, a.rejected, a.applied_at,
+                        r.resolution, r.retried_as, r.resolved_by, r.resolved_at,
+                        r.resolution_op_id, r.recorded_at
+                   FROM applied_ops a
+                   LEFT JOIN dead_letter_resolutions r ON r.site_id = a.site_id AND r.op_id = a.op_id
                  WHERE a.site_id = ?1 AND a.rejected IS NOT NULL
                    -- an alias (the same op at a later seq, after a fork) is one refusal, not two
                    AND NOT EXISTS (SELECT 1 FROM applied_ops b
                                     WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq)
-                 ORDER BY a.seq DESC LIMIT ?2",
-            )?;
+                   {filter}
+                 ORDER BY a.seq DESC LIMIT ?2"
+            ))?;
             let rows = stmt.query_map(params![site_id, limit], |r| {
+                let resolution = match r.get::<_, Option<String>>(4)? {
+                    None => None,
+                    Some(how) => Some(ResolutionRecord {
+                        how: parse_enum(&how)?,
+                        retried_as: r.get(5)?,
+                        by: r.get(6)?,
+                        at: parse_ts(&r.get::<_, String>(7)?)?,
+                        resolution_op_id: r.get(8)?,
+                        recorded_at: parse_ts(&r.get::<_, String>(9)?)?,
+                    }),
+                };
                 Ok(RejectedOpRecord {
                     seq: r.get(0)?,
                     op_id: r.get(1)?,
                     reason: r.get(2)?,
                     rejected_at: parse_ts(&r.get::<_, String>(3)?)?,
+                    resolution,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -1,6 +1,8 @@
 //! Dead letters: ops central refused for good. A manager lists them, and retries one (queued
 //! again as a new op, after whatever made central refuse it was fixed) or discards it. Both are
-//! audited. HQ sees the same refusals per venue at central (`GET /v1/sites/{id}/dead-letters`).
+//! audited, and both queue a `dead_letter` event op in the same transaction, so central records
+//! the decision exactly once: HQ sees each venue's refusals, open or resolved, at
+//! `GET /v1/sites/{id}/dead-letters`.
 
 use super::{AppState, write_error};
 use crate::outbox::{append_op, parse_kind};
@@ -8,7 +10,7 @@ use crate::replica::ts;
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::{Permission, Principal};
-use aero_shared::wire::Entity;
+use aero_shared::wire::{DeadLetterResolution, Entity, OpKind, Resolution};
 use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -88,7 +90,7 @@ struct Retried {
 }
 
 /// Queues the write again as a new op (central remembers the refused op id, so the same op
-/// would be refused again without being looked at).
+/// would be refused again without being looked at), and tells central which op it became.
 async fn retry(
     State(state): State<AppState>,
     auth: Auth,
@@ -109,6 +111,7 @@ async fn retry(
                 c.query_row("SELECT op_id FROM outbox WHERE seq = ?1", [seq], |r| {
                     r.get(0)
                 })?;
+            resolve(c, &auth, op_id, Some(new_id), now)?;
             audit(c, &auth, "dead_letter.retry", op_id, now)?;
             Ok(Some((new_id, seq)))
         })
@@ -130,10 +133,11 @@ async fn discard(
     let now = Utc::now();
     let found = state
         .writer
-        .write(move |c| {
+        .mutate(move |c| {
             if take(c, op_id)?.is_none() {
                 return Ok(false);
             }
+            resolve(c, &auth, op_id, None, now)?;
             audit(c, &auth, "dead_letter.discard", op_id, now)?;
             Ok(true)
         })
@@ -156,6 +160,38 @@ fn take(c: &Connection, op_id: Uuid) -> anyhow::Result<Option<(String, Uuid, Str
     .optional()?)
 }
 
+/// Queues the decision about dead letter `op_id` for central, in the caller's transaction: it
+/// is delivered exactly once, like any other op, and central records it on the refused op.
+fn resolve(
+    c: &Connection,
+    auth: &Auth,
+    op_id: Uuid,
+    retried_as: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let resolution = DeadLetterResolution {
+        op_id,
+        resolution: if retried_as.is_some() {
+            Resolution::Retried
+        } else {
+            Resolution::Discarded
+        },
+        retried_as,
+        by: actor(auth).1,
+        at,
+    };
+    append_op(c, Entity::DeadLetter, op_id, OpKind::Event, &resolution, at)?;
+    Ok(())
+}
+
+/// Who acted: (`user` or `device`, their name).
+fn actor(auth: &Auth) -> (&'static str, String) {
+    match &auth.principal {
+        Principal::Staff { username, .. } => ("user", username.clone()),
+        Principal::Device { kind, .. } => ("device", kind.as_str().to_string()),
+    }
+}
+
 fn audit(
     c: &Connection,
     auth: &Auth,
@@ -163,10 +199,7 @@ fn audit(
     target: Uuid,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let (kind, name) = match &auth.principal {
-        Principal::Staff { username, .. } => ("user", username.clone()),
-        Principal::Device { kind, .. } => ("device", kind.as_str().to_string()),
-    };
+    let (kind, name) = actor(auth);
     c.execute(
         "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, action, target)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

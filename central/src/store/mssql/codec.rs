@@ -1,10 +1,10 @@
 //! Values in and out: times bound as `DATETIME2(3)`, typed column readers, JSON and enum text,
 //! each table's column list, and the row mappers that turn rows into records.
 
-use crate::store::{AuditEntry, StoreError, StoreResult};
+use crate::store::{AuditEntry, RejectedOpRecord, ResolutionRecord, StoreError, StoreResult};
 use aero_shared::wire::{
-    Account, Change, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord, Grant, PlugRecord,
-    ProductRecord, ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
+    Account, Change, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, GameRecord, Grant,
+    PlugRecord, ProductRecord, ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike as _, Utc};
 use serde::Serialize;
@@ -298,13 +298,36 @@ pub(super) fn change_from(row: &Row) -> StoreResult<Change> {
     let op = text(row, 3)?;
     Ok(Change {
         seq: int(row, 0)?,
-        entity: Entity::parse(&entity)
-            .ok_or_else(|| decode_error(1, format!("unknown entity {entity}")))?,
+        entity: ChangeEntity::parse(&entity),
         entity_id: uuid(row, 2)?,
         op: ChangeOp::parse(&op).ok_or_else(|| decode_error(3, format!("unknown op {op}")))?,
         site_id: opt_uuid(row, 4)?,
         data: json_col(row, 5)?,
         changed_at: time(row, 6)?,
+    })
+}
+
+/// A refused op with the venue's resolution, if any: `seq, op_id, rejected, applied_at`, then
+/// the resolution's `resolution, retried_as, resolved_by, resolved_at, resolution_op_id,
+/// recorded_at` (all NULL while the op is open).
+pub(super) fn rejected_op_from(row: &Row) -> StoreResult<RejectedOpRecord> {
+    let resolution = match opt_text(row, 4)? {
+        None => None,
+        Some(_) => Some(ResolutionRecord {
+            how: enum_col(row, 4)?,
+            retried_as: opt_uuid(row, 5)?,
+            by: text(row, 6)?,
+            at: time(row, 7)?,
+            resolution_op_id: uuid(row, 8)?,
+            recorded_at: time(row, 9)?,
+        }),
+    };
+    Ok(RejectedOpRecord {
+        seq: int(row, 0)?,
+        op_id: uuid(row, 1)?,
+        reason: text(row, 2)?,
+        rejected_at: time(row, 3)?,
+        resolution,
     })
 }
 

@@ -47,6 +47,7 @@ pub(super) const DUPLICATES: &[(&str, &str)] = &[
     ("pk_applied_ops", "op"),
     ("pk_audit_log", "audit entry"),
     ("pk_idempotency_keys", "idempotency key"),
+    ("pk_dead_letter_resolutions", "dead-letter resolution"),
 ];
 
 pub(super) fn classify(err: tiberius::error::Error) -> StoreError {

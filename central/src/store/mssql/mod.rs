@@ -33,8 +33,8 @@ mod sync;
 mod users;
 
 use super::{
-    Actor, AuditEntry, DailyReport, EnrollmentToken, PushOutcome, Redeemed, RejectedOpRecord,
-    Store, StoreResult,
+    Actor, AuditEntry, DailyReport, DeadLetterState, EnrollmentToken, PushOutcome, Redeemed,
+    RejectedOpRecord, Store, StoreResult,
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
@@ -253,8 +253,13 @@ impl Store for MssqlStore {
         sync::acked_seq(self, site_id).await
     }
 
-    async fn rejected_ops(&self, site_id: Uuid, limit: u32) -> StoreResult<Vec<RejectedOpRecord>> {
-        sync::rejected_ops(self, site_id, limit).await
+    async fn rejected_ops(
+        &self,
+        site_id: Uuid,
+        state: DeadLetterState,
+        limit: u32,
+    ) -> StoreResult<Vec<RejectedOpRecord>> {
+        sync::rejected_ops(self, site_id, state, limit).await
     }
 
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {

@@ -6,13 +6,15 @@
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes};
 use super::codec::{
-    change_from, customer_columns, customer_from, int, opt_text, opt_time, req, text, time, ts,
-    uuid, waiver_columns,
+    change_from, customer_columns, customer_from, int, opt_text, opt_time, rejected_op_from, req,
+    time, ts, uuid, waiver_columns,
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
-use crate::store::{PushOutcome, RejectedOpRecord, StoreError, StoreResult, VenueWrite};
+use crate::store::{
+    DeadLetterState, PushOutcome, RejectedOpRecord, StoreError, StoreResult, VenueWrite,
+};
 use aero_shared::wire::{Change, ChangeAnchor, Entity, PushOp, SiteSyncStatus};
 use chrono::{DateTime, Datelike as _, Utc};
 use std::collections::HashMap;
@@ -26,6 +28,7 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
     let ok = match write {
         VenueWrite::Customer(c) => fits(c.birth_date.year()) && fits(c.created_at.year()),
         VenueWrite::Waiver(w) => fits(w.signed_at.year()) && fits(w.expires_at.year()),
+        VenueWrite::DeadLetterResolved { resolution, .. } => fits(resolution.at.year()),
     };
     if ok {
         Ok(())
@@ -34,10 +37,12 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
     }
 }
 
-/// Applies one accepted venue write; returns its change-log row (none for a waiver that was
-/// already stored: waivers are immutable).
+/// Applies one accepted venue write, carried by the op `op_id`; returns its change-log row
+/// (none for a waiver that was already stored, as waivers are immutable, and none for a
+/// dead-letter resolution, which is central's own bookkeeping).
 async fn apply_venue_write(
     conn: &mut Conn,
+    op_id: Uuid,
     write: &VenueWrite,
     at: DateTime<Utc>,
 ) -> StoreResult<Option<NewChange>> {
@@ -105,6 +110,34 @@ async fn apply_venue_write(
             } else {
                 Ok(None)
             }
+        }
+        VenueWrite::DeadLetterResolved {
+            site_id,
+            resolution: r,
+        } => {
+            // Last arrival wins: a box restored from a backup may decide again about the same
+            // op. Pushes of one site are serialised on its sync row, so the UPDATE-then-INSERT
+            // cannot race another push of the same resolution.
+            let mut q = Query::new(
+                "UPDATE dead_letter_resolutions WITH (UPDLOCK, SERIALIZABLE) \
+                    SET resolution = @P3, retried_as = @P4, resolved_by = @P5, resolved_at = @P6, \
+                        resolution_op_id = @P7, recorded_at = @P8 \
+                  WHERE site_id = @P1 AND op_id = @P2; \
+                 IF @@ROWCOUNT = 0 \
+                     INSERT INTO dead_letter_resolutions (site_id, op_id, resolution, retried_as, \
+                         resolved_by, resolved_at, resolution_op_id, recorded_at) \
+                     VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8);",
+            );
+            q.bind(*site_id);
+            q.bind(r.op_id);
+            q.bind(r.resolution.as_str());
+            q.bind(r.retried_as);
+            q.bind(r.by.trim().to_string());
+            q.bind(ts(r.at));
+            q.bind(op_id);
+            q.bind(ts(at));
+            conn.exec(q).await?;
+            Ok(None)
         }
     }
 }
@@ -259,7 +292,33 @@ async fn held_for(
     let mut held = Held::new(acked_seq, held, known);
     // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
     held.by_op_id.extend(first_by_op_id);
+    held.rejected_ops
+        .extend(refused_among(conn, site_id, &lookup.resolved_op_ids).await?);
     Ok(held)
+}
+
+/// Which of `op_ids` (named by a batch's dead-letter resolutions) central refused from the site.
+/// Resolutions are rare, so they get their own round trip only when a batch carries some.
+async fn refused_among(conn: &mut Conn, site_id: Uuid, op_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    let mut op_ids = op_ids.to_vec();
+    op_ids.sort_unstable();
+    op_ids.dedup();
+    let mut refused = Vec::new();
+    for chunk in op_ids.chunks(MAX_PARAMS - 1) {
+        let mut q = Query::new(format!(
+            "SELECT DISTINCT op_id FROM applied_ops \
+              WHERE site_id = @P1 AND rejected IS NOT NULL AND op_id IN ({})",
+            placeholders(2, chunk.len())
+        ));
+        q.bind(site_id);
+        for id in chunk {
+            q.bind(*id);
+        }
+        for row in conn.rows(q).await? {
+            refused.push(uuid(&row, 0)?);
+        }
+    }
+    Ok(refused)
 }
 
 /// Applies one pushed batch by the rules of [`push_rules`]: loads what central holds, plans,
@@ -295,7 +354,7 @@ async fn push_tx(
     for step in &plan.steps {
         let (seq, op_id, rejected) = match step {
             Step::Apply { seq, op_id, write } => {
-                changes.extend(apply_venue_write(conn, write, at).await?);
+                changes.extend(apply_venue_write(conn, *op_id, write, at).await?);
                 (*seq, *op_id, None)
             }
             Step::Reject { seq, op_id, reason } => (*seq, *op_id, Some(reason.as_str())),
@@ -481,32 +540,32 @@ pub(super) async fn acked_seq(store: &MssqlStore, site_id: Uuid) -> StoreResult<
 pub(super) async fn rejected_ops(
     store: &MssqlStore,
     site_id: Uuid,
+    state: DeadLetterState,
     limit: u32,
 ) -> StoreResult<Vec<RejectedOpRecord>> {
+    let filter = match state {
+        DeadLetterState::Open => "AND r.op_id IS NULL ",
+        DeadLetterState::Resolved => "AND r.op_id IS NOT NULL ",
+        DeadLetterState::All => "",
+    };
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q = Query::new(
-                    "SELECT TOP (@P2) a.seq, a.op_id, a.rejected, a.applied_at FROM applied_ops a \
+                let mut q = Query::new(format!(
+                    "SELECT TOP (@P2) a.seq, a.op_id, a.rejected, a.applied_at, \
+                            r.resolution, r.retried_as, r.resolved_by, r.resolved_at, \
+                            r.resolution_op_id, r.recorded_at \
+                       FROM applied_ops a \
+                       LEFT JOIN dead_letter_resolutions r ON r.site_id = a.site_id AND r.op_id = a.op_id \
                      WHERE a.site_id = @P1 AND a.rejected IS NOT NULL \
                        AND NOT EXISTS (SELECT 1 FROM applied_ops b \
                                         WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq) \
-                     ORDER BY a.seq DESC",
-                );
+                       {filter}\
+                     ORDER BY a.seq DESC"
+                ));
                 q.bind(site_id);
                 q.bind(i64::from(limit));
-                conn.rows(q)
-                    .await?
-                    .iter()
-                    .map(|row| {
-                        Ok(RejectedOpRecord {
-                            seq: int(row, 0)?,
-                            op_id: uuid(row, 1)?,
-                            reason: text(row, 2)?,
-                            rejected_at: time(row, 3)?,
-                        })
-                    })
-                    .collect()
+                conn.rows(q).await?.iter().map(rejected_op_from).collect()
             })
         })
         .await
@@ -579,6 +638,7 @@ mod tests {
             last_seq: 6 + ops as i64,
             op_ids: op_ids.clone(),
             customer_ids: customer_ids.clone(),
+            resolved_op_ids: Vec::new(),
         };
         (lookup, op_ids, customer_ids)
     }
