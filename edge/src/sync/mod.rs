@@ -80,6 +80,12 @@ enum Direction {
     Pull,
 }
 
+/// While a push round drains a backlog, central's head moves with every batch and each move
+/// asks for a pull. Pulling the batches' echoes one by one would compete with the drain for the
+/// writer and for central, so pulls are this far apart while a round runs (a revoked key still
+/// arrives within about a second), and one follows the end of the round.
+const PULL_SPACING_WHILE_PUSHING: Duration = Duration::from_secs(1);
+
 /// How often the retention window is trimmed (it is bounded by age and count).
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
@@ -92,8 +98,11 @@ pub struct SyncEngine {
     /// Signalled by the hint socket (central has something new) and after a push central
     /// took (its echo, and rows held back for the pushed ops, are waiting).
     pull_wanted: Notify,
-    /// Signalled when a pull found that central lost ops the edge must send again.
+    /// Signalled when a pull found that central lost ops the edge must send again, and when
+    /// the hint socket connects (central is back).
     push_wanted: Notify,
+    /// True while a push round runs: pulls are then spaced out (see [`PULL_SPACING_WHILE_PUSHING`]).
+    pushing: watch::Sender<bool>,
     /// Set once central refused the credential; both loops then stop for good.
     fenced: AtomicBool,
 }
@@ -128,6 +137,7 @@ impl SyncEngine {
             pull_wanted: Notify::new(),
             push_wanted: Notify::new(),
             fenced: AtomicBool::new(fenced),
+            pushing: watch::Sender::new(false),
         })
     }
 
@@ -351,10 +361,12 @@ impl SyncEngine {
         while !self.is_fenced() {
             // Shutdown does not wait for a slow central: an interrupted push is simply resent
             // on the next start, and central never applies an op id twice.
+            self.pushing.send_replace(true);
             let outcome = tokio::select! {
                 outcome = self.push_all() => outcome,
                 () = stopped(&mut shutdown) => return,
             };
+            self.pushing.send_replace(false);
             let wait = match outcome {
                 Ok(summary) => {
                     backoff = self.backoff();
@@ -391,7 +403,17 @@ impl SyncEngine {
         let mut backoff = self.backoff();
         let interval = Duration::from_secs(self.settings.pull_interval_secs.max(1));
         let mut last_trim: Option<Instant> = None;
+        let mut pushing = self.pushing.subscribe();
+        let mut last_pull: Option<Instant> = None;
         while !self.is_fenced() {
+            if let Some(at) = last_pull.filter(|_| *pushing.borrow()) {
+                tokio::select! {
+                    () = tokio::time::sleep_until((at + PULL_SPACING_WHILE_PUSHING).into()) => {}
+                    _ = pushing.wait_for(|active| !active) => {}
+                    () = stopped(&mut shutdown) => return,
+                }
+            }
+            last_pull = Some(Instant::now());
             let outcome = tokio::select! {
                 outcome = self.pull_all() => outcome,
                 () = stopped(&mut shutdown) => return,
@@ -491,6 +513,8 @@ impl SyncEngine {
                 .map_err(|_| anyhow::anyhow!("connecting the hint socket timed out"))??;
         *backoff = self.backoff();
         *connected = true;
+        // Central is reachable (again): a backlog waiting out a push backoff goes now.
+        self.push_wanted.notify_one();
         loop {
             let message = tokio::time::timeout(HINT_SILENCE, socket.next())
                 .await
