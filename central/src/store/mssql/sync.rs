@@ -11,6 +11,7 @@ use super::codec::{
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
+use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
 use crate::store::{PushOutcome, RejectedOpRecord, StoreError, StoreResult, VenueWrite};
 use aero_shared::wire::{Change, ChangeAnchor, Entity, PushOp, SiteSyncStatus};
@@ -26,6 +27,13 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
     let ok = match write {
         VenueWrite::Customer(c) => fits(c.birth_date.year()) && fits(c.created_at.year()),
         VenueWrite::Waiver(w) => fits(w.signed_at.year()) && fits(w.expires_at.year()),
+        VenueWrite::Order(o) => fits(o.created_at.year()),
+        VenueWrite::Refund(r) => fits(r.created_at.year()),
+        VenueWrite::LedgerEntry(e) => fits(e.created_at.year()),
+        VenueWrite::Checkin(c) => {
+            fits(c.starts_at.year()) && fits(c.ends_at.year()) && fits(c.created_at.year())
+        }
+        VenueWrite::Score(s) => fits(s.created_at.year()),
     };
     if ok {
         Ok(())
@@ -34,8 +42,8 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
     }
 }
 
-/// Applies one accepted venue write; returns its change-log row (none for a waiver that was
-/// already stored: waivers are immutable).
+/// Applies one accepted venue write; returns its change-log row (none for a waiver or venue
+/// record that was already stored: they are immutable).
 async fn apply_venue_write(
     conn: &mut Conn,
     write: &VenueWrite,
@@ -106,16 +114,21 @@ async fn apply_venue_write(
                 Ok(None)
             }
         }
+        VenueWrite::Order(o) => venue::order(conn, o, at).await,
+        VenueWrite::Refund(r) => venue::refund(conn, r, at).await,
+        VenueWrite::LedgerEntry(e) => venue::ledger_entry(conn, e, at).await,
+        VenueWrite::Checkin(c) => venue::checkin(conn, c, at).await,
+        VenueWrite::Score(s) => venue::score(conn, s, at).await,
     }
 }
 
 /// At most this many parameters are bound to one request: SQL Server takes 2,100, so a large
 /// batch's lookups are split over a few round trips (one for a batch of the edge's default size).
-const MAX_PARAMS: usize = 2_000;
+pub(super) const MAX_PARAMS: usize = 2_000;
 
 /// `@P{first}, @P{first + 1}, ...`: `n` placeholders for an `IN (...)` list. SQL text is built
 /// from placeholder numbers only; the values are bound.
-fn placeholders(first: usize, n: usize) -> String {
+pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("@P{i}"))
         .collect::<Vec<_>>()
@@ -259,6 +272,7 @@ async fn held_for(
     let mut held = Held::new(acked_seq, held, known);
     // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
     held.by_op_id.extend(first_by_op_id);
+    venue::load_known(conn, &lookup, &mut held.known).await?;
     Ok(held)
 }
 
@@ -579,6 +593,7 @@ mod tests {
             last_seq: 6 + ops as i64,
             op_ids: op_ids.clone(),
             customer_ids: customer_ids.clone(),
+            ..Lookup::default()
         };
         (lookup, op_ids, customer_ids)
     }
