@@ -2,13 +2,16 @@
 //! `AERO_TEST_MSSQL_URL` holds an ADO.NET connection string (and says loudly when it skips).
 
 use aero_central::store::{
-    self, Actor, DeadLetterState, EnrollmentToken, Redeemed, Store, StoreError,
+    self, Actor, CustomerSearch, DeadLetterState, EnrollmentToken, LeaderboardQuery,
+    NegativeBalance, ProductSales, Redeemed, Store, StoreError,
 };
 use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Account, CustomerRecord, DeadLetterResolution, DeviceRecord, Entity, Grant, OpKind,
-    ProductKind, ProductRecord, PushOp, Resolution, SiteRecord, UserRecord, WaiverRecord,
+    Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
+    Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord,
+    ProductKind, ProductRecord, PushOp, RefundRecord, RefundTender, Resolution, ScoreOrder,
+    ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -94,6 +97,15 @@ contract!(
     a_new_customer_from_another_home_site_is_rejected,
     a_request_whose_write_committed_is_never_run_again,
     dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops,
+    venue_records_are_applied_once_and_published_to_their_scope,
+    references_must_exist_at_central,
+    refunds_are_checked_against_their_order_and_earlier_refunds,
+    ledger_entries_from_two_sites_are_kept_and_negative_balances_reported,
+    a_record_pushed_again_with_other_content_is_rejected,
+    daily_figures_follow_the_sites_local_day,
+    leaderboards_rank_each_customers_best_by_the_games_score_order,
+    a_retired_product_stays_listed_inactive_and_replicates,
+    customers_are_found_by_phone_email_and_name,
 );
 
 fn now() -> DateTime<Utc> {
@@ -1423,4 +1435,869 @@ async fn dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops(stor
         ),
         (broken.op_id, "night-manager", decided_again.op_id)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Venue operations: orders, refunds, the ledger, check-ins and scores pushed by edges; HQ's
+// reports over them.
+// ---------------------------------------------------------------------------------------------
+
+/// An op carrying a venue record, of the kind the record travels as.
+fn venue_op<T: serde::Serialize>(seq: i64, entity: Entity, id: Uuid, record: &T) -> PushOp {
+    PushOp {
+        seq,
+        op_id: Uuid::now_v7(),
+        entity,
+        entity_id: id,
+        kind: if entity == Entity::LedgerEntry {
+            OpKind::LedgerAppend
+        } else {
+            OpKind::Upsert
+        },
+        data: serde_json::to_value(record).unwrap(),
+    }
+}
+
+fn customer_record(site_id: Uuid, first_name: &str) -> CustomerRecord {
+    CustomerRecord {
+        id: Uuid::now_v7(),
+        first_name: first_name.into(),
+        last_name: unique("Venue"),
+        birth_date: NaiveDate::from_ymd_opt(2012, 3, 4).unwrap(),
+        phone: Some(format!(
+            "+1555{}",
+            Uuid::now_v7().as_u128() % 10_000_000_000
+        )),
+        email: None,
+        guardian_id: None,
+        home_site_id: site_id,
+        created_at: now(),
+    }
+}
+
+/// A product line of an order: (product id, sku, quantity, unit price).
+type Line = (Uuid, &'static str, i32, i64);
+
+fn order_record(
+    site_id: Uuid,
+    created_at: DateTime<Utc>,
+    lines: &[Line],
+    tenders: &[(TenderKind, i64)],
+) -> OrderRecord {
+    let lines: Vec<OrderLine> = lines
+        .iter()
+        .map(|&(product_id, sku, quantity, unit)| OrderLine {
+            product_id,
+            sku: sku.into(),
+            name: format!("{sku} name"),
+            kind: ProductKind::Pass,
+            quantity,
+            unit_price_cents: unit,
+            total_cents: unit * i64::from(quantity),
+        })
+        .collect();
+    OrderRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        customer_id: None,
+        total_cents: lines.iter().map(|l| l.total_cents).sum(),
+        lines,
+        tenders: tenders
+            .iter()
+            .map(|&(kind, amount_cents)| Tender {
+                kind,
+                amount_cents,
+                received_cents: None,
+                change_cents: 0,
+                reference: None,
+            })
+            .collect(),
+        change_cents: 0,
+        sold_by: "device:pos".into(),
+        created_at,
+    }
+}
+
+fn refund_record(
+    order: &OrderRecord,
+    kind: TenderKind,
+    amount_cents: i64,
+    created_at: DateTime<Utc>,
+) -> RefundRecord {
+    RefundRecord {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        site_id: order.site_id,
+        tenders: vec![RefundTender { kind, amount_cents }],
+        total_cents: amount_cents,
+        reason: "the trampoline was closed".into(),
+        refunded_by: "user:manager".into(),
+        created_at,
+    }
+}
+
+fn ledger_record(site_id: Uuid, customer_id: Uuid, account: Account, delta: i64) -> LedgerEntry {
+    LedgerEntry {
+        id: Uuid::now_v7(),
+        customer_id,
+        account,
+        delta,
+        reason: if delta > 0 {
+            LedgerReason::Purchase
+        } else {
+            LedgerReason::Spend
+        },
+        ref_id: None,
+        site_id,
+        created_at: now(),
+    }
+}
+
+fn checkin_record(site_id: Uuid, customer_id: Uuid, created_at: DateTime<Utc>) -> CheckinRecord {
+    CheckinRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        customer_id,
+        wristband: unique("W"),
+        product_id: Uuid::now_v7(),
+        order_id: Some(Uuid::now_v7()),
+        ledger_entry_id: None,
+        starts_at: created_at,
+        ends_at: created_at + Duration::hours(1),
+        created_at,
+    }
+}
+
+fn score_record(
+    site_id: Uuid,
+    game_id: Uuid,
+    customer_id: Uuid,
+    score: i64,
+    created_at: DateTime<Utc>,
+) -> ScoreRecord {
+    ScoreRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        game_id,
+        customer_id,
+        score,
+        device_id: None,
+        created_at,
+    }
+}
+
+async fn new_game(store: &Arc<dyn Store>, score_order: ScoreOrder) -> GameRecord {
+    let game = GameRecord {
+        id: Uuid::now_v7(),
+        name: unique("game"),
+        score_order,
+        created_at: now(),
+    };
+    store.create_game(&actor(), &game).await.unwrap();
+    game
+}
+
+async fn new_site_in(store: &Arc<dyn Store>, timezone: &str) -> SiteRecord {
+    let site = SiteRecord {
+        timezone: timezone.into(),
+        ..new_site(store).await
+    };
+    store.update_site(&actor(), &site, now()).await.unwrap();
+    site
+}
+
+fn rejections(outcome: &store::PushOutcome) -> Vec<(i64, String)> {
+    outcome
+        .rejected
+        .iter()
+        .map(|r| (r.seq, r.reason.clone()))
+        .collect()
+}
+
+/// Around now: wide enough for every record these tests create "now".
+fn today() -> (DateTime<Utc>, DateTime<Utc>) {
+    (now() - Duration::days(1), now() + Duration::days(1))
+}
+
+async fn venue_records_are_applied_once_and_published_to_their_scope(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    let game = new_game(&store, ScoreOrder::HighestWins).await;
+    let customer = customer_record(site.id, "Ada");
+    let jump = Uuid::now_v7();
+    let order = order_record(
+        site.id,
+        now(),
+        &[(jump, "JUMP60", 2, 1500)],
+        &[(TenderKind::Card, 3000)],
+    );
+    let refund = refund_record(&order, TenderKind::Card, 1000, now());
+    let entry = ledger_record(site.id, customer.id, Account::ArcadeCredits, 50);
+    let checkin = checkin_record(site.id, customer.id, now());
+    let score = score_record(site.id, game.id, customer.id, 1234, now());
+    let ops = vec![
+        venue_op(1, Entity::Customer, customer.id, &customer),
+        venue_op(2, Entity::Order, order.id, &order),
+        venue_op(3, Entity::Refund, refund.id, &refund),
+        venue_op(4, Entity::LedgerEntry, entry.id, &entry),
+        venue_op(5, Entity::Checkin, checkin.id, &checkin),
+        venue_op(6, Entity::Score, score.id, &score),
+    ];
+    let head = store.change_head().await.unwrap();
+    let outcome = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!(outcome.acked_seq, 6);
+    assert_eq!(rejections(&outcome), vec![]);
+
+    // The site pulls its own history back; every site pulls the ledger entry (and customer).
+    let own: Vec<(ChangeEntity, Uuid)> = pull_all(&store, site.id, head)
+        .await
+        .iter()
+        .map(|c| (c.entity.clone(), c.entity_id))
+        .collect();
+    for (entity, id) in [
+        (Entity::Order, order.id),
+        (Entity::Refund, refund.id),
+        (Entity::LedgerEntry, entry.id),
+        (Entity::Checkin, checkin.id),
+        (Entity::Score, score.id),
+    ] {
+        assert_eq!(
+            own.iter().filter(|c| c.0 == entity && c.1 == id).count(),
+            1,
+            "{entity:?} once in the site's feed: {own:?}"
+        );
+    }
+    let elsewhere = pull_all(&store, other.id, head).await;
+    let seen: Vec<ChangeEntity> = elsewhere
+        .iter()
+        .filter(|c| {
+            [
+                customer.id,
+                order.id,
+                refund.id,
+                entry.id,
+                checkin.id,
+                score.id,
+            ]
+            .contains(&c.entity_id)
+        })
+        .map(|c| c.entity.clone())
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ChangeEntity::Known(Entity::Customer),
+            ChangeEntity::Known(Entity::LedgerEntry)
+        ]
+    );
+    let published = elsewhere.iter().find(|c| c.entity_id == entry.id).unwrap();
+    assert_eq!(published.site_id, None, "ledger entries are chain-wide");
+    let replicated: LedgerEntry = serde_json::from_value(published.data.clone()).unwrap();
+    assert_eq!(replicated, entry);
+
+    // A replayed batch, and the same records again under new op ids (a dead letter retried),
+    // write nothing and publish nothing.
+    let before = store.change_head().await.unwrap();
+    let replay = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!((replay.acked_seq, replay.rejected.len()), (6, 0));
+    let again: Vec<PushOp> = ops
+        .iter()
+        .skip(1)
+        .zip(7..)
+        .map(|(op, seq)| PushOp {
+            seq,
+            op_id: Uuid::now_v7(),
+            ..op.clone()
+        })
+        .collect();
+    let outcome = store.push(site.id, &again, now()).await.unwrap();
+    assert_eq!(outcome.acked_seq, 11);
+    assert_eq!(rejections(&outcome), vec![]);
+    assert_eq!(store.change_head().await.unwrap(), before);
+
+    let (from, to) = today();
+    let report = store.daily_report(site.id, from, to).await.unwrap();
+    assert_eq!(
+        (
+            report.orders,
+            report.gross_sales_cents,
+            report.refunds_cents,
+            report.revenue_cents,
+            report.checkins,
+            report.new_customers
+        ),
+        (1, 3000, 1000, 2000, 1, 1)
+    );
+    let sales = store.sales_by_product(site.id, from, to).await.unwrap();
+    assert_eq!(
+        sales,
+        vec![ProductSales {
+            product_id: jump,
+            sku: "JUMP60".into(),
+            name: "JUMP60 name".into(),
+            quantity: 2,
+            sales_cents: 3000,
+        }]
+    );
+}
+
+async fn references_must_exist_at_central(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    let game = new_game(&store, ScoreOrder::HighestWins).await;
+    let stranger = Uuid::now_v7();
+    let customer = customer_record(site.id, "Bea");
+    let checkin = checkin_record(site.id, stranger, now());
+    let entry = ledger_record(site.id, stranger, Account::StoredValue, 100);
+    let no_game = score_record(site.id, Uuid::now_v7(), customer.id, 5, now());
+    let foreign = checkin_record(other.id, customer.id, now());
+    let mut wrong_kind = venue_op(6, Entity::Score, no_game.id, &no_game);
+    wrong_kind.kind = OpKind::LedgerAppend;
+    // A customer pushed earlier in the same batch counts.
+    let good = score_record(site.id, game.id, customer.id, 7, now());
+    let ops = vec![
+        venue_op(1, Entity::Checkin, checkin.id, &checkin),
+        venue_op(2, Entity::LedgerEntry, entry.id, &entry),
+        venue_op(3, Entity::Customer, customer.id, &customer),
+        venue_op(4, Entity::Score, no_game.id, &no_game),
+        venue_op(5, Entity::Checkin, foreign.id, &foreign),
+        wrong_kind,
+        venue_op(7, Entity::Score, good.id, &good),
+    ];
+    let outcome = store.push(site.id, &ops, now()).await.unwrap();
+    assert_eq!(outcome.acked_seq, 7);
+    let rejected = rejections(&outcome);
+    assert_eq!(
+        rejected.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![1, 2, 4, 5, 6],
+        "{rejected:?}"
+    );
+    assert!(rejected[0].1.contains("customer"), "{rejected:?}");
+    assert!(rejected[2].1.contains("game"), "{rejected:?}");
+    assert!(rejected[3].1.contains("site"), "{rejected:?}");
+    let (from, to) = today();
+    assert_eq!(
+        store
+            .daily_report(site.id, from, to)
+            .await
+            .unwrap()
+            .checkins,
+        0
+    );
+    let board = store
+        .leaderboard(&LeaderboardQuery {
+            game_id: game.id,
+            score_order: game.score_order,
+            site_id: None,
+            window: None,
+            limit: 20,
+        })
+        .await
+        .unwrap();
+    assert_eq!(board.len(), 1);
+    assert_eq!((board[0].customer_id, board[0].score), (customer.id, 7));
+}
+
+async fn refunds_are_checked_against_their_order_and_earlier_refunds(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let order = order_record(
+        site.id,
+        now(),
+        &[(Uuid::now_v7(), "JUMP60", 2, 1500)],
+        &[(TenderKind::Cash, 1000), (TenderKind::Card, 2000)],
+    );
+    let first = refund_record(&order, TenderKind::Card, 1500, now());
+    let too_much = refund_record(&order, TenderKind::Card, 600, now());
+    let unknown_order = order_record(
+        site.id,
+        now(),
+        &[(Uuid::now_v7(), "JUMP60", 1, 100)],
+        &[(TenderKind::Cash, 100)],
+    );
+    let orphan = refund_record(&unknown_order, TenderKind::Cash, 100, now());
+    let outcome = store
+        .push(
+            site.id,
+            &[
+                venue_op(1, Entity::Order, order.id, &order),
+                venue_op(2, Entity::Refund, first.id, &first),
+                venue_op(3, Entity::Refund, too_much.id, &too_much),
+                venue_op(4, Entity::Refund, orphan.id, &orphan),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.acked_seq, 4);
+    let rejected = rejections(&outcome);
+    assert_eq!(
+        rejected.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert!(
+        rejected[0].1.contains("more than the 500 cents left"),
+        "{rejected:?}"
+    );
+    assert!(rejected[1].1.contains("does not hold"), "{rejected:?}");
+
+    // A later batch: the earlier refund is loaded from what central holds.
+    let rest = refund_record(&order, TenderKind::Card, 500, now());
+    let beyond = refund_record(&order, TenderKind::Card, 1, now());
+    let cash = refund_record(&order, TenderKind::Cash, 1000, now());
+    let outcome = store
+        .push(
+            site.id,
+            &[
+                venue_op(5, Entity::Refund, rest.id, &rest),
+                venue_op(6, Entity::Refund, beyond.id, &beyond),
+                venue_op(7, Entity::Refund, cash.id, &cash),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rejections(&outcome)
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect::<Vec<_>>(),
+        vec![6]
+    );
+    let listed = store
+        .rejected_ops(site.id, DeadLetterState::All, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![6, 4, 3]
+    );
+    let (from, to) = today();
+    let report = store.daily_report(site.id, from, to).await.unwrap();
+    assert_eq!(
+        (
+            report.gross_sales_cents,
+            report.refunds_cents,
+            report.revenue_cents
+        ),
+        (3000, 3000, 0)
+    );
+}
+
+async fn ledger_entries_from_two_sites_are_kept_and_negative_balances_reported(
+    store: Arc<dyn Store>,
+) {
+    let home = new_site(&store).await;
+    let away = new_site(&store).await;
+    let customer = customer_record(home.id, "Cy");
+    let loaded = ledger_record(home.id, customer.id, Account::StoredValue, 500);
+    let spent_home = ledger_record(home.id, customer.id, Account::StoredValue, -400);
+    let credits = ledger_record(home.id, customer.id, Account::ArcadeCredits, 30);
+    let outcome = store
+        .push(
+            home.id,
+            &[
+                venue_op(1, Entity::Customer, customer.id, &customer),
+                venue_op(2, Entity::LedgerEntry, loaded.id, &loaded),
+                venue_op(3, Entity::LedgerEntry, spent_home.id, &spent_home),
+                venue_op(4, Entity::LedgerEntry, credits.id, &credits),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejections(&outcome), vec![]);
+    // The other venue spent the same balance while offline: both land.
+    let spent_away = ledger_record(away.id, customer.id, Account::StoredValue, -300);
+    let outcome = store
+        .push(
+            away.id,
+            &[venue_op(1, Entity::LedgerEntry, spent_away.id, &spent_away)],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejections(&outcome), vec![]);
+
+    let negative: Vec<NegativeBalance> = store
+        .negative_balances()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.customer_id == customer.id)
+        .collect();
+    assert_eq!(
+        negative,
+        vec![NegativeBalance {
+            customer_id: customer.id,
+            first_name: "Cy".into(),
+            last_name: customer.last_name.clone(),
+            account: Account::StoredValue,
+            balance: -200,
+        }]
+    );
+    let found = store
+        .search_customers(&CustomerSearch::Phone(customer.phone.clone().unwrap()), 10)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let balances: Vec<(Account, i64)> = found[0]
+        .balances
+        .iter()
+        .map(|b| (b.account, b.balance))
+        .collect();
+    assert_eq!(
+        balances,
+        vec![
+            (Account::StoredValue, -200),
+            (Account::ArcadeCredits, 30),
+            (Account::Visits, 0)
+        ]
+    );
+}
+
+async fn a_record_pushed_again_with_other_content_is_rejected(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let customer = customer_record(site.id, "Di");
+    let order = order_record(
+        site.id,
+        now(),
+        &[(Uuid::now_v7(), "JUMP60", 1, 1500)],
+        &[(TenderKind::Cash, 1500)],
+    );
+    let entry = ledger_record(site.id, customer.id, Account::Visits, 10);
+    store
+        .push(
+            site.id,
+            &[
+                venue_op(1, Entity::Customer, customer.id, &customer),
+                venue_op(2, Entity::Order, order.id, &order),
+                venue_op(3, Entity::LedgerEntry, entry.id, &entry),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    let head = store.change_head().await.unwrap();
+    let mut dearer = order.clone();
+    dearer.lines[0].unit_price_cents = 2000;
+    dearer.lines[0].total_cents = 2000;
+    dearer.total_cents = 2000;
+    dearer.tenders[0].amount_cents = 2000;
+    let bigger = LedgerEntry {
+        delta: 11,
+        ..entry.clone()
+    };
+    let outcome = store
+        .push(
+            site.id,
+            &[
+                venue_op(4, Entity::Order, order.id, &dearer),
+                venue_op(5, Entity::LedgerEntry, entry.id, &bigger),
+                venue_op(6, Entity::Order, order.id, &order),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    let rejected = rejections(&outcome);
+    assert_eq!(
+        rejected.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert!(rejected[0].1.contains("never changed"), "{rejected:?}");
+    assert_eq!(store.change_head().await.unwrap(), head);
+    let (from, to) = today();
+    assert_eq!(
+        store
+            .daily_report(site.id, from, to)
+            .await
+            .unwrap()
+            .gross_sales_cents,
+        1500
+    );
+}
+
+async fn daily_figures_follow_the_sites_local_day(store: Arc<dyn Store>) {
+    use chrono::TimeZone as _;
+    let site = new_site_in(&store, "America/New_York").await;
+    let tz = chrono_tz::America::New_York;
+    let midnight = |d: u32| {
+        tz.with_ymd_and_hms(2026, 3, d, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    // 2026-03-10 starts at 04:00 UTC (EDT); an order a minute either side of it.
+    let (day, next) = (midnight(10), midnight(11));
+    assert_eq!(day.to_rfc3339(), "2026-03-10T04:00:00+00:00");
+    let (jump, socks) = (Uuid::now_v7(), Uuid::now_v7());
+    let late = order_record(
+        site.id,
+        day - Duration::minutes(1),
+        &[(jump, "JUMP60", 1, 1000)],
+        &[(TenderKind::Cash, 1000)],
+    );
+    let early = order_record(
+        site.id,
+        day + Duration::minutes(1),
+        &[(socks, "SOCKS", 2, 500), (jump, "JUMP60", 1, 1500)],
+        &[(TenderKind::Card, 2500)],
+    );
+    // Yesterday's order refunded today: today's revenue, not yesterday's, and no product's sales.
+    let refund = refund_record(&late, TenderKind::Cash, 400, day + Duration::minutes(30));
+    let customer = customer_record(site.id, "Ed");
+    let before = checkin_record(site.id, customer.id, day - Duration::minutes(1));
+    let after = checkin_record(site.id, customer.id, day + Duration::minutes(61));
+    let outcome = store
+        .push(
+            site.id,
+            &[
+                venue_op(1, Entity::Order, late.id, &late),
+                venue_op(2, Entity::Order, early.id, &early),
+                venue_op(3, Entity::Refund, refund.id, &refund),
+                venue_op(4, Entity::Customer, customer.id, &customer),
+                venue_op(5, Entity::Checkin, before.id, &before),
+                venue_op(6, Entity::Checkin, after.id, &after),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejections(&outcome), vec![]);
+
+    let report = store.daily_report(site.id, day, next).await.unwrap();
+    assert_eq!(
+        (
+            report.orders,
+            report.gross_sales_cents,
+            report.refunds_cents,
+            report.revenue_cents,
+            report.checkins
+        ),
+        (1, 2500, 400, 2100, 1)
+    );
+    let yesterday = store.daily_report(site.id, midnight(9), day).await.unwrap();
+    assert_eq!(
+        (
+            yesterday.orders,
+            yesterday.gross_sales_cents,
+            yesterday.refunds_cents,
+            yesterday.revenue_cents,
+            yesterday.checkins
+        ),
+        (1, 1000, 0, 1000, 1)
+    );
+
+    let sales = store.sales_by_product(site.id, day, next).await.unwrap();
+    let figures: Vec<(&str, i64, i64)> = sales
+        .iter()
+        .map(|s| (s.sku.as_str(), s.quantity, s.sales_cents))
+        .collect();
+    assert_eq!(figures, vec![("JUMP60", 1, 1500), ("SOCKS", 2, 1000)]);
+    let sales = store
+        .sales_by_product(site.id, midnight(9), day)
+        .await
+        .unwrap();
+    assert_eq!(sales.len(), 1);
+    assert_eq!((sales[0].product_id, sales[0].sales_cents), (jump, 1000));
+
+    let hours = [
+        day - Duration::hours(1),
+        day,
+        day + Duration::hours(1),
+        day + Duration::hours(2),
+    ];
+    assert_eq!(
+        store.checkins_between(site.id, &hours).await.unwrap(),
+        vec![1, 0, 1]
+    );
+    assert!(
+        store
+            .checkins_between(site.id, &hours[..1])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn leaderboards_rank_each_customers_best_by_the_games_score_order(store: Arc<dyn Store>) {
+    let a = new_site(&store).await;
+    let b = new_site(&store).await;
+    let high = new_game(&store, ScoreOrder::HighestWins).await;
+    let low = new_game(&store, ScoreOrder::LowestWins).await;
+    let (ann, bob) = (customer_record(a.id, "Ann"), customer_record(a.id, "Bob"));
+    let cat = customer_record(b.id, "Cat");
+    let t = now() - Duration::hours(3);
+    let at = |minutes: i64| t + Duration::minutes(minutes);
+    let scores_a = [
+        score_record(a.id, high.id, ann.id, 50, at(0)),
+        score_record(a.id, high.id, ann.id, 80, at(10)),
+        score_record(a.id, high.id, bob.id, 80, at(20)),
+        score_record(a.id, low.id, ann.id, 50, at(0)),
+        score_record(a.id, low.id, ann.id, 70, at(5)),
+        score_record(a.id, low.id, bob.id, 40, at(30)),
+    ];
+    let mut ops = vec![
+        venue_op(1, Entity::Customer, ann.id, &ann),
+        venue_op(2, Entity::Customer, bob.id, &bob),
+    ];
+    ops.extend(
+        scores_a
+            .iter()
+            .zip(3..)
+            .map(|(s, seq)| venue_op(seq, Entity::Score, s.id, s)),
+    );
+    assert_eq!(
+        rejections(&store.push(a.id, &ops, now()).await.unwrap()),
+        vec![]
+    );
+    let cat_score = score_record(b.id, high.id, cat.id, 90, at(40));
+    let outcome = store
+        .push(
+            b.id,
+            &[
+                venue_op(1, Entity::Customer, cat.id, &cat),
+                venue_op(2, Entity::Score, cat_score.id, &cat_score),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejections(&outcome), vec![]);
+
+    let board = |game: &GameRecord, site_id, window, limit| {
+        let query = LeaderboardQuery {
+            game_id: game.id,
+            score_order: game.score_order,
+            site_id,
+            window,
+            limit,
+        };
+        let store = store.clone();
+        async move {
+            store
+                .leaderboard(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.first_name, e.score, e.site_id, e.at))
+                .collect::<Vec<_>>()
+        }
+    };
+    let name = |s: &str| s.to_string();
+    // Highest first, one line per customer; of equal scores the earlier one ranks first.
+    assert_eq!(
+        board(&high, None, None, 20).await,
+        vec![
+            (name("Cat"), 90, b.id, at(40)),
+            (name("Ann"), 80, a.id, at(10)),
+            (name("Bob"), 80, a.id, at(20)),
+        ]
+    );
+    assert_eq!(board(&high, None, None, 2).await.len(), 2);
+    assert_eq!(
+        board(&high, Some(a.id), None, 20).await,
+        vec![
+            (name("Ann"), 80, a.id, at(10)),
+            (name("Bob"), 80, a.id, at(20)),
+        ]
+    );
+    // Only the window's scores count: Ann's 80 falls outside it.
+    assert_eq!(
+        board(&high, Some(a.id), Some((at(0), at(10))), 20).await,
+        vec![(name("Ann"), 50, a.id, at(0))]
+    );
+    // Lowest first.
+    assert_eq!(
+        board(&low, None, None, 20).await,
+        vec![
+            (name("Bob"), 40, a.id, at(30)),
+            (name("Ann"), 50, a.id, at(0)),
+        ]
+    );
+}
+
+async fn a_retired_product_stays_listed_inactive_and_replicates(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let p = product(&unique("SKU"));
+    store.create_product(&actor(), &p).await.unwrap();
+    let head = store.change_head().await.unwrap();
+    let at = now() + Duration::seconds(3);
+    let retired = store.retire_product(&actor(), p.id, at).await.unwrap();
+    let expected = ProductRecord {
+        active: false,
+        ..p.clone()
+    };
+    assert_eq!(retired, expected);
+    assert!(store.list_products().await.unwrap().contains(&expected));
+    let change = pull_all(&store, site.id, head)
+        .await
+        .into_iter()
+        .rfind(|c| c.entity_id == p.id)
+        .expect("the retirement replicates");
+    assert_eq!(change.site_id, None);
+    assert_eq!(
+        serde_json::from_value::<ProductRecord>(change.data).unwrap(),
+        expected
+    );
+    let audited = store.list_audit(None, 50).await.unwrap();
+    assert!(
+        audited.iter().any(|e| e.action == "product.retire"
+            && e.target == Some(p.id.to_string())
+            && e.at == at),
+        "{audited:?}"
+    );
+
+    // Retiring it again changes nothing; an unknown product is not found.
+    let head = store.change_head().await.unwrap();
+    assert_eq!(
+        store.retire_product(&actor(), p.id, now()).await.unwrap(),
+        expected
+    );
+    assert_eq!(store.change_head().await.unwrap(), head);
+    let err = store
+        .retire_product(&actor(), Uuid::now_v7(), now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+async fn customers_are_found_by_phone_email_and_name(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let customer = CustomerRecord {
+        email: Some(format!("{}@Example.com", unique("Fay"))),
+        ..customer_record(site.id, "Fay")
+    };
+    store
+        .push(
+            site.id,
+            &[venue_op(1, Entity::Customer, customer.id, &customer)],
+            now(),
+        )
+        .await
+        .unwrap();
+    let ids = |found: Vec<store::CustomerBalances>| -> Vec<Uuid> {
+        found.into_iter().map(|c| c.customer.id).collect()
+    };
+    let email = customer.email.clone().unwrap().to_lowercase();
+    let last = customer.last_name.to_lowercase();
+    for search in [
+        CustomerSearch::Phone(customer.phone.clone().unwrap()),
+        CustomerSearch::Email(email),
+        CustomerSearch::Name(last.clone()),
+        CustomerSearch::Name(last[..last.len() - 3].to_string()),
+        CustomerSearch::Name(format!("fay {last}")),
+    ] {
+        let found = store.search_customers(&search, 50).await.unwrap();
+        assert_eq!(ids(found), vec![customer.id], "{search:?}");
+    }
+    for search in [
+        CustomerSearch::Email("nobody@example.com".into()),
+        CustomerSearch::Name(format!("{last}x")),
+        // Wildcards match themselves.
+        CustomerSearch::Name(format!("{}%", &last[..6])),
+        CustomerSearch::Name(format!("{}_", &last[..6])),
+    ] {
+        let found = store.search_customers(&search, 50).await.unwrap();
+        assert!(!ids(found).contains(&customer.id), "{search:?}");
+    }
 }

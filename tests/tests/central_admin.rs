@@ -1,5 +1,6 @@
-//! HQ administration over real HTTP on loopback: editing a site (`PATCH /v1/sites/{site_id}`)
-//! and disabling a staff user (`DELETE /v1/users/{id}`), including what reaches an edge.
+//! HQ administration over real HTTP on loopback: editing a site (`PATCH /v1/sites/{site_id}`),
+//! disabling a staff user (`DELETE /v1/users/{id}`) and retiring a product, including what
+//! reaches an edge; and HQ's reports over what venues pushed.
 //!
 //! Every test starts its own central on its own temporary data directory.
 
@@ -380,6 +381,444 @@ async fn disabling_a_user_outside_hq_networks_is_403() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// POST /v1/products/{id}/retire
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_retired_product_stays_listed_inactive_and_only_catalog_managers_retire() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    create_staff(&central, &owner, "sam", &[site]).await;
+    let sam = central.login("sam", STAFF_PASSWORD).await;
+    let product = central
+        .post_json(
+            &owner,
+            "/v1/products",
+            &json!({ "sku": "JUMP60", "name": "Jump 60", "kind": "pass", "price_cents": 1500, "duration_minutes": 60 }),
+            201,
+        )
+        .await;
+    let id = product["id"].as_str().unwrap();
+    let path = format!("/v1/products/{id}/retire");
+
+    let response = central
+        .request(Method::POST, &path)
+        .bearer_auth(&sam)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 403).await;
+    let retired = central.post_json(&owner, &path, &json!({}), 200).await;
+    assert_eq!(retired["active"], false, "{retired}");
+    // Retiring it again answers the same and is not audited twice.
+    let again = central.post_json(&owner, &path, &json!({}), 200).await;
+    assert_eq!(again, retired);
+    let listed = central.get_json(&owner, "/v1/products", 200).await;
+    let listed: Vec<&Value> = listed["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] == id)
+        .collect();
+    assert_eq!(listed, vec![&retired]);
+    let retirements = audit_entries(&central, &owner)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "product.retire" && e["target"] == id)
+        .count();
+    assert_eq!(retirements, 1);
+    let unknown = format!("/v1/products/{}/retire", Uuid::now_v7());
+    let response = central
+        .request(Method::POST, &unknown)
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 404).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports, leaderboards and the customer lookup over pushed venue data
+// ---------------------------------------------------------------------------------------------
+
+/// Enrolls an edge credential for `site` (no edge runs: the test pushes as one).
+async fn edge_key(central: &TestCentral, owner: &str, site: Uuid) -> String {
+    let token = central.enrollment_token(owner, site).await;
+    let response = central
+        .request(Method::POST, "/v1/edge/enroll")
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, 200).await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Pushes `records` (entity, record) as the site's ops from `first_seq`; asserts none is refused.
+async fn push_records(central: &TestCentral, key: &str, first_seq: i64, records: &[(&str, Value)]) {
+    let ops: Vec<Value> = records
+        .iter()
+        .zip(first_seq..)
+        .map(|((entity, data), seq)| {
+            json!({
+                "seq": seq,
+                "op_id": Uuid::now_v7(),
+                "entity": entity,
+                "entity_id": data["id"],
+                "kind": if *entity == "ledger_entry" { "ledger_append" } else { "upsert" },
+                "data": data,
+            })
+        })
+        .collect();
+    let response = central
+        .request(Method::POST, "/v1/sync/push")
+        .header("X-Api-Key", key)
+        .json(&json!({ "ops": ops }))
+        .send()
+        .await
+        .unwrap();
+    let answer = expect_status(response, 200).await;
+    assert_eq!(answer["rejected"], json!([]), "{answer}");
+}
+
+fn customer_json(site: Uuid, first_name: &str, phone: &str) -> Value {
+    json!({
+        "id": Uuid::now_v7(), "first_name": first_name, "last_name": "Lee",
+        "birth_date": "2012-01-01", "phone": phone, "email": null, "guardian_id": null,
+        "home_site_id": site, "created_at": "2026-10-24T12:00:00Z",
+    })
+}
+
+fn order_json(site: Uuid, product: Uuid, quantity: i64, unit: i64, at: &str) -> Value {
+    json!({
+        "id": Uuid::now_v7(), "site_id": site, "customer_id": null,
+        "lines": [{ "product_id": product, "sku": "JUMP60", "name": "Jump 60", "kind": "pass",
+                    "quantity": quantity, "unit_price_cents": unit, "total_cents": quantity * unit }],
+        "tenders": [{ "kind": "card", "amount_cents": quantity * unit, "received_cents": null,
+                      "change_cents": 0, "reference": "T1" }],
+        "total_cents": quantity * unit, "change_cents": 0, "sold_by": "device:pos",
+        "created_at": at,
+    })
+}
+
+fn checkin_json(site: Uuid, customer: &Value, at: &str) -> Value {
+    json!({
+        "id": Uuid::now_v7(), "site_id": site, "customer_id": customer["id"], "wristband": "W-1",
+        "product_id": Uuid::now_v7(), "order_id": Uuid::now_v7(), "ledger_entry_id": null,
+        "starts_at": at, "ends_at": "2026-10-26T00:00:00Z", "created_at": at,
+    })
+}
+
+#[tokio::test]
+async fn reports_count_pushed_venue_data_by_the_sites_local_day() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    // Europe/London: 2026-10-25 is 25 hours long, 01:00 to 02:00 happening twice.
+    let site = central.create_site(&owner, "Leeds").await;
+    let key = edge_key(&central, &owner, site).await;
+    let product = Uuid::now_v7();
+    let ada = customer_json(site, "Ada", "+441130000001");
+    let refunded = order_json(site, product, 2, 1500, "2026-10-24T22:59:00Z");
+    let refund = json!({
+        "id": Uuid::now_v7(), "order_id": refunded["id"], "site_id": site,
+        "tenders": [{ "kind": "card", "amount_cents": 1000 }], "total_cents": 1000,
+        "reason": "closed early", "refunded_by": "user:x", "created_at": "2026-10-25T09:00:00Z",
+    });
+    let debt = json!({
+        "id": Uuid::now_v7(), "customer_id": ada["id"], "account": "stored_value", "delta": -250,
+        "reason": "adjustment", "ref_id": null, "site_id": site, "created_at": "2026-10-25T09:00:00Z",
+    });
+    push_records(
+        &central,
+        &key,
+        1,
+        &[
+            ("customer", ada.clone()),
+            // 23:59 BST on the 24th, then 00:00 BST on the 25th: one minute apart, two days.
+            ("order", refunded.clone()),
+            (
+                "order",
+                order_json(site, product, 1, 1500, "2026-10-24T23:00:00Z"),
+            ),
+            ("refund", refund),
+            ("ledger_entry", debt),
+            // 01:30 BST, then 01:30 GMT: the same wall-clock hour, twice.
+            ("checkin", checkin_json(site, &ada, "2026-10-25T00:30:00Z")),
+            ("checkin", checkin_json(site, &ada, "2026-10-25T01:30:00Z")),
+        ],
+    )
+    .await;
+
+    let day = central
+        .get_json(
+            &owner,
+            &format!("/v1/reports/daily?site_id={site}&date=2026-10-25"),
+            200,
+        )
+        .await;
+    for (field, value) in [
+        ("orders", 1),
+        ("gross_sales_cents", 1500),
+        ("refunds_cents", 1000),
+        ("revenue_cents", 500),
+        ("checkins", 2),
+    ] {
+        assert_eq!(day[field], value, "{field}: {day}");
+    }
+    let before = central
+        .get_json(
+            &owner,
+            &format!("/v1/reports/daily?site_id={site}&date=2026-10-24"),
+            200,
+        )
+        .await;
+    assert_eq!(
+        (before["orders"].as_i64(), before["revenue_cents"].as_i64()),
+        (Some(1), Some(3000))
+    );
+
+    let sales = central
+        .get_json(
+            &owner,
+            &format!("/v1/reports/sales-by-product?site_id={site}&date=2026-10-25"),
+            200,
+        )
+        .await;
+    assert_eq!(
+        sales["products"],
+        json!([{ "product_id": product, "sku": "JUMP60", "name": "Jump 60", "quantity": 1, "sales_cents": 1500 }]),
+        "{sales}"
+    );
+
+    let hours = central
+        .get_json(
+            &owner,
+            &format!("/v1/reports/checkins-by-hour?site_id={site}&date=2026-10-25"),
+            200,
+        )
+        .await;
+    let hours = hours["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 25);
+    let labels: Vec<(String, String, i64)> = hours[..4]
+        .iter()
+        .map(|h| {
+            (
+                h["hour"].as_str().unwrap().to_string(),
+                h["utc_offset"].as_str().unwrap().to_string(),
+                h["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let label = |hour: &str, offset: &str, count| (hour.to_string(), offset.to_string(), count);
+    assert_eq!(
+        labels,
+        vec![
+            label("00:00", "+01:00", 0),
+            label("01:00", "+01:00", 1),
+            label("01:00", "+00:00", 1),
+            label("02:00", "+00:00", 0),
+        ]
+    );
+    assert_eq!(hours[24]["hour"], "23:00");
+    let spring = central
+        .get_json(
+            &owner,
+            &format!("/v1/reports/checkins-by-hour?site_id={site}&date=2026-03-29"),
+            200,
+        )
+        .await;
+    assert_eq!(spring["hours"].as_array().unwrap().len(), 23);
+
+    let negative = central
+        .get_json(&owner, "/v1/reports/negative-balances", 200)
+        .await;
+    assert_eq!(
+        negative["balances"],
+        json!([{ "customer_id": ada["id"], "first_name": "Ada", "last_name": "Lee",
+                 "account": "stored_value", "balance": -250 }])
+    );
+    let found = central
+        .get_json(&owner, "/v1/customers?phone=%2B44%20113%200000001", 200)
+        .await;
+    let customers = found["customers"].as_array().unwrap();
+    assert_eq!(customers.len(), 1, "{found}");
+    assert_eq!(customers[0]["id"], ada["id"]);
+    assert_eq!(
+        customers[0]["balances"],
+        json!([{ "account": "stored_value", "balance": -250 },
+               { "account": "arcade_credits", "balance": 0 },
+               { "account": "visits", "balance": 0 }])
+    );
+    let found = central
+        .get_json(&owner, "/v1/customers?name=ada%20l", 200)
+        .await;
+    assert_eq!(found["customers"].as_array().unwrap().len(), 1, "{found}");
+    let response = central
+        .request(Method::GET, "/v1/customers?phone=1&name=ada")
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 422).await;
+}
+
+#[tokio::test]
+async fn a_site_scoped_manager_reads_only_their_own_sites_reports() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let leeds = central.create_site(&owner, "Leeds").await;
+    let york = central.create_site(&owner, "York").await;
+    central
+        .post_json(
+            &owner,
+            "/v1/users",
+            &json!({ "username": "mia", "password": STAFF_PASSWORD, "role": "manager", "site_ids": [leeds] }),
+            201,
+        )
+        .await;
+    let mia = central.login("mia", STAFF_PASSWORD).await;
+    create_staff(&central, &owner, "sam", &[leeds]).await;
+    let sam = central.login("sam", STAFF_PASSWORD).await;
+
+    for report in ["daily", "sales-by-product", "checkins-by-hour"] {
+        let path = |site: Uuid| format!("/v1/reports/{report}?site_id={site}&date=2026-05-01");
+        central.get_json(&mia, &path(leeds), 200).await;
+        let response = central
+            .request(Method::GET, &path(york))
+            .bearer_auth(&mia)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(response, 403).await;
+        // Staff do not read reports at all.
+        let response = central
+            .request(Method::GET, &path(leeds))
+            .bearer_auth(&sam)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(response, 403).await;
+    }
+    central
+        .get_json(&mia, "/v1/reports/negative-balances", 200)
+        .await;
+    let response = central
+        .request(Method::GET, "/v1/reports/negative-balances")
+        .bearer_auth(&sam)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 403).await;
+}
+
+#[tokio::test]
+async fn leaderboards_rank_pushed_scores_and_an_unknown_game_is_not_found() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    let key = edge_key(&central, &owner, site).await;
+    let game = central
+        .post_json(
+            &owner,
+            "/v1/games",
+            &json!({ "name": "Dodgeball", "score_order": "lowest_wins" }),
+            201,
+        )
+        .await;
+    let (ann, bob) = (
+        customer_json(site, "Ann", "+441130000002"),
+        customer_json(site, "Bob", "+441130000003"),
+    );
+    let score = |customer: &Value, score: i64, at: &str| {
+        json!({
+            "id": Uuid::now_v7(), "site_id": site, "game_id": game["id"],
+            "customer_id": customer["id"], "score": score, "device_id": null, "created_at": at,
+        })
+    };
+    push_records(
+        &central,
+        &key,
+        1,
+        &[
+            ("customer", ann.clone()),
+            ("customer", bob.clone()),
+            ("score", score(&ann, 30, "2026-01-01T10:00:00Z")),
+            ("score", score(&bob, 20, "2026-01-01T10:05:00Z")),
+            ("score", score(&ann, 10, "2026-01-01T10:10:00Z")),
+        ],
+    )
+    .await;
+
+    let board = central
+        .get_json(
+            &owner,
+            &format!(
+                "/v1/leaderboards/{}?period=all",
+                game["id"].as_str().unwrap()
+            ),
+            200,
+        )
+        .await;
+    let entries: Vec<(i64, &str, i64)> = board["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["rank"].as_i64().unwrap(),
+                e["first_name"].as_str().unwrap(),
+                e["score"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(entries, vec![(1, "Ann", 10), (2, "Bob", 20)], "{board}");
+    assert_eq!(board["entries"][0]["site_id"], site.to_string());
+    assert_eq!(board["entries"][0]["at"], "2026-01-01T10:10:00Z");
+    // Scores from 2026 are not this week's.
+    let week = central
+        .get_json(
+            &owner,
+            &format!(
+                "/v1/leaderboards/{}?period=week&site_id={site}",
+                game["id"].as_str().unwrap()
+            ),
+            200,
+        )
+        .await;
+    assert_eq!(
+        (
+            week["period"].as_str(),
+            week["entries"].as_array().map(Vec::len)
+        ),
+        (Some("week"), Some(0))
+    );
+
+    let response = central
+        .request(Method::GET, &format!("/v1/leaderboards/{}", Uuid::now_v7()))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 404).await;
+    let response = central
+        .request(
+            Method::GET,
+            &format!(
+                "/v1/leaderboards/{}?period=month",
+                game["id"].as_str().unwrap()
+            ),
+        )
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Audit, OpenAPI
 // ---------------------------------------------------------------------------------------------
 
@@ -445,6 +884,16 @@ async fn openapi_lists_the_admin_operations() {
         doc["paths"]["/v1/users/{id}"]["delete"]["responses"]["204"].is_object(),
         "{doc}"
     );
+    for (path, method) in [
+        ("/v1/products/{id}/retire", "post"),
+        ("/v1/reports/sales-by-product", "get"),
+        ("/v1/reports/checkins-by-hour", "get"),
+        ("/v1/reports/negative-balances", "get"),
+        ("/v1/leaderboards/{game_id}", "get"),
+        ("/v1/customers", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{path}: {doc}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

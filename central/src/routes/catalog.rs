@@ -1,4 +1,5 @@
-//! The chain-wide catalog: products with prices, and the games venues score.
+//! The chain-wide catalog: products with prices (retired, not deleted, when no longer sold),
+//! and the games venues score.
 
 use crate::state::{AppState, actor};
 use aero_shared::ApiError;
@@ -7,10 +8,11 @@ use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Account, GameRecord, Grant, ProductKind, ProductRecord, ScoreOrder};
+use axum::extract::Path;
 use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,6 +23,10 @@ pub fn router() -> Router<AppState> {
             "/v1/products",
             get(list_products.layer(require(Permission::ReadCatalog)))
                 .post(create_product.layer(require(Permission::ManageCatalog))),
+        )
+        .route(
+            "/v1/products/{id}/retire",
+            post(retire_product.layer(require(Permission::ManageCatalog))),
         )
         .route(
             "/v1/games",
@@ -99,6 +105,24 @@ async fn create_product(
     };
     state.store.create_product(&actor(&auth), &product).await?;
     Ok((StatusCode::CREATED, Json(product)))
+}
+
+/// `POST /v1/products/{id}/retire`: the product is no longer sold (venues stop selling it once
+/// the change reaches them); it stays listed with `active: false`. Retiring it again is a no-op.
+async fn retire_product(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ProductRecord>, ApiError> {
+    let product = state
+        .store
+        .retire_product(&actor(&auth), id, state.clock.now())
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::NotFound("no such product"),
+            other => other.into(),
+        })?;
+    Ok(Json(product))
 }
 
 #[derive(Serialize)]

@@ -3,8 +3,11 @@
 mod audit;
 mod auth;
 mod catalog;
+mod customers;
 mod devices;
 mod health;
+mod leaderboards;
+mod local_time;
 mod plugs;
 mod reports;
 mod sites;
@@ -25,6 +28,8 @@ pub fn api_router() -> Router<AppState> {
         .merge(plugs::router())
         .merge(audit::router())
         .merge(reports::router())
+        .merge(leaderboards::router())
+        .merge(customers::router())
         .merge(sync::router())
 }
 

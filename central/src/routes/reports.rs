@@ -1,29 +1,69 @@
-//! Reports: a site's day (in the site's own timezone) of orders, revenue, check-ins, sign-ups.
+//! HQ reports. A site's day (in the site's own timezone): orders, sales, refunds, revenue,
+//! check-ins and sign-ups; sales by product; check-ins per local hour. Chain-wide: balances
+//! below zero. What each figure means is in `store::reports` (and `docs/reports.md`).
+//!
+//! Site-scoped staff see their own sites' days only; balances are chain-wide, like the ledger.
 
+use super::local_time::{self, site_timezone};
 use crate::state::AppState;
+use crate::store::{NegativeBalance, ProductSales};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
+use aero_shared::wire::SiteRecord;
 use axum::extract::{Query, State};
 use axum::handler::Handler;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/reports/daily",
-        get(daily.layer(require(Permission::ReadReports))),
-    )
+    Router::new()
+        .route(
+            "/v1/reports/daily",
+            get(daily.layer(require(Permission::ReadReports))),
+        )
+        .route(
+            "/v1/reports/sales-by-product",
+            get(sales_by_product.layer(require(Permission::ReadReports))),
+        )
+        .route(
+            "/v1/reports/checkins-by-hour",
+            get(checkins_by_hour.layer(require(Permission::ReadReports))),
+        )
+        .route(
+            "/v1/reports/negative-balances",
+            get(negative_balances.layer(require(Permission::ReadReports))),
+        )
 }
 
 #[derive(Deserialize)]
-struct DailyQuery {
+struct DayQuery {
     site_id: Uuid,
     date: NaiveDate,
+}
+
+/// The site a day report is about, checked against the caller, with the day's UTC range.
+struct SiteDay {
+    site: SiteRecord,
+    tz: Tz,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+async fn site_day(state: &AppState, auth: &Auth, query: &DayQuery) -> Result<SiteDay, ApiError> {
+    auth.ensure_site(query.site_id).await?;
+    let site = state
+        .store
+        .get_site(query.site_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such site"))?;
+    let tz = site_timezone(&site.timezone)?;
+    let (from, to) = local_time::day(tz, query.date)?;
+    Ok(SiteDay { site, tz, from, to })
 }
 
 #[derive(Serialize)]
@@ -32,6 +72,8 @@ struct DailyReportView {
     date: NaiveDate,
     timezone: String,
     orders: i64,
+    gross_sales_cents: i64,
+    refunds_cents: i64,
     revenue_cents: i64,
     checkins: i64,
     new_customers: i64,
@@ -40,41 +82,111 @@ struct DailyReportView {
 async fn daily(
     State(state): State<AppState>,
     auth: Auth,
-    Query(query): Query<DailyQuery>,
+    Query(query): Query<DayQuery>,
 ) -> Result<Json<DailyReportView>, ApiError> {
-    auth.ensure_site(query.site_id).await?;
-    let site = state
-        .store
-        .get_site(query.site_id)
-        .await?
-        .ok_or(ApiError::NotFound("no such site"))?;
-    let tz: Tz = site
-        .timezone
-        .parse()
-        .map_err(|_| ApiError::internal(anyhow::anyhow!("site has an invalid timezone")))?;
-    let start_of = |date: NaiveDate| {
-        // The first instant of the local day; a DST gap at midnight moves it forward.
-        let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-        tz.from_local_datetime(&midnight)
-            .earliest()
-            .unwrap_or_else(|| tz.from_utc_datetime(&midnight))
-            .with_timezone(&Utc)
-    };
-    let next = query
-        .date
-        .succ_opt()
-        .ok_or_else(|| ApiError::field("date", "out of range"))?;
+    let day = site_day(&state, &auth, &query).await?;
     let report = state
         .store
-        .daily_report(site.id, start_of(query.date), start_of(next))
+        .daily_report(day.site.id, day.from, day.to)
         .await?;
     Ok(Json(DailyReportView {
-        site_id: site.id,
+        site_id: day.site.id,
         date: query.date,
-        timezone: site.timezone,
+        timezone: day.site.timezone,
         orders: report.orders,
+        gross_sales_cents: report.gross_sales_cents,
+        refunds_cents: report.refunds_cents,
         revenue_cents: report.revenue_cents,
         checkins: report.checkins,
         new_customers: report.new_customers,
+    }))
+}
+
+#[derive(Serialize)]
+struct SalesByProductView {
+    site_id: Uuid,
+    date: NaiveDate,
+    timezone: String,
+    products: Vec<ProductSales>,
+}
+
+async fn sales_by_product(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<DayQuery>,
+) -> Result<Json<SalesByProductView>, ApiError> {
+    let day = site_day(&state, &auth, &query).await?;
+    let products = state
+        .store
+        .sales_by_product(day.site.id, day.from, day.to)
+        .await?;
+    Ok(Json(SalesByProductView {
+        site_id: day.site.id,
+        date: query.date,
+        timezone: day.site.timezone,
+        products,
+    }))
+}
+
+#[derive(Serialize)]
+struct CheckinsByHourView {
+    site_id: Uuid,
+    date: NaiveDate,
+    timezone: String,
+    hours: Vec<HourView>,
+}
+
+/// One hour of the local day. On a fall-back day the repeated hour appears twice, told apart
+/// by its UTC offset; on a spring-forward day the skipped hour does not appear.
+#[derive(Serialize)]
+struct HourView {
+    /// The local time the hour starts at, `HH:MM`.
+    hour: String,
+    /// The site's UTC offset during that hour, `+HH:MM`.
+    utc_offset: String,
+    starts_at: DateTime<Utc>,
+    count: i64,
+}
+
+async fn checkins_by_hour(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<DayQuery>,
+) -> Result<Json<CheckinsByHourView>, ApiError> {
+    let day = site_day(&state, &auth, &query).await?;
+    let bounds = local_time::hour_bounds(day.from, day.to);
+    let counts = state.store.checkins_between(day.site.id, &bounds).await?;
+    let hours = bounds
+        .iter()
+        .zip(counts)
+        .map(|(start, count)| {
+            let local = start.with_timezone(&day.tz);
+            HourView {
+                hour: local.format("%H:%M").to_string(),
+                utc_offset: local.format("%:z").to_string(),
+                starts_at: *start,
+                count,
+            }
+        })
+        .collect();
+    Ok(Json(CheckinsByHourView {
+        site_id: day.site.id,
+        date: query.date,
+        timezone: day.site.timezone,
+        hours,
+    }))
+}
+
+#[derive(Serialize)]
+struct NegativeBalancesView {
+    balances: Vec<NegativeBalance>,
+}
+
+async fn negative_balances(
+    State(state): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<NegativeBalancesView>, ApiError> {
+    Ok(Json(NegativeBalancesView {
+        balances: state.store.negative_balances().await?,
     }))
 }

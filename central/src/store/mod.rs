@@ -3,13 +3,20 @@
 
 pub mod mssql;
 pub mod push_rules;
+pub mod reports;
 pub mod sqlite;
+
+pub use reports::{
+    CustomerBalances, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
+    NegativeBalance, ProductSales,
+};
 
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeAnchor, CustomerRecord, DeadLetterResolution, DeviceRecord, GameRecord,
-    PlugRecord, ProductRecord, PushOp, RejectedOp, Resolution, ScheduleRecord, SiteRecord,
-    SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
+    GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, OrderRecord, PlugRecord,
+    ProductRecord, PushOp, RefundRecord, RejectedOp, Resolution, ScheduleRecord, ScoreRecord,
+    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -163,14 +170,6 @@ pub enum DeadLetterState {
     All,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DailyReport {
-    pub orders: i64,
-    pub revenue_cents: i64,
-    pub checkins: i64,
-    pub new_customers: i64,
-}
-
 /// Everything central persists. Every HQ-side write appends to the change log and the audit
 /// log in its own transaction; `push` applies a whole batch in one transaction.
 #[async_trait]
@@ -234,6 +233,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // Catalog.
     async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()>;
     async fn list_products(&self) -> StoreResult<Vec<ProductRecord>>;
+    /// Retires a product (`active = false`: no longer sold, still listed, old orders still name
+    /// it), audits `product.retire` and replicates the stored row chain-wide, in one
+    /// transaction; returns the stored product. `NotFound` if there is no such product.
+    /// Retiring a retired product changes nothing and appends nothing.
+    async fn retire_product(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ProductRecord>;
     async fn create_game(&self, actor: &Actor, game: &GameRecord) -> StoreResult<()>;
     async fn list_games(&self) -> StoreResult<Vec<GameRecord>>;
 
@@ -287,12 +296,39 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn customers_by_phone(&self, phone: &str) -> StoreResult<Vec<CustomerRecord>>;
     async fn count_customers(&self) -> StoreResult<i64>;
     async fn waivers_for(&self, customer_id: Uuid) -> StoreResult<Vec<WaiverRecord>>;
+    /// Customers matching `search` (at most `limit`, by last name, first name, id), each with
+    /// their balances.
+    async fn search_customers(
+        &self,
+        search: &CustomerSearch,
+        limit: u32,
+    ) -> StoreResult<Vec<CustomerBalances>>;
+
+    // Reports (the rules are in [`reports`]). A day is `[from, to)` in UTC.
     async fn daily_report(
         &self,
         site_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<DailyReport>;
+    /// Sorted by [`reports::sort_sales`].
+    async fn sales_by_product(
+        &self,
+        site_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ProductSales>>;
+    /// The site's check-ins created in each interval `[bounds[i], bounds[i + 1])`: one count
+    /// per interval (none for fewer than two bounds). Bounds are increasing.
+    async fn checkins_between(
+        &self,
+        site_id: Uuid,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<Vec<i64>>;
+    /// Every balance below zero, lowest first (then by customer id and account).
+    async fn negative_balances(&self) -> StoreResult<Vec<NegativeBalance>>;
+    /// Ranked best first.
+    async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>>;
 
     // Idempotency keys of HQ POSTs.
     async fn idempotency_begin(
@@ -335,6 +371,11 @@ pub async fn open(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result
 pub enum VenueWrite {
     Customer(CustomerRecord),
     Waiver(WaiverRecord),
+    Order(OrderRecord),
+    Refund(RefundRecord),
+    LedgerEntry(LedgerEntry),
+    Checkin(CheckinRecord),
+    Score(ScoreRecord),
     /// The venue retried or discarded one of its refused ops: recorded on that op (last
     /// arrival wins), for HQ's view of the site's dead letters. Nothing is replicated.
     DeadLetterResolved {
@@ -343,43 +384,57 @@ pub enum VenueWrite {
     },
 }
 
-/// What central already holds that decides whether a pushed op is valid.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Known {
-    /// Central holds the customer the op is about.
-    pub customer: bool,
-    /// Central refused, for good, the pushing site's op a dead-letter resolution is about.
-    pub rejected_op: bool,
-}
-
 /// Longest name a dead-letter resolution may give for who decided.
 const MAX_RESOLVER_CHARS: usize = 200;
+
+/// Longest SKU and product name an order line may copy: the catalog's own limits.
+const MAX_LINE_SKU_CHARS: usize = 40;
+const MAX_LINE_NAME_CHARS: usize = 100;
 
 impl VenueWrite {
     /// Decodes an op pushed by `site_id`. An `Err` is a permanent rejection with its reason:
     /// replaying the same op can never succeed, so it goes to the edge's dead letters.
     ///
-    /// `known` says what central already holds: a new customer can only be registered by its
-    /// home site, while any venue may edit a known one (the home site stays the registering
-    /// venue's); a dead-letter resolution must be about an op central refused from this site.
-    pub fn decode(site_id: Uuid, op: &PushOp, known: Known) -> Result<Self, String> {
+    /// `known` is what central holds of what the op refers to, plus what earlier ops of the
+    /// batch took (see [`push_rules::Known`]):
+    /// - a new customer can only be registered by its home site, while any venue may edit a
+    ///   known one (the home site stays the registering venue's);
+    /// - orders, refunds, check-ins and scores are upserts and ledger entries ledger-appends,
+    ///   each pushed only by the site it names;
+    /// - they are written once and never edited: the same id again with the same content is a
+    ///   no-op, with other content a rejection;
+    /// - a refund needs its order at central and may not give back, per tender kind, more than
+    ///   the order's tenders paid less earlier refunds; check-ins, scores and ledger entries
+    ///   need their customer at central, and scores their game;
+    /// - a dead-letter resolution must be about an op central refused from this site.
+    pub fn decode(site_id: Uuid, op: &PushOp, known: &push_rules::Known) -> Result<Self, String> {
         use aero_shared::wire::{Entity, OpKind};
-        let write = match (op.entity, op.kind) {
-            (Entity::Customer, OpKind::Upsert) => {
-                let customer: CustomerRecord = serde_json::from_value(op.data.clone())
-                    .map_err(|e| format!("invalid customer: {e}"))?;
+        let expected = match op.entity {
+            Entity::LedgerEntry => OpKind::LedgerAppend,
+            Entity::DeadLetter => OpKind::Event,
+            _ => OpKind::Upsert,
+        };
+        if op.kind != expected {
+            return Err(format!(
+                "{:?} ops are not accepted for {}",
+                op.kind,
+                op.entity.as_str()
+            ));
+        }
+        let write = match op.entity {
+            Entity::Customer => {
+                let customer: CustomerRecord = record(op, "customer")?;
                 Self::check_customer(&customer)?;
                 if customer.id != op.entity_id {
                     return Err("customer id does not match the op's entity_id".into());
                 }
-                if !known.customer && customer.home_site_id != site_id {
+                if !known.customers.contains(&customer.id) && customer.home_site_id != site_id {
                     return Err("a new customer can only be pushed by its home site".into());
                 }
                 Self::Customer(customer)
             }
-            (Entity::Waiver, OpKind::Upsert) => {
-                let waiver: WaiverRecord = serde_json::from_value(op.data.clone())
-                    .map_err(|e| format!("invalid waiver: {e}"))?;
+            Entity::Waiver => {
+                let waiver: WaiverRecord = record(op, "waiver")?;
                 if waiver.id != op.entity_id {
                     return Err("waiver id does not match the op's entity_id".into());
                 }
@@ -393,14 +448,86 @@ impl VenueWrite {
                 }
                 Self::Waiver(waiver)
             }
-            (Entity::DeadLetter, OpKind::Event) => {
-                let resolution: DeadLetterResolution = serde_json::from_value(op.data.clone())
-                    .map_err(|e| format!("invalid dead-letter resolution: {e}"))?;
+            Entity::Order => {
+                let order: OrderRecord = record(op, "order")?;
+                own_record(site_id, op, order.id, order.site_id, "order")?;
+                if let Some(held) = known.orders.get(&order.id) {
+                    return unchanged(held, &order, "order").map(|()| Self::Order(order));
+                }
+                Self::check_order(&order)?;
+                Self::Order(order)
+            }
+            Entity::Refund => {
+                let refund: RefundRecord = record(op, "refund")?;
+                own_record(site_id, op, refund.id, refund.site_id, "refund")?;
+                if let Some(held) = known.refunds.get(&refund.id) {
+                    return unchanged(held, &refund, "refund").map(|()| Self::Refund(refund));
+                }
+                // Bounded before the sums of `check` are taken.
+                if refund.tenders.len() > MAX_ORDER_LINES
+                    || refund
+                        .tenders
+                        .iter()
+                        .any(|t| t.amount_cents > MAX_AMOUNT_CENTS)
+                {
+                    return Err(format!(
+                        "a refund gives back at most {MAX_ORDER_LINES} tenders of bounded amounts"
+                    ));
+                }
+                let order = known.orders.get(&refund.order_id).ok_or_else(|| {
+                    format!(
+                        "refund of order {}, which central does not hold",
+                        refund.order_id
+                    )
+                })?;
+                let earlier = known.refunds_of(refund.order_id, refund.id);
+                refund.check(order, &earlier)?;
+                Self::Refund(refund)
+            }
+            Entity::LedgerEntry => {
+                let entry: LedgerEntry = record(op, "ledger entry")?;
+                own_record(site_id, op, entry.id, entry.site_id, "ledger entry")?;
+                if let Some(held) = known.ledger_entries.get(&entry.id) {
+                    return unchanged(held, &entry, "ledger entry")
+                        .map(|()| Self::LedgerEntry(entry));
+                }
+                entry.check()?;
+                known_customer(known, entry.customer_id, "ledger entry")?;
+                Self::LedgerEntry(entry)
+            }
+            Entity::Checkin => {
+                let checkin: CheckinRecord = record(op, "check-in")?;
+                own_record(site_id, op, checkin.id, checkin.site_id, "check-in")?;
+                if let Some(held) = known.checkins.get(&checkin.id) {
+                    return unchanged(held, &checkin, "check-in").map(|()| Self::Checkin(checkin));
+                }
+                checkin.check()?;
+                known_customer(known, checkin.customer_id, "check-in")?;
+                Self::Checkin(checkin)
+            }
+            Entity::Score => {
+                let score: ScoreRecord = record(op, "score")?;
+                own_record(site_id, op, score.id, score.site_id, "score")?;
+                if let Some(held) = known.scores.get(&score.id) {
+                    return unchanged(held, &score, "score").map(|()| Self::Score(score));
+                }
+                score.check()?;
+                if !known.games.contains(&score.game_id) {
+                    return Err(format!(
+                        "score for game {}, which central does not hold",
+                        score.game_id
+                    ));
+                }
+                known_customer(known, score.customer_id, "score")?;
+                Self::Score(score)
+            }
+            Entity::DeadLetter => {
+                let resolution: DeadLetterResolution = record(op, "dead-letter resolution")?;
                 Self::check_resolution(&resolution)?;
                 if resolution.op_id != op.entity_id {
                     return Err("resolved op id does not match the op's entity_id".into());
                 }
-                if !known.rejected_op {
+                if !known.rejected_ops.contains(&resolution.op_id) {
                     return Err(format!(
                         "op {} is not an op central refused from this site",
                         resolution.op_id
@@ -411,13 +538,7 @@ impl VenueWrite {
                     resolution,
                 }
             }
-            (entity @ (Entity::Customer | Entity::Waiver | Entity::DeadLetter), kind) => {
-                return Err(format!(
-                    "{kind:?} ops are not accepted for {}",
-                    entity.as_str()
-                ));
-            }
-            (other, _) => {
+            other => {
                 return Err(format!(
                     "{} is owned by HQ and cannot be pushed",
                     other.as_str()
@@ -459,5 +580,73 @@ impl VenueWrite {
                 Err("a discarded op was not retried as another op".into())
             }
         }
+    }
+
+    /// The order's own arithmetic, plus what central stores of its lines.
+    fn check_order(order: &OrderRecord) -> Result<(), String> {
+        for line in &order.lines {
+            if line.sku.chars().count() > MAX_LINE_SKU_CHARS
+                || line.name.chars().count() > MAX_LINE_NAME_CHARS
+            {
+                return Err(format!(
+                    "an order line names its product in at most {MAX_LINE_SKU_CHARS} (sku) and \
+                     {MAX_LINE_NAME_CHARS} (name) characters"
+                ));
+            }
+        }
+        // Bounded before the sums of `check` are taken.
+        if order
+            .tenders
+            .iter()
+            .any(|t| t.received_cents.is_some_and(|r| r > MAX_AMOUNT_CENTS))
+        {
+            return Err("cash received is a bounded amount".into());
+        }
+        order.check()
+    }
+}
+
+fn record<T: serde::de::DeserializeOwned>(op: &PushOp, what: &str) -> Result<T, String> {
+    T::deserialize(&op.data).map_err(|e| format!("invalid {what}: {e}"))
+}
+
+/// A venue record is pushed under its own id, by the site it names.
+fn own_record(
+    site_id: Uuid,
+    op: &PushOp,
+    id: Uuid,
+    record_site: Uuid,
+    what: &str,
+) -> Result<(), String> {
+    if id != op.entity_id {
+        return Err(format!("{what} id does not match the op's entity_id"));
+    }
+    if record_site != site_id {
+        return Err(format!(
+            "a {what} can only be pushed by the site it belongs to"
+        ));
+    }
+    Ok(())
+}
+
+/// A record central holds may arrive again (a dead letter retried, a box rebuilt), but never
+/// changed.
+fn unchanged<T: PartialEq>(held: &T, pushed: &T, what: &str) -> Result<(), String> {
+    if held == pushed {
+        Ok(())
+    } else {
+        Err(format!(
+            "central already holds this {what} with other content; a {what} is never changed"
+        ))
+    }
+}
+
+fn known_customer(known: &push_rules::Known, customer_id: Uuid, what: &str) -> Result<(), String> {
+    if known.customers.contains(&customer_id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} for customer {customer_id}, which central does not hold"
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! The rules of a push, decided once for both backends: which ops of a batch central applies,
 //! which it rejects, which it already holds (a replay) and where a batch forks from what
-//! central holds. A backend loads [`Held`] for the batch, calls [`plan`], and carries out the
-//! [`Step`]s in its own transaction.
+//! central holds. A backend loads [`Held`] for the batch (what [`Lookup`] names), calls
+//! [`plan`], and carries out the [`Step`]s in its own transaction.
 //!
 //! An op's identity is its `op_id`; its `seq` is only its place in the site's sequence:
 //! - an op central holds (same `op_id`, at any seq) is never applied again;
@@ -10,14 +10,17 @@
 //!   `acked_seq`;
 //! - a seq beyond `acked_seq + 1` is a gap: central stops there and names the seq it expects.
 //!
-//! What makes an op valid is decided by [`VenueWrite::decode`] from what central holds: whether
-//! it knows the customer an op is about, and whether the op a dead-letter resolution names is
-//! one it refused from the pushing site (earlier, or in this very batch).
+//! Ops are applied in seq order, and what an op takes counts for the ops after it in the same
+//! batch: a customer registered at seq 5 is known to a check-in at seq 6, an order pushed at
+//! seq 7 can be refunded at seq 8, and an op refused at seq 9 can be resolved (retried or
+//! discarded at the venue) by a dead-letter resolution at seq 10.
 
-use super::{Known, PushOutcome, VenueWrite};
-use aero_shared::wire::Entity;
-use aero_shared::wire::{PushOp, RejectedOp};
-use std::collections::{HashMap, HashSet};
+use super::{PushOutcome, VenueWrite};
+use aero_shared::wire::{
+    CheckinRecord, Entity, LedgerEntry, OrderRecord, PushOp, RefundRecord, RejectedOp, ScoreRecord,
+};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 /// One op central already holds for the site.
@@ -27,6 +30,70 @@ pub struct HeldOp {
     pub op_id: Uuid,
     /// The reason, when central refused it for good.
     pub rejected: Option<String>,
+}
+
+/// What the rules of a pushed write look at besides the write itself: what central holds of
+/// what the batch touches (loaded by the backend, see [`Lookup`]), plus what earlier ops of the
+/// same batch took.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Known {
+    /// The customers central holds, of those the batch pushes or refers to.
+    pub customers: HashSet<Uuid>,
+    /// The games central holds, of those the batch's scores are for.
+    pub games: HashSet<Uuid>,
+    /// The orders central holds, of those the batch pushes or refunds.
+    pub orders: HashMap<Uuid, OrderRecord>,
+    /// The refunds central holds, of those the batch pushes, and every refund of the orders
+    /// the batch refunds.
+    pub refunds: HashMap<Uuid, RefundRecord>,
+    /// The ledger entries, check-ins and scores central holds under the batch's ids.
+    pub ledger_entries: HashMap<Uuid, LedgerEntry>,
+    pub checkins: HashMap<Uuid, CheckinRecord>,
+    pub scores: HashMap<Uuid, ScoreRecord>,
+    /// The ops central refused for good from the site, of those the batch's dead-letter
+    /// resolutions name (and those the batch itself refuses).
+    pub rejected_ops: HashSet<Uuid>,
+}
+
+impl Known {
+    /// Notes a write the batch takes, for the ops after it. A venue record already held stays
+    /// as held (the write was a no-op).
+    pub fn take(&mut self, write: &VenueWrite) {
+        match write {
+            VenueWrite::Customer(c) => {
+                self.customers.insert(c.id);
+            }
+            VenueWrite::Waiver(_) => {}
+            VenueWrite::Order(o) => {
+                self.orders.entry(o.id).or_insert_with(|| o.clone());
+            }
+            VenueWrite::Refund(r) => {
+                self.refunds.entry(r.id).or_insert_with(|| r.clone());
+            }
+            VenueWrite::LedgerEntry(e) => {
+                self.ledger_entries.entry(e.id).or_insert_with(|| e.clone());
+            }
+            VenueWrite::Checkin(c) => {
+                self.checkins.entry(c.id).or_insert_with(|| c.clone());
+            }
+            VenueWrite::Score(s) => {
+                self.scores.entry(s.id).or_insert_with(|| s.clone());
+            }
+            VenueWrite::DeadLetterResolved { .. } => {}
+        }
+    }
+
+    /// The refunds taken from `order_id` other than `except`, oldest first.
+    pub fn refunds_of(&self, order_id: Uuid, except: Uuid) -> Vec<RefundRecord> {
+        let mut refunds: Vec<RefundRecord> = self
+            .refunds
+            .values()
+            .filter(|r| r.order_id == order_id && r.id != except)
+            .cloned()
+            .collect();
+        refunds.sort_by_key(|r| (r.created_at, r.id));
+        refunds
+    }
 }
 
 /// What central holds that a batch could touch, loaded by the backend inside the push's
@@ -39,10 +106,8 @@ pub struct Held {
     pub by_seq: HashMap<i64, HeldOp>,
     /// The ops held under the batch's op ids, by op id.
     pub by_op_id: HashMap<Uuid, HeldOp>,
-    /// The customers of the batch that central already holds.
-    pub known_customers: HashSet<Uuid>,
-    /// The ops named by the batch's dead-letter resolutions that central refused from the site.
-    pub rejected_ops: HashSet<Uuid>,
+    /// The rows the batch's writes are checked against (see [`Lookup`] for which).
+    pub known: Known,
 }
 
 impl Held {
@@ -53,7 +118,10 @@ impl Held {
     ) -> Self {
         let mut this = Self {
             acked_seq,
-            known_customers: known_customers.into_iter().collect(),
+            known: Known {
+                customers: known_customers.into_iter().collect(),
+                ..Known::default()
+            },
             ..Self::default()
         };
         for op in held {
@@ -64,31 +132,105 @@ impl Held {
     }
 }
 
-/// What a backend must look up to build [`Held`] for a batch.
-#[derive(Clone, Debug, PartialEq)]
+/// What a backend must look up to build [`Held`] for a batch. Every id list is sorted and
+/// holds each id once.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Lookup {
     /// Held ops with `first_seq <= seq <= last_seq` (only those up to `acked_seq` exist).
     pub first_seq: i64,
     pub last_seq: i64,
     /// Held ops with these op ids, at any seq.
     pub op_ids: Vec<Uuid>,
-    /// Which of these customers central holds.
+    /// Which of these customers central holds: the batch's customers, and the customers its
+    /// check-ins, scores and ledger entries are for.
     pub customer_ids: Vec<Uuid>,
+    /// Which of these games central holds: the games the batch's scores are for.
+    pub game_ids: Vec<Uuid>,
+    /// The orders central holds with these ids: the batch's orders and the orders it refunds.
+    pub order_ids: Vec<Uuid>,
+    /// Every refund central holds of these orders: the orders the batch refunds.
+    pub refunded_order_ids: Vec<Uuid>,
+    /// The refunds, ledger entries, check-ins and scores central holds with these ids.
+    pub refund_ids: Vec<Uuid>,
+    pub ledger_entry_ids: Vec<Uuid>,
+    pub checkin_ids: Vec<Uuid>,
+    pub score_ids: Vec<Uuid>,
     /// Which of these ops (named by dead-letter resolutions) central refused from the site.
     pub resolved_op_ids: Vec<Uuid>,
 }
 
+/// The references a venue record's rules check, read from an op's data without decoding the
+/// whole record (an op that does not decode is refused later, by `VenueWrite::decode`).
+#[derive(Default, Deserialize)]
+struct Refs {
+    #[serde(default)]
+    customer_id: Option<Uuid>,
+    #[serde(default)]
+    game_id: Option<Uuid>,
+    #[serde(default)]
+    order_id: Option<Uuid>,
+}
+
 impl Lookup {
     pub fn of(ops: &[PushOp]) -> Self {
+        let mut customers = BTreeSet::new();
+        let mut games = BTreeSet::new();
+        let mut orders = BTreeSet::new();
+        let mut refunded = BTreeSet::new();
+        let mut refunds = BTreeSet::new();
+        let mut ledger_entries = BTreeSet::new();
+        let mut checkins = BTreeSet::new();
+        let mut scores = BTreeSet::new();
+        for op in ops {
+            let refs = || Refs::deserialize(&op.data).unwrap_or_default();
+            match op.entity {
+                Entity::Customer => {
+                    customers.insert(op.entity_id);
+                }
+                Entity::Order => {
+                    orders.insert(op.entity_id);
+                }
+                Entity::Refund => {
+                    refunds.insert(op.entity_id);
+                    if let Some(order) = refs().order_id {
+                        orders.insert(order);
+                        refunded.insert(order);
+                    }
+                }
+                Entity::LedgerEntry => {
+                    ledger_entries.insert(op.entity_id);
+                    customers.extend(refs().customer_id);
+                }
+                Entity::Checkin => {
+                    checkins.insert(op.entity_id);
+                    customers.extend(refs().customer_id);
+                }
+                Entity::Score => {
+                    scores.insert(op.entity_id);
+                    let refs = refs();
+                    customers.extend(refs.customer_id);
+                    games.extend(refs.game_id);
+                }
+                _ => {}
+            }
+        }
         Self {
             first_seq: ops.iter().map(|op| op.seq).min().unwrap_or(0),
             last_seq: ops.iter().map(|op| op.seq).max().unwrap_or(0),
-            op_ids: ops.iter().map(|op| op.op_id).collect(),
-            customer_ids: ops
+            op_ids: ops
                 .iter()
-                .filter(|op| op.entity == Entity::Customer)
-                .map(|op| op.entity_id)
+                .map(|op| op.op_id)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect(),
+            customer_ids: customers.into_iter().collect(),
+            game_ids: games.into_iter().collect(),
+            order_ids: orders.into_iter().collect(),
+            refunded_order_ids: refunded.into_iter().collect(),
+            refund_ids: refunds.into_iter().collect(),
+            ledger_entry_ids: ledger_entries.into_iter().collect(),
+            checkin_ids: checkins.into_iter().collect(),
+            score_ids: scores.into_iter().collect(),
             resolved_op_ids: ops
                 .iter()
                 .filter(|op| op.entity == Entity::DeadLetter)
@@ -146,6 +288,8 @@ pub fn plan(
     let mut forked_at = None;
     // Ops this batch takes, so an op id repeated inside the batch is an alias too.
     let mut taken: HashMap<Uuid, Option<String>> = HashMap::new();
+    // What central holds, plus what this batch has taken so far.
+    let mut known = held.known.clone();
     let mut reject = |seq: i64, op_id: Uuid, reason: &str| {
         rejected.push(RejectedOp {
             seq,
@@ -199,15 +343,11 @@ pub fn plan(
                 });
             }
             None => {
-                let known = Known {
-                    customer: held.known_customers.contains(&op.entity_id),
-                    rejected_op: held.rejected_ops.contains(&op.entity_id)
-                        || taken.get(&op.entity_id).is_some_and(Option::is_some),
-                };
-                match VenueWrite::decode(site_id, op, known)
+                match VenueWrite::decode(site_id, op, &known)
                     .and_then(|write| check(&write).map(|()| write))
                 {
                     Ok(write) => {
+                        known.take(&write);
                         taken.insert(op.op_id, None);
                         steps.push(Step::Apply {
                             seq: op.seq,
@@ -217,6 +357,7 @@ pub fn plan(
                     }
                     Err(reason) => {
                         reject(op.seq, op.op_id, &reason);
+                        known.rejected_ops.insert(op.op_id);
                         taken.insert(op.op_id, Some(reason.clone()));
                         steps.push(Step::Reject {
                             seq: op.seq,
@@ -347,6 +488,292 @@ mod tests {
         assert_eq!(kinds(&taken), [("apply", 1)]);
     }
 
+    fn venue_op(
+        seq: i64,
+        entity: Entity,
+        kind: OpKind,
+        id: Uuid,
+        data: impl serde::Serialize,
+    ) -> PushOp {
+        PushOp {
+            seq,
+            op_id: Uuid::now_v7(),
+            entity,
+            entity_id: id,
+            kind,
+            data: serde_json::to_value(data).unwrap(),
+        }
+    }
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        "2026-05-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn order_record(paid_cash: i64, paid_card: i64) -> OrderRecord {
+        use aero_shared::wire::{OrderLine, ProductKind, Tender, TenderKind};
+        let tender = |kind, amount_cents| Tender {
+            kind,
+            amount_cents,
+            received_cents: None,
+            change_cents: 0,
+            reference: None,
+        };
+        let total = paid_cash + paid_card;
+        OrderRecord {
+            id: Uuid::now_v7(),
+            site_id: SITE,
+            customer_id: None,
+            lines: vec![OrderLine {
+                product_id: Uuid::now_v7(),
+                sku: "JUMP60".into(),
+                name: "Jump 60".into(),
+                kind: ProductKind::Pass,
+                quantity: 1,
+                unit_price_cents: total,
+                total_cents: total,
+            }],
+            tenders: [(TenderKind::Cash, paid_cash), (TenderKind::Card, paid_card)]
+                .into_iter()
+                .filter(|(_, amount)| *amount > 0)
+                .map(|(kind, amount)| tender(kind, amount))
+                .collect(),
+            total_cents: total,
+            change_cents: 0,
+            sold_by: "device:x".into(),
+            created_at: at(),
+        }
+    }
+
+    fn refund_record(order: &OrderRecord, cash: i64) -> RefundRecord {
+        use aero_shared::wire::{RefundTender, TenderKind};
+        RefundRecord {
+            id: Uuid::now_v7(),
+            order_id: order.id,
+            site_id: order.site_id,
+            tenders: vec![RefundTender {
+                kind: TenderKind::Cash,
+                amount_cents: cash,
+            }],
+            total_cents: cash,
+            reason: "broken".into(),
+            refunded_by: "user:x".into(),
+            created_at: at(),
+        }
+    }
+
+    fn checkin_record(customer_id: Uuid) -> CheckinRecord {
+        CheckinRecord {
+            id: Uuid::now_v7(),
+            site_id: SITE,
+            customer_id,
+            wristband: "W-1".into(),
+            product_id: Uuid::now_v7(),
+            order_id: Some(Uuid::now_v7()),
+            ledger_entry_id: None,
+            starts_at: at(),
+            ends_at: at() + chrono::Duration::hours(1),
+            created_at: at(),
+        }
+    }
+
+    fn reasons(plan: &PushPlan) -> Vec<(i64, String)> {
+        plan.outcome
+            .rejected
+            .iter()
+            .map(|r| (r.seq, r.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_checkin_needs_its_customer_which_counts_once_registered_earlier_in_the_batch() {
+        let registered = customer_op(1, Uuid::now_v7());
+        let ok = checkin_record(registered.entity_id);
+        let stranger = checkin_record(Uuid::now_v7());
+        let ops = [
+            registered,
+            venue_op(2, Entity::Checkin, OpKind::Upsert, ok.id, &ok),
+            venue_op(3, Entity::Checkin, OpKind::Upsert, stranger.id, &stranger),
+        ];
+        let plan = plan(SITE, &ops, &Held::default(), any);
+        assert_eq!(kinds(&plan), [("apply", 1), ("apply", 2), ("reject", 3)]);
+        assert!(reasons(&plan)[0].1.contains("does not hold"), "{plan:?}");
+    }
+
+    #[test]
+    fn a_refund_is_checked_against_its_order_and_the_refunds_before_it() {
+        let order = order_record(1000, 2000);
+        let first = refund_record(&order, 600);
+        let too_much = refund_record(&order, 500);
+        let rest = refund_record(&order, 400);
+        let unknown = refund_record(&order_record(100, 0), 50);
+        let ops = [
+            venue_op(1, Entity::Order, OpKind::Upsert, order.id, &order),
+            venue_op(2, Entity::Refund, OpKind::Upsert, first.id, &first),
+            venue_op(3, Entity::Refund, OpKind::Upsert, too_much.id, &too_much),
+            venue_op(4, Entity::Refund, OpKind::Upsert, rest.id, &rest),
+            venue_op(5, Entity::Refund, OpKind::Upsert, unknown.id, &unknown),
+        ];
+        let taken = plan(SITE, &ops, &Held::default(), any);
+        assert_eq!(
+            kinds(&taken),
+            [
+                ("apply", 1),
+                ("apply", 2),
+                ("reject", 3),
+                ("apply", 4),
+                ("reject", 5)
+            ]
+        );
+        let reasons = reasons(&taken);
+        assert!(reasons[0].1.contains("400 cents left"), "{reasons:?}");
+        assert!(reasons[1].1.contains("does not hold"), "{reasons:?}");
+
+        // The same refunds against what central already holds.
+        let mut held = Held::default();
+        held.known.orders.insert(order.id, order.clone());
+        held.known.refunds.insert(first.id, first.clone());
+        let later = refund_record(&order, 401);
+        let plan = plan(
+            SITE,
+            &[venue_op(
+                1,
+                Entity::Refund,
+                OpKind::Upsert,
+                later.id,
+                &later,
+            )],
+            &held,
+            any,
+        );
+        assert_eq!(kinds(&plan), [("reject", 1)]);
+    }
+
+    #[test]
+    fn a_venue_record_is_written_once_and_never_changed() {
+        let order = order_record(1500, 0);
+        let mut held = Held::default();
+        held.known.orders.insert(order.id, order.clone());
+        let mut changed = order.clone();
+        changed.sold_by = "device:y".into();
+        let ops = [
+            venue_op(1, Entity::Order, OpKind::Upsert, order.id, &order),
+            venue_op(2, Entity::Order, OpKind::Upsert, order.id, &changed),
+        ];
+        let plan = plan(SITE, &ops, &held, any);
+        assert_eq!(kinds(&plan), [("apply", 1), ("reject", 2)]);
+        assert!(reasons(&plan)[0].1.contains("never changed"), "{plan:?}");
+    }
+
+    #[test]
+    fn venue_records_come_from_their_own_site_under_their_own_id_and_kind() {
+        use aero_shared::wire::{Account, LedgerEntry, LedgerReason};
+        let customer = Uuid::now_v7();
+        let entry = LedgerEntry {
+            id: Uuid::now_v7(),
+            customer_id: customer,
+            account: Account::ArcadeCredits,
+            delta: -5,
+            reason: LedgerReason::Spend,
+            ref_id: None,
+            site_id: SITE,
+            created_at: at(),
+        };
+        let foreign = LedgerEntry {
+            id: Uuid::now_v7(),
+            site_id: Uuid::from_u128(9),
+            ..entry.clone()
+        };
+        let order = order_record(100, 0);
+        let ops = [
+            venue_op(
+                1,
+                Entity::LedgerEntry,
+                OpKind::LedgerAppend,
+                entry.id,
+                &entry,
+            ),
+            venue_op(2, Entity::LedgerEntry, OpKind::Upsert, entry.id, &entry),
+            venue_op(
+                3,
+                Entity::LedgerEntry,
+                OpKind::LedgerAppend,
+                foreign.id,
+                &foreign,
+            ),
+            venue_op(4, Entity::Order, OpKind::LedgerAppend, order.id, &order),
+            venue_op(5, Entity::Order, OpKind::Upsert, Uuid::now_v7(), &order),
+        ];
+        let plan = plan(SITE, &ops, &Held::new(0, [], [customer]), any);
+        assert_eq!(
+            kinds(&plan),
+            [
+                ("apply", 1),
+                ("reject", 2),
+                ("reject", 3),
+                ("reject", 4),
+                ("reject", 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_score_needs_its_game_and_its_customer() {
+        let customer = Uuid::now_v7();
+        let game = Uuid::now_v7();
+        let score = |game_id| ScoreRecord {
+            id: Uuid::now_v7(),
+            site_id: SITE,
+            game_id,
+            customer_id: customer,
+            score: 42,
+            device_id: None,
+            created_at: at(),
+        };
+        let (good, no_game) = (score(game), score(Uuid::now_v7()));
+        let mut held = Held::new(0, [], [customer]);
+        held.known.games.insert(game);
+        let ops = [
+            venue_op(1, Entity::Score, OpKind::Upsert, good.id, &good),
+            venue_op(2, Entity::Score, OpKind::Upsert, no_game.id, &no_game),
+        ];
+        let plan = plan(SITE, &ops, &held, any);
+        assert_eq!(kinds(&plan), [("apply", 1), ("reject", 2)]);
+        assert!(reasons(&plan)[0].1.contains("game"), "{plan:?}");
+    }
+
+    #[test]
+    fn a_lookup_names_what_the_rules_check() {
+        let order = order_record(100, 0);
+        let refund = refund_record(&order, 50);
+        let checkin = checkin_record(Uuid::now_v7());
+        let ops = [
+            venue_op(1, Entity::Refund, OpKind::Upsert, refund.id, &refund),
+            venue_op(2, Entity::Checkin, OpKind::Upsert, checkin.id, &checkin),
+        ];
+        let lookup = Lookup::of(&ops);
+        assert_eq!(lookup.order_ids, [order.id]);
+        assert_eq!(lookup.refunded_order_ids, [order.id]);
+        assert_eq!(lookup.refund_ids, [refund.id]);
+        assert_eq!(lookup.checkin_ids, [checkin.id]);
+        assert_eq!(lookup.customer_ids, [checkin.customer_id]);
+        assert!(lookup.game_ids.is_empty());
+    }
+
+    const SITE: Uuid = Uuid::from_u128(1);
+
+    fn customer_op(seq: i64, op_id: Uuid) -> PushOp {
+        let id = Uuid::now_v7();
+        PushOp {
+            entity_id: id,
+            data: serde_json::json!({
+                "id": id, "first_name": "Ana", "last_name": "Lee", "birth_date": "1990-01-01",
+                "phone": null, "email": null, "guardian_id": null, "home_site_id": SITE,
+                "created_at": "2026-01-01T00:00:00Z",
+            }),
+            ..op(seq, op_id)
+        }
+    }
+
     fn resolution_op(seq: i64, resolved: Uuid, retried_as: Option<Uuid>) -> PushOp {
         PushOp {
             seq,
@@ -370,7 +797,7 @@ mod tests {
             [held(1, refused, Some("bad")), held(2, applied, None)],
             [],
         );
-        state.rejected_ops.insert(refused);
+        state.known.rejected_ops.insert(refused);
         let plan = plan(
             SITE,
             &[
@@ -419,7 +846,7 @@ mod tests {
     fn a_resolution_must_say_who_decided_and_what_became_of_the_op() {
         let refused = Uuid::now_v7();
         let mut state = Held::default();
-        state.rejected_ops.insert(refused);
+        state.known.rejected_ops.insert(refused);
         let mut no_new_op = resolution_op(1, refused, Some(Uuid::now_v7()));
         no_new_op.data["retried_as"] = serde_json::Value::Null;
         let mut discarded_into_an_op = resolution_op(2, refused, None);
@@ -446,20 +873,5 @@ mod tests {
             plan.steps
         );
         assert_eq!(plan.outcome.rejected.len(), ops.len());
-    }
-
-    const SITE: Uuid = Uuid::from_u128(1);
-
-    fn customer_op(seq: i64, op_id: Uuid) -> PushOp {
-        let id = Uuid::now_v7();
-        PushOp {
-            entity_id: id,
-            data: serde_json::json!({
-                "id": id, "first_name": "Ana", "last_name": "Lee", "birth_date": "1990-01-01",
-                "phone": null, "email": null, "guardian_id": null, "home_site_id": SITE,
-                "created_at": "2026-01-01T00:00:00Z",
-            }),
-            ..op(seq, op_id)
-        }
     }
 }

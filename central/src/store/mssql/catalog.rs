@@ -1,12 +1,16 @@
-//! The catalog: products and games, chain-wide, each creation audited and replicated to
-//! every site.
+//! The catalog: products and games, chain-wide, each creation (and a product's retirement)
+//! audited and replicated to every site.
 
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
-use super::codec::{enum_text, game_from, product_columns, product_from, ts};
-use crate::store::{Actor, AuditEvent, StoreResult};
+use super::codec::{
+    enum_text, game_from, int, product_columns, product_from, product_from_offset, ts,
+};
+use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
 use aero_shared::wire::{Entity, GameRecord, ProductRecord};
+use chrono::{DateTime, Utc};
 use tiberius::Query;
+use uuid::Uuid;
 
 pub(super) async fn create_product(
     store: &MssqlStore,
@@ -65,6 +69,44 @@ pub(super) async fn list_products(store: &MssqlStore) -> StoreResult<Vec<Product
                     )))
                     .await?;
                 rows.iter().map(product_from).collect()
+            })
+        })
+        .await
+}
+
+pub(super) async fn retire_product(
+    store: &MssqlStore,
+    actor: &Actor,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> StoreResult<ProductRecord> {
+    store
+        .transaction(|conn| {
+            Box::pin(async move {
+                // The stored row after the update, and whether this call retired it.
+                let mut q = Query::new(concat!(
+                    "DECLARE @retired INT; ",
+                    "UPDATE products SET active = 0 WHERE id = @P1 AND active = 1; ",
+                    "SET @retired = @@ROWCOUNT; ",
+                    "SELECT @retired, ",
+                    product_columns!(),
+                    " FROM products WHERE id = @P1;"
+                ));
+                q.bind(id);
+                let row = conn.row(q).await?.ok_or(StoreError::NotFound)?;
+                let retired = int(&row, 0)? == 1;
+                let product = product_from_offset(&row, 1)?;
+                if retired {
+                    let event = AuditEvent {
+                        action: "product.retire",
+                        target: Some(id.to_string()),
+                        site_id: None,
+                    };
+                    audit(conn, actor, event, at).await?;
+                    let change = NewChange::upsert(Entity::Product, id, None, &product, at)?;
+                    append_changes(conn, std::slice::from_ref(&change)).await?;
+                }
+                Ok(product)
             })
         })
         .await

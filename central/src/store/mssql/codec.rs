@@ -198,26 +198,31 @@ pub(super) fn user_from(row: &Row) -> StoreResult<UserRecord> {
 }
 
 pub(super) fn product_from(row: &Row) -> StoreResult<ProductRecord> {
-    let duration = opt_int(row, 5)?
-        .map(|m| i32::try_from(m).map_err(|e| decode_error(5, e)))
+    product_from_offset(row, 0)
+}
+
+/// A product whose `product_columns!()` start at column `at` of the row.
+pub(super) fn product_from_offset(row: &Row, at: usize) -> StoreResult<ProductRecord> {
+    let duration = opt_int(row, at + 5)?
+        .map(|m| i32::try_from(m).map_err(|e| decode_error(at + 5, e)))
         .transpose()?;
     Ok(ProductRecord {
-        id: uuid(row, 0)?,
-        sku: text(row, 1)?,
-        name: text(row, 2)?,
-        kind: enum_col(row, 3)?,
-        price_cents: int(row, 4)?,
+        id: uuid(row, at)?,
+        sku: text(row, at + 1)?,
+        name: text(row, at + 2)?,
+        kind: enum_col(row, at + 3)?,
+        price_cents: int(row, at + 4)?,
         duration_minutes: duration,
-        grant: match (opt_text(row, 8)?, opt_int(row, 9)?) {
+        grant: match (opt_text(row, at + 8)?, opt_int(row, at + 9)?) {
             (Some(account), Some(amount)) => Some(Grant {
                 account: Account::parse(&account)
-                    .ok_or_else(|| decode_error(8, format!("unknown account {account}")))?,
+                    .ok_or_else(|| decode_error(at + 8, format!("unknown account {account}")))?,
                 amount,
             }),
             _ => None,
         },
-        active: req(row, 6)?,
-        created_at: time(row, 7)?,
+        active: req(row, at + 6)?,
+        created_at: time(row, at + 7)?,
     })
 }
 

@@ -1,11 +1,13 @@
-//! Chain-wide venue data as HQ reads it: customers, their waivers, and a site's daily report
-//! (the rows themselves arrive through `sync::push`).
+//! Chain-wide customers as HQ reads them: by id or phone, their waivers, and the HQ lookup with
+//! balances (the rows themselves arrive through `sync::push`).
 
 use super::MssqlStore;
-use super::codec::{customer_columns, customer_from, int, ts, waiver_columns, waiver_from};
-use crate::store::{DailyReport, StoreError, StoreResult};
-use aero_shared::wire::{CustomerRecord, WaiverRecord};
-use chrono::{DateTime, Utc};
+use super::codec::{customer_columns, customer_from, int, text, uuid, waiver_columns, waiver_from};
+use super::sync::placeholders;
+use crate::store::reports::like_prefix;
+use crate::store::{CustomerBalances, CustomerSearch, StoreError, StoreResult};
+use aero_shared::wire::{Account, CustomerRecord, WaiverRecord};
+use std::collections::HashMap;
 use tiberius::Query;
 use uuid::Uuid;
 
@@ -78,38 +80,73 @@ pub(super) async fn waivers_for(
         .await
 }
 
-pub(super) async fn daily_report(
+/// Customers matching `search`, each with their balances: one round trip for the customers,
+/// one for their balances.
+pub(super) async fn search(
     store: &MssqlStore,
-    site_id: Uuid,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> StoreResult<DailyReport> {
+    search: &CustomerSearch,
+    limit: u32,
+) -> StoreResult<Vec<CustomerBalances>> {
+    // The name columns and email compare ignoring case (their collation, V5).
+    let (filter, value) = match search {
+        CustomerSearch::Phone(phone) => ("phone = @P1", phone.clone()),
+        CustomerSearch::Email(email) => ("email = @P1", email.clone()),
+        CustomerSearch::Name(name) => (
+            "first_name LIKE @P1 ESCAPE N'\\' OR last_name LIKE @P1 ESCAPE N'\\' \
+             OR (first_name + N' ' + last_name) LIKE @P1 ESCAPE N'\\'",
+            like_prefix(name, true),
+        ),
+    };
+    let sql = format!(
+        concat!(
+            "SELECT TOP (@P2) ",
+            customer_columns!(),
+            " FROM customers WHERE {} ",
+            "ORDER BY last_name, first_name, CONVERT(CHAR(36), id)"
+        ),
+        filter
+    );
+    let (sql, value) = (sql.as_str(), value.as_str());
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q = Query::new(
-                    "SELECT \
-                       (SELECT COUNT_BIG(*) FROM orders \
-                         WHERE site_id = @P1 AND created_at >= @P2 AND created_at < @P3), \
-                       (SELECT ISNULL(SUM(total_cents), 0) FROM orders \
-                         WHERE site_id = @P1 AND created_at >= @P2 AND created_at < @P3), \
-                       (SELECT COUNT_BIG(*) FROM checkins \
-                         WHERE site_id = @P1 AND created_at >= @P2 AND created_at < @P3), \
-                       (SELECT COUNT_BIG(*) FROM customers \
-                         WHERE home_site_id = @P1 AND created_at >= @P2 AND created_at < @P3)",
-                );
-                q.bind(site_id);
-                q.bind(ts(from));
-                q.bind(ts(to));
-                let row = conn.row(q).await?.ok_or_else(|| {
-                    StoreError::Other(anyhow::anyhow!("the report query returned no row"))
-                })?;
-                Ok(DailyReport {
-                    orders: int(&row, 0)?,
-                    revenue_cents: int(&row, 1)?,
-                    checkins: int(&row, 2)?,
-                    new_customers: int(&row, 3)?,
-                })
+                let mut q = Query::new(sql);
+                q.bind(value);
+                q.bind(i64::from(limit));
+                let customers = conn
+                    .rows(q)
+                    .await?
+                    .iter()
+                    .map(customer_from)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                if customers.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = Query::new(format!(
+                    "SELECT customer_id, account, SUM(delta) FROM ledger_entries \
+                      WHERE customer_id IN ({}) GROUP BY customer_id, account",
+                    placeholders(1, customers.len())
+                ));
+                for customer in &customers {
+                    q.bind(customer.id);
+                }
+                let mut sums: HashMap<Uuid, Vec<(Account, i64)>> = HashMap::new();
+                for row in conn.rows(q).await? {
+                    let account = text(&row, 1)?;
+                    let account = Account::parse(&account).ok_or_else(|| {
+                        StoreError::Other(anyhow::anyhow!("unknown account {account}"))
+                    })?;
+                    sums.entry(uuid(&row, 0)?)
+                        .or_default()
+                        .push((account, int(&row, 2)?));
+                }
+                Ok(customers
+                    .into_iter()
+                    .map(|c| {
+                        let found = sums.remove(&c.id).unwrap_or_default();
+                        CustomerBalances::new(c, &found)
+                    })
+                    .collect())
             })
         })
         .await

@@ -14,7 +14,8 @@
 //! Split by concern: `conn` (connections, the pool, the transaction helper), `errors` (what a
 //! server error means, retries), `codec` (values and rows), `changelog` (audit and change log),
 //! `migrate` (schema migrations and the store's identity), `sync` (push, pull and the change
-//! feed), then one file per entity. The `Store` impl below only delegates to them.
+//! feed), `venue` (the venue records edges push), `reports` (HQ's reads of them), then one file
+//! per entity. The `Store` impl below only delegates to them.
 
 mod audit_log;
 mod catalog;
@@ -28,13 +29,16 @@ mod errors;
 mod idempotency;
 mod migrate;
 mod plugs;
+mod reports;
 mod sites;
 mod sync;
 mod users;
+mod venue;
 
 use super::{
-    Actor, AuditEntry, DailyReport, DeadLetterState, EnrollmentToken, PushOutcome, Redeemed,
-    RejectedOpRecord, Store, StoreResult,
+    Actor, AuditEntry, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
+    EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
+    PushOutcome, Redeemed, RejectedOpRecord, Store, StoreResult,
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
@@ -193,6 +197,15 @@ impl Store for MssqlStore {
         catalog::list_products(self).await
     }
 
+    async fn retire_product(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ProductRecord> {
+        catalog::retire_product(self, actor, id, at).await
+    }
+
     async fn create_game(&self, actor: &Actor, game: &GameRecord) -> StoreResult<()> {
         catalog::create_game(self, actor, game).await
     }
@@ -297,13 +310,48 @@ impl Store for MssqlStore {
         customers::waivers_for(self, customer_id).await
     }
 
+    async fn search_customers(
+        &self,
+        search: &CustomerSearch,
+        limit: u32,
+    ) -> StoreResult<Vec<CustomerBalances>> {
+        customers::search(self, search, limit).await
+    }
+
+    // -- Reports ----------------------------------------------------------------------------
+
     async fn daily_report(
         &self,
         site_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<DailyReport> {
-        customers::daily_report(self, site_id, from, to).await
+        reports::daily(self, site_id, from, to).await
+    }
+
+    async fn sales_by_product(
+        &self,
+        site_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ProductSales>> {
+        reports::sales_by_product(self, site_id, from, to).await
+    }
+
+    async fn checkins_between(
+        &self,
+        site_id: Uuid,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<Vec<i64>> {
+        reports::checkins_between(self, site_id, bounds).await
+    }
+
+    async fn negative_balances(&self) -> StoreResult<Vec<NegativeBalance>> {
+        reports::negative_balances(self).await
+    }
+
+    async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>> {
+        reports::leaderboard(self, query).await
     }
 
     // -- Idempotency keys -------------------------------------------------------------------

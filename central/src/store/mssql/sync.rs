@@ -11,6 +11,7 @@ use super::codec::{
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
+use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
 use crate::store::{
     DeadLetterState, PushOutcome, RejectedOpRecord, StoreError, StoreResult, VenueWrite,
@@ -29,6 +30,13 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
         VenueWrite::Customer(c) => fits(c.birth_date.year()) && fits(c.created_at.year()),
         VenueWrite::Waiver(w) => fits(w.signed_at.year()) && fits(w.expires_at.year()),
         VenueWrite::DeadLetterResolved { resolution, .. } => fits(resolution.at.year()),
+        VenueWrite::Order(o) => fits(o.created_at.year()),
+        VenueWrite::Refund(r) => fits(r.created_at.year()),
+        VenueWrite::LedgerEntry(e) => fits(e.created_at.year()),
+        VenueWrite::Checkin(c) => {
+            fits(c.starts_at.year()) && fits(c.ends_at.year()) && fits(c.created_at.year())
+        }
+        VenueWrite::Score(s) => fits(s.created_at.year()),
     };
     if ok {
         Ok(())
@@ -38,8 +46,8 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
 }
 
 /// Applies one accepted venue write, carried by the op `op_id`; returns its change-log row
-/// (none for a waiver that was already stored, as waivers are immutable, and none for a
-/// dead-letter resolution, which is central's own bookkeeping).
+/// (none for a waiver or venue record that was already stored, as they are immutable, and
+/// none for a dead-letter resolution, which is central's own bookkeeping).
 async fn apply_venue_write(
     conn: &mut Conn,
     op_id: Uuid,
@@ -139,16 +147,21 @@ async fn apply_venue_write(
             conn.exec(q).await?;
             Ok(None)
         }
+        VenueWrite::Order(o) => venue::order(conn, o, at).await,
+        VenueWrite::Refund(r) => venue::refund(conn, r, at).await,
+        VenueWrite::LedgerEntry(e) => venue::ledger_entry(conn, e, at).await,
+        VenueWrite::Checkin(c) => venue::checkin(conn, c, at).await,
+        VenueWrite::Score(s) => venue::score(conn, s, at).await,
     }
 }
 
 /// At most this many parameters are bound to one request: SQL Server takes 2,100, so a large
 /// batch's lookups are split over a few round trips (one for a batch of the edge's default size).
-const MAX_PARAMS: usize = 2_000;
+pub(super) const MAX_PARAMS: usize = 2_000;
 
 /// `@P{first}, @P{first + 1}, ...`: `n` placeholders for an `IN (...)` list. SQL text is built
 /// from placeholder numbers only; the values are bound.
-fn placeholders(first: usize, n: usize) -> String {
+pub(super) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("@P{i}"))
         .collect::<Vec<_>>()
@@ -292,8 +305,10 @@ async fn held_for(
     let mut held = Held::new(acked_seq, held, known);
     // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
     held.by_op_id.extend(first_by_op_id);
-    held.rejected_ops
+    held.known
+        .rejected_ops
         .extend(refused_among(conn, site_id, &lookup.resolved_op_ids).await?);
+    venue::load_known(conn, &lookup, &mut held.known).await?;
     Ok(held)
 }
 
@@ -638,7 +653,7 @@ mod tests {
             last_seq: 6 + ops as i64,
             op_ids: op_ids.clone(),
             customer_ids: customer_ids.clone(),
-            resolved_op_ids: Vec::new(),
+            ..Lookup::default()
         };
         (lookup, op_ids, customer_ids)
     }

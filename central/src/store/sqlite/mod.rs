@@ -1,10 +1,18 @@
 //! The SQLite backend: one file in WAL mode, one writer connection (so change-log order is
 //! commit order) and a few reader connections, driven from blocking threads.
+//!
+//! This file holds the connections, the codecs and the HQ-owned entities; `venue` stores the
+//! venue records edges push and `reports` answers HQ's reads of them.
+
+mod reports;
+mod venue;
 
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
-    Actor, AuditEntry, AuditEvent, DailyReport, DeadLetterState, EnrollmentToken, PushOutcome,
-    Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError, StoreResult, VenueWrite,
+    Actor, AuditEntry, AuditEvent, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
+    EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
+    PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError, StoreResult,
+    VenueWrite,
 };
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, current_request, decide,
@@ -359,6 +367,8 @@ fn user_from_row(conn: &Connection, row: &Row<'_>) -> rusqlite::Result<UserRecor
     })
 }
 
+const PRODUCT_COLUMNS: &str = "id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount";
+
 fn product_from_row(row: &Row<'_>) -> rusqlite::Result<ProductRecord> {
     Ok(ProductRecord {
         id: row.get(0)?,
@@ -482,6 +492,11 @@ fn apply_venue_write(
             ])?;
             Ok(())
         }
+        VenueWrite::Order(o) => venue::order(tx, o, at),
+        VenueWrite::Refund(r) => venue::refund(tx, r, at),
+        VenueWrite::LedgerEntry(e) => venue::ledger_entry(tx, e, at),
+        VenueWrite::Checkin(c) => venue::checkin(tx, c, at),
+        VenueWrite::Score(s) => venue::score(tx, s, at),
     }
 }
 
@@ -530,9 +545,9 @@ fn held_for(tx: &Transaction<'_>, site_id: Uuid, ops: &[PushOp]) -> StoreResult<
     let mut known = Vec::new();
     let mut customer =
         tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)")?;
-    for id in lookup.customer_ids {
+    for id in &lookup.customer_ids {
         if customer.query_row([id], |r| r.get::<_, bool>(0))? {
-            known.push(id);
+            known.push(*id);
         }
     }
     let mut refused = tx.prepare_cached(
@@ -540,13 +555,14 @@ fn held_for(tx: &Transaction<'_>, site_id: Uuid, ops: &[PushOp]) -> StoreResult<
                          WHERE op_id = ?2 AND site_id = ?1 AND rejected IS NOT NULL)",
     )?;
     let mut rejected_ops = Vec::new();
-    for op_id in lookup.resolved_op_ids {
+    for &op_id in &lookup.resolved_op_ids {
         if refused.query_row(params![site_id, op_id], |r| r.get::<_, bool>(0))? {
             rejected_ops.push(op_id);
         }
     }
     let mut held = Held::new(acked, held, known);
-    held.rejected_ops.extend(rejected_ops);
+    held.known.rejected_ops.extend(rejected_ops);
+    venue::load_known(tx, &lookup, &mut held.known)?;
     // An op's original (lowest) seq is what identifies it; aliases are found by seq above.
     for op in by_op_id {
         held.by_op_id.insert(op.op_id, op);
@@ -931,10 +947,52 @@ impl Store for SqliteStore {
 
     async fn list_products(&self) -> StoreResult<Vec<ProductRecord>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount FROM products ORDER BY sku",
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku"
+            ))?;
+            Ok(stmt
+                .query_map([], product_from_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn retire_product(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ProductRecord> {
+        let actor = actor.clone();
+        self.write(move |tx| {
+            let current = tx
+                .query_row(
+                    &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?1"),
+                    [id],
+                    product_from_row,
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if !current.active {
+                return Ok(current);
+            }
+            exec(tx, "UPDATE products SET active = 0 WHERE id = ?1", [id])?;
+            let retired = ProductRecord {
+                active: false,
+                ..current
+            };
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "product.retire",
+                    target: Some(id.to_string()),
+                    site_id: None,
+                },
+                at,
             )?;
-            Ok(stmt.query_map([], product_from_row)?.collect::<rusqlite::Result<_>>()?)
+            append_change(tx, Entity::Product, id, None, &retired, at)?;
+            Ok(retired)
         })
         .await
     }
@@ -1302,32 +1360,53 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn search_customers(
+        &self,
+        search: &CustomerSearch,
+        limit: u32,
+    ) -> StoreResult<Vec<CustomerBalances>> {
+        let search = search.clone();
+        self.read(move |c| reports::search_customers(c, &search, limit))
+            .await
+    }
+
     async fn daily_report(
         &self,
         site_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<DailyReport> {
-        self.read(move |c| {
-            let range = params![site_id, ts(from), ts(to)];
-            let (orders, revenue_cents) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(total_cents), 0) FROM orders WHERE site_id = ?1 AND created_at >= ?2 AND created_at < ?3",
-                range,
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let checkins = c.query_row(
-                "SELECT COUNT(*) FROM checkins WHERE site_id = ?1 AND created_at >= ?2 AND created_at < ?3",
-                range,
-                |r| r.get(0),
-            )?;
-            let new_customers = c.query_row(
-                "SELECT COUNT(*) FROM customers WHERE home_site_id = ?1 AND created_at >= ?2 AND created_at < ?3",
-                range,
-                |r| r.get(0),
-            )?;
-            Ok(DailyReport { orders, revenue_cents, checkins, new_customers })
-        })
-        .await
+        self.read(move |c| reports::daily(c, site_id, from, to))
+            .await
+    }
+
+    async fn sales_by_product(
+        &self,
+        site_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<ProductSales>> {
+        self.read(move |c| reports::sales_by_product(c, site_id, from, to))
+            .await
+    }
+
+    async fn checkins_between(
+        &self,
+        site_id: Uuid,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<Vec<i64>> {
+        let bounds = bounds.to_vec();
+        self.read(move |c| reports::checkins_between(c, site_id, &bounds))
+            .await
+    }
+
+    async fn negative_balances(&self) -> StoreResult<Vec<NegativeBalance>> {
+        self.read(reports::negative_balances).await
+    }
+
+    async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>> {
+        let query = query.clone();
+        self.read(move |c| reports::leaderboard(c, &query)).await
     }
 
     async fn idempotency_begin(
