@@ -15,6 +15,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub sync: SyncSettings,
     pub jwt_ttl_minutes: i64,
+    pub live: crate::live::LiveSettings,
 }
 
 /// How the edge talks to central: batch sizes and retry pacing.
@@ -62,6 +63,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             sync: SyncSettings::default(),
             jwt_ttl_minutes: 60,
+            live: crate::live::LiveSettings::default(),
         }
     }
 }

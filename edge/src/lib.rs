@@ -20,6 +20,7 @@ use crate::routes::{AppState, SyncGauges};
 use crate::sync::SyncEngine;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::JwtKeys;
+use aero_shared::clock::SystemClock;
 use aero_shared::idempotency::{self, Idempotency, IdempotencyStore};
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::pipeline;
@@ -80,6 +81,8 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
     let mut registry = Registry::with_prefix("aero_edge");
     let http_metrics = Arc::new(HttpMetrics::register(&mut registry));
     let gauges = Arc::new(SyncGauges::register(&mut registry));
+    let live = Arc::new(live::LiveHub::with_settings(settings.live));
+    live.register_metrics(&mut registry);
     let state = AppState {
         replica: Arc::clone(&replica),
         writer: writer.clone(),
@@ -88,7 +91,7 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
         registry: Arc::new(registry),
         gauges,
         http_metrics: Arc::clone(&http_metrics),
-        live: Arc::new(live::LiveHub::new()),
+        live,
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let router = routes::api_router()
@@ -132,21 +135,30 @@ pub async fn launch(
         Arc::new(ReplicaIdempotency(edge.state.writer.clone())),
         stop_rx.clone(),
     );
+    let sessions = live::sessions::SessionWatcher::start(
+        Arc::clone(&edge.state.replica),
+        Arc::clone(&edge.state.live),
+        Arc::new(SystemClock),
+    )?;
+    let sessions_task = tokio::spawn(sessions.run(stop_rx.clone()));
     tracing::info!(addr = %listener.local_addr()?, %site_id, "aero-edge listening");
     aero_shared::systemd::notify_ready();
     let mut server_stop = stop_rx;
+    let hub = Arc::clone(&edge.state.live);
     let served = aero_shared::server::serve(listener, edge.router, async move {
         tokio::select! {
             () = shutdown => {}
             _ = server_stop.wait_for(|stop| *stop) => {}
         }
+        // Live connections are upgraded out of the HTTP server's reach: they are told here.
+        hub.close();
     })
     .await;
     aero_shared::systemd::notify_stopping();
     let _ = stop_tx.send(true);
-    for task in [sync_task, hint_task] {
+    for task in [sync_task, hint_task, sessions_task] {
         if let Err(err) = task.await {
-            tracing::error!(error = %err, "a sync task failed");
+            tracing::error!(error = %err, "a background task failed");
         }
     }
     served?;

@@ -4,11 +4,12 @@
 //! the logs is installed exactly once, and no other test's requests mix into the buffer.
 
 use aero_shared::auth::api_key::ApiKey;
-use aero_tests::{OWNER, OWNER_PASSWORD, TestCentral, expect_status};
+use aero_tests::{OWNER, OWNER_PASSWORD, TestCentral, TestEdge, expect_status, wait_until};
 use reqwest::Method;
 use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Everything every tracing event of this process writes.
@@ -103,7 +104,29 @@ async fn logs_never_contain_passwords_api_keys_or_tokens() {
         .unwrap();
     expect_status(response, 401).await;
 
+    // Browsers open the venue's live feed with their credential in the query string.
+    let enrollment = central.enrollment_token(&token, site).await;
+    let edge = TestEdge::start(&central, &enrollment).await;
+    let (_, scoreboard_key) = central.create_device(&token, site, "scoreboard").await;
+    wait_until(
+        "the scoreboard key at the edge",
+        Duration::from_secs(20),
+        || async { edge.status(&scoreboard_key).await.is_some() },
+    )
+    .await;
+    let query_key = format!("?api_key={scoreboard_key}&since=0");
+    assert_eq!(open_live(edge.addr, &query_key).await, 101);
+    // Central's token is not valid at the edge: refused, and not logged either.
+    assert_eq!(
+        open_live(edge.addr, &format!("?access_token={token}")).await,
+        401
+    );
+
     let text = logs.contents();
+    assert!(
+        text.contains("/v1/live"),
+        "live feed requests were not captured:\n{text}"
+    );
     // The capture works: the server's own events are in it.
     assert!(
         text.contains("failed login"),
@@ -119,11 +142,38 @@ async fn logs_never_contain_passwords_api_keys_or_tokens() {
         ("the owner's password", OWNER_PASSWORD),
         ("a failed login's password", wrong_password),
         ("the API key", api_key.as_str()),
+        ("a key passed in the query", scoreboard_key.as_str()),
         ("the JWT", token.as_str()),
         ("the JWT's signature", jwt_signature),
     ] {
         assert!(!text.contains(secret), "the logs contain {what}:\n{text}");
     }
+}
+
+/// Opens `GET /v1/live{query}` as a browser would (no headers but the handshake's), with a
+/// hand-written handshake so no client library traces the request line into the capture;
+/// returns the answer's status.
+async fn open_live(addr: std::net::SocketAddr, query: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/live{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]

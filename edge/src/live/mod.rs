@@ -5,17 +5,61 @@
 //! sequence number; the hub keeps the latest [`RETAINED`] so a client that reconnects with
 //! `since` gets what it missed, then follows the broadcast. The broadcast channel is bounded: a
 //! client that falls [`RETAINED`] events behind is dropped (it reconnects with `since`), and
-//! never delays the others.
+//! never delays the others. Who sees which event is decided in [`visibility`]; one client's
+//! connection is [`socket`]; [`sessions`] announces jump sessions running out.
 
+pub mod sessions;
+pub mod socket;
+pub mod visibility;
+
+use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use uuid::Uuid;
 
 /// Events kept for clients resuming with `since`, and the most a client may lag behind.
 pub const RETAINED: usize = 1024;
+
+/// How live clients are served; the `[live]` table of the edge's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveSettings {
+    /// How often each client is pinged. A client that leaves [`socket::MISSED_PONGS`] pings
+    /// unanswered is gone (a scoreboard unplugged mid-stream never closes its TCP connection).
+    pub ping_interval_ms: u64,
+    /// Longest one message may take to be handed to a client's socket. A peer that stopped
+    /// reading fills its socket buffers; it is dropped then, instead of pinning its task.
+    pub send_timeout_ms: u64,
+    /// Most clients connected at once; more are refused with 503.
+    pub max_clients: usize,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 20_000,
+            send_timeout_ms: 5_000,
+            max_clients: 256,
+        }
+    }
+}
+
+impl LiveSettings {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms.max(1))
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms.max(1))
+    }
+}
 
 /// One thing that happened at the venue.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,6 +88,8 @@ pub enum LiveEvent {
         score_id: Uuid,
         game_id: Uuid,
         customer_id: Uuid,
+        /// What a scoreboard shows beside the score (scoreboards cannot look customers up).
+        first_name: Option<String>,
         score: i64,
     },
     Order {
@@ -81,13 +127,74 @@ pub struct Envelope {
     pub event: LiveEvent,
 }
 
+/// A published envelope with its JSON text, serialized once for every client that receives it.
+#[derive(Debug)]
+pub struct Published {
+    pub envelope: Envelope,
+    text: Utf8Bytes,
+}
+
+impl Published {
+    fn new(envelope: Envelope) -> Self {
+        // Ids, numbers, strings and timestamps: serializing cannot fail.
+        let text = serde_json::to_string(&envelope).unwrap_or_default();
+        Self {
+            envelope,
+            text: text.into(),
+        }
+    }
+
+    /// The envelope's JSON, cheap to clone.
+    pub fn text(&self) -> Utf8Bytes {
+        self.text.clone()
+    }
+}
+
+impl std::ops::Deref for Published {
+    type Target = Envelope;
+
+    fn deref(&self) -> &Envelope {
+        &self.envelope
+    }
+}
+
+/// Where a new client starts: what it missed, then the live receiver.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The retained events after `since`; `None` when `since` is older than what is retained,
+    /// or from before this server started: the client must start over.
+    pub backlog: Option<Vec<Arc<Published>>>,
+    pub live: broadcast::Receiver<Arc<Published>>,
+}
+
+/// Live clients in Prometheus.
+#[derive(Debug, Default)]
+pub struct LiveMetrics {
+    pub clients: Gauge,
+    pub slow_clients_dropped: Counter,
+}
+
+#[derive(Debug)]
+struct Feed {
+    /// The latest events, oldest first.
+    retained: VecDeque<Arc<Published>>,
+    next_seq: u64,
+}
+
 /// Where events are published and subscribed to.
 #[derive(Debug)]
 pub struct LiveHub {
-    /// The latest events, oldest first; the lock also orders publishing.
-    retained: Mutex<VecDeque<Arc<Envelope>>>,
-    next_seq: Mutex<u64>,
-    sender: broadcast::Sender<Arc<Envelope>>,
+    /// The lock also orders publishing, and makes subscribing atomic with the backlog.
+    feed: Mutex<Feed>,
+    sender: broadcast::Sender<Arc<Published>>,
+    settings: LiveSettings,
+    /// One permit per connected client: bounds them to `max_clients`.
+    slots: Arc<Semaphore>,
+    /// Wakes the session watcher when a session starts, so it can plan that session's end.
+    sessions_changed: Notify,
+    /// Tells every connected client to close: the server is stopping.
+    closing: watch::Sender<bool>,
+    metrics: Arc<LiveMetrics>,
 }
 
 impl Default for LiveHub {
@@ -98,57 +205,134 @@ impl Default for LiveHub {
 
 impl LiveHub {
     pub fn new() -> Self {
+        Self::with_settings(LiveSettings::default())
+    }
+
+    pub fn with_settings(settings: LiveSettings) -> Self {
         Self {
-            retained: Mutex::new(VecDeque::with_capacity(RETAINED)),
-            next_seq: Mutex::new(1),
+            feed: Mutex::new(Feed {
+                retained: VecDeque::with_capacity(RETAINED),
+                next_seq: 1,
+            }),
             sender: broadcast::channel(RETAINED).0,
+            settings,
+            slots: Arc::new(Semaphore::new(settings.max_clients)),
+            sessions_changed: Notify::new(),
+            closing: watch::channel(false).0,
+            metrics: Arc::new(LiveMetrics::default()),
         }
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &LiveMetrics {
+        &self.metrics
+    }
+
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "live_clients",
+            "Clients connected to the live feed",
+            self.metrics.clients.clone(),
+        );
+        registry.register(
+            "live_slow_clients_dropped",
+            "Live clients closed because they fell too far behind the feed or stopped reading",
+            self.metrics.slow_clients_dropped.clone(),
+        );
     }
 
     /// Publishes an event to every subscriber; never waits for any of them.
     pub fn publish(&self, event: LiveEvent, at: DateTime<Utc>) -> u64 {
-        let mut retained = self.retained.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let envelope = Arc::new(Envelope {
-            seq: *next_seq,
+        let starts_session = matches!(event, LiveEvent::Checkin { .. });
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        let published = Arc::new(Published::new(Envelope {
+            seq: feed.next_seq,
             at,
             event,
-        });
-        *next_seq += 1;
-        if retained.len() == RETAINED {
-            retained.pop_front();
+        }));
+        feed.next_seq += 1;
+        if feed.retained.len() == RETAINED {
+            feed.retained.pop_front();
         }
-        retained.push_back(Arc::clone(&envelope));
+        feed.retained.push_back(Arc::clone(&published));
         // No subscriber is not an error: the event stays retained for the next one.
-        let _ = self.sender.send(Arc::clone(&envelope));
-        envelope.seq
+        let _ = self.sender.send(Arc::clone(&published));
+        drop(feed);
+        if starts_session {
+            self.sessions_changed.notify_one();
+        }
+        published.seq
     }
 
     /// Subscribes from after `since` (or from now): the retained events after it, then the
-    /// live receiver. `None` for the backlog means `since` is older than what is retained, and
-    /// the client must start over.
-    pub fn subscribe(
-        &self,
-        since: Option<u64>,
-    ) -> (
-        Option<Vec<Arc<Envelope>>>,
-        broadcast::Receiver<Arc<Envelope>>,
-    ) {
+    /// live receiver.
+    pub fn subscribe(&self, since: Option<u64>) -> Subscription {
         // Subscribing under the lock: no event falls between the backlog and the receiver.
-        let retained = self.retained.lock().unwrap_or_else(|e| e.into_inner());
-        let receiver = self.sender.subscribe();
+        let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.sender.subscribe();
+        let latest = feed.next_seq - 1;
+        let oldest = feed.retained.front().map_or(feed.next_seq, |e| e.seq);
         let backlog = match since {
             None => Some(Vec::new()),
-            Some(since) => {
-                let oldest = retained.front().map_or(u64::MAX, |e| e.seq);
-                if since + 1 < oldest && !retained.is_empty() {
-                    None
-                } else {
-                    Some(retained.iter().filter(|e| e.seq > since).cloned().collect())
-                }
-            }
+            // A cursor from before this server started (sequences restart with it).
+            Some(since) if since > latest => None,
+            Some(since) if since.saturating_add(1) < oldest => None,
+            Some(since) => Some(
+                feed.retained
+                    .iter()
+                    .filter(|e| e.seq > since)
+                    .cloned()
+                    .collect(),
+            ),
         };
-        (backlog, receiver)
+        Subscription { backlog, live }
+    }
+
+    /// A place for one more client, held while it is connected; `None` when the venue's
+    /// limit is reached.
+    pub fn admit(&self) -> Option<ClientSlot> {
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        self.metrics.clients.inc();
+        Some(ClientSlot {
+            _permit: permit,
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+
+    /// Wakes the session watcher: sessions changed other than through a published check-in.
+    pub fn sessions_changed(&self) {
+        self.sessions_changed.notify_one();
+    }
+
+    /// Resolves when a session may have started since the last call.
+    pub async fn session_started(&self) {
+        self.sessions_changed.notified().await;
+    }
+
+    /// Closes every live connection (the server is stopping); new ones close at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes true when the server is stopping.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+/// A connected client's place; frees it when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<LiveMetrics>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.metrics.clients.dec();
     }
 }
 
@@ -161,6 +345,7 @@ mod tests {
             score_id: Uuid::now_v7(),
             game_id: Uuid::nil(),
             customer_id: Uuid::nil(),
+            first_name: Some("Ada".into()),
             score: n,
         }
     }
@@ -171,9 +356,10 @@ mod tests {
         for n in 0..5 {
             hub.publish(score(n), Utc::now());
         }
-        let (backlog, mut live) = hub.subscribe(Some(3));
+        let Subscription { backlog, mut live } = hub.subscribe(Some(3));
         let seqs: Vec<u64> = backlog.unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![4, 5]);
+        assert!(hub.subscribe(Some(5)).backlog.unwrap().is_empty());
         hub.publish(score(9), Utc::now());
         assert_eq!(live.recv().await.unwrap().seq, 6);
     }
@@ -184,20 +370,45 @@ mod tests {
         for n in 0..(RETAINED as i64 + 10) {
             hub.publish(score(n), Utc::now());
         }
-        assert!(hub.subscribe(Some(1)).0.is_none());
-        assert_eq!(hub.subscribe(Some(10)).0.unwrap().len(), RETAINED);
+        assert!(hub.subscribe(Some(1)).backlog.is_none());
+        assert_eq!(hub.subscribe(Some(10)).backlog.unwrap().len(), RETAINED);
+    }
+
+    #[test]
+    fn a_cursor_from_before_a_restart_is_refused() {
+        let hub = LiveHub::new();
+        assert!(hub.subscribe(Some(0)).backlog.unwrap().is_empty());
+        assert!(hub.subscribe(Some(40)).backlog.is_none());
+        hub.publish(score(1), Utc::now());
+        assert!(hub.subscribe(Some(2)).backlog.is_none());
+        assert!(hub.subscribe(Some(u64::MAX)).backlog.is_none());
+        assert_eq!(hub.subscribe(Some(0)).backlog.unwrap().len(), 1);
     }
 
     #[test]
     fn events_carry_their_type_on_the_wire() {
-        let json = serde_json::to_value(Envelope {
-            seq: 1,
-            at: Utc::now(),
-            event: score(7),
-        })
-        .unwrap();
+        let hub = LiveHub::new();
+        hub.publish(score(7), Utc::now());
+        let backlog = hub.subscribe(Some(0)).backlog.unwrap();
+        let json: serde_json::Value = serde_json::from_str(backlog[0].text().as_str()).unwrap();
         assert_eq!(json["type"], "score");
         assert_eq!(json["score"], 7);
+        assert_eq!(json["first_name"], "Ada");
         assert_eq!(json["seq"], 1);
+    }
+
+    #[test]
+    fn clients_are_bounded_and_counted() {
+        let hub = LiveHub::with_settings(LiveSettings {
+            max_clients: 2,
+            ..LiveSettings::default()
+        });
+        let first = hub.admit().unwrap();
+        let _second = hub.admit().unwrap();
+        assert!(hub.admit().is_none());
+        assert_eq!(hub.metrics().clients.get(), 2);
+        drop(first);
+        assert_eq!(hub.metrics().clients.get(), 1);
+        assert!(hub.admit().is_some());
     }
 }

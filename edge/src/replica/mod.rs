@@ -7,9 +7,10 @@
 //! run in place ([`Replica::read_now`]), because a thread hop costs more than the query.
 
 pub mod apply;
+pub mod scores;
 pub mod venue;
 
-use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, WaiverRecord};
+use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, SiteRecord, WaiverRecord};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::config::DbConfig;
@@ -233,6 +234,15 @@ fn customers_where(
         })
     })
     .collect()
+}
+
+/// A replicated site (this edge's own, once the first pull landed).
+pub fn site(c: &Connection, id: Uuid) -> anyhow::Result<Option<SiteRecord>> {
+    let data: Option<String> = c
+        .prepare_cached("SELECT data FROM sites WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
 }
 
 pub fn waiver(c: &Connection, id: Uuid) -> anyhow::Result<Option<WaiverRecord>> {

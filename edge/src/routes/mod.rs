@@ -3,7 +3,9 @@
 
 pub mod customers;
 pub mod dead_letters;
+pub mod live;
 pub mod login;
+pub mod scores;
 pub mod status;
 
 use crate::outbox::Writer;
@@ -97,6 +99,8 @@ pub fn api_router() -> Router<AppState> {
         .merge(customers::router())
         .merge(login::router())
         .merge(dead_letters::router())
+        .merge(scores::router())
+        .merge(live::router())
 }
 
 /// Maps a failed local write to its problem: a fenced edge answers 503 with the reason (the

@@ -131,6 +131,7 @@ impl DeviceKind {
                 SignWaivers,
                 CreateOrders,
                 CheckIn,
+                WatchLive,
             ],
             Self::Pos => &[
                 ReadStatus,
@@ -139,9 +140,16 @@ impl DeviceKind {
                 RegisterCustomers,
                 CreateOrders,
                 CheckIn,
+                WatchLive,
             ],
-            Self::Tablet => &[ReadStatus, LookupCustomers, RegisterCustomers, SignWaivers],
-            Self::Game => &[ReadStatus, PostScores, ReadLeaderboards],
+            Self::Tablet => &[
+                ReadStatus,
+                LookupCustomers,
+                RegisterCustomers,
+                SignWaivers,
+                WatchLive,
+            ],
+            Self::Game => &[ReadStatus, PostScores, ReadLeaderboards, WatchLive],
             Self::Scoreboard => &[ReadStatus, ReadLeaderboards, WatchLive],
             Self::Edge => &[Sync],
         }
