@@ -256,7 +256,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         to: DateTime<Utc>,
     ) -> StoreResult<DailyReport>;
 
-    // Idempotency keys of HQ POSTs.
+    // Idempotency keys of HQ POSTs. Every write method records the idempotent request it serves
+    // (see `aero_shared::idempotency::current_request`) in its own transaction.
     async fn idempotency_begin(
         &self,
         scope: &str,
@@ -264,6 +265,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Begin>;
+    /// Stores a started request's answer, unless its writes recorded one already.
     async fn idempotency_complete(
         &self,
         scope: &str,
