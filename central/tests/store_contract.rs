@@ -6,7 +6,7 @@ use aero_central::store::{
     NegativeBalance, ProductSales, Redeemed, Store, StoreError,
 };
 use aero_shared::auth::principal::{DeviceKind, Role};
-use aero_shared::idempotency::{Begin, StoredResponse};
+use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving};
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
     Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord,
@@ -97,6 +97,7 @@ contract!(
     a_new_customer_from_another_home_site_is_rejected,
     a_request_whose_write_committed_is_never_run_again,
     dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops,
+    the_answer_of_a_request_commits_with_its_write,
     venue_records_are_applied_once_and_published_to_their_scope,
     references_must_exist_at_central,
     refunds_are_checked_against_their_order_and_earlier_refunds,
@@ -1243,6 +1244,77 @@ async fn a_request_whose_write_committed_is_never_run_again(store: Arc<dyn Store
         Begin::Started,
         "a purged key is forgotten"
     );
+}
+
+/// The answer a route declares for a write is stored in the write's transaction: a retry after
+/// the answer was lost (the middleware never completed the key) gets it replayed, and the
+/// middleware's own answer never replaces it. A write that fails stores no answer.
+async fn the_answer_of_a_request_commits_with_its_write(store: Arc<dyn Store>) {
+    let (scope, key) = (unique("scope"), unique("key"));
+    let begin = |key: String| {
+        let (store, scope) = (Arc::clone(&store), scope.clone());
+        async move {
+            store
+                .idempotency_begin(&scope, &key, "fp", now())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(begin(key.clone()).await, Begin::Started);
+    let site = SiteRecord {
+        id: Uuid::now_v7(),
+        name: unique("site"),
+        timezone: "Europe/London".into(),
+        allowed_networks: Vec::new(),
+        created_at: now(),
+    };
+    let answer = Answer::json(axum::http::StatusCode::CREATED, &site).unwrap();
+    serving(
+        scope.clone(),
+        key.clone(),
+        answering(&answer, store.create_site(&actor(), &site)),
+    )
+    .await
+    .unwrap();
+    // The process stops before the middleware completes the key.
+    assert_eq!(begin(key.clone()).await, Begin::Replay(answer.to_stored()));
+    store.idempotency_release(&scope, &key).await.unwrap();
+    let other = StoredResponse {
+        status: 409,
+        content_type: None,
+        body: Vec::new(),
+    };
+    store
+        .idempotency_complete(&scope, &key, &other)
+        .await
+        .unwrap();
+    assert_eq!(begin(key.clone()).await, Begin::Replay(answer.to_stored()));
+    assert_eq!(store.get_site(site.id).await.unwrap(), Some(site.clone()));
+
+    // A write that fails (the username is taken) rolls back with everything it would record.
+    let taken = user(Role::Staff, vec![site.id]);
+    store.create_user(&actor(), &taken).await.unwrap();
+    let failing = unique("key");
+    assert_eq!(begin(failing.clone()).await, Begin::Started);
+    let again = UserRecord {
+        id: Uuid::now_v7(),
+        ..taken.clone()
+    };
+    let answer = Answer::json(axum::http::StatusCode::CREATED, &again.id).unwrap();
+    let outcome = serving(
+        scope.clone(),
+        failing.clone(),
+        answering(&answer, store.create_user(&actor(), &again)),
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(begin(failing.clone()).await, Begin::InProgress);
+    store.idempotency_release(&scope, &failing).await.unwrap();
+    assert_eq!(begin(failing).await, Begin::Started);
+    assert_eq!(store.get_user(again.id).await.unwrap(), None);
 }
 
 /// The `dead_letter` event op an edge queues when a manager retries or discards a dead letter.

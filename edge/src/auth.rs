@@ -184,8 +184,9 @@ impl IdempotencyStore for ReplicaIdempotency {
         let (scope, key, response) = (scope.to_string(), key.to_string(), response.clone());
         self.0
             .write(move |c| {
+                // An answer recorded with the request's writes stays its answer.
                 c.execute(
-                    "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 WHERE scope = ?1 AND key = ?2",
+                    "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 WHERE scope = ?1 AND key = ?2 AND status IS NULL",
                     params![scope, key, response.status, response.content_type, response.body],
                 )?;
                 Ok(())
@@ -228,8 +229,124 @@ impl IdempotencyStore for ReplicaIdempotency {
 mod tests {
     use super::*;
     use crate::outbox::append_op;
-    use aero_shared::idempotency::serving;
+    use aero_shared::idempotency::{Answer, serving};
     use aero_shared::wire::{Entity, OpKind};
+    use axum::http::StatusCode;
+
+    fn count(conn: &rusqlite::Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    /// The answer commits in the savepoint of the write it answers: a retry after the answer was
+    /// lost (the process stopped before the middleware stored it) gets that answer replayed,
+    /// and the write is not run twice. A write that rolls back records nothing.
+    #[tokio::test]
+    async fn the_answer_of_a_request_commits_with_its_write_and_is_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let keys = ReplicaIdempotency(writer.clone());
+        let (scope, key) = ("device:1".to_string(), "k1".to_string());
+        assert_eq!(
+            keys.begin(&scope, &key, "f").await.expect("begin"),
+            Begin::Started
+        );
+        let entity_id = Uuid::now_v7();
+        let answer = Answer::json(StatusCode::CREATED, &serde_json::json!({ "id": entity_id }))
+            .expect("answer");
+        let queued = answer.clone();
+        let sent = serving(scope.clone(), key.clone(), async {
+            writer
+                .mutate_answering(move |c| {
+                    append_op(
+                        c,
+                        Entity::Customer,
+                        entity_id,
+                        OpKind::Upsert,
+                        &1,
+                        Utc::now(),
+                    )?;
+                    Ok(queued)
+                })
+                .await
+                .expect("write")
+        })
+        .await;
+        assert_eq!(sent, answer);
+        // The process stops here: the middleware never completes the key.
+        assert_eq!(
+            keys.begin(&scope, &key, "f").await.expect("retry"),
+            Begin::Replay(answer.to_stored())
+        );
+        keys.release(&scope, &key).await.expect("release");
+        assert_eq!(
+            keys.begin(&scope, &key, "f")
+                .await
+                .expect("retry after release"),
+            Begin::Replay(answer.to_stored())
+        );
+        // The middleware's own answer never replaces the one that committed with the write.
+        let other = StoredResponse {
+            status: 409,
+            content_type: None,
+            body: Vec::new(),
+        };
+        keys.complete(&scope, &key, &other).await.expect("complete");
+        assert_eq!(
+            keys.begin(&scope, &key, "f")
+                .await
+                .expect("retry after complete"),
+            Begin::Replay(answer.to_stored())
+        );
+        assert_eq!(
+            replica
+                .read(|c| Ok(count(c, "outbox")))
+                .await
+                .expect("outbox"),
+            1
+        );
+
+        // A refused write rolls back: no answer, no mark; the key is released as usual.
+        let refused = "k2".to_string();
+        assert_eq!(
+            keys.begin(&scope, &refused, "f").await.expect("begin"),
+            Begin::Started
+        );
+        let outcome = serving(scope.clone(), refused.clone(), async {
+            writer
+                .mutate_answering(move |c| {
+                    append_op(
+                        c,
+                        Entity::Customer,
+                        Uuid::now_v7(),
+                        OpKind::Upsert,
+                        &2,
+                        Utc::now(),
+                    )?;
+                    Err(aero_shared::ApiError::NotFound("no such customer").into())
+                })
+                .await
+        })
+        .await;
+        assert!(outcome.is_err());
+        assert_eq!(
+            keys.begin(&scope, &refused, "f").await.expect("retry"),
+            Begin::InProgress
+        );
+        keys.release(&scope, &refused).await.expect("release");
+        assert_eq!(
+            keys.begin(&scope, &refused, "f").await.expect("again"),
+            Begin::Started
+        );
+        assert_eq!(
+            replica
+                .read(|c| Ok(count(c, "outbox")))
+                .await
+                .expect("outbox"),
+            1
+        );
+    }
 
     #[tokio::test]
     async fn a_request_whose_write_committed_is_never_run_again_even_without_its_answer() {

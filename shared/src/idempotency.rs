@@ -2,19 +2,37 @@
 //!
 //! Keys are scoped by principal (the user or device id, not the raw credential: a refreshed token
 //! replays the same key). A request that is cancelled (a timeout, a dropped connection) releases
-//! its key instead of leaving it "in flight". A store that can record, inside a request's business
-//! transaction, that the request committed (see [`current_request`]) never runs a committed
-//! request again, even when its answer was lost to a crash.
+//! its key instead of leaving it "in flight".
+//!
+//! The answer commits with the business write. A write path serving a keyed request (it finds
+//! the request with [`current_request`]) records, in the transaction of the request's writes,
+//! that the request committed and what it answers. The answer is an [`Answer`]: its bytes are
+//! fixed before the commit, and the handler sends that very value, so what a retry replays is
+//! byte for byte what the first client was sent. A handler hands its answer to the write in one
+//! of two ways:
+//!
+//! - known before the write (central: the route builds the record the store writes): the route
+//!   runs the store call inside [`answering`], and the store's transaction helper records it;
+//! - made by the write (the edge: a new op's seq): the write closure returns the [`Answer`]
+//!   (`Writer::mutate_answering` on the edge).
+//!
+//! A refusal decided inside the write (an unknown customer) is an error that rolls the write back:
+//! nothing is recorded with it, and the middleware stores the refusal once the handler returns.
+//! A write that commits without an answer only marks the key committed: a retry then gets a 409
+//! instead of a second run. After every handler the middleware completes the key with the
+//! response, which never replaces an answer recorded with the writes. [`decide`] is the one rule
+//! for what a retry gets: a stored answer is replayed, however it got there.
 
 use crate::auth::extract::Security;
 use crate::auth::principal::Principal;
 use crate::problem::ApiError;
 use async_trait::async_trait;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +67,8 @@ pub enum Begin {
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     async fn begin(&self, scope: &str, key: &str, fingerprint: &str) -> Result<Begin, ApiError>;
+    /// Stores the answer of a started request, unless its writes already recorded one: the
+    /// answer that committed with the writes stays the request's answer.
     async fn complete(
         &self,
         scope: &str,
@@ -110,19 +130,105 @@ pub fn decide(
     }
 }
 
-tokio::task_local! {
-    static CURRENT: (String, String);
+/// A request's answer with its bytes fixed: JSON serialized exactly as axum's `Json` does, or
+/// an empty answer. The value a write records is the value the handler sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    status: StatusCode,
+    /// `None` for an empty answer (a 204).
+    content_type: Option<&'static str>,
+    body: Bytes,
 }
 
-/// The (scope, key) of the idempotent request the current task is serving, if any: a store's
-/// write path marks it committed in the same transaction as the request's writes.
-pub fn current_request() -> Option<(String, String)> {
-    CURRENT.try_with(Clone::clone).ok()
+impl Answer {
+    /// `value` as a JSON answer with `status`.
+    pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
+        Ok(Self {
+            status,
+            content_type: Some("application/json"),
+            body: body.into(),
+        })
+    }
+
+    /// An answer without a body, such as `204 No Content`.
+    pub fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn content_type(&self) -> Option<&'static str> {
+        self.content_type
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The answer as it is kept for replay.
+    pub fn to_stored(&self) -> StoredResponse {
+        StoredResponse {
+            status: self.status.as_u16(),
+            content_type: self.content_type.map(str::to_string),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Body::from(self.body)).into_response();
+        if let Some(content_type) = self.content_type {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        response
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: (String, String);
+    static ANSWER: Answer;
+}
+
+/// The idempotent request a write serves, as its write path records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedRequest {
+    pub scope: String,
+    pub key: String,
+    /// The answer the route declared with [`answering`], if it did.
+    pub answer: Option<Answer>,
+}
+
+/// The idempotent request the current task is serving, if any: a store's write path records it
+/// (committed, with its answer when it has one) in the same transaction as the request's writes.
+pub fn current_request() -> Option<KeyedRequest> {
+    CURRENT
+        .try_with(|(scope, key)| KeyedRequest {
+            scope: scope.clone(),
+            key: key.clone(),
+            answer: ANSWER.try_with(Clone::clone).ok(),
+        })
+        .ok()
 }
 
 /// Runs `work` as the idempotent request (scope, key): what [`current_request`] returns inside.
 pub async fn serving<T>(scope: String, key: String, work: impl Future<Output = T>) -> T {
     CURRENT.scope((scope, key), work).await
+}
+
+/// Runs `write` (one store call) with `answer` as what the current request answers once that
+/// write commits: the write records it in its transaction. The caller then sends `answer`.
+pub async fn answering<T>(answer: &Answer, write: impl Future<Output = T>) -> T {
+    ANSWER.scope(answer.clone(), write).await
 }
 
 /// The middleware's state: where keys live, and how to tell who is asking.
@@ -287,7 +393,8 @@ async fn run(state: Idempotency, request: Request, next: Next) -> Result<Respons
 
 fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, stored.body).into_response();
+    // A bare body: an answer stored without a content type is replayed without one.
+    let mut response = (status, Body::from(stored.body)).into_response();
     if let Some(content_type) = stored
         .content_type
         .and_then(|c| HeaderValue::from_str(&c).ok())
@@ -304,4 +411,85 @@ fn replay(stored: StoredResponse) -> Response {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Json;
+
+    async fn sent(response: Response) -> (StatusCode, Option<String>, Vec<u8>) {
+        let (parts, body) = response.into_parts();
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().expect("ascii").to_string());
+        let body = to_bytes(body, usize::MAX).await.expect("body").to_vec();
+        (parts.status, content_type, body)
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_sent_as_axum_json_would_send_it_and_stored_as_sent() {
+        let value =
+            serde_json::json!({ "name": "Ünïcode \"quoted\"", "minors": [1, 2], "x": null });
+        let answer = Answer::json(StatusCode::CREATED, &value).expect("answer");
+        let stored = answer.to_stored();
+        let through_json = sent((StatusCode::CREATED, Json(&value)).into_response()).await;
+        let through_answer = sent(answer.into_response()).await;
+        assert_eq!(through_answer, through_json);
+        assert_eq!(
+            (stored.status, stored.content_type, stored.body),
+            (
+                through_answer.0.as_u16(),
+                through_answer.1,
+                through_answer.2
+            )
+        );
+
+        let empty = sent(Answer::empty(StatusCode::NO_CONTENT).into_response()).await;
+        assert_eq!(empty, (StatusCode::NO_CONTENT, None, Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn a_write_sees_the_request_it_serves_and_the_answer_declared_for_it() {
+        assert_eq!(current_request(), None);
+        let answer = Answer::json(StatusCode::CREATED, &1).expect("answer");
+        assert_eq!(answering(&answer, async { current_request() }).await, None);
+        let seen = serving("user:1".into(), "k".into(), async {
+            let bare = current_request();
+            let answered = answering(&answer, async { current_request() }).await;
+            (bare, answered)
+        })
+        .await;
+        let request = |answer| KeyedRequest {
+            scope: "user:1".into(),
+            key: "k".into(),
+            answer,
+        };
+        assert_eq!(seen, (Some(request(None)), Some(request(Some(answer)))));
+    }
+
+    #[test]
+    fn an_answer_recorded_with_the_writes_is_replayed() {
+        let now = chrono::Utc::now();
+        let response = StoredResponse {
+            status: 201,
+            content_type: Some("application/json".into()),
+            body: b"{}".to_vec(),
+        };
+        let state = |response, committed| KeyState {
+            fingerprint: "f".into(),
+            response,
+            created_at: now,
+            committed,
+        };
+        assert_eq!(
+            decide(Some(state(Some(response.clone()), true)), "f", now),
+            Decision::Answer(Begin::Replay(response))
+        );
+        assert_eq!(
+            decide(Some(state(None, true)), "f", now),
+            Decision::Answer(Begin::CommittedWithoutAnswer)
+        );
+    }
 }

@@ -5,6 +5,7 @@ use crate::state::{AppState, actor};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
+use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Account, GameRecord, Grant, ProductKind, ProductRecord, ScoreOrder};
@@ -91,7 +92,7 @@ async fn create_product(
     State(state): State<AppState>,
     auth: Auth,
     ValidJson(body): ValidJson<NewProduct>,
-) -> Result<(StatusCode, Json<ProductRecord>), ApiError> {
+) -> Result<Answer, ApiError> {
     let product = ProductRecord {
         id: Uuid::now_v7(),
         sku: body.sku.trim().to_string(),
@@ -103,8 +104,9 @@ async fn create_product(
         active: true,
         created_at: state.clock.now(),
     };
-    state.store.create_product(&actor(&auth), &product).await?;
-    Ok((StatusCode::CREATED, Json(product)))
+    let answer = Answer::json(StatusCode::CREATED, &product)?;
+    answering(&answer, state.store.create_product(&actor(&auth), &product)).await?;
+    Ok(answer)
 }
 
 /// `POST /v1/products/{id}/retire`: the product is no longer sold (venues stop selling it once
@@ -161,15 +163,16 @@ async fn create_game(
     State(state): State<AppState>,
     auth: Auth,
     ValidJson(body): ValidJson<NewGame>,
-) -> Result<(StatusCode, Json<GameRecord>), ApiError> {
+) -> Result<Answer, ApiError> {
     let game = GameRecord {
         id: Uuid::now_v7(),
         name: body.name.trim().to_string(),
         score_order: body.score_order,
         created_at: state.clock.now(),
     };
-    state.store.create_game(&actor(&auth), &game).await?;
-    Ok((StatusCode::CREATED, Json(game)))
+    let answer = Answer::json(StatusCode::CREATED, &game)?;
+    answering(&answer, state.store.create_game(&actor(&auth), &game)).await?;
+    Ok(answer)
 }
 
 #[derive(Serialize)]

@@ -5,6 +5,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::api_key::ApiKey;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::{DeviceKind, Permission};
+use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::DeviceRecord;
@@ -108,7 +109,7 @@ async fn create_device(
     auth: Auth,
     Path(site_id): Path<Uuid>,
     ValidJson(body): ValidJson<NewDevice>,
-) -> Result<(StatusCode, Json<IssuedDevice>), ApiError> {
+) -> Result<Answer, ApiError> {
     state
         .store
         .get_site(site_id)
@@ -128,14 +129,15 @@ async fn create_device(
         created_at: state.clock.now(),
         revoked_at: None,
     };
-    state.store.create_device(&actor(&auth), &device).await?;
-    Ok((
+    let answer = Answer::json(
         StatusCode::CREATED,
-        Json(IssuedDevice {
-            device: device.into(),
+        &IssuedDevice {
+            device: device.clone().into(),
             api_key: key.expose().to_string(),
-        }),
-    ))
+        },
+    )?;
+    answering(&answer, state.store.create_device(&actor(&auth), &device)).await?;
+    Ok(answer)
 }
 
 #[derive(Serialize)]

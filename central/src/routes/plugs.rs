@@ -4,6 +4,7 @@ use crate::state::{AppState, actor};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
+use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{PlugRecord, PowerState, ScheduleRecord};
@@ -67,7 +68,7 @@ async fn create_plug(
     auth: Auth,
     Path(site_id): Path<Uuid>,
     ValidJson(body): ValidJson<NewPlug>,
-) -> Result<(StatusCode, Json<PlugRecord>), ApiError> {
+) -> Result<Answer, ApiError> {
     state
         .store
         .get_site(site_id)
@@ -82,8 +83,9 @@ async fn create_plug(
         child_id: body.child_id,
         created_at: state.clock.now(),
     };
-    state.store.create_plug(&actor(&auth), &plug).await?;
-    Ok((StatusCode::CREATED, Json(plug)))
+    let answer = Answer::json(StatusCode::CREATED, &plug)?;
+    answering(&answer, state.store.create_plug(&actor(&auth), &plug)).await?;
+    Ok(answer)
 }
 
 #[derive(Serialize)]
@@ -129,7 +131,7 @@ async fn create_schedule(
     auth: Auth,
     Path(id): Path<Uuid>,
     ValidJson(body): ValidJson<NewSchedule>,
-) -> Result<(StatusCode, Json<ScheduleRecord>), ApiError> {
+) -> Result<Answer, ApiError> {
     let plug = plug_for(&state, &auth, id).await?;
     let schedule = ScheduleRecord {
         id: Uuid::now_v7(),
@@ -139,11 +141,13 @@ async fn create_schedule(
         state: body.state,
         created_at: state.clock.now(),
     };
-    state
-        .store
-        .create_schedule(&actor(&auth), &schedule)
-        .await?;
-    Ok((StatusCode::CREATED, Json(schedule)))
+    let answer = Answer::json(StatusCode::CREATED, &schedule)?;
+    answering(
+        &answer,
+        state.store.create_schedule(&actor(&auth), &schedule),
+    )
+    .await?;
+    Ok(answer)
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
+use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{SiteRecord, SiteSyncStatus};
@@ -66,7 +67,7 @@ async fn create_site(
     State(state): State<AppState>,
     auth: Auth,
     ValidJson(body): ValidJson<NewSite>,
-) -> Result<(StatusCode, Json<SiteRecord>), ApiError> {
+) -> Result<Answer, ApiError> {
     let mut v = Validator::new();
     let allowed_networks = v.networks("allowed_networks", &body.allowed_networks);
     v.finish()?;
@@ -77,8 +78,9 @@ async fn create_site(
         allowed_networks,
         created_at: state.clock.now(),
     };
-    state.store.create_site(&actor(&auth), &site).await?;
-    Ok((StatusCode::CREATED, Json(site)))
+    let answer = Answer::json(StatusCode::CREATED, &site)?;
+    answering(&answer, state.store.create_site(&actor(&auth), &site)).await?;
+    Ok(answer)
 }
 
 #[derive(Serialize)]
@@ -177,7 +179,7 @@ async fn create_enrollment_token(
     State(state): State<AppState>,
     auth: Auth,
     Path(site_id): Path<Uuid>,
-) -> Result<(StatusCode, Json<IssuedEnrollmentToken>), ApiError> {
+) -> Result<Answer, ApiError> {
     state
         .store
         .get_site(site_id)
@@ -193,18 +195,20 @@ async fn create_enrollment_token(
         created_at: now,
         expires_at,
     };
-    state
-        .store
-        .create_enrollment_token(&actor(&auth), &record)
-        .await?;
-    Ok((
+    let answer = Answer::json(
         StatusCode::CREATED,
-        Json(IssuedEnrollmentToken {
+        &IssuedEnrollmentToken {
             token: token.expose_secret().to_string(),
             expires_at,
             site_id,
-        }),
-    ))
+        },
+    )?;
+    answering(
+        &answer,
+        state.store.create_enrollment_token(&actor(&auth), &record),
+    )
+    .await?;
+    Ok(answer)
 }
 
 async fn site_sync(

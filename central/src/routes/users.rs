@@ -5,6 +5,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::{Permission, Principal, Role};
+use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::UserRecord;
@@ -124,7 +125,7 @@ async fn create_user(
     State(state): State<AppState>,
     auth: Auth,
     ValidJson(body): ValidJson<NewUser>,
-) -> Result<(StatusCode, Json<UserView>), ApiError> {
+) -> Result<Answer, ApiError> {
     if body.role == Role::Owner && !is_owner(&auth) {
         return Err(ApiError::Forbidden(
             "only an owner can create another owner",
@@ -138,8 +139,9 @@ async fn create_user(
     }
     v.finish()?;
     let user = new_user_record(body, state.clock.now()).await?;
-    state.store.create_user(&actor(&auth), &user).await?;
-    Ok((StatusCode::CREATED, Json(user.into())))
+    let answer = Answer::json(StatusCode::CREATED, &UserView::from(user.clone()))?;
+    answering(&answer, state.store.create_user(&actor(&auth), &user)).await?;
+    Ok(answer)
 }
 
 #[derive(Serialize)]

@@ -330,7 +330,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Ranked best first.
     async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>>;
 
-    // Idempotency keys of HQ POSTs.
+    // Idempotency keys of HQ POSTs. Every write method records the idempotent request it serves
+    // (see `aero_shared::idempotency::current_request`) in its own transaction.
     async fn idempotency_begin(
         &self,
         scope: &str,
@@ -338,6 +339,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Begin>;
+    /// Stores a started request's answer, unless its writes recorded one already.
     async fn idempotency_complete(
         &self,
         scope: &str,

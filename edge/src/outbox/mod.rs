@@ -6,11 +6,14 @@
 //! back only its own savepoint. Each request is answered only after the commit is durable.
 //!
 //! Every local mutation writes its rows and one outbox op in the same request (see [`append_op`]),
-//! so a sale is either recorded and queued for central, or neither.
+//! so a sale is either recorded and queued for central, or neither. A mutation serving an
+//! idempotent request records that request, with its answer, in the same savepoint (see
+//! `aero_shared::idempotency`).
 
 pub mod settle;
 
 use crate::replica::ts;
+use aero_shared::idempotency::{Answer, KeyedRequest, current_request};
 use aero_shared::wire::{Entity, OpKind, PushOp};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -42,9 +45,11 @@ struct Request<F, T> {
     work: F,
     reply: oneshot::Sender<anyhow::Result<T>>,
     local: bool,
-    /// The idempotent request (scope, key) this write serves: marked committed together with
-    /// the write, so it is never run again (see `aero_shared::idempotency`).
-    idempotent: Option<(String, String)>,
+    /// The idempotent request this write serves: recorded committed together with the write,
+    /// with its answer when there is one, so it is never run again.
+    idempotent: Option<KeyedRequest>,
+    /// The request's answer among what the write returns, if the write makes it.
+    answer_of: fn(&T) -> Option<&Answer>,
 }
 
 impl<F, T> Job for Request<F, T>
@@ -57,15 +62,14 @@ where
             work,
             reply,
             idempotent,
+            answer_of,
             ..
         } = *self;
         let outcome = in_savepoint(conn, |c| {
             let value = work(c)?;
-            if let Some((scope, key)) = &idempotent {
-                c.prepare_cached(
-                    "UPDATE idempotency_keys SET committed_at = ?3 WHERE scope = ?1 AND key = ?2",
-                )?
-                .execute(params![scope, key, ts(Utc::now())])?;
+            if let Some(request) = &idempotent {
+                let answer = answer_of(&value).or(request.answer.as_ref());
+                record_request(c, request, answer)?;
             }
             Ok(value)
         });
@@ -87,6 +91,44 @@ where
     fn is_local_mutation(&self) -> bool {
         self.local
     }
+}
+
+/// Marks an idempotent request committed and stores its answer, if it has one, in the caller's
+/// savepoint: a retry replays that answer (or, without one, is refused rather than run again).
+fn record_request(
+    conn: &Connection,
+    request: &KeyedRequest,
+    answer: Option<&Answer>,
+) -> anyhow::Result<()> {
+    let now = ts(Utc::now());
+    match answer {
+        Some(answer) => conn
+            .prepare_cached(
+                "UPDATE idempotency_keys SET committed_at = ?3, status = ?4, content_type = ?5, body = ?6 WHERE scope = ?1 AND key = ?2",
+            )?
+            .execute(params![
+                request.scope,
+                request.key,
+                now,
+                answer.status().as_u16(),
+                answer.content_type(),
+                answer.body()
+            ])?,
+        None => conn
+            .prepare_cached(
+                "UPDATE idempotency_keys SET committed_at = ?3 WHERE scope = ?1 AND key = ?2",
+            )?
+            .execute(params![request.scope, request.key, now])?,
+    };
+    Ok(())
+}
+
+fn no_answer<T>(_: &T) -> Option<&Answer> {
+    None
+}
+
+fn itself(answer: &Answer) -> Option<&Answer> {
+    Some(answer)
 }
 
 fn in_savepoint<T>(
@@ -160,34 +202,51 @@ impl Writer {
         F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.submit(work, false).await
+        self.submit(work, false, no_answer).await
     }
 
-    /// Runs a local mutation that appends outbox ops; the push loop is woken after commit.
+    /// Runs a local mutation that appends outbox ops; the push loop is woken after commit. An
+    /// idempotent request it serves is marked committed with it (answered with what the route
+    /// declared with `aero_shared::idempotency::answering`, if anything).
     pub async fn mutate<T, F>(&self, work: F) -> anyhow::Result<T>
     where
         F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.submit(work, true).await
+        self.submit(work, true, no_answer).await
     }
 
-    async fn submit<T, F>(&self, work: F, local: bool) -> anyhow::Result<T>
+    /// Runs a local mutation that returns the request's answer (the push loop is woken after
+    /// commit, as for [`Writer::mutate`]): for an idempotent request the answer commits with the
+    /// write, so a retry gets it replayed even if it never reached the client. A refusal decided inside the write is an `Err` (an [`aero_shared::ApiError`]
+    /// such as `NotFound`), which rolls the write back and records nothing.
+    pub async fn mutate_answering<F>(&self, work: F) -> anyhow::Result<Answer>
+    where
+        F: FnOnce(&Connection) -> anyhow::Result<Answer> + Send + 'static,
+    {
+        self.submit(work, true, itself).await
+    }
+
+    async fn submit<T, F>(
+        &self,
+        work: F,
+        local: bool,
+        answer_of: fn(&T) -> Option<&Answer>,
+    ) -> anyhow::Result<T>
     where
         F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        // Only local mutations are business writes; sync bookkeeping never marks a request.
-        let idempotent = local
-            .then(aero_shared::idempotency::current_request)
-            .flatten();
+        // Only local mutations are business writes; sync bookkeeping never records a request.
+        let idempotent = local.then(current_request).flatten();
         self.queue
             .send(Box::new(Request {
                 work,
                 reply,
                 local,
                 idempotent,
+                answer_of,
             }))
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         answer

@@ -8,6 +8,7 @@ use crate::replica::{CustomerView, customer};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
+use aero_shared::idempotency::Answer;
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator, normalize_phone};
 use aero_shared::wire::{CustomerRecord, Entity, OpKind, WaiverRecord};
@@ -130,7 +131,7 @@ async fn register(
     State(state): State<AppState>,
     _auth: Auth,
     ValidJson(body): ValidJson<NewCustomer>,
-) -> Result<(StatusCode, Json<Registered>), ApiError> {
+) -> Result<Answer, ApiError> {
     // Milliseconds, as central stores them, so the row central echoes back is identical.
     let now = Utc::now().trunc_subsecs(3);
     let guardian = CustomerRecord {
@@ -159,32 +160,30 @@ async fn register(
             created_at: now,
         })
         .collect();
-    // The guardian and every minor commit together, each with its own outbox op.
-    let rows: Vec<CustomerRecord> = std::iter::once(guardian.clone())
-        .chain(minors.iter().cloned())
-        .collect();
-    state
-        .writer
-        .mutate(move |c| {
-            for row in &rows {
-                upsert_customer(c, row)?;
-                append_op(c, Entity::Customer, row.id, OpKind::Upsert, row, now)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(super::write_error)?;
     let view = |customer: CustomerRecord| CustomerView {
         customer,
         waiver_valid: false,
     };
-    Ok((
+    let answer = Answer::json(
         StatusCode::CREATED,
-        Json(Registered {
-            customer: view(guardian),
-            minors: minors.into_iter().map(view).collect(),
-        }),
-    ))
+        &Registered {
+            customer: view(guardian.clone()),
+            minors: minors.iter().cloned().map(view).collect(),
+        },
+    )?;
+    // The guardian and every minor commit together, each with its own outbox op.
+    let rows: Vec<CustomerRecord> = std::iter::once(guardian).chain(minors).collect();
+    state
+        .writer
+        .mutate_answering(move |c| {
+            for row in &rows {
+                upsert_customer(c, row)?;
+                append_op(c, Entity::Customer, row.id, OpKind::Upsert, row, now)?;
+            }
+            Ok(answer)
+        })
+        .await
+        .map_err(super::write_error)
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,7 +246,7 @@ async fn sign_waiver(
     _auth: Auth,
     Path(customer_id): Path<Uuid>,
     ValidJson(body): ValidJson<NewWaiver>,
-) -> Result<(StatusCode, Json<WaiverRecord>), ApiError> {
+) -> Result<Answer, ApiError> {
     // Milliseconds, as central stores them, so the row central echoes back is identical.
     let now = Utc::now().trunc_subsecs(3);
     let expires_at = now
@@ -261,22 +260,18 @@ async fn sign_waiver(
         signed_at: now,
         expires_at,
     };
-    let row = waiver.clone();
+    let answer = Answer::json(StatusCode::CREATED, &waiver)?;
     // The existence check runs on the writer, in the same transaction as the insert.
-    let signed = state
+    state
         .writer
-        .mutate(move |c| {
-            if customer(c, row.customer_id)?.is_none() {
-                return Ok(false);
+        .mutate_answering(move |c| {
+            if customer(c, waiver.customer_id)?.is_none() {
+                return Err(ApiError::NotFound("no such customer").into());
             }
-            upsert_waiver(c, &row)?;
-            append_op(c, Entity::Waiver, row.id, OpKind::Upsert, &row, now)?;
-            Ok(true)
+            upsert_waiver(c, &waiver)?;
+            append_op(c, Entity::Waiver, waiver.id, OpKind::Upsert, &waiver, now)?;
+            Ok(answer)
         })
         .await
-        .map_err(super::write_error)?;
-    if !signed {
-        return Err(ApiError::NotFound("no such customer"));
-    }
-    Ok((StatusCode::CREATED, Json(waiver)))
+        .map_err(super::write_error)
 }

@@ -10,6 +10,7 @@ use crate::replica::ts;
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::{Permission, Principal};
+use aero_shared::idempotency::Answer;
 use aero_shared::wire::{DeadLetterResolution, Entity, OpKind, Resolution};
 use axum::extract::{Path, State};
 use axum::handler::Handler;
@@ -95,14 +96,13 @@ async fn retry(
     State(state): State<AppState>,
     auth: Auth,
     Path(op_id): Path<Uuid>,
-) -> Result<Json<Retried>, ApiError> {
+) -> Result<Answer, ApiError> {
     let now = Utc::now();
-    let retried = state
+    state
         .writer
-        .mutate(move |c| {
-            let Some((entity, entity_id, kind, data)) = take(c, op_id)? else {
-                return Ok(None);
-            };
+        .mutate_answering(move |c| {
+            let (entity, entity_id, kind, data) =
+                take(c, op_id)?.ok_or(ApiError::NotFound("no such dead letter"))?;
             let entity = Entity::parse(&entity)
                 .ok_or_else(|| anyhow::anyhow!("unknown entity {entity:?}"))?;
             let value: serde_json::Value = serde_json::from_str(&data)?;
@@ -113,41 +113,37 @@ async fn retry(
                 })?;
             resolve(c, &auth, op_id, Some(new_id), now)?;
             audit(c, &auth, "dead_letter.retry", op_id, now)?;
-            Ok(Some((new_id, seq)))
+            Ok(Answer::json(
+                StatusCode::OK,
+                &Retried {
+                    retried: op_id,
+                    op_id: new_id,
+                    seq,
+                },
+            )?)
         })
         .await
-        .map_err(write_error)?;
-    let (new_id, seq) = retried.ok_or(ApiError::NotFound("no such dead letter"))?;
-    Ok(Json(Retried {
-        retried: op_id,
-        op_id: new_id,
-        seq,
-    }))
+        .map_err(write_error)
 }
 
+/// Forgets the dead letter for good: what it carried never reaches central, only the decision
+/// (a `dead_letter` event op), with the answer committed in the same transaction.
 async fn discard(
     State(state): State<AppState>,
     auth: Auth,
     Path(op_id): Path<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Answer, ApiError> {
     let now = Utc::now();
-    let found = state
+    state
         .writer
-        .mutate(move |c| {
-            if take(c, op_id)?.is_none() {
-                return Ok(false);
-            }
+        .mutate_answering(move |c| {
+            take(c, op_id)?.ok_or(ApiError::NotFound("no such dead letter"))?;
             resolve(c, &auth, op_id, None, now)?;
             audit(c, &auth, "dead_letter.discard", op_id, now)?;
-            Ok(true)
+            Ok(Answer::empty(StatusCode::NO_CONTENT))
         })
         .await
-        .map_err(write_error)?;
-    if found {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("no such dead letter"))
-    }
+        .map_err(write_error)
 }
 
 /// Removes a dead letter, returning (entity, entity_id, kind, data).

@@ -103,9 +103,14 @@ pub fn api_router() -> Router<AppState> {
         .merge(live::router())
 }
 
-/// Maps a failed local write to its problem: a fenced edge answers 503 with the reason (the
-/// write was not taken, so nothing is lost); anything else is a bug, a 500.
+/// Maps a failed local write to its problem: a refusal decided inside the write is itself; a
+/// fenced edge answers 503 with the reason (the write was not taken, so nothing is lost);
+/// anything else is a bug, a 500.
 pub fn write_error(err: anyhow::Error) -> aero_shared::ApiError {
+    let err = match err.downcast::<aero_shared::ApiError>() {
+        Ok(refused) => return refused,
+        Err(err) => err,
+    };
     match err.downcast::<crate::outbox::Fenced>() {
         Ok(fenced) => aero_shared::ApiError::Unavailable(fenced.to_string()),
         Err(err) => aero_shared::ApiError::Internal(err),

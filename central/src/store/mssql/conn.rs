@@ -7,6 +7,7 @@ use super::errors::{classify, retrying};
 use super::migrate::{migrate, read_store_id};
 use super::{MssqlStore, idempotency};
 use crate::store::{StoreError, StoreResult};
+use aero_shared::idempotency::KeyedRequest;
 use anyhow::Context as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -283,9 +284,9 @@ impl MssqlStore {
         F: for<'c> Fn(&'c mut Pooled<'s>) -> Work<'c, T>,
     {
         let work = &work;
-        // The idempotent request this unit of work serves, if any: marked committed in the same
-        // transaction, and checked before a retry, so a COMMIT whose acknowledgement was lost
-        // is never run blindly a second time.
+        // The idempotent request this unit of work serves, if any: recorded (committed, with
+        // its answer when it has one) in the same transaction, and checked before a retry, so a
+        // COMMIT whose acknowledgement was lost is never run blindly a second time.
         let request = aero_shared::idempotency::current_request();
         let request = &request;
         // Whether an earlier unit of the same request had already committed when this one
@@ -295,21 +296,18 @@ impl MssqlStore {
             let mut conn = self.checkout().await?;
             conn.begin().await?;
             let result = async {
-                if let Some((scope, key)) = request {
-                    let committed = idempotency::is_committed(&mut conn, scope, key).await?;
+                if let Some(request) = request {
+                    let committed =
+                        idempotency::is_committed(&mut conn, &request.scope, &request.key).await?;
                     let before = *committed_before
                         .lock()
                         .map_err(|_| StoreError::Other(anyhow::anyhow!("poisoned")))?
                         .get_or_insert(committed);
                     if committed && !before {
-                        return Err(StoreError::Conflict(
-                            "this request was carried out, but its answer was lost; it is not run \
-                             again: look the result up"
-                                .into(),
-                        ));
+                        return Err(StoreError::Conflict(lost_commit_answer(request).into()));
                     }
                     let value = work(&mut conn).await?;
-                    idempotency::mark_committed(&mut conn, scope, key, chrono::Utc::now()).await?;
+                    idempotency::record_committed(&mut conn, request, chrono::Utc::now()).await?;
                     Ok(value)
                 } else {
                     work(&mut conn).await
@@ -333,5 +331,17 @@ impl MssqlStore {
             work(&mut conn).await
         })
         .await
+    }
+}
+
+/// What a request is told when the COMMIT of its write went through but its acknowledgement was
+/// lost: the write is not run again; an answer recorded with it is replayed to a retry.
+fn lost_commit_answer(request: &KeyedRequest) -> &'static str {
+    if request.answer.is_some() {
+        "this request was carried out, but the acknowledgement of its commit was lost; it is not \
+         run again: send it again with the same Idempotency-Key for its answer"
+    } else {
+        "this request was carried out, but its answer was lost; it is not run again: look the \
+         result up"
     }
 }

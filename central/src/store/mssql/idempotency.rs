@@ -6,7 +6,9 @@ use super::codec::{decode_error, get, int, opt_int, opt_text, opt_time, text, ti
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use crate::store::StoreResult;
-use aero_shared::idempotency::{Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, decide};
+use aero_shared::idempotency::{
+    Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, decide,
+};
 use chrono::{DateTime, Utc};
 use tiberius::Query;
 
@@ -75,19 +77,31 @@ async fn idempotency_begin_tx(
     }
 }
 
-/// Marks the idempotent request (scope, key) committed, inside the transaction of its writes.
-pub(super) async fn mark_committed(
+/// Records the idempotent request committed, with its answer when the route declared one,
+/// inside the transaction of its writes: a retry replays that answer (or, without one, is
+/// refused rather than run again).
+pub(super) async fn record_committed(
     conn: &mut Conn,
-    scope: &str,
-    key: &str,
+    request: &KeyedRequest,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let mut q = Query::new(
-        "UPDATE idempotency_keys SET committed_at = @P3 WHERE scope = @P1 AND [key] = @P2",
-    );
-    q.bind(scope);
-    q.bind(key);
+    let sql = match request.answer {
+        Some(_) => {
+            "UPDATE idempotency_keys \
+                SET committed_at = @P3, status = @P4, content_type = @P5, body = @P6 \
+              WHERE scope = @P1 AND [key] = @P2"
+        }
+        None => "UPDATE idempotency_keys SET committed_at = @P3 WHERE scope = @P1 AND [key] = @P2",
+    };
+    let mut q = Query::new(sql);
+    q.bind(request.scope.as_str());
+    q.bind(request.key.as_str());
     q.bind(ts(at));
+    if let Some(answer) = &request.answer {
+        q.bind(i32::from(answer.status().as_u16()));
+        q.bind(answer.content_type());
+        q.bind(answer.body());
+    }
     conn.exec(q).await
 }
 
@@ -132,9 +146,10 @@ pub(super) async fn complete(
     store
         .with_connection(|conn| {
             Box::pin(async move {
+                // An answer recorded with the request's writes stays its answer.
                 let mut q = Query::new(
                     "UPDATE idempotency_keys SET status = @P3, content_type = @P4, body = @P5 \
-                     WHERE scope = @P1 AND [key] = @P2",
+                     WHERE scope = @P1 AND [key] = @P2 AND status IS NULL",
                 );
                 q.bind(scope);
                 q.bind(key);

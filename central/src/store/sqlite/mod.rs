@@ -15,7 +15,7 @@ use super::{
     VenueWrite,
 };
 use aero_shared::idempotency::{
-    Begin, Decision, KEY_LIFETIME, KeyState, StoredResponse, current_request, decide,
+    Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, current_request, decide,
 };
 use aero_shared::wire::{
     Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord,
@@ -117,12 +117,8 @@ impl SqliteStore {
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(map_err)?;
                 let out = work(&tx)?;
-                if let Some((scope, key)) = &request {
-                    // Committed together with the write: the request is never run again.
-                    tx.prepare_cached(
-                        "UPDATE idempotency_keys SET committed_at = ?3 WHERE scope = ?1 AND key = ?2",
-                    )?
-                    .execute(params![scope, key, ts(Utc::now())])?;
+                if let Some(request) = &request {
+                    record_request(&tx, request)?;
                 }
                 tx.commit().map_err(map_err)?;
                 Ok(out)
@@ -159,6 +155,33 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
     }
+}
+
+/// Records, in the transaction of its writes, that the idempotent request committed, with its
+/// answer when the route declared one: a retry replays that answer (or, without one, is refused
+/// rather than run again).
+fn record_request(tx: &Transaction<'_>, request: &KeyedRequest) -> StoreResult<()> {
+    let now = ts(Utc::now());
+    match &request.answer {
+        Some(answer) => exec(
+            tx,
+            "UPDATE idempotency_keys SET committed_at = ?3, status = ?4, content_type = ?5, body = ?6 WHERE scope = ?1 AND key = ?2",
+            params![
+                request.scope,
+                request.key,
+                now,
+                answer.status().as_u16(),
+                answer.content_type(),
+                answer.body()
+            ],
+        )?,
+        None => exec(
+            tx,
+            "UPDATE idempotency_keys SET committed_at = ?3 WHERE scope = ?1 AND key = ?2",
+            params![request.scope, request.key, now],
+        )?,
+    };
+    Ok(())
 }
 
 fn busy_backoff() -> ExponentialBuilder {
@@ -1475,9 +1498,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (scope, key, response) = (scope.to_string(), key.to_string(), response.clone());
         self.write(move |tx| {
+            // An answer recorded with the request's writes stays its answer.
             exec(
- tx,
-                "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 WHERE scope = ?1 AND key = ?2",
+                tx,
+                "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5 WHERE scope = ?1 AND key = ?2 AND status IS NULL",
                 params![scope, key, response.status, response.content_type, response.body],
             )?;
             Ok(())
