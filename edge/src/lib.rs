@@ -20,7 +20,7 @@ use crate::routes::{AppState, SyncGauges};
 use crate::sync::SyncEngine;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::JwtKeys;
-use aero_shared::clock::SystemClock;
+use aero_shared::clock::{SharedClock, SystemClock};
 use aero_shared::idempotency::{self, Idempotency, IdempotencyStore};
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::pipeline;
@@ -57,6 +57,15 @@ pub fn load_credential(settings: &Settings) -> anyhow::Result<Credential> {
 
 /// Opens the replica, starts the database writer and builds routes and sync engine.
 pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge> {
+    build_with_clock(settings, credential, Arc::new(SystemClock))
+}
+
+/// [`build`] with the clock the venue's routes stamp records and expire sessions by.
+pub fn build_with_clock(
+    settings: &Settings,
+    credential: Credential,
+    clock: SharedClock,
+) -> anyhow::Result<Edge> {
     let data_dir = settings.data_dir();
     let (replica, write_conn) = Replica::open(&data_dir, credential.site_id, credential.next_seq)?;
     // Bind the replica to the central database that issued the credential.
@@ -92,6 +101,7 @@ pub fn build(settings: &Settings, credential: Credential) -> anyhow::Result<Edge
         gauges,
         http_metrics: Arc::clone(&http_metrics),
         live,
+        clock,
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let router = routes::api_router()

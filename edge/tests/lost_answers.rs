@@ -93,6 +93,7 @@ impl Venue {
             gauges: Arc::new(SyncGauges::register(&mut registry)),
             registry: Arc::new(registry),
             live: Arc::new(aero_edge::live::LiveHub::new()),
+            clock: Arc::new(aero_shared::clock::SystemClock),
         };
         Self {
             _dir: dir,

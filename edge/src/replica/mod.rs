@@ -66,7 +66,22 @@ pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
 pub struct CustomerView {
     #[serde(flatten)]
     pub customer: CustomerRecord,
+    /// A waiver of their own is valid, or (for a minor) their guardian's is.
     pub waiver_valid: bool,
+    pub balances: venue::Balances,
+    pub active_sessions: Vec<venue::ActiveSession>,
+}
+
+impl CustomerView {
+    /// A customer just registered: no waiver, no balance, no session yet.
+    pub fn new_customer(customer: CustomerRecord) -> Self {
+        Self {
+            customer,
+            waiver_valid: false,
+            balances: venue::Balances::default(),
+            active_sessions: Vec::new(),
+        }
+    }
 }
 
 /// Read access to `edge.db`.
@@ -205,9 +220,8 @@ impl Replica {
 
 pub fn customer(c: &Connection, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {
     let data: Option<String> = c
-        .query_row("SELECT data FROM customers WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT data FROM customers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?;
     data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
 }
@@ -218,22 +232,46 @@ fn customers_where(
     value: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<CustomerView>> {
+    // The kiosk's hottest read: one statement answers the common case (balances and whether any
+    // session runs come from correlated point lookups on their indexes); only a customer with
+    // a running session, or a minor without a waiver of their own, costs another query.
     // `column` is one of two constants chosen by the caller, never request input.
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT data, EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2)
+        "SELECT data,
+            EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2),
+            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'stored_value'),
+            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'arcade_credits'),
+            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
+            EXISTS (SELECT 1 FROM checkins k WHERE k.customer_id = customers.id AND k.ends_at > ?2)
          FROM customers WHERE {column} = ?1 ORDER BY created_at, id LIMIT 50"
     ))?;
-    let rows = stmt.query_map(params![value, ts(now)], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
-    })?;
-    rows.map(|row| {
-        let (data, waiver_valid) = row?;
-        Ok(CustomerView {
-            customer: serde_json::from_str(&data)?,
+    let now = ts(now);
+    let mut rows = stmt.query(params![value, now])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let customer: CustomerRecord = serde_json::from_str(row.get_ref(0)?.as_str()?)?;
+        let mut waiver_valid: bool = row.get(1)?;
+        if !waiver_valid && let Some(guardian) = customer.guardian_id {
+            waiver_valid = venue::has_valid_waiver(c, guardian, &now)?;
+        }
+        let balances = venue::Balances {
+            stored_value: row.get(2)?,
+            arcade_credits: row.get(3)?,
+            visits: row.get(4)?,
+        };
+        let active_sessions = if row.get(5)? {
+            venue::active_sessions_of(c, customer.id, &now)?
+        } else {
+            Vec::new()
+        };
+        out.push(CustomerView {
+            customer,
             waiver_valid,
-        })
-    })
-    .collect()
+            balances,
+            active_sessions,
+        });
+    }
+    Ok(out)
 }
 
 /// A replicated site (this edge's own, once the first pull landed).

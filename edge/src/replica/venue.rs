@@ -3,11 +3,15 @@
 //! it: another venue's ledger entry, or this venue's own history on a rebuilt box) and never
 //! edited, so writing a record the replica already holds changes nothing.
 
-use super::ts;
+use super::{parse_ts, ts};
 use aero_shared::wire::{
-    CheckinRecord, GameRecord, LedgerEntry, OrderRecord, RefundRecord, ScoreRecord,
+    Account, CheckinRecord, GameRecord, LedgerEntry, OrderRecord, ProductRecord, RefundRecord,
+    ScoreRecord, SiteRecord,
 };
-use rusqlite::{Connection, params};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
 use uuid::Uuid;
 
 /// Writes an order and its lines. Returns false if the replica already held it.
@@ -137,4 +141,200 @@ pub fn holds(conn: &Connection, table: &str, id: Uuid) -> anyhow::Result<bool> {
             "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1)"
         ))?
         .query_row([id], |r| r.get(0))?)
+}
+
+/// A customer's balances: each the sum of its account's ledger entries, chain-wide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Balances {
+    pub stored_value: i64,
+    pub arcade_credits: i64,
+    pub visits: i64,
+}
+
+impl Balances {
+    pub fn get(&self, account: Account) -> i64 {
+        match account {
+            Account::StoredValue => self.stored_value,
+            Account::ArcadeCredits => self.arcade_credits,
+            Account::Visits => self.visits,
+        }
+    }
+}
+
+/// The sum of one account's entries (0 without any).
+pub fn balance(conn: &Connection, customer_id: Uuid, account: Account) -> anyhow::Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(delta), 0) FROM ledger WHERE customer_id = ?1 AND account = ?2",
+        )?
+        .query_row(params![customer_id, account.as_str()], |r| r.get(0))?)
+}
+
+pub fn balances(conn: &Connection, customer_id: Uuid) -> anyhow::Result<Balances> {
+    let mut out = Balances::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT account, SUM(delta) FROM ledger WHERE customer_id = ?1 GROUP BY account",
+    )?;
+    let mut rows = stmt.query([customer_id])?;
+    while let Some(row) = rows.next()? {
+        let sum: i64 = row.get(1)?;
+        match Account::parse(row.get_ref(0)?.as_str()?) {
+            Some(Account::StoredValue) => out.stored_value = sum,
+            Some(Account::ArcadeCredits) => out.arcade_credits = sum,
+            Some(Account::Visits) => out.visits = sum,
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A jump session running now, as the kiosk lookup shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActiveSession {
+    pub id: Uuid,
+    pub wristband: String,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// The customer's sessions that end after `now`, soonest end first.
+pub fn active_sessions_of(
+    conn: &Connection,
+    customer_id: Uuid,
+    now: &str,
+) -> anyhow::Result<Vec<ActiveSession>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, wristband, ends_at FROM checkins WHERE customer_id = ?1 AND ends_at > ?2
+         ORDER BY ends_at, id",
+    )?;
+    let rows = stmt.query_map(params![customer_id, now], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?))
+    })?;
+    rows.map(|row| {
+        let (id, wristband, ends_at) = row?;
+        Ok(ActiveSession {
+            id,
+            wristband,
+            ends_at: parse_ts(&ends_at)?,
+        })
+    })
+    .collect()
+}
+
+/// Every session of the venue that ends after `now`, soonest end first.
+pub fn active_checkins(
+    conn: &Connection,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<CheckinRecord>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT data FROM checkins WHERE ends_at > ?1 ORDER BY ends_at, id")?;
+    let rows = stmt.query_map([ts(now)], |r| r.get::<_, String>(0))?;
+    rows.map(|data| Ok(serde_json::from_str(&data?)?)).collect()
+}
+
+/// The session a wristband is in now, if any.
+pub fn session_of_wristband(
+    conn: &Connection,
+    wristband: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Uuid>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM checkins WHERE wristband = ?1 AND ends_at > ?2 LIMIT 1")?
+        .query_row(params![wristband, ts(now)], |r| r.get(0))
+        .optional()?)
+}
+
+/// Whether a waiver of this customer is valid at `now`.
+pub fn has_valid_waiver(conn: &Connection, customer_id: Uuid, now: &str) -> anyhow::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM waivers WHERE customer_id = ?1 AND expires_at > ?2)",
+        )?
+        .query_row(params![customer_id, now], |r| r.get(0))?)
+}
+
+/// The oldest order of the customer holding an unused pass of `product_id`: orders fully
+/// refunded give none, and each check-in that used a pass names its order. A free order (total
+/// 0) cannot be refunded, so its passes always count.
+pub fn order_with_unused_pass(
+    conn: &Connection,
+    customer_id: Uuid,
+    product_id: Uuid,
+) -> anyhow::Result<Option<Uuid>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT l.order_id FROM order_lines l JOIN orders o ON o.id = l.order_id
+              WHERE l.customer_id = ?1 AND l.product_id = ?2
+                AND NOT (o.total_cents > 0 AND o.total_cents <=
+                    (SELECT COALESCE(SUM(r.total_cents), 0) FROM refunds r WHERE r.order_id = o.id))
+              GROUP BY l.order_id
+             HAVING SUM(l.quantity) >
+                    (SELECT COUNT(*) FROM checkins c WHERE c.order_id = l.order_id AND c.product_id = ?2)
+              ORDER BY MIN(l.created_at), l.order_id
+              LIMIT 1",
+        )?
+        .query_row(params![customer_id, product_id], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn product(conn: &Connection, id: Uuid) -> anyhow::Result<Option<ProductRecord>> {
+    let data: Option<String> = conn
+        .prepare_cached("SELECT data FROM products WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+}
+
+pub fn order(conn: &Connection, id: Uuid) -> anyhow::Result<Option<OrderRecord>> {
+    let data: Option<String> = conn
+        .prepare_cached("SELECT data FROM orders WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+}
+
+/// The refunds taken from an order, oldest first.
+pub fn refunds_of(conn: &Connection, order_id: Uuid) -> anyhow::Result<Vec<RefundRecord>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT data FROM refunds WHERE order_id = ?1 ORDER BY created_at, id")?;
+    let rows = stmt.query_map([order_id], |r| r.get::<_, String>(0))?;
+    rows.map(|data| Ok(serde_json::from_str(&data?)?)).collect()
+}
+
+/// The orders of `site_id` created in `[from, to)`, oldest first.
+pub fn orders_between(
+    conn: &Connection,
+    site_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<OrderRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT data FROM orders WHERE created_at >= ?1 AND created_at < ?2
+         ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map(params![ts(from), ts(to)], |r| r.get::<_, String>(0))?;
+    let mut orders = Vec::new();
+    for data in rows {
+        let order: OrderRecord = serde_json::from_str(&data?)?;
+        // The replica holds this venue's history; the check keeps a report to its own site.
+        if order.site_id == site_id {
+            orders.push(order);
+        }
+    }
+    Ok(orders)
+}
+
+/// A site's timezone from the replicated `sites` row.
+pub fn site_timezone(conn: &Connection, site_id: Uuid) -> anyhow::Result<Option<Tz>> {
+    let data: Option<String> = conn
+        .prepare_cached("SELECT data FROM sites WHERE id = ?1")?
+        .query_row([site_id], |r| r.get(0))
+        .optional()?;
+    let Some(data) = data else {
+        return Ok(None);
+    };
+    let site: SiteRecord = serde_json::from_str(&data)?;
+    let tz = site.timezone.parse().map_err(|_| {
+        anyhow::anyhow!("site {site_id} has an unknown timezone {:?}", site.timezone)
+    })?;
+    Ok(Some(tz))
 }

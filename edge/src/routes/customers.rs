@@ -133,7 +133,7 @@ async fn register(
     ValidJson(body): ValidJson<NewCustomer>,
 ) -> Result<Answer, ApiError> {
     // Milliseconds, as central stores them, so the row central echoes back is identical.
-    let now = Utc::now().trunc_subsecs(3);
+    let now = state.clock.now().trunc_subsecs(3);
     let guardian = CustomerRecord {
         id: Uuid::now_v7(),
         first_name: body.first_name.trim().to_string(),
@@ -160,10 +160,7 @@ async fn register(
             created_at: now,
         })
         .collect();
-    let view = |customer: CustomerRecord| CustomerView {
-        customer,
-        waiver_valid: false,
-    };
+    let view = CustomerView::new_customer;
     let answer = Answer::json(
         StatusCode::CREATED,
         &Registered {
@@ -197,7 +194,7 @@ async fn lookup(
     _auth: Auth,
     Query(query): Query<LookupQuery>,
 ) -> Result<Json<Customers>, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let customers = match (query.phone, query.email) {
         (Some(phone), None) => {
             let phone = normalize_phone(&phone);
@@ -248,7 +245,7 @@ async fn sign_waiver(
     ValidJson(body): ValidJson<NewWaiver>,
 ) -> Result<Answer, ApiError> {
     // Milliseconds, as central stores them, so the row central echoes back is identical.
-    let now = Utc::now().trunc_subsecs(3);
+    let now = state.clock.now().trunc_subsecs(3);
     let expires_at = now
         .checked_add_months(Months::new(WAIVER_MONTHS))
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("waiver expiry out of range")))?;

@@ -1,16 +1,23 @@
 //! The venue API. Every request is answered from the local replica: no request ever waits for
 //! central, so terminals keep working through an outage.
 
+pub mod audit;
+pub mod balances;
+pub mod checkins;
 pub mod customers;
 pub mod dead_letters;
 pub mod live;
 pub mod login;
+pub mod orders;
+pub mod refunds;
+pub mod reports;
 pub mod scores;
 pub mod status;
 
 use crate::outbox::Writer;
 use crate::replica::Replica;
 use aero_shared::auth::extract::Security;
+use aero_shared::clock::SharedClock;
 use aero_shared::metrics::HttpMetrics;
 use axum::Router;
 use axum::extract::FromRef;
@@ -85,6 +92,8 @@ pub struct AppState {
     pub http_metrics: Arc<HttpMetrics>,
     /// The venue's live feed; routes publish after their write commits.
     pub live: Arc<crate::live::LiveHub>,
+    /// What venue records are stamped with and sessions expire by; tests move it by hand.
+    pub clock: SharedClock,
 }
 
 impl FromRef<AppState> for Arc<Security> {
@@ -99,13 +108,18 @@ pub fn api_router() -> Router<AppState> {
         .merge(customers::router())
         .merge(login::router())
         .merge(dead_letters::router())
+        .merge(orders::router())
+        .merge(refunds::router())
+        .merge(balances::router())
+        .merge(checkins::router())
+        .merge(reports::router())
         .merge(scores::router())
         .merge(live::router())
 }
 
-/// Maps a failed local write to its problem: a refusal decided inside the write is itself; a
-/// fenced edge answers 503 with the reason (the write was not taken, so nothing is lost);
-/// anything else is a bug, a 500.
+/// Maps a failed local write to its problem: a request the write refused answers with its own
+/// problem; a fenced edge answers 503 with the reason (the write was not taken, so nothing is
+/// lost); anything else is a bug, a 500.
 pub fn write_error(err: anyhow::Error) -> aero_shared::ApiError {
     let err = match err.downcast::<aero_shared::ApiError>() {
         Ok(refused) => return refused,
@@ -115,4 +129,10 @@ pub fn write_error(err: anyhow::Error) -> aero_shared::ApiError {
         Ok(fenced) => aero_shared::ApiError::Unavailable(fenced.to_string()),
         Err(err) => aero_shared::ApiError::Internal(err),
     }
+}
+
+/// Refuses a request from inside a write: its savepoint rolls back (nothing it wrote stays, and
+/// an idempotent request is not marked committed) and [`write_error`] answers with `problem`.
+pub fn refuse<T>(problem: aero_shared::ApiError) -> anyhow::Result<T> {
+    Err(anyhow::Error::new(problem))
 }

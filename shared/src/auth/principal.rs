@@ -57,9 +57,13 @@ impl Role {
                 RegisterCustomers,
                 SignWaivers,
                 CreateOrders,
+                ReadOrders,
                 RefundOrders,
+                ReadBalances,
+                SpendBalances,
                 AdjustBalances,
                 CheckIn,
+                ReadSessions,
                 PostScores,
                 ReadLeaderboards,
                 WatchLive,
@@ -74,7 +78,11 @@ impl Role {
                 RegisterCustomers,
                 SignWaivers,
                 CreateOrders,
+                ReadOrders,
+                ReadBalances,
+                SpendBalances,
                 CheckIn,
+                ReadSessions,
                 PostScores,
                 ReadLeaderboards,
                 WatchLive,
@@ -130,8 +138,11 @@ impl DeviceKind {
                 RegisterCustomers,
                 SignWaivers,
                 CreateOrders,
+                ReadBalances,
+                SpendBalances,
                 CheckIn,
                 WatchLive,
+                ReadSessions,
             ],
             Self::Pos => &[
                 ReadStatus,
@@ -139,8 +150,12 @@ impl DeviceKind {
                 LookupCustomers,
                 RegisterCustomers,
                 CreateOrders,
+                ReadOrders,
+                ReadBalances,
+                SpendBalances,
                 CheckIn,
                 WatchLive,
+                ReadSessions,
             ],
             Self::Tablet => &[
                 ReadStatus,
@@ -149,8 +164,15 @@ impl DeviceKind {
                 SignWaivers,
                 WatchLive,
             ],
-            Self::Game => &[ReadStatus, PostScores, ReadLeaderboards, WatchLive],
-            Self::Scoreboard => &[ReadStatus, ReadLeaderboards, WatchLive],
+            Self::Game => &[
+                ReadStatus,
+                PostScores,
+                ReadLeaderboards,
+                ReadBalances,
+                SpendBalances,
+                WatchLive,
+            ],
+            Self::Scoreboard => &[ReadStatus, ReadLeaderboards, WatchLive, ReadSessions],
             Self::Edge => &[Sync],
         }
     }
@@ -178,9 +200,18 @@ pub enum Permission {
     RegisterCustomers,
     SignWaivers,
     CreateOrders,
+    /// List a venue's orders of a day (the counter's till view; a self-service kiosk has no
+    /// business listing other customers' purchases).
+    ReadOrders,
     RefundOrders,
+    /// A customer's balances on their own (the kiosk lookup carries them too).
+    ReadBalances,
+    /// Spend arcade credits (or another balance) at a game station or the counter.
+    SpendBalances,
     AdjustBalances,
     CheckIn,
+    /// The jump sessions running now: gate staff, kiosks, and scoreboards showing who is on.
+    ReadSessions,
     PostScores,
     ReadLeaderboards,
     WatchLive,
@@ -208,9 +239,13 @@ impl Permission {
         Self::RegisterCustomers,
         Self::SignWaivers,
         Self::CreateOrders,
+        Self::ReadOrders,
         Self::RefundOrders,
+        Self::ReadBalances,
+        Self::SpendBalances,
         Self::AdjustBalances,
         Self::CheckIn,
+        Self::ReadSessions,
         Self::PostScores,
         Self::ReadLeaderboards,
         Self::WatchLive,
@@ -336,6 +371,29 @@ mod tests {
             sites: vec![Uuid::nil()],
         };
         assert!(manager.has(Permission::RefundOrders));
+    }
+
+    #[test]
+    fn machines_do_what_their_kind_is_for() {
+        use DeviceKind::*;
+        use Permission::*;
+        let sells = |kind: DeviceKind| kind.permissions().contains(&CreateOrders);
+        assert!(sells(Kiosk) && sells(Pos));
+        assert!(!sells(Game) && !sells(Scoreboard) && !sells(Tablet));
+        let spends = |kind: DeviceKind| kind.permissions().contains(&SpendBalances);
+        assert!(spends(Game) && spends(Pos) && spends(Kiosk) && !spends(Scoreboard));
+        // Listing a day's orders is for the till, not a self-service kiosk.
+        assert!(Pos.permissions().contains(&ReadOrders));
+        assert!(!Kiosk.permissions().contains(&ReadOrders));
+        assert!(Scoreboard.permissions().contains(&ReadSessions));
+        for kind in [Kiosk, Pos, Tablet, Game, Scoreboard] {
+            assert!(!kind.permissions().contains(&AdjustBalances));
+            assert!(!kind.permissions().contains(&RefundOrders));
+        }
+        assert!(AdjustBalances.is_sensitive() && !SpendBalances.is_sensitive());
+        assert!(Role::Staff.permissions().contains(&SpendBalances));
+        assert!(!Role::Staff.permissions().contains(&AdjustBalances));
+        assert!(Permission::ALL.contains(&SpendBalances));
     }
 
     #[test]

@@ -1,0 +1,254 @@
+//! A customer's balances (stored value, arcade credits, membership visits): read as the sum of
+//! their ledger, spent at game stations and the counter, corrected by managers. Every change is
+//! a new signed ledger entry with its own outbox op; nothing is ever overwritten.
+
+use super::audit::record;
+use super::{AppState, refuse, write_error};
+use crate::outbox::append_op;
+use crate::replica::customer;
+use crate::replica::venue::{Balances, balance, balances, insert_ledger_entry};
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::{Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, OpKind};
+use axum::extract::{Path, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, SubsecRound, Utc};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/customers/{id}/balances",
+            get(read.layer(require(Permission::ReadBalances))),
+        )
+        .route(
+            "/v1/customers/{id}/balances/spend",
+            post(spend.layer(require(Permission::SpendBalances))),
+        )
+        .route(
+            "/v1/customers/{id}/balances/adjust",
+            post(adjust.layer(require(Permission::AdjustBalances))),
+        )
+}
+
+async fn read(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(customer_id): Path<Uuid>,
+) -> Result<Json<Balances>, ApiError> {
+    let found = state
+        .replica
+        .read(move |c| {
+            if customer(c, customer_id)?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(balances(c, customer_id)?))
+        })
+        .await?;
+    Ok(Json(found.ok_or(ApiError::NotFound("no such customer"))?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spend {
+    pub account: Account,
+    pub amount: i64,
+    /// What it was spent on (a game's name), for the venue's log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Validate for Spend {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            (1..=MAX_AMOUNT_CENTS).contains(&self.amount),
+            "amount",
+            "must be between 1 and 100000000",
+        );
+        if let Some(reason) = &self.reason {
+            v.max_len("reason", reason, 200);
+        }
+    }
+}
+
+/// A balance change's answer: the entry written and the balances after it.
+#[derive(Debug, Serialize)]
+struct Changed {
+    entry: LedgerEntry,
+    balances: Balances,
+}
+
+async fn spend(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(customer_id): Path<Uuid>,
+    ValidJson(body): ValidJson<Spend>,
+) -> Result<(StatusCode, Json<Changed>), ApiError> {
+    let now = state.clock.now().trunc_subsecs(3);
+    let site_id = state.site_id;
+    // The ledger carries no text: what it was spent on goes to the venue's log.
+    let spent_on = body.reason.clone().unwrap_or_default();
+    let changed = state
+        .writer
+        .mutate(move |c| {
+            if customer(c, customer_id)?.is_none() {
+                return refuse(ApiError::NotFound("no such customer"));
+            }
+            // What this venue knows of the balance: another venue's offline spend may still be
+            // on its way, which is why the ledger, not this check, is the truth.
+            let held = balance(c, customer_id, body.account)?;
+            if held < body.amount {
+                return refuse(ApiError::field(
+                    "amount",
+                    format!(
+                        "the customer's {} balance is {held}, less than {}",
+                        body.account.as_str(),
+                        body.amount
+                    ),
+                ));
+            }
+            let entry = entry(
+                customer_id,
+                body.account,
+                -body.amount,
+                LedgerReason::Spend,
+                site_id,
+                now,
+            );
+            append(c, &entry, now)?;
+            Ok(Changed {
+                balances: balances(c, customer_id)?,
+                entry,
+            })
+        })
+        .await
+        .map_err(write_error)?;
+    tracing::info!(
+        customer = %customer_id,
+        account = changed.entry.account.as_str(),
+        amount = -changed.entry.delta,
+        on = %spent_on,
+        by = %auth.principal.display_name(),
+        "balance spent"
+    );
+    Ok((StatusCode::CREATED, Json(changed)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adjust {
+    pub account: Account,
+    /// Signed: positive credits, negative debits.
+    pub delta: i64,
+    pub reason: String,
+}
+
+impl Validate for Adjust {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            self.delta != 0 && self.delta.abs() <= MAX_AMOUNT_CENTS,
+            "delta",
+            "must be non-zero and at most 100000000 either way",
+        );
+        v.text("reason", &self.reason, 200);
+    }
+}
+
+async fn adjust(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(customer_id): Path<Uuid>,
+    ValidJson(body): ValidJson<Adjust>,
+) -> Result<(StatusCode, Json<Changed>), ApiError> {
+    let now = state.clock.now().trunc_subsecs(3);
+    let site_id = state.site_id;
+    let changed = state
+        .writer
+        .mutate(move |c| {
+            if customer(c, customer_id)?.is_none() {
+                return refuse(ApiError::NotFound("no such customer"));
+            }
+            // A correction may lift a balance that went negative, never push one below zero.
+            let held = balance(c, customer_id, body.account)?;
+            if body.delta < 0 && held + body.delta < 0 {
+                return refuse(ApiError::field(
+                    "delta",
+                    format!(
+                        "the customer's {} balance is {held}: a correction cannot take it below zero",
+                        body.account.as_str()
+                    ),
+                ));
+            }
+            let entry = entry(
+                customer_id,
+                body.account,
+                body.delta,
+                LedgerReason::Adjustment,
+                site_id,
+                now,
+            );
+            append(c, &entry, now)?;
+            record(
+                c,
+                &auth,
+                "balance.adjust",
+                &format!(
+                    "customer {customer_id} {} {:+} (entry {}): {}",
+                    body.account.as_str(),
+                    body.delta,
+                    entry.id,
+                    body.reason.trim()
+                ),
+                now,
+            )?;
+            Ok(Changed {
+                balances: balances(c, customer_id)?,
+                entry,
+            })
+        })
+        .await
+        .map_err(write_error)?;
+    Ok((StatusCode::CREATED, Json(changed)))
+}
+
+fn entry(
+    customer_id: Uuid,
+    account: Account,
+    delta: i64,
+    reason: LedgerReason,
+    site_id: Uuid,
+    now: DateTime<Utc>,
+) -> LedgerEntry {
+    LedgerEntry {
+        id: Uuid::now_v7(),
+        customer_id,
+        account,
+        delta,
+        reason,
+        ref_id: None,
+        site_id,
+        created_at: now,
+    }
+}
+
+/// Writes the entry and its outbox op.
+fn append(c: &Connection, entry: &LedgerEntry, now: DateTime<Utc>) -> anyhow::Result<()> {
+    insert_ledger_entry(c, entry)?;
+    append_op(
+        c,
+        Entity::LedgerEntry,
+        entry.id,
+        OpKind::LedgerAppend,
+        entry,
+        now,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Check-ins at the gate: a wristband starts a jump session for a customer with a valid waiver
+//! (a minor's guardian's waiver covers them), using a paid pass or a membership visit. The
+//! session lasts the product's duration. Refusals say why; the check-in, and the visit it
+//! spends, are written with their outbox ops in one transaction.
+
+use super::{AppState, refuse, write_error};
+use crate::live::LiveEvent;
+use crate::outbox::append_op;
+use crate::replica::venue::{
+    active_checkins, balance, has_valid_waiver, insert_checkin, insert_ledger_entry,
+    order_with_unused_pass, product, session_of_wristband,
+};
+use crate::replica::{customer, ts};
+use aero_shared::ApiError;
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::{
+    Account, CheckinRecord, Entity, LedgerEntry, LedgerReason, OpKind, ProductKind,
+};
+use axum::extract::State;
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/checkins",
+            post(check_in.layer(require(Permission::CheckIn))),
+        )
+        .route(
+            "/v1/sessions/active",
+            get(active.layer(require(Permission::ReadSessions))),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCheckin {
+    pub customer_id: Uuid,
+    pub wristband: String,
+    pub product_id: Uuid,
+}
+
+impl Validate for NewCheckin {
+    fn validate(&self, v: &mut Validator) {
+        v.text("wristband", &self.wristband, 64);
+    }
+}
+
+async fn check_in(
+    State(state): State<AppState>,
+    _auth: Auth,
+    ValidJson(body): ValidJson<NewCheckin>,
+) -> Result<(StatusCode, Json<CheckinRecord>), ApiError> {
+    let now = state.clock.now().trunc_subsecs(3);
+    let site_id = state.site_id;
+    // Decided on the writer: the same pass, visit or wristband is never used twice at once.
+    let checkin = state
+        .writer
+        .mutate(move |c| {
+            let (checkin, visit) = decide(c, site_id, &body, now)?;
+            insert_checkin(c, &checkin)?;
+            append_op(
+                c,
+                Entity::Checkin,
+                checkin.id,
+                OpKind::Upsert,
+                &checkin,
+                now,
+            )?;
+            if let Some(entry) = &visit {
+                insert_ledger_entry(c, entry)?;
+                append_op(
+                    c,
+                    Entity::LedgerEntry,
+                    entry.id,
+                    OpKind::LedgerAppend,
+                    entry,
+                    now,
+                )?;
+            }
+            Ok(checkin)
+        })
+        .await
+        .map_err(write_error)?;
+    state.live.publish(
+        LiveEvent::Checkin {
+            checkin_id: checkin.id,
+            customer_id: checkin.customer_id,
+            wristband: checkin.wristband.clone(),
+            product_id: checkin.product_id,
+            ends_at: checkin.ends_at,
+        },
+        now,
+    );
+    Ok((StatusCode::CREATED, Json(checkin)))
+}
+
+/// Every rule of the gate, checked before anything is written: the check-in, and the visit it
+/// spends for a membership.
+fn decide(
+    c: &Connection,
+    site_id: Uuid,
+    body: &NewCheckin,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(CheckinRecord, Option<LedgerEntry>)> {
+    let Some(person) = customer(c, body.customer_id)? else {
+        return refuse(ApiError::field("customer_id", "no such customer"));
+    };
+    let name = format!("{} {}", person.first_name, person.last_name);
+    let at = ts(now);
+    let covered = has_valid_waiver(c, person.id, &at)?
+        || match person.guardian_id {
+            Some(guardian) => has_valid_waiver(c, guardian, &at)?,
+            None => false,
+        };
+    if !covered {
+        let whose = if person.guardian_id.is_some() {
+            "neither they nor their guardian has"
+        } else {
+            "they have"
+        };
+        return refuse(ApiError::Unprocessable(format!(
+            "{name} cannot jump yet: {whose} no valid waiver; sign one first"
+        )));
+    }
+    let wristband = body.wristband.trim().to_string();
+    if session_of_wristband(c, &wristband, now)?.is_some() {
+        return refuse(ApiError::Conflict(format!(
+            "wristband {wristband} is already in a jump session"
+        )));
+    }
+    let Some(product) = product(c, body.product_id)? else {
+        return refuse(ApiError::field("product_id", "no such product"));
+    };
+    let Some(minutes) = product.duration_minutes.filter(|m| *m > 0) else {
+        return refuse(ApiError::Unprocessable(format!(
+            "{} has no session length: HQ must give it a duration",
+            product.sku
+        )));
+    };
+    let id = Uuid::now_v7();
+    let (order_id, visit) = match product.kind {
+        ProductKind::Pass => match order_with_unused_pass(c, person.id, product.id)? {
+            Some(order) => (Some(order), None),
+            None => {
+                return refuse(ApiError::Unprocessable(format!(
+                    "{name} holds no paid, unused {} ({}) pass: sell one first",
+                    product.name, product.sku
+                )));
+            }
+        },
+        ProductKind::Membership => {
+            let visits = balance(c, person.id, Account::Visits)?;
+            if visits < 1 {
+                return refuse(ApiError::Unprocessable(format!(
+                    "{name} has no membership visits left ({visits})"
+                )));
+            }
+            let entry = LedgerEntry {
+                id: Uuid::now_v7(),
+                customer_id: person.id,
+                account: Account::Visits,
+                delta: -1,
+                reason: LedgerReason::Checkin,
+                ref_id: Some(id),
+                site_id,
+                created_at: now,
+            };
+            (None, Some(entry))
+        }
+        ProductKind::Addon | ProductKind::Credits => {
+            return refuse(ApiError::field(
+                "product_id",
+                format!("{} is not a pass or a membership", product.sku),
+            ));
+        }
+    };
+    let checkin = CheckinRecord {
+        id,
+        site_id,
+        customer_id: person.id,
+        wristband,
+        product_id: product.id,
+        order_id,
+        ledger_entry_id: visit.as_ref().map(|v| v.id),
+        starts_at: now,
+        ends_at: now + Duration::minutes(i64::from(minutes)),
+        created_at: now,
+    };
+    if let Err(reason) = checkin.check() {
+        return refuse(ApiError::Unprocessable(reason));
+    }
+    Ok((checkin, visit))
+}
+
+#[derive(Debug, Serialize)]
+struct Sessions {
+    sessions: Vec<CheckinRecord>,
+}
+
+async fn active(State(state): State<AppState>, _auth: Auth) -> Result<Json<Sessions>, ApiError> {
+    let now = state.clock.now();
+    let sessions = state.replica.read(move |c| active_checkins(c, now)).await?;
+    Ok(Json(Sessions { sessions }))
+}

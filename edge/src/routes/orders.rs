@@ -1,0 +1,380 @@
+//! Sales at the venue. An order is priced from the replica's catalog (a client never sends a
+//! price), paid exactly by its tenders, and committed in one transaction with everything it
+//! causes: stored value spent and balances granted become ledger entries, and every record gets
+//! its own outbox op. Receipts and a day's orders are read back from the replica.
+
+use super::audit::actor;
+use super::reports::resolve_day;
+use super::{AppState, refuse, write_error};
+use crate::live::LiveEvent;
+use crate::outbox::append_op;
+use crate::replica::customer;
+use crate::replica::venue::{
+    self, balance, insert_ledger_entry, insert_order, order as stored_order, refunds_of,
+};
+use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::principal::Permission;
+use aero_shared::json::ValidJson;
+use aero_shared::validate::{Validate, Validator};
+use aero_shared::wire::{
+    Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_LINE_QUANTITY,
+    MAX_ORDER_LINES, OpKind, OrderLine, OrderRecord, RefundRecord, Tender, TenderKind,
+};
+use aero_shared::{ApiError, FieldError};
+use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/orders",
+            get(list.layer(require(Permission::ReadOrders)))
+                .post(create.layer(require(Permission::CreateOrders))),
+        )
+        .route(
+            "/v1/orders/{id}",
+            get(receipt.layer(require(Permission::CreateOrders))),
+        )
+}
+
+/// Longest card terminal reference kept.
+const MAX_REFERENCE: usize = 100;
+
+/// `POST /v1/orders`. Unknown fields (a client's price or total) are refused, not ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    #[serde(default)]
+    pub customer_id: Option<Uuid>,
+    pub lines: Vec<NewLine>,
+    pub tenders: Vec<NewTender>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLine {
+    pub product_id: Uuid,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTender {
+    pub kind: TenderKind,
+    pub amount_cents: i64,
+    /// Cash handed over, when change is due.
+    #[serde(default)]
+    pub received_cents: Option<i64>,
+    /// The card terminal's reference.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+impl Validate for NewOrder {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            (1..=MAX_ORDER_LINES).contains(&self.lines.len()),
+            "lines",
+            "an order has 1 to 50 lines",
+        );
+        for (i, line) in self.lines.iter().enumerate() {
+            v.check(
+                (1..=MAX_LINE_QUANTITY).contains(&line.quantity),
+                &format!("lines[{i}].quantity"),
+                "must be between 1 and 100",
+            );
+        }
+        v.check(
+            (1..=MAX_ORDER_LINES).contains(&self.tenders.len()),
+            "tenders",
+            "an order has 1 to 50 tenders",
+        );
+        for (i, tender) in self.tenders.iter().enumerate() {
+            let field = |name: &str| format!("tenders[{i}].{name}");
+            v.check(
+                (1..=MAX_AMOUNT_CENTS).contains(&tender.amount_cents),
+                &field("amount_cents"),
+                "must be between 1 and 100000000",
+            );
+            match (tender.kind, tender.received_cents) {
+                (TenderKind::Cash, Some(received)) => v.check(
+                    (tender.amount_cents..=MAX_AMOUNT_CENTS).contains(&received),
+                    &field("received_cents"),
+                    "must be at least amount_cents (and at most 100000000)",
+                ),
+                (_, Some(_)) => v.error(&field("received_cents"), "only cash is received"),
+                (_, None) => {}
+            }
+            match (tender.kind, &tender.reference) {
+                (TenderKind::Card, Some(reference)) => {
+                    v.text(&field("reference"), reference, MAX_REFERENCE);
+                }
+                (TenderKind::Card, None) => v.error(
+                    &field("reference"),
+                    "a card tender needs the card terminal's reference",
+                ),
+                (_, Some(_)) => v.error(&field("reference"), "only card tenders carry a reference"),
+                (_, None) => {}
+            }
+        }
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ValidJson(body): ValidJson<NewOrder>,
+) -> Result<(StatusCode, Json<OrderRecord>), ApiError> {
+    // Milliseconds, as central stores them, so the row central echoes back is identical.
+    let now = state.clock.now().trunc_subsecs(3);
+    let (site_id, sold_by) = (state.site_id, actor(&auth));
+    // Priced, checked against the balances and written by the single writer: two terminals
+    // spending one balance at once are checked one after the other.
+    let order = state
+        .writer
+        .mutate(move |c| {
+            let (order, entries) = build(c, site_id, &body, sold_by, now)?;
+            insert_order(c, &order)?;
+            append_op(c, Entity::Order, order.id, OpKind::Upsert, &order, now)?;
+            for entry in &entries {
+                insert_ledger_entry(c, entry)?;
+                append_op(
+                    c,
+                    Entity::LedgerEntry,
+                    entry.id,
+                    OpKind::LedgerAppend,
+                    entry,
+                    now,
+                )?;
+            }
+            Ok(order)
+        })
+        .await
+        .map_err(write_error)?;
+    state.live.publish(
+        LiveEvent::Order {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            total_cents: order.total_cents,
+        },
+        now,
+    );
+    Ok((StatusCode::CREATED, Json(order)))
+}
+
+/// Prices the order from the catalog and decides its ledger entries; every refusal happens
+/// here, before anything is written.
+fn build(
+    c: &Connection,
+    site_id: Uuid,
+    body: &NewOrder,
+    sold_by: String,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(OrderRecord, Vec<LedgerEntry>)> {
+    let id = Uuid::now_v7();
+    if let Some(customer_id) = body.customer_id
+        && customer(c, customer_id)?.is_none()
+    {
+        return refuse(ApiError::field("customer_id", "no such customer"));
+    }
+    let mut errors = Vec::new();
+    let mut lines = Vec::with_capacity(body.lines.len());
+    let mut entries = Vec::new();
+    for (i, line) in body.lines.iter().enumerate() {
+        let field = format!("lines[{i}].product_id");
+        let Some(product) = venue::product(c, line.product_id)? else {
+            errors.push(FieldError::new(field, "no such product"));
+            continue;
+        };
+        if !product.active {
+            errors.push(FieldError::new(
+                field,
+                format!("{} ({}) is no longer sold", product.name, product.sku),
+            ));
+            continue;
+        }
+        if let Some(grant) = product.grant {
+            let Some(customer_id) = body.customer_id else {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "{} adds to a customer's {} balance: name the customer",
+                        product.sku,
+                        grant.account.as_str()
+                    ),
+                ));
+                continue;
+            };
+            let entry = LedgerEntry {
+                id: Uuid::now_v7(),
+                customer_id,
+                account: grant.account,
+                delta: grant.amount.saturating_mul(i64::from(line.quantity)),
+                reason: LedgerReason::Purchase,
+                ref_id: Some(id),
+                site_id,
+                created_at: now,
+            };
+            if let Err(reason) = entry.check() {
+                errors.push(FieldError::new(format!("lines[{i}].quantity"), reason));
+                continue;
+            }
+            entries.push(entry);
+        }
+        lines.push(OrderLine {
+            product_id: product.id,
+            sku: product.sku,
+            name: product.name,
+            kind: product.kind,
+            quantity: line.quantity,
+            unit_price_cents: product.price_cents,
+            total_cents: product.price_cents.saturating_mul(i64::from(line.quantity)),
+        });
+    }
+    if !errors.is_empty() {
+        return refuse(ApiError::Validation(errors));
+    }
+    let total_cents: i64 = lines.iter().map(|l| l.total_cents).sum();
+    let paid: i64 = body.tenders.iter().map(|t| t.amount_cents).sum();
+    if paid != total_cents {
+        return refuse(ApiError::field(
+            "tenders",
+            format!(
+                "the tenders pay {paid} cents of a {total_cents} cent total: they must pay it exactly"
+            ),
+        ));
+    }
+    let stored_value: i64 = body
+        .tenders
+        .iter()
+        .filter(|t| t.kind == TenderKind::StoredValue)
+        .map(|t| t.amount_cents)
+        .sum();
+    if stored_value > 0 {
+        let Some(customer_id) = body.customer_id else {
+            return refuse(ApiError::field(
+                "tenders",
+                "stored value is spent from a customer's balance: name the customer",
+            ));
+        };
+        let held = balance(c, customer_id, Account::StoredValue)?;
+        if held < stored_value {
+            return refuse(ApiError::field(
+                "tenders",
+                format!(
+                    "the customer holds {held} cents of stored value, less than the {stored_value} cents tendered"
+                ),
+            ));
+        }
+        entries.push(LedgerEntry {
+            id: Uuid::now_v7(),
+            customer_id,
+            account: Account::StoredValue,
+            delta: -stored_value,
+            reason: LedgerReason::Tender,
+            ref_id: Some(id),
+            site_id,
+            created_at: now,
+        });
+    }
+    let tenders: Vec<Tender> = body
+        .tenders
+        .iter()
+        .map(|t| Tender {
+            kind: t.kind,
+            amount_cents: t.amount_cents,
+            received_cents: t.received_cents,
+            change_cents: t.received_cents.map_or(0, |r| r - t.amount_cents),
+            reference: t.reference.as_deref().map(|r| r.trim().to_string()),
+        })
+        .collect();
+    let order = OrderRecord {
+        id,
+        site_id,
+        customer_id: body.customer_id,
+        change_cents: tenders.iter().map(|t| t.change_cents).sum(),
+        lines,
+        tenders,
+        total_cents,
+        sold_by,
+        created_at: now,
+    };
+    // What central will check; refused here rather than dead-lettered there.
+    if let Err(reason) = order.check() {
+        return refuse(ApiError::Unprocessable(reason));
+    }
+    Ok((order, entries))
+}
+
+/// A receipt: the order and what was refunded of it.
+#[derive(Debug, Serialize)]
+struct Receipt {
+    #[serde(flatten)]
+    order: OrderRecord,
+    refunds: Vec<RefundRecord>,
+    /// Paid less refunded.
+    net_cents: i64,
+}
+
+async fn receipt(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Receipt>, ApiError> {
+    let site_id = state.site_id;
+    let found = state
+        .replica
+        .read(move |c| {
+            let Some(order) = stored_order(c, id)?.filter(|o| o.site_id == site_id) else {
+                return Ok(None);
+            };
+            let refunds = refunds_of(c, id)?;
+            Ok(Some((order, refunds)))
+        })
+        .await?;
+    let (order, refunds) = found.ok_or(ApiError::NotFound("no such order"))?;
+    let net_cents = order.total_cents - refunds.iter().map(|r| r.total_cents).sum::<i64>();
+    Ok(Json(Receipt {
+        order,
+        refunds,
+        net_cents,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DateQuery {
+    /// `YYYY-MM-DD` in the site's timezone; today when absent.
+    pub date: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DayOrders {
+    site_id: Uuid,
+    date: NaiveDate,
+    orders: Vec<OrderRecord>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Query(query): Query<DateQuery>,
+) -> Result<Json<DayOrders>, ApiError> {
+    let day = resolve_day(&state, query.date.as_deref()).await?;
+    let site_id = state.site_id;
+    let orders = state
+        .replica
+        .read(move |c| venue::orders_between(c, site_id, day.from, day.to))
+        .await?;
+    Ok(Json(DayOrders {
+        site_id,
+        date: day.date,
+        orders,
+    }))
+}
