@@ -4,168 +4,25 @@
 //! product for the venue's day are the venue's own figures, which are also the figures the day's
 //! takings add up to.
 
-use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
-use reqwest::{Method, Response};
+use aero_tests::venue::Venue;
+use aero_tests::{expect_status, wait_until};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-const MANAGER_PASSWORD: &str = "a long manager password";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A venue with an enrolled edge that holds the catalog, a game and every device's key, and a
-/// manager logged in at the edge.
-struct Venue {
-    central: TestCentral,
-    edge: TestEdge,
-    site: Uuid,
-    pos: String,
-    kiosk: String,
-    tablet: String,
-    game_station: String,
-    manager: String,
-    products: HashMap<&'static str, Uuid>,
-    game: String,
+/// What the day does at the venue beyond the shared venue's helpers.
+trait Day {
+    async fn refund(&self, order: &Value, kind: &str, amount: i64) -> Value;
+    async fn register(&self, body: Value) -> Value;
+    async fn score(&self, who: Value, score: i64);
+    async fn acked_seq(&self) -> Value;
+    async fn edge_figures(&self, date: &str) -> (Value, Value);
+    async fn central_figures(&self, date: &str) -> (Value, Value);
 }
 
-fn catalog() -> Vec<(&'static str, Value)> {
-    vec![
-        (
-            "JUMP60",
-            json!({ "sku": "JUMP60", "name": "Jump 60", "kind": "pass", "price_cents": 1500, "duration_minutes": 60 }),
-        ),
-        (
-            "SOCKS",
-            json!({ "sku": "SOCKS", "name": "Grip socks", "kind": "addon", "price_cents": 300, "duration_minutes": null }),
-        ),
-        (
-            "TOPUP50",
-            json!({ "sku": "TOPUP50", "name": "50 on the card", "kind": "credits", "price_cents": 5000,
-                    "duration_minutes": null, "grant": { "account": "stored_value", "amount": 5000 } }),
-        ),
-    ]
-}
-
-impl Venue {
-    async fn open() -> Self {
-        let central = TestCentral::start().await;
-        let owner = central.owner_token().await;
-        let site = central.create_site(&owner, "York").await;
-        let mut products = HashMap::new();
-        for (sku, body) in catalog() {
-            let created = central.post_json(&owner, "/v1/products", &body, 201).await;
-            products.insert(
-                sku,
-                created["id"].as_str().expect("id").parse().expect("uuid"),
-            );
-        }
-        let game = central
-            .post_json(
-                &owner,
-                "/v1/games",
-                &json!({ "name": "Laser maze", "score_order": "highest_wins" }),
-                201,
-            )
-            .await["id"]
-            .as_str()
-            .expect("game id")
-            .to_string();
-        central
-            .post_json(
-                &owner,
-                "/v1/users",
-                &json!({ "username": "morgan", "password": MANAGER_PASSWORD, "role": "manager", "site_ids": [site] }),
-                201,
-            )
-            .await;
-        let token = central.enrollment_token(&owner, site).await;
-        let edge = TestEdge::start(&central, &token).await;
-        let mut keys = Vec::new();
-        for kind in ["pos", "kiosk", "tablet", "game"] {
-            keys.push(central.create_device(&owner, site, kind).await.1);
-        }
-        let [pos, kiosk, tablet, game_station] = <[String; 4]>::try_from(keys).expect("keys");
-        let leaderboard = format!("/v1/leaderboards/{game}?period=today");
-        wait_until(
-            "the keys, the catalog and the game at the edge",
-            WAIT,
-            || async {
-                for key in [&pos, &kiosk, &tablet, &game_station] {
-                    if edge.status(key).await.is_none() {
-                        return false;
-                    }
-                }
-                let Ok(response) = edge.request(Method::GET, "/v1/products", &pos).send().await
-                else {
-                    return false;
-                };
-                let body: Value = response.json().await.unwrap_or_default();
-                if body["products"].as_array().map(Vec::len) != Some(catalog().len()) {
-                    return false;
-                }
-                edge.request(Method::GET, &leaderboard, &game_station)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            },
-        )
-        .await;
-        let login = || async {
-            edge.client
-                .post(edge.url("/v1/auth/login"))
-                .json(&json!({ "username": "morgan", "password": MANAGER_PASSWORD }))
-                .send()
-                .await
-                .expect("login")
-        };
-        wait_until("the manager at the edge", WAIT, || async {
-            login().await.status() == 200
-        })
-        .await;
-        let manager = expect_status(login().await, 200).await["access_token"]
-            .as_str()
-            .expect("token")
-            .to_string();
-        Self {
-            central,
-            edge,
-            site,
-            pos,
-            kiosk,
-            tablet,
-            game_station,
-            manager,
-            products,
-            game,
-        }
-    }
-
-    fn product(&self, sku: &str) -> Uuid {
-        self.products[sku]
-    }
-
-    async fn post(&self, key: &str, path: &str, body: Value) -> Response {
-        self.edge
-            .request(Method::POST, path, key)
-            .json(&body)
-            .send()
-            .await
-            .expect("post")
-    }
-
-    async fn manager_get(&self, path: &str) -> Value {
-        let response = self
-            .edge
-            .client
-            .get(self.edge.url(path))
-            .bearer_auth(&self.manager)
-            .send()
-            .await
-            .expect("get as manager");
-        expect_status(response, 200).await
-    }
-
+impl Day for Venue {
     async fn refund(&self, order: &Value, kind: &str, amount: i64) -> Value {
         let path = format!("/v1/orders/{}/refund", order["id"].as_str().expect("id"));
         let response = self
@@ -184,37 +41,11 @@ impl Venue {
         expect_status(self.post(&self.tablet, "/v1/customers", body).await, 201).await
     }
 
-    async fn sign_waiver(&self, customer: Uuid, signer: &str) {
-        let path = format!("/v1/customers/{customer}/waivers");
-        let body = json!({ "signer_name": signer });
-        expect_status(self.post(&self.tablet, &path, body).await, 201).await;
-    }
-
-    async fn order(&self, body: Value) -> Value {
-        expect_status(self.post(&self.pos, "/v1/orders", body).await, 201).await
-    }
-
-    async fn check_in(&self, customer: Uuid, wristband: &str) {
-        let body = json!({ "customer_id": customer, "wristband": wristband, "product_id": self.product("JUMP60") });
-        expect_status(self.post(&self.kiosk, "/v1/checkins", body).await, 201).await;
-    }
-
     async fn score(&self, who: Value, score: i64) {
         let mut body = who;
-        body["game_id"] = json!(self.game);
+        body["game_id"] = json!(self.game_id);
         body["score"] = json!(score);
-        expect_status(self.post(&self.game_station, "/v1/scores", body).await, 201).await;
-    }
-
-    async fn balances(&self, customer: Uuid) -> Value {
-        let path = format!("/v1/customers/{customer}/balances");
-        let response = self
-            .edge
-            .request(Method::GET, &path, &self.pos)
-            .send()
-            .await
-            .expect("balances");
-        expect_status(response, 200).await
+        expect_status(self.post(&self.game, "/v1/scores", body).await, 201).await;
     }
 
     async fn acked_seq(&self) -> Value {
@@ -229,10 +60,18 @@ impl Venue {
     /// The edge's (daily report, sales-by-product) for `date`.
     async fn edge_figures(&self, date: &str) -> (Value, Value) {
         (
-            self.manager_get(&format!("/v1/reports/daily?date={date}"))
-                .await,
-            self.manager_get(&format!("/v1/reports/sales-by-product?date={date}"))
-                .await,
+            expect_status(
+                self.manager_get(&format!("/v1/reports/daily?date={date}"))
+                    .await,
+                200,
+            )
+            .await,
+            expect_status(
+                self.manager_get(&format!("/v1/reports/sales-by-product?date={date}"))
+                    .await,
+                200,
+            )
+            .await,
         )
     }
 
@@ -339,53 +178,68 @@ async fn a_venue_day_while_central_is_down_reaches_hq_exactly_once() {
     // Sales in every tender.
     // Two passes and socks (3300) for cash, 40.00 handed over: 7.00 change.
     let cash_sale = venue
-        .order(json!({
-            "customer_id": hal,
-            "lines": [{ "product_id": venue.product("JUMP60"), "quantity": 2 },
-                      { "product_id": venue.product("SOCKS"), "quantity": 1 }],
-            "tenders": [{ "kind": "cash", "amount_cents": 3300, "received_cents": 4000 }],
-        }))
+        .order(
+            json!({
+                "customer_id": hal,
+                "lines": [{ "product_id": venue.product("JUMP60"), "quantity": 2 },
+                          { "product_id": venue.product("SOCKS"), "quantity": 1 }],
+                "tenders": [{ "kind": "cash", "amount_cents": 3300, "received_cents": 4000 }],
+            }),
+            201,
+        )
         .await;
     assert_eq!(cash_sale["total_cents"], 3300);
     assert_eq!(cash_sale["change_cents"], 700);
     // The minor's pass (1500) by card.
     venue
-        .order(json!({
-            "customer_id": minor,
-            "lines": [{ "product_id": venue.product("JUMP60"), "quantity": 1 }],
-            "tenders": [{ "kind": "card", "amount_cents": 1500, "reference": "T-1001" }],
-        }))
+        .order(
+            json!({
+                "customer_id": minor,
+                "lines": [{ "product_id": venue.product("JUMP60"), "quantity": 1 }],
+                "tenders": [{ "kind": "card", "amount_cents": 1500, "reference": "T-1001" }],
+            }),
+            201,
+        )
         .await;
     // 50.00 of stored value (5000) by card, then a pass and socks (1800) paid from it.
     venue
-        .order(json!({
-            "customer_id": ivy,
-            "lines": [{ "product_id": venue.product("TOPUP50"), "quantity": 1 }],
-            "tenders": [{ "kind": "card", "amount_cents": 5000, "reference": "T-1002" }],
-        }))
+        .order(
+            json!({
+                "customer_id": ivy,
+                "lines": [{ "product_id": venue.product("TOPUP50"), "quantity": 1 }],
+                "tenders": [{ "kind": "card", "amount_cents": 5000, "reference": "T-1002" }],
+            }),
+            201,
+        )
         .await;
     venue
-        .order(json!({
-            "customer_id": ivy,
-            "lines": [{ "product_id": venue.product("JUMP60"), "quantity": 1 },
-                      { "product_id": venue.product("SOCKS"), "quantity": 1 }],
-            "tenders": [{ "kind": "stored_value", "amount_cents": 1800 }],
-        }))
+        .order(
+            json!({
+                "customer_id": ivy,
+                "lines": [{ "product_id": venue.product("JUMP60"), "quantity": 1 },
+                          { "product_id": venue.product("SOCKS"), "quantity": 1 }],
+                "tenders": [{ "kind": "stored_value", "amount_cents": 1800 }],
+            }),
+            201,
+        )
         .await;
     assert_eq!(venue.balances(ivy).await["stored_value"], 5000 - 1800);
     // Two pairs of socks (600) for cash, later refunded in full.
     let returned = venue
-        .order(json!({
-            "customer_id": hal,
-            "lines": [{ "product_id": venue.product("SOCKS"), "quantity": 2 }],
-            "tenders": [{ "kind": "cash", "amount_cents": 600 }],
-        }))
+        .order(
+            json!({
+                "customer_id": hal,
+                "lines": [{ "product_id": venue.product("SOCKS"), "quantity": 2 }],
+                "tenders": [{ "kind": "cash", "amount_cents": 600 }],
+            }),
+            201,
+        )
         .await;
 
     // Check-ins, then scores by customer and by wristband.
-    venue.check_in(hal, "WB-1").await;
-    venue.check_in(minor, "WB-2").await;
-    venue.check_in(ivy, "WB-3").await;
+    expect_status(venue.check_in(hal, "WB-1", "JUMP60").await, 201).await;
+    expect_status(venue.check_in(minor, "WB-2", "JUMP60").await, 201).await;
+    expect_status(venue.check_in(ivy, "WB-3", "JUMP60").await, 201).await;
     venue.score(json!({ "customer_id": hal }), 1200).await;
     venue.score(json!({ "wristband": "WB-3" }), 1500).await;
 
