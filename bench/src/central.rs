@@ -5,7 +5,7 @@ use aero_central::config::Settings;
 use aero_central::store::{Actor, Store};
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::Role;
-use aero_shared::wire::{CustomerRecord, Entity, OpKind, PushOp, UserRecord};
+use aero_shared::wire::{CustomerRecord, Entity, OpKind, PushOp, UserRecord, WaiverRecord};
 use anyhow::Context;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -177,6 +177,69 @@ impl Central {
         Ok(body["token"].as_str().context("token")?.to_string())
     }
 
+    /// Creates a product over HQ's API and returns its id.
+    pub async fn create_product(&self, body: Value) -> anyhow::Result<Uuid> {
+        let body = self
+            .call(reqwest::Method::POST, "/v1/products", Some(body), 201)
+            .await?;
+        Ok(body["id"].as_str().context("product id")?.parse()?)
+    }
+
+    /// Puts `count` customers, each with a valid waiver signed at `site`, into central's change
+    /// feed through `Store::push` (continuing `site`'s sequence); returns their ids. They can
+    /// buy passes and check in at any venue.
+    pub async fn seed_jumpers(&self, site: Uuid, count: u64) -> anyhow::Result<Vec<Uuid>> {
+        let now = chrono::Utc::now();
+        let birth = chrono::NaiveDate::from_ymd_opt(1990, 1, 1).context("date")?;
+        let mut seq = self.store.acked_seq(site).await?;
+        let mut ids = Vec::new();
+        for first in (0..count).step_by(500) {
+            let mut ops = Vec::new();
+            for i in first..(first + 500).min(count) {
+                let customer = CustomerRecord {
+                    id: Uuid::now_v7(),
+                    first_name: format!("Jumper{i}"),
+                    last_name: "Customer".into(),
+                    birth_date: birth,
+                    phone: Some(format!("+4488{i:08}")),
+                    email: None,
+                    guardian_id: None,
+                    home_site_id: site,
+                    created_at: now,
+                };
+                let waiver = WaiverRecord {
+                    id: Uuid::now_v7(),
+                    customer_id: customer.id,
+                    site_id: site,
+                    signer_name: format!("Jumper{i}"),
+                    signed_at: now,
+                    expires_at: now + chrono::Duration::days(365),
+                };
+                ids.push(customer.id);
+                for (entity, id, data) in [
+                    (Entity::Customer, customer.id, serde_json::to_value(&customer)?),
+                    (Entity::Waiver, waiver.id, serde_json::to_value(&waiver)?),
+                ] {
+                    seq += 1;
+                    ops.push(PushOp {
+                        seq,
+                        op_id: Uuid::now_v7(),
+                        entity,
+                        entity_id: id,
+                        kind: OpKind::Upsert,
+                        data,
+                    });
+                }
+            }
+            let outcome = self.store.push(site, &ops, now).await?;
+            anyhow::ensure!(
+                outcome.rejected.is_empty() && outcome.acked_seq == seq,
+                "seeding was refused: {outcome:?}"
+            );
+        }
+        Ok(ids)
+    }
+
     /// Puts `count` customers into central's change feed as if another venue (`site`) had
     /// registered and pushed them, through the same `Store::push` the sync endpoint uses.
     pub async fn seed_customers(&self, site: Uuid, count: u64) -> anyhow::Result<Duration> {
@@ -223,6 +286,8 @@ impl Central {
 }
 
 /// The normalised phone number of seeded customer `i` (unique per customer).
+///
+/// Customers seeded with a waiver ([`Central::seed_jumpers`]) use `+4488...` instead.
 pub fn seeded_phone(i: u64) -> String {
     format!("+4477{i:08}")
 }

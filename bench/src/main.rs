@@ -19,6 +19,7 @@ use crate::central::{Central, seeded_phone};
 use crate::edge::EdgeProcess;
 use crate::load::{MakeRequest, Outcome, Stop};
 use crate::procfs::{CpuSnapshot, CpuUse, Rss};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use http_body_util::Full;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
+use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -40,6 +42,9 @@ enum Scenario {
     Lookup,
     /// Durable registrations `POST /v1/customers`, central online (the push loop runs).
     Writes,
+    /// Durable orders `POST /v1/orders` and check-ins `POST /v1/checkins` at the POS, central
+    /// online.
+    Sales,
     /// Registrations while central is down, then the time to drain that backlog.
     Drain,
 }
@@ -64,6 +69,9 @@ struct Cli {
     /// Registrations written while central is down, then drained.
     #[arg(long, default_value_t = 100_000)]
     backlog: u64,
+    /// Customers with a waiver who buy passes and check in (sales scenario).
+    #[arg(long, default_value_t = 2_000)]
+    jumpers: u64,
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -124,8 +132,11 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
     let site = central.create_site("Bench venue").await?;
     let other = central.create_site("Seeding venue").await?;
     let kiosk = central.create_device(site, "kiosk").await?;
+    let pos = central.create_device(site, "pos").await?;
     let token = central.enrollment_token(site).await?;
     let seeding = central.seed_customers(other, cli.customers).await?;
+    let catalog = SalesCatalog::create(&central).await?;
+    let jumpers = central.seed_jumpers(other, cli.jumpers).await?;
     let head = central.store.change_head().await?;
     println!(
         "Seeded {} customers into central in {:.1} s (change-log head {head}).\n",
@@ -206,6 +217,9 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
             status["pending_ops"]
         );
         flush();
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Sales) {
+        sales(cli, &load, &edge, &pos, &catalog, &jumpers).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Drain) {
         drain(cli, &load, &edge, &kiosk, &mut central).await?;
@@ -350,6 +364,161 @@ async fn drain(
         cpu.edge, cpu.central
     );
     println!("| edge status after | `{status}` |");
+    println!();
+    flush();
+    Ok(())
+}
+
+/// The products the sales scenario sells.
+struct SalesCatalog {
+    pass: Uuid,
+    socks: Uuid,
+}
+
+/// Passes each jumper buys before the check-ins are timed.
+const PASSES_PER_JUMPER: u64 = 100;
+
+impl SalesCatalog {
+    async fn create(central: &Central) -> anyhow::Result<Self> {
+        Ok(Self {
+            pass: central
+                .create_product(serde_json::json!({
+                    "sku": "BENCH-JUMP60", "name": "Jump 60", "kind": "pass",
+                    "price_cents": 1500, "duration_minutes": 60,
+                }))
+                .await?,
+            socks: central
+                .create_product(serde_json::json!({
+                    "sku": "BENCH-SOCKS", "name": "Grip socks", "kind": "addon",
+                    "price_cents": 300, "duration_minutes": null,
+                }))
+                .await?,
+        })
+    }
+}
+
+/// Durable orders and check-ins at the POS. Untimed first: every jumper buys
+/// [`PASSES_PER_JUMPER`] passes in one order. Then timed: orders of two passes and a pair of
+/// socks paid in cash with change (a random jumper each), and check-ins of a fresh wristband
+/// each, round robin over the jumpers (each spends one of their passes).
+async fn sales(
+    cli: &Cli,
+    load: &Handle,
+    edge: &EdgeProcess,
+    pos: &str,
+    catalog: &SalesCatalog,
+    jumpers: &[Uuid],
+) -> anyhow::Result<()> {
+    println!(
+        "## Durable orders and check-ins, central online ({} jumpers with a waiver)\n",
+        jumpers.len()
+    );
+    let jumpers: Arc<Vec<Uuid>> = Arc::new(jumpers.to_vec());
+    let host = edge.addr.to_string();
+    let post = {
+        let (host, key) = (host.clone(), pos.to_string());
+        move |path: &str, body: String| {
+            Request::post(path)
+                .header("host", &host)
+                .header("x-api-key", &key)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("valid request")
+        }
+    };
+    // The edge must hold the jumpers (and their waivers) before it can sell to them.
+    let last = *jumpers.last().context("no jumpers")?;
+    let probe = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://{}/v1/customers/{last}/balances", edge.addr);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !probe
+        .get(&url)
+        .header("x-api-key", pos)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the jumpers never reached the edge");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let next = Arc::new(AtomicU64::new(0));
+    let passes = {
+        let (jumpers, next, post, pass) = (
+            Arc::clone(&jumpers),
+            Arc::clone(&next),
+            post.clone(),
+            catalog.pass,
+        );
+        let amount = 1500 * PASSES_PER_JUMPER;
+        Arc::new(move |_| {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize % jumpers.len();
+            post(
+                "/v1/orders",
+                format!(
+                    r#"{{"customer_id":"{}","lines":[{{"product_id":"{pass}","quantity":{PASSES_PER_JUMPER}}}],"tenders":[{{"kind":"card","amount_cents":{amount},"reference":"BENCH"}}]}}"#,
+                    jumpers[i]
+                ),
+            )
+        }) as MakeRequest
+    };
+    let seeded = measure(
+        cli,
+        load,
+        edge,
+        Stop::Count(jumpers.len() as u64),
+        passes,
+        201,
+    )
+    .await?;
+    anyhow::ensure!(
+        seeded.outcome.ok == jumpers.len() as u64,
+        "selling the passes failed: {:?}",
+        seeded.outcome.unexpected
+    );
+
+    let orders = {
+        let (jumpers, post) = (Arc::clone(&jumpers), post.clone());
+        let (pass, socks) = (catalog.pass, catalog.socks);
+        Arc::new(move |r: u64| {
+            let customer = jumpers[(r % jumpers.len() as u64) as usize];
+            post(
+                "/v1/orders",
+                format!(
+                    r#"{{"customer_id":"{customer}","lines":[{{"product_id":"{pass}","quantity":2}},{{"product_id":"{socks}","quantity":1}}],"tenders":[{{"kind":"cash","amount_cents":3300,"received_cents":4000}}]}}"#
+                ),
+            )
+        }) as MakeRequest
+    };
+    let timed = Stop::Timed {
+        warmup: Duration::from_secs(cli.warmup),
+        measure: Duration::from_secs(cli.seconds),
+    };
+    let measured_orders = measure(cli, load, edge, timed, orders, 201).await?;
+
+    let next = Arc::new(AtomicU64::new(0));
+    let checkins = {
+        let (jumpers, post, pass) = (Arc::clone(&jumpers), post.clone(), catalog.pass);
+        Arc::new(move |_| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let customer = jumpers[(n % jumpers.len() as u64) as usize];
+            post(
+                "/v1/checkins",
+                format!(
+                    r#"{{"customer_id":"{customer}","wristband":"BENCH-{n}","product_id":"{pass}"}}"#
+                ),
+            )
+        }) as MakeRequest
+    };
+    let measured_checkins = measure(cli, load, edge, timed, checkins, 201).await?;
+    print_table(&[
+        (
+            "POST /v1/orders (100 passes per jumper, untimed setup)",
+            &seeded,
+        ),
+        ("POST /v1/orders, central online", &measured_orders),
+        ("POST /v1/checkins, central online", &measured_checkins),
+    ]);
     println!();
     flush();
     Ok(())
