@@ -217,7 +217,11 @@ impl Central {
                 };
                 ids.push(customer.id);
                 for (entity, id, data) in [
-                    (Entity::Customer, customer.id, serde_json::to_value(&customer)?),
+                    (
+                        Entity::Customer,
+                        customer.id,
+                        serde_json::to_value(&customer)?,
+                    ),
                     (Entity::Waiver, waiver.id, serde_json::to_value(&waiver)?),
                 ] {
                     seq += 1;

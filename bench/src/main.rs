@@ -438,7 +438,10 @@ async fn sales(
         .await
         .is_ok_and(|r| r.status().is_success())
     {
-        anyhow::ensure!(Instant::now() < deadline, "the jumpers never reached the edge");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the jumpers never reached the edge"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
