@@ -255,25 +255,36 @@ pub fn has_valid_waiver(conn: &Connection, customer_id: Uuid, now: &str) -> anyh
 /// The oldest order of the customer holding an unused pass of `product_id`: orders fully
 /// refunded give none, and each check-in that used a pass names its order. A free order (total
 /// 0) cannot be refunded, so its passes always count.
+///
+/// The orders are walked oldest first and the walk stops at the first with a pass left, so a
+/// check-in costs the customer's orders already used up, not their whole history.
 pub fn order_with_unused_pass(
     conn: &Connection,
     customer_id: Uuid,
     product_id: Uuid,
 ) -> anyhow::Result<Option<Uuid>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT l.order_id FROM order_lines l JOIN orders o ON o.id = l.order_id
-              WHERE l.customer_id = ?1 AND l.product_id = ?2
-                AND NOT (o.total_cents > 0 AND o.total_cents <=
-                    (SELECT COALESCE(SUM(r.total_cents), 0) FROM refunds r WHERE r.order_id = o.id))
-              GROUP BY l.order_id
-             HAVING SUM(l.quantity) >
-                    (SELECT COUNT(*) FROM checkins c WHERE c.order_id = l.order_id AND c.product_id = ?2)
-              ORDER BY MIN(l.created_at), l.order_id
-              LIMIT 1",
-        )?
-        .query_row(params![customer_id, product_id], |r| r.get(0))
-        .optional()?)
+    let mut orders = conn.prepare_cached(
+        "SELECT l.order_id, SUM(l.quantity), o.total_cents
+           FROM order_lines l JOIN orders o ON o.id = l.order_id
+          WHERE l.customer_id = ?1 AND l.product_id = ?2
+          GROUP BY l.order_id
+          ORDER BY MIN(l.created_at), l.order_id",
+    )?;
+    let mut refunded = conn
+        .prepare_cached("SELECT COALESCE(SUM(total_cents), 0) FROM refunds WHERE order_id = ?1")?;
+    let mut used = conn
+        .prepare_cached("SELECT COUNT(*) FROM checkins WHERE order_id = ?1 AND product_id = ?2")?;
+    let mut rows = orders.query(params![customer_id, product_id])?;
+    while let Some(row) = rows.next()? {
+        let (order_id, passes, total): (Uuid, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if total > 0 && refunded.query_row([order_id], |r| r.get::<_, i64>(0))? >= total {
+            continue;
+        }
+        if used.query_row(params![order_id, product_id], |r| r.get::<_, i64>(0))? < passes {
+            return Ok(Some(order_id));
+        }
+    }
+    Ok(None)
 }
 
 pub fn product(conn: &Connection, id: Uuid) -> anyhow::Result<Option<ProductRecord>> {
