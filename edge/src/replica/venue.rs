@@ -5,8 +5,8 @@
 
 use super::{parse_ts, ts};
 use aero_shared::wire::{
-    Account, CheckinRecord, GameRecord, LedgerEntry, OrderRecord, ProductRecord, RefundRecord,
-    ScoreRecord, SiteRecord,
+    Account, CheckinRecord, GameRecord, LedgerEntry, OrderRecord, ProductKind, ProductRecord,
+    RefundRecord, ScoreRecord, SiteRecord,
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -47,11 +47,42 @@ pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bo
             ts(order.created_at)
         ])?;
     }
+    if let Some(customer_id) = order.customer_id {
+        let mut passes = conn.prepare_cached(
+            "INSERT INTO passes_left (order_id, product_id, customer_id, remaining, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (order_id, product_id) DO UPDATE SET remaining = remaining + excluded.remaining",
+        )?;
+        for line in order.lines.iter().filter(|l| l.kind == ProductKind::Pass) {
+            passes.execute(params![
+                order.id,
+                line.product_id,
+                customer_id,
+                line.quantity,
+                ts(order.created_at)
+            ])?;
+        }
+    }
     Ok(true)
 }
 
-/// Writes a refund. Returns false if the replica already held it.
+/// Writes a refund. Returns false if the replica already held it. A refund that completes the
+/// refund of a (paid) order voids the passes it left.
 pub fn insert_refund(conn: &Connection, refund: &RefundRecord) -> anyhow::Result<bool> {
+    let inserted = insert_refund_row(conn, refund)?;
+    if inserted {
+        conn.prepare_cached(
+            "UPDATE passes_left SET remaining = 0
+              WHERE order_id = ?1 AND remaining > 0 AND EXISTS (
+                    SELECT 1 FROM orders o WHERE o.id = ?1 AND o.total_cents > 0
+                       AND o.total_cents <= (SELECT SUM(total_cents) FROM refunds WHERE order_id = ?1))",
+        )?
+        .execute([refund.order_id])?;
+    }
+    Ok(inserted)
+}
+
+fn insert_refund_row(conn: &Connection, refund: &RefundRecord) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT INTO refunds (id, order_id, total_cents, created_at, data)
@@ -86,7 +117,20 @@ pub fn insert_ledger_entry(conn: &Connection, entry: &LedgerEntry) -> anyhow::Re
 }
 
 /// Writes a check-in. Returns false if the replica already held it.
+/// A check-in that used a pass spends one of its order's.
 pub fn insert_checkin(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Result<bool> {
+    let inserted = insert_checkin_row(conn, checkin)?;
+    if let (true, Some(order_id)) = (inserted, checkin.order_id) {
+        conn.prepare_cached(
+            "UPDATE passes_left SET remaining = remaining - 1
+              WHERE order_id = ?1 AND product_id = ?2 AND remaining > 0",
+        )?
+        .execute(params![order_id, checkin.product_id])?;
+    }
+    Ok(inserted)
+}
+
+fn insert_checkin_row(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT INTO checkins (id, customer_id, wristband, product_id, order_id, starts_at, ends_at, created_at, data)
@@ -252,39 +296,22 @@ pub fn has_valid_waiver(conn: &Connection, customer_id: Uuid, now: &str) -> anyh
         .query_row(params![customer_id, now], |r| r.get(0))?)
 }
 
-/// The oldest order of the customer holding an unused pass of `product_id`: orders fully
-/// refunded give none, and each check-in that used a pass names its order. A free order (total
-/// 0) cannot be refunded, so its passes always count.
-///
-/// The orders are walked oldest first and the walk stops at the first with a pass left, so a
-/// check-in costs the customer's orders already used up, not their whole history.
+/// The oldest order of the customer holding an unused pass of `product_id` (see the
+/// `passes_left` table: orders fully refunded give none, and each check-in that used a pass
+/// spent one of its order's).
 pub fn order_with_unused_pass(
     conn: &Connection,
     customer_id: Uuid,
     product_id: Uuid,
 ) -> anyhow::Result<Option<Uuid>> {
-    let mut orders = conn.prepare_cached(
-        "SELECT l.order_id, SUM(l.quantity), o.total_cents
-           FROM order_lines l JOIN orders o ON o.id = l.order_id
-          WHERE l.customer_id = ?1 AND l.product_id = ?2
-          GROUP BY l.order_id
-          ORDER BY MIN(l.created_at), l.order_id",
-    )?;
-    let mut refunded = conn
-        .prepare_cached("SELECT COALESCE(SUM(total_cents), 0) FROM refunds WHERE order_id = ?1")?;
-    let mut used = conn
-        .prepare_cached("SELECT COUNT(*) FROM checkins WHERE order_id = ?1 AND product_id = ?2")?;
-    let mut rows = orders.query(params![customer_id, product_id])?;
-    while let Some(row) = rows.next()? {
-        let (order_id, passes, total): (Uuid, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        if total > 0 && refunded.query_row([order_id], |r| r.get::<_, i64>(0))? >= total {
-            continue;
-        }
-        if used.query_row(params![order_id, product_id], |r| r.get::<_, i64>(0))? < passes {
-            return Ok(Some(order_id));
-        }
-    }
-    Ok(None)
+    Ok(conn
+        .prepare_cached(
+            "SELECT order_id FROM passes_left
+              WHERE customer_id = ?1 AND product_id = ?2 AND remaining > 0
+              ORDER BY created_at, order_id LIMIT 1",
+        )?
+        .query_row(params![customer_id, product_id], |r| r.get(0))
+        .optional()?)
 }
 
 pub fn product(conn: &Connection, id: Uuid) -> anyhow::Result<Option<ProductRecord>> {
@@ -348,4 +375,169 @@ pub fn site_timezone(conn: &Connection, site_id: Uuid) -> anyhow::Result<Option<
         anyhow::anyhow!("site {site_id} has an unknown timezone {:?}", site.timezone)
     })?;
     Ok(Some(tz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aero_shared::wire::{OrderLine, RefundTender, Tender, TenderKind};
+
+    fn order(customer: Uuid, pass: Uuid, quantity: i32, minutes_ago: i64) -> OrderRecord {
+        let total = 1500 * i64::from(quantity);
+        OrderRecord {
+            id: Uuid::now_v7(),
+            site_id: Uuid::nil(),
+            customer_id: Some(customer),
+            lines: vec![OrderLine {
+                product_id: pass,
+                sku: "JUMP60".into(),
+                name: "Jump 60".into(),
+                kind: ProductKind::Pass,
+                quantity,
+                unit_price_cents: 1500,
+                total_cents: total,
+            }],
+            tenders: vec![Tender {
+                kind: TenderKind::Card,
+                amount_cents: total,
+                received_cents: None,
+                change_cents: 0,
+                reference: Some("T".into()),
+            }],
+            total_cents: total,
+            change_cents: 0,
+            sold_by: "device:x".into(),
+            created_at: Utc::now() - chrono::Duration::minutes(minutes_ago),
+        }
+    }
+
+    fn checkin(customer: Uuid, pass: Uuid, order_id: Uuid) -> CheckinRecord {
+        let now = Utc::now();
+        CheckinRecord {
+            id: Uuid::now_v7(),
+            site_id: Uuid::nil(),
+            customer_id: customer,
+            wristband: format!("W-{}", Uuid::now_v7()),
+            product_id: pass,
+            order_id: Some(order_id),
+            ledger_entry_id: None,
+            starts_at: now,
+            ends_at: now + chrono::Duration::hours(1),
+            created_at: now,
+        }
+    }
+
+    fn full_refund(order: &OrderRecord) -> RefundRecord {
+        RefundRecord {
+            id: Uuid::now_v7(),
+            order_id: order.id,
+            site_id: order.site_id,
+            tenders: vec![RefundTender {
+                kind: TenderKind::Card,
+                amount_cents: order.total_cents,
+            }],
+            total_cents: order.total_cents,
+            reason: "cancelled".into(),
+            refunded_by: "user:x".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn passes_are_spent_oldest_first_voided_by_a_full_refund_and_counted_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_replica, conn) =
+            super::super::Replica::open(dir.path(), Uuid::now_v7(), 1).expect("replica");
+        let (customer, pass) = (Uuid::now_v7(), Uuid::now_v7());
+        let older = order(customer, pass, 1, 20);
+        let newer = order(customer, pass, 2, 10);
+        let refunded = order(customer, pass, 5, 30);
+        for o in [&newer, &older, &refunded] {
+            assert!(insert_order(&conn, o).expect("order"));
+        }
+        assert!(insert_refund(&conn, &full_refund(&refunded)).expect("refund"));
+        let next = || order_with_unused_pass(&conn, customer, pass).expect("query");
+
+        // The oldest order with a pass left goes first; the refunded one never does.
+        assert_eq!(next(), Some(older.id));
+        let used = checkin(customer, pass, older.id);
+        assert!(insert_checkin(&conn, &used).expect("check-in"));
+        // The same check-in arriving again (its echo from central) spends nothing more.
+        assert!(!insert_checkin(&conn, &used).expect("echo"));
+        assert_eq!(next(), Some(newer.id));
+        for _ in 0..2 {
+            insert_checkin(&conn, &checkin(customer, pass, newer.id)).expect("check-in");
+        }
+        assert_eq!(next(), None);
+        // An order arriving again changes no count either.
+        assert!(!insert_order(&conn, &newer).expect("echo"));
+        assert_eq!(next(), None);
+    }
+
+    #[test]
+    fn an_upgraded_replica_counts_the_passes_already_sold_used_and_refunded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = super::super::open_connection(&dir.path().join("edge.db")).expect("db");
+        super::super::embedded::migrations::runner()
+            .set_target(refinery::Target::Version(5))
+            .run(&mut conn)
+            .expect("migrate to V5");
+        let (customer, pass) = (Uuid::now_v7(), Uuid::now_v7());
+        let (used_up, half_used, refunded) = (
+            order(customer, pass, 1, 30),
+            order(customer, pass, 3, 20),
+            order(customer, pass, 4, 40),
+        );
+        let raw_order = |o: &OrderRecord| {
+            conn.execute(
+                "INSERT INTO orders (id, customer_id, total_cents, created_at, data) VALUES (?1, ?2, ?3, ?4, '{}')",
+                params![o.id, o.customer_id, o.total_cents, ts(o.created_at)],
+            )
+            .expect("order row");
+            conn.execute(
+                "INSERT INTO order_lines (order_id, line_no, product_id, customer_id, kind, quantity, total_cents, created_at)
+                 VALUES (?1, 0, ?2, ?3, 'pass', ?4, ?5, ?6)",
+                params![o.id, pass, customer, o.lines[0].quantity, o.total_cents, ts(o.created_at)],
+            )
+            .expect("line row");
+        };
+        let raw_checkin = |order_id: Uuid| {
+            let c = checkin(customer, pass, order_id);
+            conn.execute(
+                "INSERT INTO checkins (id, customer_id, wristband, product_id, order_id, starts_at, ends_at, created_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '{}')",
+                params![c.id, customer, c.wristband, pass, order_id, ts(c.starts_at), ts(c.ends_at), ts(c.created_at)],
+            )
+            .expect("check-in row");
+        };
+        for o in [&used_up, &half_used, &refunded] {
+            raw_order(o);
+        }
+        raw_checkin(used_up.id);
+        raw_checkin(half_used.id);
+        conn.execute(
+            "INSERT INTO refunds (id, order_id, total_cents, created_at, data) VALUES (?1, ?2, ?3, ?4, '{}')",
+            params![Uuid::now_v7(), refunded.id, refunded.total_cents, ts(Utc::now())],
+        )
+        .expect("refund row");
+
+        super::super::embedded::migrations::runner()
+            .run(&mut conn)
+            .expect("upgrade");
+        let left: Vec<(Uuid, i64)> = conn
+            .prepare("SELECT order_id, remaining FROM passes_left ORDER BY created_at")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            left,
+            vec![(refunded.id, 0), (used_up.id, 0), (half_used.id, 2)]
+        );
+        assert_eq!(
+            order_with_unused_pass(&conn, customer, pass).expect("query"),
+            Some(half_used.id)
+        );
+    }
 }
