@@ -1,4 +1,4 @@
-//! The venue's audit trail of sensitive actions (refunds, balance adjustments): who, from
+//! The venue's audit trail of sensitive actions (refunds, balance adjustments, dead letters): who, from
 //! where, what and when, written in the same transaction as the action itself.
 
 use crate::replica::ts;
@@ -16,10 +16,7 @@ pub fn record(
     target: &str,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let name = match &auth.principal {
-        Principal::Staff { username, .. } => username.clone(),
-        Principal::Device { kind, .. } => kind.as_str().to_string(),
-    };
+    let name = actor_name(auth);
     c.prepare_cached(
         "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, action, target)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -36,6 +33,14 @@ pub fn record(
     ])?;
     tracing::info!(action, target, actor = %name, "audited");
     Ok(())
+}
+
+/// Who acted, as the audit trail names them: the staff member's username, or the device kind.
+pub fn actor_name(auth: &Auth) -> String {
+    match &auth.principal {
+        Principal::Staff { username, .. } => username.clone(),
+        Principal::Device { kind, .. } => kind.as_str().to_string(),
+    }
 }
 
 /// Who made a venue record: `device:<id>` or `user:<id>`.

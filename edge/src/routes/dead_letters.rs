@@ -4,12 +4,11 @@
 //! the decision exactly once: HQ sees each venue's refusals, open or resolved, at
 //! `GET /v1/sites/{id}/dead-letters`.
 
-use super::{AppState, write_error};
+use super::{AppState, audit, write_error};
 use crate::outbox::{append_op, parse_kind};
-use crate::replica::ts;
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
-use aero_shared::auth::principal::{Permission, Principal};
+use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
 use aero_shared::wire::{DeadLetterResolution, Entity, OpKind, Resolution};
 use axum::extract::{Path, State};
@@ -18,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -112,7 +111,7 @@ async fn retry(
                     r.get(0)
                 })?;
             resolve(c, &auth, op_id, Some(new_id), now)?;
-            audit(c, &auth, "dead_letter.retry", op_id, now)?;
+            audit::record(c, &auth, "dead_letter.retry", &op_id.to_string(), now)?;
             Ok(Answer::json(
                 StatusCode::OK,
                 &Retried {
@@ -139,7 +138,7 @@ async fn discard(
         .mutate_answering(move |c| {
             take(c, op_id)?.ok_or(ApiError::NotFound("no such dead letter"))?;
             resolve(c, &auth, op_id, None, now)?;
-            audit(c, &auth, "dead_letter.discard", op_id, now)?;
+            audit::record(c, &auth, "dead_letter.discard", &op_id.to_string(), now)?;
             Ok(Answer::empty(StatusCode::NO_CONTENT))
         })
         .await
@@ -173,43 +172,9 @@ fn resolve(
             Resolution::Discarded
         },
         retried_as,
-        by: actor(auth).1,
+        by: audit::actor_name(auth),
         at,
     };
     append_op(c, Entity::DeadLetter, op_id, OpKind::Event, &resolution, at)?;
-    Ok(())
-}
-
-/// Who acted: (`user` or `device`, their name).
-fn actor(auth: &Auth) -> (&'static str, String) {
-    match &auth.principal {
-        Principal::Staff { username, .. } => ("user", username.clone()),
-        Principal::Device { kind, .. } => ("device", kind.as_str().to_string()),
-    }
-}
-
-fn audit(
-    c: &Connection,
-    auth: &Auth,
-    action: &str,
-    target: Uuid,
-    at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let (kind, name) = actor(auth);
-    c.execute(
-        "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, action, target)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            Uuid::now_v7(),
-            ts(at),
-            kind,
-            auth.principal.id(),
-            name,
-            auth.client.to_string(),
-            action,
-            target.to_string()
-        ],
-    )?;
-    tracing::info!(action, %target, actor = %name, "audited");
     Ok(())
 }
