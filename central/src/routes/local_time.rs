@@ -3,7 +3,7 @@
 //! a day start at 01:00.
 
 use aero_shared::ApiError;
-use chrono::{DateTime, Datelike as _, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike as _, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
 /// The timezone a site's settings name.
@@ -12,29 +12,12 @@ pub fn site_timezone(name: &str) -> Result<Tz, ApiError> {
         .map_err(|_| ApiError::internal(anyhow::anyhow!("site has an invalid timezone {name}")))
 }
 
-/// The first instant of the local day; a DST gap at midnight moves it forward.
-pub fn start_of(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
-    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-    tz.from_local_datetime(&midnight)
-        .earliest()
-        .unwrap_or_else(|| {
-            // In a gap: the day starts where the gap ends, one step of an hour at a time.
-            (1..=3)
-                .find_map(|h| {
-                    tz.from_local_datetime(&(midnight + Duration::hours(h)))
-                        .earliest()
-                })
-                .unwrap_or_else(|| tz.from_utc_datetime(&midnight))
-        })
-        .with_timezone(&Utc)
-}
+/// The first instant of the local day (shared with the edge, so both count the same day).
+pub use aero_shared::clock::start_of_local_day as start_of;
 
 /// The local day `date` as `[from, to)` in UTC.
 pub fn day(tz: Tz, date: NaiveDate) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let next = date
-        .succ_opt()
-        .ok_or_else(|| ApiError::field("date", "out of range"))?;
-    Ok((start_of(tz, date), start_of(tz, next)))
+    aero_shared::clock::local_day(tz, date).ok_or_else(|| ApiError::field("date", "out of range"))
 }
 
 /// The ISO week (Monday to Sunday) holding `date`, as `[from, to)` in UTC.

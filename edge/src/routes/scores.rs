@@ -10,6 +10,7 @@ use crate::replica::{customer, site};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::{Permission, Principal};
+use aero_shared::clock::start_of_local_day;
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Entity, OpKind, ScoreOrder, ScoreRecord};
@@ -18,7 +19,7 @@ use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Days, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -183,26 +184,10 @@ impl Period {
             ),
         };
         Some((
-            start_of_day(tz, first),
-            start_of_day(tz, first + Days::new(days)),
+            start_of_local_day(tz, first),
+            start_of_local_day(tz, first + Days::new(days)),
         ))
     }
-}
-
-/// The first instant of a local day: its midnight, or where midnight falls in a DST gap, the
-/// moment the clocks resume (a repeated midnight counts from its first occurrence). Days are
-/// not 24 hours long around DST changes, so a period always ends at the next day's start.
-pub fn start_of_day(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
-    let midnight = date.and_time(NaiveTime::MIN);
-    let mut local = midnight;
-    // A gap is an hour or two; the longest on record skipped one whole day.
-    for _ in 0..(2 * 24 * 60) {
-        if let Some(start) = tz.from_local_datetime(&local).earliest() {
-            return start.with_timezone(&Utc);
-        }
-        local += chrono::Duration::minutes(1);
-    }
-    tz.from_utc_datetime(&midnight).with_timezone(&Utc)
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +275,7 @@ async fn leaderboard(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     fn utc(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
@@ -327,13 +313,16 @@ mod tests {
         // Chile springs forward at midnight: 2024-09-08 starts at 01:00 local (UTC-3).
         let santiago: Tz = "America/Santiago".parse().unwrap();
         let day = NaiveDate::from_ymd_opt(2024, 9, 8).unwrap();
-        assert_eq!(start_of_day(santiago, day), utc("2024-09-08T04:00:00Z"));
+        assert_eq!(
+            start_of_local_day(santiago, day),
+            utc("2024-09-08T04:00:00Z")
+        );
         // Samoa skipped 2011-12-30 entirely: that day "starts" when the 31st does.
         let apia: Tz = "Pacific/Apia".parse().unwrap();
         let skipped = NaiveDate::from_ymd_opt(2011, 12, 30).unwrap();
         assert_eq!(
-            start_of_day(apia, skipped),
-            start_of_day(apia, skipped.succ_opt().unwrap())
+            start_of_local_day(apia, skipped),
+            start_of_local_day(apia, skipped.succ_opt().unwrap())
         );
     }
 }
