@@ -101,7 +101,10 @@ pub struct SyncEngine {
     /// Signalled when a pull found that central lost ops the edge must send again, and when
     /// the hint socket connects (central is back).
     push_wanted: Notify,
-    /// True while a push round runs: pulls are then spaced out (see [`PULL_SPACING_WHILE_PUSHING`]).
+    /// True while a push round drains a backlog central is taking (from its first accepted
+    /// batch to the round's end): pulls are then spaced out (see [`PULL_SPACING_WHILE_PUSHING`]).
+    /// A round that cannot reach central never sets it, so a pull noticing the outage is never
+    /// held back.
     pushing: watch::Sender<bool>,
     /// Set once central refused the credential; both loops then stop for good.
     fenced: AtomicBool,
@@ -243,8 +246,16 @@ impl SyncEngine {
 
     /// Pushes until the outbox is empty. Ops written meanwhile are included.
     pub async fn push_all(&self) -> Result<PushSummary, SyncError> {
+        let outcome = self.push_batches().await;
+        self.pushing.send_replace(false);
+        outcome
+    }
+
+    async fn push_batches(&self) -> Result<PushSummary, SyncError> {
         let mut total = PushSummary::default();
         while let Some(batch) = self.push_batch().await? {
+            // Central is taking a backlog: pulls space out until the round ends.
+            self.pushing.send_replace(true);
             total.acked += batch.confirmed;
             total.rejected += batch.rejected;
         }
@@ -361,12 +372,10 @@ impl SyncEngine {
         while !self.is_fenced() {
             // Shutdown does not wait for a slow central: an interrupted push is simply resent
             // on the next start, and central never applies an op id twice.
-            self.pushing.send_replace(true);
             let outcome = tokio::select! {
                 outcome = self.push_all() => outcome,
                 () = stopped(&mut shutdown) => return,
             };
-            self.pushing.send_replace(false);
             let wait = match outcome {
                 Ok(summary) => {
                     backoff = self.backoff();
