@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use uuid::Uuid;
 
-/// Writes an order and its lines. Returns false if the replica already held it.
+/// Writes an order (its lines live in its record). Returns false if the replica already held it.
 pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bool> {
     let inserted = conn
         .prepare_cached(
@@ -30,22 +30,6 @@ pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bo
         ])?;
     if inserted == 0 {
         return Ok(false);
-    }
-    let mut line_stmt = conn.prepare_cached(
-        "INSERT INTO order_lines (order_id, line_no, product_id, customer_id, kind, quantity, total_cents, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for (line_no, line) in order.lines.iter().enumerate() {
-        line_stmt.execute(params![
-            order.id,
-            line_no as i64,
-            line.product_id,
-            order.customer_id,
-            line.kind.as_str(),
-            line.quantity,
-            line.total_cents,
-            ts(order.created_at)
-        ])?;
     }
     if let Some(customer_id) = order.customer_id {
         let mut passes = conn.prepare_cached(
