@@ -164,11 +164,18 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Starts the writer thread on `conn`. The thread ends when every `Writer` is dropped.
     pub fn start(conn: Connection) -> anyhow::Result<Self> {
+        Self::start_with(conn, WalBudget::default())
+    }
+
+    fn start_with(conn: Connection, budget: WalBudget) -> anyhow::Result<Self> {
         let (queue, rx) = mpsc::unbounded_channel();
         let pushed = Arc::new(Notify::new());
         let notify = Arc::clone(&pushed);
         // Checkpoints run beside the writer, not inside its commits (see `checkpoint_loop`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A WAL that grew past this (a busy day's backlog of frames) is cut back to it when the
+        // log starts over.
+        conn.pragma_update(None, "journal_size_limit", budget.size_limit_bytes())?;
         let checkpointer = match conn.path() {
             Some(path) if !path.is_empty() => {
                 Some(crate::replica::open_connection(Path::new(path))?)
@@ -176,16 +183,18 @@ impl Writer {
             _ => None,
         };
         let running = Arc::new(AtomicBool::new(true));
+        let restart_due = Arc::new(AtomicBool::new(false));
         if let Some(checkpointer) = checkpointer {
             let running = Arc::clone(&running);
+            let restart_due = Arc::clone(&restart_due);
             std::thread::Builder::new()
                 .name("edge-db-checkpoint".into())
-                .spawn(move || checkpoint_loop(&checkpointer, &running))?;
+                .spawn(move || checkpoint_loop(&checkpointer, &running, &restart_due, budget))?;
         }
         std::thread::Builder::new()
             .name("edge-db-writer".into())
             .spawn(move || {
-                writer_loop(conn, rx, notify);
+                writer_loop(conn, rx, notify, &restart_due);
                 running.store(false, Ordering::Relaxed);
             })?;
         Ok(Self { queue, pushed })
@@ -255,20 +264,60 @@ impl Writer {
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// When the WAL is copied back into the database file, and how long it may grow.
+#[derive(Clone, Copy, Debug)]
+struct WalBudget {
+    /// How often the checkpoint thread copies committed frames into the database file.
+    checkpoint_every: Duration,
+    /// A WAL holding more frames than this is started over by the writer itself (see
+    /// `checkpoint_loop`).
+    restart_at_frames: i64,
+}
+
+impl Default for WalBudget {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: Duration::from_millis(200),
+            // 65,536 pages of 4 KiB: 256 MiB, started over every few seconds at the busiest.
+            restart_at_frames: 65_536,
+        }
+    }
+}
+
+impl WalBudget {
+    fn size_limit_bytes(self) -> i64 {
+        // Room for the frames plus their headers, with slack for one large transaction.
+        self.restart_at_frames * 2 * 4_096
+    }
+}
 
 /// Copies committed WAL frames into the database file from its own connection and thread.
 /// SQLite's automatic checkpoint would run inside whichever commit crosses the threshold, making
 /// that group of terminals wait for the copy and the database file's fsync; a passive checkpoint
 /// here never blocks the writer or readers, and durability is unchanged (each commit is already
-/// fsync'd in the WAL). Once everything is copied, the next write starts the WAL over, so it stays
-/// small.
-fn checkpoint_loop(conn: &Connection, running: &AtomicBool) {
+/// fsync'd in the WAL).
+///
+/// The WAL starts over only when a write begins with every frame copied, which never happens
+/// while terminals keep the writer busy: each checkpoint copies the frames committed before it
+/// started, and more have been committed by the time it ends. The log would then grow by every
+/// page written (gigabytes in an hour of sales, each frame landing in newly allocated file
+/// blocks). So once it holds more than the budget, the writer is asked to run one checkpoint
+/// itself between two groups (see `writer_loop`): with nothing committed meanwhile, that one
+/// copies the few frames left and the next group starts the log over.
+fn checkpoint_loop(
+    conn: &Connection,
+    running: &AtomicBool,
+    restart_due: &AtomicBool,
+    budget: WalBudget,
+) {
     while running.load(Ordering::Relaxed) {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %err, "WAL checkpoint failed");
+        std::thread::sleep(budget.checkpoint_every);
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) if frames > budget.restart_at_frames => {
+                restart_due.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
         }
     }
 }
@@ -277,8 +326,14 @@ fn writer_loop(
     conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
     pushed: Arc<Notify>,
+    restart_due: &AtomicBool,
 ) {
     while let Some(first) = rx.blocking_recv() {
+        if restart_due.swap(false, Ordering::Relaxed)
+            && let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %err, "WAL checkpoint before starting the log over failed");
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -476,6 +531,47 @@ mod tests {
         // Failed requests roll back their seq too, so the sequence has no holes.
         assert_eq!(seqs, (5..50).collect::<Vec<_>>());
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_while_writes_never_pause() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let budget = WalBudget {
+            checkpoint_every: Duration::from_millis(5),
+            restart_at_frames: 256,
+        };
+        let writer = Writer::start_with(conn, budget).expect("writer");
+        // Terminals that always have a write queued: without the writer's own checkpoint the
+        // log never starts over and grows by every page written (about 40 MiB here).
+        let mut terminals = Vec::new();
+        for _ in 0..16 {
+            let writer = writer.clone();
+            terminals.push(tokio::spawn(async move {
+                for _ in 0..160 {
+                    writer
+                        .write(|c| {
+                            c.execute(
+                                "INSERT INTO other_rows (entity, entity_id, data) VALUES ('bulk', ?1, ?2)",
+                                params![Uuid::now_v7(), "x".repeat(16_000)],
+                            )?;
+                            Ok(())
+                        })
+                        .await
+                        .expect("write");
+                }
+            }));
+        }
+        for terminal in terminals {
+            terminal.await.expect("join");
+        }
+        let wal = std::fs::metadata(dir.path().join("edge.db-wal"))
+            .expect("wal")
+            .len();
+        assert!(
+            wal <= 2 * budget.size_limit_bytes() as u64,
+            "the WAL grew to {wal} bytes"
+        );
+    }
+
     #[tokio::test]
     async fn batches_respect_the_op_and_byte_bounds() {
         let dir = tempfile::tempdir().expect("tempdir");
