@@ -9,7 +9,7 @@ use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving};
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
-    Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord,
+    Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord, Period,
     ProductKind, ProductRecord, PushOp, RefundRecord, RefundTender, Resolution, ScoreOrder,
     ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord, WaiverRecord,
 };
@@ -258,15 +258,27 @@ async fn a_product_keeps_what_it_grants(store: Arc<dyn Store>) {
         grant: Some(Grant {
             account: Account::ArcadeCredits,
             amount: 250,
+            per: None,
         }),
         ..product(&unique("CREDITS"))
     };
+    let membership = ProductRecord {
+        kind: ProductKind::Membership,
+        grant: Some(Grant {
+            account: Account::Visits,
+            amount: 8,
+            per: Some(Period::Month),
+        }),
+        ..product(&unique("MEMBER"))
+    };
     let pass = product(&unique("PASS"));
-    store.create_product(&actor(), &pack).await.unwrap();
-    store.create_product(&actor(), &pass).await.unwrap();
+    for p in [&pack, &membership, &pass] {
+        store.create_product(&actor(), p).await.unwrap();
+    }
     let listed = store.list_products().await.unwrap();
     let find = |id: Uuid| listed.iter().find(|p| p.id == id).cloned().unwrap();
     assert_eq!(find(pack.id), pack);
+    assert_eq!(find(membership.id), membership);
     assert_eq!(find(pass.id).grant, None);
 }
 
@@ -1622,6 +1634,7 @@ fn ledger_record(site_id: Uuid, customer_id: Uuid, account: Account, delta: i64)
         ref_id: None,
         site_id,
         created_at: now(),
+        expires_at: None,
     }
 }
 

@@ -10,7 +10,7 @@ use aero_edge::outbox::pending;
 use aero_edge::replica::apply::{PulledPage, apply_page};
 use aero_shared::auth::api_key::KeyHash;
 use aero_shared::auth::jwt::StaffIdentity;
-use aero_shared::clock::ManualClock;
+use aero_shared::clock::{Clock, ManualClock};
 use aero_shared::wire::{Entity, OpKind, PushOp};
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Client, Method, RequestBuilder, Response};
@@ -140,7 +140,7 @@ impl Venue {
                     "membership",
                     9900,
                     Some(90),
-                    json!({"account": "visits", "amount": 2}),
+                    json!({"account": "visits", "amount": 2, "per": "month"}),
                     true,
                 ),
             ),
@@ -505,4 +505,82 @@ async fn refused_sales_queue_nothing() {
         body(refused, 422).await;
     }
     assert!(venue.outbox().await.is_empty());
+}
+
+async fn visits_of_the_jumper(venue: &Venue) -> Value {
+    let path = format!("/v1/customers/{}/balances", venue.jumper);
+    body(venue.get(&path, KIOSK_KEY).await, 200).await["visits"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_gives_its_visits_for_a_month_and_unused_ones_lapse() {
+    // Sold on March 20th in London: the visits last until local midnight starting April 20th
+    // (23:00 UTC on the 19th, summer time by then).
+    let venue = Venue::open(at("2026-03-20T10:00:00Z")).await;
+    let sell = json!({
+        "customer_id": venue.jumper,
+        "lines": [{ "product_id": venue.catalog.membership, "quantity": 1 }],
+        "tenders": [{ "kind": "card", "amount_cents": 9900, "reference": "T-1" }],
+    });
+    body(venue.post("/v1/orders", POS_KEY, sell.clone()).await, 201).await;
+    let check_in = |wristband: &str| {
+        json!({
+            "customer_id": venue.jumper, "wristband": wristband,
+            "product_id": venue.catalog.membership,
+        })
+    };
+    body(
+        venue
+            .post("/v1/checkins", KIOSK_KEY, check_in("WB-1"))
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(visits_of_the_jumper(&venue).await, 1);
+
+    venue
+        .clock
+        .advance(Duration::days(30) + Duration::hours(12) + Duration::minutes(59));
+    assert_eq!(venue.clock.now(), at("2026-04-19T22:59:00Z"));
+    assert_eq!(
+        visits_of_the_jumper(&venue).await,
+        1,
+        "the month has a minute left"
+    );
+    venue.clock.advance(Duration::minutes(2));
+    assert_eq!(
+        visits_of_the_jumper(&venue).await,
+        0,
+        "the unused visit lapsed"
+    );
+    let refused = venue
+        .post("/v1/checkins", KIOSK_KEY, check_in("WB-2"))
+        .await;
+    let problem = body(refused, 422).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no membership visits left")),
+        "{problem}"
+    );
+    let lookup = body(
+        venue
+            .get("/v1/customers?phone=%2B447700900001", KIOSK_KEY)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(lookup["customers"][0]["balances"]["visits"], 0);
+
+    // The next month's sale brings its own two: nothing rolled over.
+    body(venue.post("/v1/orders", POS_KEY, sell).await, 201).await;
+    assert_eq!(visits_of_the_jumper(&venue).await, 2);
+    body(
+        venue
+            .post("/v1/checkins", KIOSK_KEY, check_in("WB-2"))
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(visits_of_the_jumper(&venue).await, 1);
 }

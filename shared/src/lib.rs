@@ -6,6 +6,7 @@ pub mod clock;
 pub mod files;
 pub mod idempotency;
 pub mod json;
+pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
 pub mod problem;

@@ -167,10 +167,12 @@ async fn customers_reach_central_once_and_a_1000_write_outage_backlog_drains_by_
     // Central comes back on the same address and database; no further local write happens.
     central.restart().await;
     let restarted = chrono::Utc::now();
+    // Drained, and pulled since: the pull loop spaces its pulls while a push round runs, so the
+    // last push can land before the first pull after the restart.
     wait_until("the backlog to drain", Duration::from_secs(30), || async {
-        edge.status(&kiosk)
-            .await
-            .is_some_and(|s| s.pending_ops == 0 && s.online)
+        edge.status(&kiosk).await.is_some_and(|s| {
+            s.pending_ops == 0 && s.online && s.last_pull_at.is_some_and(|t| t >= restarted)
+        })
     })
     .await;
     for n in 0..=OUTAGE_WRITES {

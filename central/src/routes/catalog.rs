@@ -45,6 +45,7 @@ pub struct NewProduct {
     price_cents: i64,
     duration_minutes: Option<i32>,
     /// What one unit adds to the buyer's balances; required for credit packs and memberships.
+    /// A membership's `per` (day, week, month) makes its visits lapse one period after the sale.
     #[serde(default)]
     grant: Option<Grant>,
 }
@@ -76,6 +77,10 @@ impl Validate for NewProduct {
             (ProductKind::Membership, Some(grant)) if grant.account != Account::Visits => {
                 v.error("grant.account", "a membership adds visits")
             }
+            (ProductKind::Credits, Some(grant)) if grant.per.is_some() => v.error(
+                "grant.per",
+                "only a membership's visits lapse; credits stay until spent",
+            ),
             (ProductKind::Membership, _) if self.duration_minutes.is_none() => v.error(
                 "duration_minutes",
                 "a membership needs the duration of the jump session a visit gives",
@@ -187,4 +192,37 @@ async fn list_games(
     Ok(Json(GameList {
         games: state.store.list_games().await?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aero_shared::validate::Validator;
+
+    fn refusals(body: serde_json::Value) -> Vec<String> {
+        let product: NewProduct = serde_json::from_value(body).expect("body");
+        let mut v = Validator::new();
+        product.validate(&mut v);
+        match v.finish() {
+            Ok(()) => Vec::new(),
+            Err(ApiError::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_memberships_visits_lapse() {
+        let monthly = serde_json::json!({
+            "sku": "MEMBER-M", "name": "Monthly membership", "kind": "membership",
+            "price_cents": 4900, "duration_minutes": 90,
+            "grant": { "account": "visits", "amount": 8, "per": "month" },
+        });
+        assert!(refusals(monthly).is_empty());
+        let lapsing_credits = serde_json::json!({
+            "sku": "CRED", "name": "Credits", "kind": "credits", "price_cents": 1000,
+            "duration_minutes": null,
+            "grant": { "account": "arcade_credits", "amount": 100, "per": "week" },
+        });
+        assert_eq!(refusals(lapsing_credits), vec!["grant.per".to_string()]);
+    }
 }

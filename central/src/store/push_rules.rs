@@ -677,6 +677,7 @@ mod tests {
             ref_id: None,
             site_id: SITE,
             created_at: at(),
+            expires_at: None,
         };
         let foreign = LedgerEntry {
             id: Uuid::now_v7(),

@@ -238,17 +238,19 @@ fn customers_where(
 ) -> anyhow::Result<Vec<CustomerView>> {
     // The kiosk's hottest read: one statement answers the common case (balances and whether any
     // session runs come from correlated point lookups on their indexes); only a customer with
-    // a running session, or a minor without a waiver of their own, costs another query.
+    // a running session or membership visits, or a minor without a waiver of their own, costs
+    // another query.
     // `column` is one of two constants chosen by the caller, never request input.
     let mut stmt = c.prepare_cached(&format!(
         "SELECT data,
             EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2),
             (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'stored_value'),
             (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'arcade_credits'),
-            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
+            EXISTS (SELECT 1 FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
             EXISTS (SELECT 1 FROM checkins k WHERE k.customer_id = customers.id AND k.ends_at > ?2)
          FROM customers WHERE {column} = ?1 ORDER BY created_at, id LIMIT 50"
     ))?;
+    let now_at = now;
     let now = ts(now);
     let mut rows = stmt.query(params![value, now])?;
     let mut out = Vec::new();
@@ -261,7 +263,12 @@ fn customers_where(
         let balances = venue::Balances {
             stored_value: row.get(2)?,
             arcade_credits: row.get(3)?,
-            visits: row.get(4)?,
+            // Only members have visit entries, and theirs can lapse: counted apart.
+            visits: if row.get(4)? {
+                venue::visits_usable(c, customer.id, now_at)?
+            } else {
+                0
+            },
         };
         let active_sessions = if row.get(5)? {
             venue::active_sessions_of(c, customer.id, &now)?

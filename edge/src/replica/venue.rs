@@ -4,6 +4,7 @@
 //! edited, so writing a record the replica already holds changes nothing.
 
 use super::{parse_ts, ts};
+use aero_shared::ledger::{Movement, usable_at};
 use aero_shared::wire::{
     Account, CheckinRecord, GameRecord, LedgerEntry, OrderRecord, ProductKind, ProductRecord,
     RefundRecord, ScoreRecord, SiteRecord,
@@ -189,8 +190,17 @@ impl Balances {
     }
 }
 
-/// The sum of one account's entries (0 without any).
-pub fn balance(conn: &Connection, customer_id: Uuid, account: Account) -> anyhow::Result<i64> {
+/// What the customer can use of one account at `now` (0 without any entries): the sum of its
+/// entries, except that a membership's visits lapse (see `aero_shared::ledger`).
+pub fn balance(
+    conn: &Connection,
+    customer_id: Uuid,
+    account: Account,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
+    if account == Account::Visits {
+        return visits_usable(conn, customer_id, now);
+    }
     Ok(conn
         .prepare_cached(
             "SELECT COALESCE(SUM(delta), 0) FROM ledger WHERE customer_id = ?1 AND account = ?2",
@@ -198,7 +208,12 @@ pub fn balance(conn: &Connection, customer_id: Uuid, account: Account) -> anyhow
         .query_row(params![customer_id, account.as_str()], |r| r.get(0))?)
 }
 
-pub fn balances(conn: &Connection, customer_id: Uuid) -> anyhow::Result<Balances> {
+/// Every account of the customer at `now`, as [`balance`] counts them.
+pub fn balances(
+    conn: &Connection,
+    customer_id: Uuid,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Balances> {
     let mut out = Balances::default();
     let mut stmt = conn.prepare_cached(
         "SELECT account, SUM(delta) FROM ledger WHERE customer_id = ?1 GROUP BY account",
@@ -209,11 +224,35 @@ pub fn balances(conn: &Connection, customer_id: Uuid) -> anyhow::Result<Balances
         match Account::parse(row.get_ref(0)?.as_str()?) {
             Some(Account::StoredValue) => out.stored_value = sum,
             Some(Account::ArcadeCredits) => out.arcade_credits = sum,
-            Some(Account::Visits) => out.visits = sum,
+            Some(Account::Visits) => out.visits = visits_usable(conn, customer_id, now)?,
             None => {}
         }
     }
     Ok(out)
+}
+
+/// The membership visits usable at `now`: the customer's visit entries, oldest first, through
+/// the lapsing rule both sides share.
+pub fn visits_usable(
+    conn: &Connection,
+    customer_id: Uuid,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at, delta, json_extract(data, '$.expires_at') FROM ledger
+          WHERE customer_id = ?1 AND account = 'visits' ORDER BY created_at, id",
+    )?;
+    let mut rows = stmt.query([customer_id])?;
+    let mut movements = Vec::new();
+    while let Some(row) = rows.next()? {
+        let expires_at: Option<String> = row.get(2)?;
+        movements.push(Movement {
+            at: parse_ts(row.get_ref(0)?.as_str()?)?,
+            delta: row.get(1)?,
+            expires_at: expires_at.as_deref().map(parse_ts).transpose()?,
+        });
+    }
+    Ok(usable_at(movements, now))
 }
 
 /// A jump session running now, as the kiosk lookup shows it.

@@ -44,13 +44,14 @@ async fn read(
     _auth: Auth,
     Path(customer_id): Path<Uuid>,
 ) -> Result<Json<Balances>, ApiError> {
+    let now = state.clock.now();
     let found = state
         .replica
         .read(move |c| {
             if customer(c, customer_id)?.is_none() {
                 return Ok(None);
             }
-            Ok(Some(balances(c, customer_id)?))
+            Ok(Some(balances(c, customer_id, now)?))
         })
         .await?;
     Ok(Json(found.ok_or(ApiError::NotFound("no such customer"))?))
@@ -104,7 +105,7 @@ async fn spend(
             }
             // What this venue knows of the balance: another venue's offline spend may still be
             // on its way, which is why the ledger, not this check, is the truth.
-            let held = balance(c, customer_id, body.account)?;
+            let held = balance(c, customer_id, body.account, now)?;
             if held < body.amount {
                 return refuse(ApiError::field(
                     "amount",
@@ -125,7 +126,7 @@ async fn spend(
             );
             append(c, &entry, now)?;
             Ok(Changed {
-                balances: balances(c, customer_id)?,
+                balances: balances(c, customer_id, now)?,
                 entry,
             })
         })
@@ -177,7 +178,7 @@ async fn adjust(
                 return refuse(ApiError::NotFound("no such customer"));
             }
             // A correction may lift a balance that went negative, never push one below zero.
-            let held = balance(c, customer_id, body.account)?;
+            let held = balance(c, customer_id, body.account, now)?;
             if body.delta < 0 && held + body.delta < 0 {
                 return refuse(ApiError::field(
                     "delta",
@@ -210,7 +211,7 @@ async fn adjust(
                 now,
             )?;
             Ok(Changed {
-                balances: balances(c, customer_id)?,
+                balances: balances(c, customer_id, now)?,
                 entry,
             })
         })
@@ -236,6 +237,7 @@ fn entry(
         ref_id: None,
         site_id,
         created_at: now,
+        expires_at: None,
     }
 }
 

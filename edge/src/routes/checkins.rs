@@ -159,7 +159,7 @@ fn decide(
             }
         },
         ProductKind::Membership => {
-            let visits = balance(c, person.id, Account::Visits)?;
+            let visits = balance(c, person.id, Account::Visits, now)?;
             if visits < 1 {
                 return refuse(ApiError::Unprocessable(format!(
                     "{name} has no membership visits left ({visits})"
@@ -174,6 +174,7 @@ fn decide(
                 ref_id: Some(id),
                 site_id,
                 created_at: now,
+                expires_at: None,
             };
             (None, Some(entry))
         }

@@ -212,6 +212,19 @@ fn build(
                 ));
                 continue;
             };
+            let expires_at = match grant.per {
+                Some(period) => {
+                    let Some(tz) = venue::site_timezone(c, site_id)? else {
+                        return refuse(ApiError::Unavailable(
+                            "this venue's settings have not arrived from HQ yet, so its \
+                             calendar is unknown: try again once the edge has synced"
+                                .into(),
+                        ));
+                    };
+                    Some(period.lapses_at(tz, now))
+                }
+                None => None,
+            };
             let entry = LedgerEntry {
                 id: Uuid::now_v7(),
                 customer_id,
@@ -221,6 +234,7 @@ fn build(
                 ref_id: Some(id),
                 site_id,
                 created_at: now,
+                expires_at,
             };
             if let Err(reason) = entry.check() {
                 errors.push(FieldError::new(format!("lines[{i}].quantity"), reason));
@@ -264,7 +278,7 @@ fn build(
                 "stored value is spent from a customer's balance: name the customer",
             ));
         };
-        let held = balance(c, customer_id, Account::StoredValue)?;
+        let held = balance(c, customer_id, Account::StoredValue, now)?;
         if held < stored_value {
             return refuse(ApiError::field(
                 "tenders",
@@ -282,6 +296,7 @@ fn build(
             ref_id: Some(id),
             site_id,
             created_at: now,
+            expires_at: None,
         });
     }
     let tenders: Vec<Tender> = body

@@ -120,6 +120,7 @@ async fn refund(
                     ref_id: Some(refund.id),
                     site_id,
                     created_at: now,
+                    expires_at: None,
                 };
                 insert_ledger_entry(c, &entry)?;
                 append_op(

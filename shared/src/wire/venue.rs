@@ -6,7 +6,8 @@
 //! `check` methods are the rules central enforces on a pushed record (the edge builds records
 //! that pass them); a failed check is a permanent rejection with its reason.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, Months, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -53,6 +54,51 @@ impl Account {
 pub struct Grant {
     pub account: Account,
     pub amount: i64,
+    /// A membership's visits per period: what one sale grants is usable for this long (until
+    /// the start of the venue's local day one period after the sale's), then lapses. `None`:
+    /// they never lapse (a pack of visits, credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<Period>,
+}
+
+/// How long a membership's visits last, in the venue's calendar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Day, Self::Week, Self::Month]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+
+    /// When what was granted at `granted_at` lapses: the start of the local day one period
+    /// after the grant's local date (a month from January 31st ends with February). Whole local
+    /// days, so a daylight-saving change never moves it.
+    pub fn lapses_at(self, tz: Tz, granted_at: DateTime<Utc>) -> DateTime<Utc> {
+        let date = crate::clock::local_date(tz, granted_at);
+        let end = match self {
+            Self::Day => date.checked_add_days(Days::new(1)),
+            Self::Week => date.checked_add_days(Days::new(7)),
+            Self::Month => date.checked_add_months(Months::new(1)),
+        };
+        end.map_or(DateTime::<Utc>::MAX_UTC, |end| {
+            crate::clock::start_of_local_day(tz, end)
+        })
+    }
 }
 
 /// Why a ledger entry was written.
@@ -101,12 +147,22 @@ pub struct LedgerEntry {
     pub ref_id: Option<Uuid>,
     pub site_id: Uuid,
     pub created_at: DateTime<Utc>,
+    /// Visits a membership granted lapse then, used or not (see [`Grant::per`] and
+    /// `crate::ledger`). Carried by the entry so every venue counts them alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl LedgerEntry {
     pub fn check(&self) -> Result<(), String> {
         if self.delta == 0 || self.delta.abs() > MAX_AMOUNT_CENTS {
             return Err("a ledger entry changes a balance by a non-zero, bounded amount".into());
+        }
+        if self.expires_at.is_some() && self.delta < 0 {
+            return Err("only what is granted can lapse, not what is spent".into());
+        }
+        if self.expires_at.is_some_and(|at| at <= self.created_at) {
+            return Err("a grant lapses after it was made".into());
         }
         Ok(())
     }
@@ -361,6 +417,30 @@ impl ScoreRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("instant")
+    }
+
+    #[test]
+    fn a_period_lapses_at_the_start_of_a_local_day_whatever_the_clock_change() {
+        let london: Tz = "Europe/London".parse().expect("tz");
+        // Sold in the evening of March 28th: a week later the clocks have gone forward, and the
+        // visits still last until local midnight.
+        assert_eq!(
+            Period::Week.lapses_at(london, utc("2026-03-28T20:00:00Z")),
+            utc("2026-04-03T23:00:00Z")
+        );
+        assert_eq!(
+            Period::Day.lapses_at(london, utc("2026-10-24T23:30:00Z")),
+            utc("2026-10-26T00:00:00Z")
+        );
+        // January 31st plus a month ends with February.
+        assert_eq!(
+            Period::Month.lapses_at(london, utc("2027-01-31T10:00:00Z")),
+            utc("2027-02-28T00:00:00Z")
+        );
+    }
 
     fn order(lines: &[(i64, i32)], tenders: Vec<Tender>) -> OrderRecord {
         let lines: Vec<OrderLine> = lines

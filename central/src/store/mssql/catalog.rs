@@ -32,7 +32,7 @@ pub(super) async fn create_product(
                     "INSERT INTO products (",
                     product_columns!(),
                     ") ",
-                    "VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10)"
+                    "VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11)"
                 ));
                 q.bind(p.id);
                 q.bind(p.sku.as_str());
@@ -44,6 +44,7 @@ pub(super) async fn create_product(
                 q.bind(ts(p.created_at));
                 q.bind(p.grant.map(|g| g.account.as_str()));
                 q.bind(p.grant.map(|g| g.amount));
+                q.bind(p.grant.and_then(|g| g.per).map(|per| per.as_str()));
                 conn.exec(q).await?;
                 let event = AuditEvent {
                     action: "product.create",

@@ -4,7 +4,7 @@
 use crate::store::{AuditEntry, RejectedOpRecord, ResolutionRecord, StoreError, StoreResult};
 use aero_shared::wire::{
     Account, Change, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, GameRecord, Grant,
-    PlugRecord, ProductRecord, ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
+    Period, PlugRecord, ProductRecord, ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike as _, Utc};
 use serde::Serialize;
@@ -124,7 +124,7 @@ macro_rules! user_columns {
 }
 macro_rules! product_columns {
     () => {
-        "id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount"
+        "id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount, grant_period"
     };
 }
 macro_rules! plug_columns {
@@ -218,6 +218,12 @@ pub(super) fn product_from_offset(row: &Row, at: usize) -> StoreResult<ProductRe
                 account: Account::parse(&account)
                     .ok_or_else(|| decode_error(at + 8, format!("unknown account {account}")))?,
                 amount,
+                per: opt_text(row, at + 10)?
+                    .map(|per| {
+                        Period::parse(&per)
+                            .ok_or_else(|| decode_error(at + 10, format!("unknown period {per}")))
+                    })
+                    .transpose()?,
             }),
             _ => None,
         },

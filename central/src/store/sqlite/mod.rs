@@ -390,7 +390,7 @@ fn user_from_row(conn: &Connection, row: &Row<'_>) -> rusqlite::Result<UserRecor
     })
 }
 
-const PRODUCT_COLUMNS: &str = "id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount";
+const PRODUCT_COLUMNS: &str = "id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount, grant_period";
 
 fn product_from_row(row: &Row<'_>) -> rusqlite::Result<ProductRecord> {
     Ok(ProductRecord {
@@ -407,6 +407,10 @@ fn product_from_row(row: &Row<'_>) -> rusqlite::Result<ProductRecord> {
             (Some(account), Some(amount)) => Some(Grant {
                 account: parse_enum(&account)?,
                 amount,
+                per: row
+                    .get::<_, Option<String>>(10)?
+                    .map(|p| parse_enum(&p))
+                    .transpose()?,
             }),
             _ => None,
         },
@@ -957,10 +961,10 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             exec(
  tx,
-                "INSERT INTO products (id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO products (id, sku, name, kind, price_cents, duration_minutes, active, created_at, grant_account, grant_amount, grant_period)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![p.id, p.sku, p.name, p.kind.as_str(), p.price_cents, p.duration_minutes, p.active, ts(p.created_at),
-                    p.grant.map(|g| g.account.as_str()), p.grant.map(|g| g.amount)],
+                    p.grant.map(|g| g.account.as_str()), p.grant.map(|g| g.amount), p.grant.and_then(|g| g.per).map(|per| per.as_str())],
             )?;
             audit(tx, &actor, AuditEvent { action: "product.create", target: Some(p.id.to_string()), site_id: None }, p.created_at)?;
             append_change(tx, Entity::Product, p.id, None, &p, p.created_at)
