@@ -295,6 +295,36 @@ impl Venue {
         body(response, 201).await
     }
 
+    /// Sells the jumper one membership (two visits a month), paid by card.
+    async fn sell_membership(&self) -> Value {
+        let order = json!({
+            "customer_id": self.jumper,
+            "lines": [{ "product_id": self.catalog.membership, "quantity": 1 }],
+            "tenders": [{ "kind": "card", "amount_cents": 9900, "reference": "T-1" }],
+        });
+        body(self.post("/v1/orders", POS_KEY, order).await, 201).await
+    }
+
+    /// The kiosk lookup of the jumper by phone.
+    async fn lookup_jumper(&self) -> Value {
+        let path = "/v1/customers?phone=%2B447700900001";
+        body(self.get(path, KIOSK_KEY).await, 200).await
+    }
+
+    /// A check-in of the jumper on their membership.
+    fn membership_checkin(&self, wristband: &str) -> Value {
+        json!({
+            "customer_id": self.jumper, "wristband": wristband,
+            "product_id": self.catalog.membership,
+        })
+    }
+
+    /// Checks the jumper in on their membership, expecting `status`.
+    async fn check_in_member(&self, wristband: &str, status: u16) -> Value {
+        let checkin = self.membership_checkin(wristband);
+        body(self.post("/v1/checkins", KIOSK_KEY, checkin).await, status).await
+    }
+
     async fn outbox(&self) -> Vec<PushOp> {
         self.edge
             .state
@@ -319,15 +349,8 @@ fn at(text: &str) -> DateTime<Utc> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_on_time_and_frees_its_wristband() {
     let venue = Venue::open(at("2026-06-01T10:00:00Z")).await;
-    let membership = json!({
-        "customer_id": venue.jumper,
-        "lines": [{ "product_id": venue.catalog.membership, "quantity": 1 }],
-        "tenders": [{ "kind": "card", "amount_cents": 9900, "reference": "T-1" }],
-    });
-    body(venue.post("/v1/orders", POS_KEY, membership).await, 201).await;
-    let checkin = json!({
-        "customer_id": venue.jumper, "wristband": "WB-7", "product_id": venue.catalog.membership,
-    });
+    venue.sell_membership().await;
+    let checkin = venue.membership_checkin("WB-7");
     let session = body(
         venue.post("/v1/checkins", KIOSK_KEY, checkin.clone()).await,
         201,
@@ -341,13 +364,7 @@ async fn a_session_ends_on_time_and_frees_its_wristband() {
     assert_eq!(busy.status(), 409, "the wristband is still in its session");
     let active = body(venue.get("/v1/sessions/active", KIOSK_KEY).await, 200).await;
     assert_eq!(active["sessions"].as_array().expect("sessions").len(), 1);
-    let lookup = body(
-        venue
-            .get("/v1/customers?phone=%2B447700900001", KIOSK_KEY)
-            .await,
-        200,
-    )
-    .await;
+    let lookup = venue.lookup_jumper().await;
     let found = &lookup["customers"][0];
     assert_eq!(found["waiver_valid"], true);
     assert_eq!(found["balances"]["visits"], 1);
@@ -357,13 +374,7 @@ async fn a_session_ends_on_time_and_frees_its_wristband() {
     venue.clock.advance(Duration::minutes(1));
     let active = body(venue.get("/v1/sessions/active", KIOSK_KEY).await, 200).await;
     assert_eq!(active["sessions"], json!([]));
-    let lookup = body(
-        venue
-            .get("/v1/customers?phone=%2B447700900001", KIOSK_KEY)
-            .await,
-        200,
-    )
-    .await;
+    let lookup = venue.lookup_jumper().await;
     assert_eq!(lookup["customers"][0]["active_sessions"], json!([]));
     body(
         venue.post("/v1/checkins", KIOSK_KEY, checkin.clone()).await,
@@ -517,25 +528,8 @@ async fn a_membership_gives_its_visits_for_a_month_and_unused_ones_lapse() {
     // Sold on March 20th in London: the visits last until local midnight starting April 20th
     // (23:00 UTC on the 19th, summer time by then).
     let venue = Venue::open(at("2026-03-20T10:00:00Z")).await;
-    let sell = json!({
-        "customer_id": venue.jumper,
-        "lines": [{ "product_id": venue.catalog.membership, "quantity": 1 }],
-        "tenders": [{ "kind": "card", "amount_cents": 9900, "reference": "T-1" }],
-    });
-    body(venue.post("/v1/orders", POS_KEY, sell.clone()).await, 201).await;
-    let check_in = |wristband: &str| {
-        json!({
-            "customer_id": venue.jumper, "wristband": wristband,
-            "product_id": venue.catalog.membership,
-        })
-    };
-    body(
-        venue
-            .post("/v1/checkins", KIOSK_KEY, check_in("WB-1"))
-            .await,
-        201,
-    )
-    .await;
+    venue.sell_membership().await;
+    venue.check_in_member("WB-1", 201).await;
     assert_eq!(visits_of_the_jumper(&venue).await, 1);
 
     venue
@@ -553,34 +547,19 @@ async fn a_membership_gives_its_visits_for_a_month_and_unused_ones_lapse() {
         0,
         "the unused visit lapsed"
     );
-    let refused = venue
-        .post("/v1/checkins", KIOSK_KEY, check_in("WB-2"))
-        .await;
-    let problem = body(refused, 422).await;
+    let problem = venue.check_in_member("WB-2", 422).await;
     assert!(
         problem["detail"]
             .as_str()
             .is_some_and(|d| d.contains("no membership visits left")),
         "{problem}"
     );
-    let lookup = body(
-        venue
-            .get("/v1/customers?phone=%2B447700900001", KIOSK_KEY)
-            .await,
-        200,
-    )
-    .await;
+    let lookup = venue.lookup_jumper().await;
     assert_eq!(lookup["customers"][0]["balances"]["visits"], 0);
 
     // The next month's sale brings its own two: nothing rolled over.
-    body(venue.post("/v1/orders", POS_KEY, sell).await, 201).await;
+    venue.sell_membership().await;
     assert_eq!(visits_of_the_jumper(&venue).await, 2);
-    body(
-        venue
-            .post("/v1/checkins", KIOSK_KEY, check_in("WB-2"))
-            .await,
-        201,
-    )
-    .await;
+    venue.check_in_member("WB-2", 201).await;
     assert_eq!(visits_of_the_jumper(&venue).await, 1);
 }
