@@ -102,6 +102,7 @@ contract!(
     references_must_exist_at_central,
     refunds_are_checked_against_their_order_and_earlier_refunds,
     ledger_entries_from_two_sites_are_kept_and_negative_balances_reported,
+    lapsed_visits_do_not_hide_an_overspent_membership,
     a_record_pushed_again_with_other_content_is_rejected,
     daily_figures_follow_the_sites_local_day,
     leaderboards_rank_each_customers_best_by_the_games_score_order,
@@ -1977,34 +1978,18 @@ async fn ledger_entries_from_two_sites_are_kept_and_negative_balances_reported(
     let loaded = ledger_record(home.id, customer.id, Account::StoredValue, 500);
     let spent_home = ledger_record(home.id, customer.id, Account::StoredValue, -400);
     let credits = ledger_record(home.id, customer.id, Account::ArcadeCredits, 30);
-    let outcome = store
-        .push(
-            home.id,
-            &[
-                venue_op(1, Entity::Customer, customer.id, &customer),
-                venue_op(2, Entity::LedgerEntry, loaded.id, &loaded),
-                venue_op(3, Entity::LedgerEntry, spent_home.id, &spent_home),
-                venue_op(4, Entity::LedgerEntry, credits.id, &credits),
-            ],
-            now(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rejections(&outcome), vec![]);
     // The other venue spent the same balance while offline: both land.
     let spent_away = ledger_record(away.id, customer.id, Account::StoredValue, -300);
-    let outcome = store
-        .push(
-            away.id,
-            &[venue_op(1, Entity::LedgerEntry, spent_away.id, &spent_away)],
-            now(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rejections(&outcome), vec![]);
+    push_from_two_venues(
+        &store,
+        (&home, &[&loaded, &spent_home, &credits]),
+        (&away, &spent_away),
+        &customer,
+    )
+    .await;
 
     let negative: Vec<NegativeBalance> = store
-        .negative_balances()
+        .negative_balances(now())
         .await
         .unwrap()
         .into_iter()
@@ -2021,7 +2006,11 @@ async fn ledger_entries_from_two_sites_are_kept_and_negative_balances_reported(
         }]
     );
     let found = store
-        .search_customers(&CustomerSearch::Phone(customer.phone.clone().unwrap()), 10)
+        .search_customers(
+            &CustomerSearch::Phone(customer.phone.clone().unwrap()),
+            10,
+            now(),
+        )
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
@@ -2037,6 +2026,92 @@ async fn ledger_entries_from_two_sites_are_kept_and_negative_balances_reported(
             (Account::ArcadeCredits, 30),
             (Account::Visits, 0)
         ]
+    );
+}
+
+/// The customer and its home venue's ledger entries pushed from home, then one entry from the
+/// other venue (spent there while offline): every op lands.
+async fn push_from_two_venues(
+    store: &Arc<dyn Store>,
+    (home, home_entries): (&SiteRecord, &[&LedgerEntry]),
+    (away, away_entry): (&SiteRecord, &LedgerEntry),
+    customer: &CustomerRecord,
+) {
+    let mut ops = vec![venue_op(1, Entity::Customer, customer.id, customer)];
+    for (seq, entry) in (2..).zip(home_entries) {
+        ops.push(venue_op(seq, Entity::LedgerEntry, entry.id, *entry));
+    }
+    let outcome = store.push(home.id, &ops, now()).await.unwrap();
+    assert_eq!(rejections(&outcome), vec![]);
+    let away_op = venue_op(1, Entity::LedgerEntry, away_entry.id, away_entry);
+    let outcome = store.push(away.id, &[away_op], now()).await.unwrap();
+    assert_eq!(rejections(&outcome), vec![]);
+}
+
+async fn lapsed_visits_do_not_hide_an_overspent_membership(store: Arc<dyn Store>) {
+    let home = new_site(&store).await;
+    let away = new_site(&store).await;
+    let customer = customer_record(home.id, "Ed");
+    let at = now();
+    let entry = |site: Uuid, delta: i64, days_ago: i64, lapses_in_days: Option<i64>| LedgerEntry {
+        created_at: at - Duration::days(days_ago),
+        expires_at: lapses_in_days.map(|d| at + Duration::days(d)),
+        ..ledger_record(site, customer.id, Account::Visits, delta)
+    };
+    // Last month's three visits went unused and lapsed; this month's one was spent at both
+    // venues while they were offline.
+    let last_month = entry(home.id, 3, 40, Some(-10));
+    let this_month = entry(home.id, 1, 5, Some(25));
+    let spent_home = entry(home.id, -1, 1, None);
+    let spent_away = entry(away.id, -1, 1, None);
+    push_from_two_venues(
+        &store,
+        (&home, &[&last_month, &this_month, &spent_home]),
+        (&away, &spent_away),
+        &customer,
+    )
+    .await;
+
+    // The plain sum would be 2: the lapsed visits must not cover the second spend.
+    let negative: Vec<(Account, i64)> = store
+        .negative_balances(at)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.customer_id == customer.id)
+        .map(|b| (b.account, b.balance))
+        .collect();
+    assert_eq!(negative, vec![(Account::Visits, -1)]);
+    let found = store
+        .search_customers(
+            &CustomerSearch::Phone(customer.phone.clone().unwrap()),
+            10,
+            at,
+        )
+        .await
+        .unwrap();
+    let visits = found[0]
+        .balances
+        .iter()
+        .find(|b| b.account == Account::Visits)
+        .map(|b| b.balance);
+    assert_eq!(visits, Some(-1));
+    // Forty days earlier, last month's visits were all still there.
+    let then = store
+        .search_customers(
+            &CustomerSearch::Phone(customer.phone.clone().unwrap()),
+            10,
+            at - Duration::days(39),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        then[0]
+            .balances
+            .iter()
+            .find(|b| b.account == Account::Visits)
+            .map(|b| b.balance),
+        Some(3)
     );
 }
 
@@ -2372,7 +2447,7 @@ async fn customers_are_found_by_phone_email_and_name(store: Arc<dyn Store>) {
         CustomerSearch::Name(last[..last.len() - 3].to_string()),
         CustomerSearch::Name(format!("fay {last}")),
     ] {
-        let found = store.search_customers(&search, 50).await.unwrap();
+        let found = store.search_customers(&search, 50, now()).await.unwrap();
         assert_eq!(ids(found), vec![customer.id], "{search:?}");
     }
     for search in [
@@ -2382,7 +2457,7 @@ async fn customers_are_found_by_phone_email_and_name(store: Arc<dyn Store>) {
         CustomerSearch::Name(format!("{}%", &last[..6])),
         CustomerSearch::Name(format!("{}_", &last[..6])),
     ] {
-        let found = store.search_customers(&search, 50).await.unwrap();
+        let found = store.search_customers(&search, 50, now()).await.unwrap();
         assert!(!ids(found).contains(&customer.id), "{search:?}");
     }
 }

@@ -74,7 +74,7 @@ async fn lookup(
 ) -> Result<Json<Customers>, ApiError> {
     let customers = state
         .store
-        .search_customers(&query.search()?, MAX_MATCHES)
+        .search_customers(&query.search()?, MAX_MATCHES, state.clock.now())
         .await?;
     Ok(Json(Customers { customers }))
 }

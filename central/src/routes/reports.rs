@@ -187,6 +187,6 @@ async fn negative_balances(
     _auth: Auth,
 ) -> Result<Json<NegativeBalancesView>, ApiError> {
     Ok(Json(NegativeBalancesView {
-        balances: state.store.negative_balances().await?,
+        balances: state.store.negative_balances(state.clock.now()).await?,
     }))
 }

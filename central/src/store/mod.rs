@@ -297,11 +297,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn count_customers(&self) -> StoreResult<i64>;
     async fn waivers_for(&self, customer_id: Uuid) -> StoreResult<Vec<WaiverRecord>>;
     /// Customers matching `search` (at most `limit`, by last name, first name, id), each with
-    /// their balances.
+    /// their balances at `now`.
     async fn search_customers(
         &self,
         search: &CustomerSearch,
         limit: u32,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<CustomerBalances>>;
 
     // Reports (the rules are in [`reports`]). A day is `[from, to)` in UTC.
@@ -325,8 +326,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         site_id: Uuid,
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<Vec<i64>>;
-    /// Every balance below zero, lowest first (then by customer id and account).
-    async fn negative_balances(&self) -> StoreResult<Vec<NegativeBalance>>;
+    /// Every balance below zero at `now`, lowest first (then by customer id and account).
+    async fn negative_balances(&self, now: DateTime<Utc>) -> StoreResult<Vec<NegativeBalance>>;
     /// Ranked best first.
     async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>>;
 

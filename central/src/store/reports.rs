@@ -6,9 +6,12 @@
 //! bounds the route computes from the site's timezone (a DST day is 23 or 25 hours long). A
 //! record belongs to the day its `created_at` falls in, whenever central received it.
 
+use super::{StoreError, StoreResult};
+use aero_shared::ledger::{Movement, usable_at};
 use aero_shared::wire::{Account, CustomerRecord, ScoreOrder};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// A site's day of business.
@@ -71,7 +74,9 @@ pub fn sort_sales(sales: &mut [ProductSales]) {
 }
 
 /// A balance below zero: the sum of a customer's ledger entries in one account, all sites
-/// together (two venues spending one balance while offline both land, so it can go negative).
+/// together (two venues spending one balance while offline both land, so it can go negative);
+/// for membership visits, what is usable at the report's instant (visits lapse, see
+/// `aero_shared::ledger`), so an overspend is not hidden by last month's unused visits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NegativeBalance {
     pub customer_id: Uuid,
@@ -132,21 +137,108 @@ pub struct Balance {
 }
 
 impl CustomerBalances {
-    /// Every account, in [`Account::ALL`] order, from the sums a backend found.
-    pub fn new(customer: CustomerRecord, sums: &[(Account, i64)]) -> Self {
+    /// Every account, in [`Account::ALL`] order, from the sums a backend found of every account
+    /// but visits, and the visits usable now (see [`usable_visits`]).
+    pub fn new(customer: CustomerRecord, sums: &[(Account, i64)], visits: i64) -> Self {
         let balances = Account::ALL
             .into_iter()
             .map(|account| Balance {
                 account,
-                balance: sums
-                    .iter()
-                    .filter(|(a, _)| *a == account)
-                    .map(|(_, sum)| sum)
-                    .sum(),
+                balance: if account == Account::Visits {
+                    visits
+                } else {
+                    sums.iter()
+                        .filter(|(a, _)| *a == account)
+                        .map(|(_, sum)| sum)
+                        .sum()
+                },
             })
             .collect();
         Self { customer, balances }
     }
+}
+
+/// One `visits` ledger entry as a backend reads it (`data`: the record as pushed, which says
+/// when a membership's visits lapse). Backends read them in the order they happened: by
+/// customer, then `created_at`, then id.
+#[derive(Clone, Debug)]
+pub struct VisitEntry {
+    pub customer_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub delta: i64,
+    pub data: String,
+}
+
+/// The visits each customer can use at `now`, from their entries in the order they happened:
+/// the rule the edges apply (`aero_shared::ledger::usable_at`), so HQ and the venues agree.
+pub fn usable_visits(
+    entries: impl IntoIterator<Item = VisitEntry>,
+    now: DateTime<Utc>,
+) -> StoreResult<BTreeMap<Uuid, i64>> {
+    #[derive(Deserialize)]
+    struct Lapse {
+        #[serde(default)]
+        expires_at: Option<DateTime<Utc>>,
+    }
+    let mut movements: BTreeMap<Uuid, Vec<Movement>> = BTreeMap::new();
+    for entry in entries {
+        let lapse: Lapse = serde_json::from_str(&entry.data).map_err(|err| {
+            StoreError::Other(anyhow::anyhow!(
+                "ledger entry of {}: {err}",
+                entry.customer_id
+            ))
+        })?;
+        movements
+            .entry(entry.customer_id)
+            .or_default()
+            .push(Movement {
+                at: entry.created_at,
+                delta: entry.delta,
+                expires_at: lapse.expires_at,
+            });
+    }
+    Ok(movements
+        .into_iter()
+        .map(|(customer_id, movements)| (customer_id, usable_at(movements, now)))
+        .collect())
+}
+
+/// The negative-balance report from what a backend found: the negative sums of every account
+/// but visits, and every customer's visit entries with their names. Lowest first, then by
+/// customer id and account.
+pub fn negative_balances(
+    mut sums: Vec<NegativeBalance>,
+    visits: Vec<(VisitEntry, String, String)>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<NegativeBalance>> {
+    let mut names: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+    let entries = visits
+        .into_iter()
+        .map(|(entry, first_name, last_name)| {
+            names.insert(entry.customer_id, (first_name, last_name));
+            entry
+        })
+        .collect::<Vec<_>>();
+    for (customer_id, balance) in usable_visits(entries, now)? {
+        if balance < 0 {
+            let (first_name, last_name) = names.remove(&customer_id).unwrap_or_default();
+            sums.push(NegativeBalance {
+                customer_id,
+                first_name,
+                last_name,
+                account: Account::Visits,
+                balance,
+            });
+        }
+    }
+    sums.sort_by(|a, b| {
+        (a.balance, a.customer_id, a.account.as_str()).cmp(&(
+            b.balance,
+            b.customer_id,
+            b.account.as_str(),
+        ))
+    });
+    Ok(sums)
 }
 
 /// Escapes `text` for a `LIKE ... ESCAPE '\'` pattern: `%`, `_` and `\` (and `[`, which SQL

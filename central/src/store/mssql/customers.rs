@@ -1,12 +1,13 @@
 //! Chain-wide customers as HQ reads them: by id or phone, their waivers, and the HQ lookup with
 //! balances (the rows themselves arrive through `sync::push`).
 
-use super::MssqlStore;
-use super::codec::{customer_columns, customer_from, int, text, uuid, waiver_columns, waiver_from};
+use super::codec::{customer_columns, customer_from, int, uuid, waiver_columns, waiver_from};
 use super::sync::placeholders;
-use crate::store::reports::like_prefix;
-use crate::store::{CustomerBalances, CustomerSearch, StoreError, StoreResult};
+use super::{MssqlStore, reports};
+use crate::store::reports::{self as store_reports, like_prefix};
+use crate::store::{CustomerBalances, CustomerSearch, StoreResult};
 use aero_shared::wire::{Account, CustomerRecord, WaiverRecord};
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use tiberius::Query;
 use uuid::Uuid;
@@ -86,6 +87,7 @@ pub(super) async fn search(
     store: &MssqlStore,
     search: &CustomerSearch,
     limit: u32,
+    now: DateTime<Utc>,
 ) -> StoreResult<Vec<CustomerBalances>> {
     // The name columns and email compare ignoring case (their collation, V5).
     let (filter, value) = match search {
@@ -124,7 +126,8 @@ pub(super) async fn search(
                 }
                 let mut q = Query::new(format!(
                     "SELECT customer_id, account, SUM(delta) FROM ledger_entries \
-                      WHERE customer_id IN ({}) GROUP BY customer_id, account",
+                      WHERE customer_id IN ({}) AND account <> N'visits' \
+                      GROUP BY customer_id, account",
                     placeholders(1, customers.len())
                 ));
                 for customer in &customers {
@@ -132,19 +135,32 @@ pub(super) async fn search(
                 }
                 let mut sums: HashMap<Uuid, Vec<(Account, i64)>> = HashMap::new();
                 for row in conn.rows(q).await? {
-                    let account = text(&row, 1)?;
-                    let account = Account::parse(&account).ok_or_else(|| {
-                        StoreError::Other(anyhow::anyhow!("unknown account {account}"))
-                    })?;
                     sums.entry(uuid(&row, 0)?)
                         .or_default()
-                        .push((account, int(&row, 2)?));
+                        .push((reports::account(&row, 1)?, int(&row, 2)?));
                 }
+                let mut q = Query::new(format!(
+                    "SELECT customer_id, created_at, delta, data FROM ledger_entries \
+                      WHERE customer_id IN ({}) AND account = N'visits' \
+                      ORDER BY created_at, id",
+                    placeholders(1, customers.len())
+                ));
+                for customer in &customers {
+                    q.bind(customer.id);
+                }
+                let entries = conn
+                    .rows(q)
+                    .await?
+                    .iter()
+                    .map(reports::visit_entry)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let visits = store_reports::usable_visits(entries, now)?;
                 Ok(customers
                     .into_iter()
                     .map(|c| {
                         let found = sums.remove(&c.id).unwrap_or_default();
-                        CustomerBalances::new(c, &found)
+                        let usable = visits.get(&c.id).copied().unwrap_or(0);
+                        CustomerBalances::new(c, &found, usable)
                     })
                     .collect())
             })

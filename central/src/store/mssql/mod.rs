@@ -314,8 +314,9 @@ impl Store for MssqlStore {
         &self,
         search: &CustomerSearch,
         limit: u32,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<CustomerBalances>> {
-        customers::search(self, search, limit).await
+        customers::search(self, search, limit, now).await
     }
 
     // -- Reports ----------------------------------------------------------------------------
@@ -346,8 +347,8 @@ impl Store for MssqlStore {
         reports::checkins_between(self, site_id, bounds).await
     }
 
-    async fn negative_balances(&self) -> StoreResult<Vec<NegativeBalance>> {
-        reports::negative_balances(self).await
+    async fn negative_balances(&self, now: DateTime<Utc>) -> StoreResult<Vec<NegativeBalance>> {
+        reports::negative_balances(self, now).await
     }
 
     async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>> {

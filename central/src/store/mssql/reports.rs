@@ -3,7 +3,7 @@
 
 use super::MssqlStore;
 use super::codec::{int, text, time, ts, uuid};
-use crate::store::reports;
+use crate::store::reports::{self, VisitEntry};
 use crate::store::{
     DailyReport, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales, StoreError,
     StoreResult,
@@ -135,36 +135,66 @@ pub(super) async fn checkins_between(
         .await
 }
 
-pub(super) async fn negative_balances(store: &MssqlStore) -> StoreResult<Vec<NegativeBalance>> {
+pub(super) async fn negative_balances(
+    store: &MssqlStore,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<NegativeBalance>> {
     store
         .with_connection(|conn| {
             Box::pin(async move {
                 let q = Query::new(
-                    "SELECT l.customer_id, c.first_name, c.last_name, l.account, SUM(l.delta) AS balance \
+                    "SELECT l.customer_id, c.first_name, c.last_name, l.account, SUM(l.delta) \
                        FROM ledger_entries l JOIN customers c ON c.id = l.customer_id \
+                      WHERE l.account <> N'visits' \
                       GROUP BY l.customer_id, c.first_name, c.last_name, l.account \
-                     HAVING SUM(l.delta) < 0 \
-                      ORDER BY balance, CONVERT(CHAR(36), l.customer_id), l.account",
+                     HAVING SUM(l.delta) < 0",
                 );
-                conn.rows(q)
+                let sums = conn
+                    .rows(q)
                     .await?
                     .iter()
                     .map(|row| {
-                        let account = text(row, 3)?;
                         Ok(NegativeBalance {
                             customer_id: uuid(row, 0)?,
                             first_name: text(row, 1)?,
                             last_name: text(row, 2)?,
-                            account: Account::parse(&account).ok_or_else(|| {
-                                StoreError::Other(anyhow::anyhow!("unknown account {account}"))
-                            })?,
+                            account: account(row, 3)?,
                             balance: int(row, 4)?,
                         })
                     })
-                    .collect()
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let q = Query::new(
+                    "SELECT l.customer_id, l.created_at, l.delta, l.data, c.first_name, c.last_name \
+                       FROM ledger_entries l JOIN customers c ON c.id = l.customer_id \
+                      WHERE l.account = N'visits' \
+                      ORDER BY l.created_at, l.id",
+                );
+                let visits = conn
+                    .rows(q)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((visit_entry(row)?, text(row, 4)?, text(row, 5)?)))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                reports::negative_balances(sums, visits, now)
             })
         })
         .await
+}
+
+/// A `visits` ledger row whose first four columns are customer_id, created_at, delta, data.
+pub(super) fn visit_entry(row: &tiberius::Row) -> StoreResult<VisitEntry> {
+    Ok(VisitEntry {
+        customer_id: uuid(row, 0)?,
+        created_at: time(row, 1)?,
+        delta: int(row, 2)?,
+        data: text(row, 3)?,
+    })
+}
+
+pub(super) fn account(row: &tiberius::Row, at: usize) -> StoreResult<Account> {
+    let name = text(row, at)?;
+    Account::parse(&name)
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("unknown account {name}")))
 }
 
 pub(super) async fn leaderboard(

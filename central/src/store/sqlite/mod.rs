@@ -1391,9 +1391,10 @@ impl Store for SqliteStore {
         &self,
         search: &CustomerSearch,
         limit: u32,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<CustomerBalances>> {
         let search = search.clone();
-        self.read(move |c| reports::search_customers(c, &search, limit))
+        self.read(move |c| reports::search_customers(c, &search, limit, now))
             .await
     }
 
@@ -1427,8 +1428,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn negative_balances(&self) -> StoreResult<Vec<NegativeBalance>> {
-        self.read(reports::negative_balances).await
+    async fn negative_balances(&self, now: DateTime<Utc>) -> StoreResult<Vec<NegativeBalance>> {
+        self.read(move |c| reports::negative_balances(c, now)).await
     }
 
     async fn leaderboard(&self, query: &LeaderboardQuery) -> StoreResult<Vec<LeaderboardEntry>> {

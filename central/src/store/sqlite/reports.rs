@@ -3,7 +3,7 @@
 //! with balances.
 
 use super::{CUSTOMER_COLUMNS, customer_from_row, parse_enum, parse_ts, ts};
-use crate::store::reports::{self, like_prefix};
+use crate::store::reports::{self, VisitEntry, like_prefix};
 use crate::store::{
     CustomerBalances, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
     NegativeBalance, ProductSales, StoreResult,
@@ -100,15 +100,18 @@ pub(super) fn checkins_between(
         })?)
 }
 
-pub(super) fn negative_balances(c: &Connection) -> StoreResult<Vec<NegativeBalance>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT l.customer_id, c.first_name, c.last_name, l.account, SUM(l.delta) AS balance
-           FROM ledger_entries l JOIN customers c ON c.id = l.customer_id
-          GROUP BY l.customer_id, c.first_name, c.last_name, l.account
-         HAVING SUM(l.delta) < 0
-          ORDER BY balance, l.customer_id, l.account",
-    )?;
-    Ok(stmt
+pub(super) fn negative_balances(
+    c: &Connection,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<NegativeBalance>> {
+    let sums = c
+        .prepare_cached(
+            "SELECT l.customer_id, c.first_name, c.last_name, l.account, SUM(l.delta)
+               FROM ledger_entries l JOIN customers c ON c.id = l.customer_id
+              WHERE l.account <> 'visits'
+              GROUP BY l.customer_id, c.first_name, c.last_name, l.account
+             HAVING SUM(l.delta) < 0",
+        )?
         .query_map([], |r| {
             Ok(NegativeBalance {
                 customer_id: r.get(0)?,
@@ -118,7 +121,27 @@ pub(super) fn negative_balances(c: &Connection) -> StoreResult<Vec<NegativeBalan
                 balance: r.get(4)?,
             })
         })?
-        .collect::<rusqlite::Result<_>>()?)
+        .collect::<rusqlite::Result<_>>()?;
+    let visits = c
+        .prepare_cached(
+            "SELECT l.customer_id, l.created_at, l.delta, l.data, c.first_name, c.last_name
+               FROM ledger_entries l JOIN customers c ON c.id = l.customer_id
+              WHERE l.account = 'visits'
+              ORDER BY l.customer_id, l.created_at, l.id",
+        )?
+        .query_map([], |r| Ok((visit_entry(r)?, r.get(4)?, r.get(5)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    reports::negative_balances(sums, visits, now)
+}
+
+/// A `visits` ledger row whose first four columns are customer_id, created_at, delta, data.
+fn visit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitEntry> {
+    Ok(VisitEntry {
+        customer_id: r.get(0)?,
+        created_at: parse_ts(&r.get::<_, String>(1)?)?,
+        delta: r.get(2)?,
+        data: r.get(3)?,
+    })
 }
 
 pub(super) fn leaderboard(
@@ -166,6 +189,7 @@ pub(super) fn search_customers(
     c: &Connection,
     search: &CustomerSearch,
     limit: u32,
+    now: DateTime<Utc>,
 ) -> StoreResult<Vec<CustomerBalances>> {
     let (filter, value) = match search {
         CustomerSearch::Phone(phone) => ("phone = ?1", phone.clone()),
@@ -184,7 +208,12 @@ pub(super) fn search_customers(
         .query_map(params![value, limit], customer_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut sums = c.prepare_cached(
-        "SELECT account, SUM(delta) FROM ledger_entries WHERE customer_id = ?1 GROUP BY account",
+        "SELECT account, SUM(delta) FROM ledger_entries
+          WHERE customer_id = ?1 AND account <> 'visits' GROUP BY account",
+    )?;
+    let mut visits = c.prepare_cached(
+        "SELECT customer_id, created_at, delta, data FROM ledger_entries
+          WHERE customer_id = ?1 AND account = 'visits' ORDER BY created_at, id",
     )?;
     customers
         .into_iter()
@@ -194,7 +223,12 @@ pub(super) fn search_customers(
                     Ok((parse_enum::<Account>(&r.get::<_, String>(0)?)?, r.get(1)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(CustomerBalances::new(customer, &found))
+            let entries = visits
+                .query_map([customer.id], visit_entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let usable = reports::usable_visits(entries, now)?;
+            let visits = usable.get(&customer.id).copied().unwrap_or(0);
+            Ok(CustomerBalances::new(customer, &found, visits))
         })
         .collect()
 }
