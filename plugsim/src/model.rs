@@ -111,7 +111,14 @@ impl Device {
             Some(context) => self.targets(context).map(Some),
         };
         let mut reply = Map::new();
-        for (module, methods) in modules.iter().filter(|(name, _)| *name != "context") {
+        // JSON objects arrive here sorted by key; `system` goes first so a request that switches
+        // and reads the meter together reads the new draw.
+        let mut commands: Vec<_> = modules
+            .iter()
+            .filter(|(name, _)| *name != "context")
+            .collect();
+        commands.sort_by_key(|(name, _)| *name != "system");
+        for (module, methods) in commands {
             let Some(methods) = methods.as_object() else {
                 reply.insert(module.clone(), error(-1, "invalid request"));
                 continue;
@@ -268,4 +275,53 @@ pub fn load_mw(index: usize) -> u64 {
 
 fn error(code: i64, message: &str) -> Value {
     json!({"err_code": code, "err_msg": message})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strip_refuses_a_child_it_does_not_have_and_switches_nothing() {
+        let mut strip = Device::new(Model::Hs300, 900);
+        let request = json!({
+            "context": {"child_ids": [strip.child_id(1), format!("{}06", strip.device_id)]},
+            "system": {"set_relay_state": {"state": 1}}
+        });
+        let reply = strip.answer(&request, None);
+        assert_eq!(reply["system"]["set_relay_state"]["err_code"], -14);
+        assert_eq!(strip.relays, [false; 6]);
+    }
+
+    #[test]
+    fn a_plain_plug_has_no_emeter_module() {
+        let mut plug = Device::new(Model::Hs103, 901);
+        let reply = plug.answer(&json!({"emeter": {"get_realtime": {}}}), None);
+        assert_eq!(
+            reply,
+            json!({"emeter": {"err_code": -1, "err_msg": "module not support"}})
+        );
+    }
+
+    #[test]
+    fn a_forced_error_answers_every_command_and_applies_none() {
+        let mut plug = Device::new(Model::Kp115, 902);
+        let reply = plug.answer(
+            &json!({"system": {"set_relay_state": {"state": 1}}}),
+            Some((-7, "busy")),
+        );
+        assert_eq!(
+            reply,
+            json!({"system": {"set_relay_state": {"err_code": -7, "err_msg": "busy"}}})
+        );
+        assert_eq!(plug.relays, [false]);
+    }
+
+    #[test]
+    fn model_names_parse_back() {
+        for model in Model::ALL {
+            assert_eq!(model.to_string().parse::<Model>(), Ok(model));
+        }
+        assert!("hs999".parse::<Model>().is_err());
+    }
 }
