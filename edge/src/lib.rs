@@ -7,6 +7,7 @@ pub mod config;
 pub mod credential;
 pub mod live;
 pub mod outbox;
+pub mod plugs;
 pub mod replica;
 pub mod routes;
 pub mod sync;
