@@ -489,6 +489,10 @@ impl DesiredTracker {
                 });
             }
             if let Some(next) = plan.next_change(now) {
+                debug_assert!(
+                    next > now,
+                    "plug {plug_id}: next change {next} is not after {now}"
+                );
                 due = Some(due.map_or(next, |due| due.min(next)));
             }
         }
@@ -577,15 +581,21 @@ mod tests {
         }
     }
 
-    /// The instants of consecutive next events from `from` up to `until`.
+    /// Consecutive next events after `from` up to `until`, each strictly later than the one
+    /// before (a walk that stalls fails here rather than looping).
     fn events_between(
         plan: &PlugPlan,
         from: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Vec<ScheduleEvent> {
-        std::iter::successors(plan.next_event(from), |event| plan.next_event(event.at))
-            .take_while(|event| event.at <= until)
-            .collect()
+        let mut events = Vec::new();
+        let mut now = from;
+        while let Some(event) = plan.next_event(now).filter(|event| event.at <= until) {
+            assert!(event.at > now, "next event {event:?} is not after {now}");
+            now = event.at;
+            events.push(event);
+        }
+        events
     }
 
     #[test]
