@@ -16,6 +16,7 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub jwt_ttl_minutes: i64,
     pub live: crate::live::LiveSettings,
+    pub plugs: crate::plugs::reconcile::PlugSettings,
 }
 
 /// How the edge talks to central: batch sizes and retry pacing.
@@ -64,6 +65,7 @@ impl Default for Settings {
             sync: SyncSettings::default(),
             jwt_ttl_minutes: 60,
             live: crate::live::LiveSettings::default(),
+            plugs: crate::plugs::reconcile::PlugSettings::default(),
         }
     }
 }

@@ -103,6 +103,7 @@ pub fn build_with_clock(
         http_metrics: Arc::clone(&http_metrics),
         live,
         clock,
+        plugs: Arc::default(),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let router = routes::api_router()
@@ -152,6 +153,15 @@ pub async fn launch(
         Arc::new(SystemClock),
     )?;
     let sessions_task = tokio::spawn(sessions.run(stop_rx.clone()));
+    let plugs = plugs::reconcile::PlugReconciler::new(
+        Arc::clone(&edge.state.replica),
+        site_id,
+        Arc::clone(&edge.state.plugs),
+        Arc::clone(&edge.state.live),
+        Arc::clone(&edge.state.clock),
+        settings.plugs,
+    );
+    let plugs_task = tokio::spawn(plugs.run(stop_rx.clone()));
     tracing::info!(addr = %listener.local_addr()?, %site_id, "aero-edge listening");
     aero_shared::systemd::notify_ready();
     let mut server_stop = stop_rx;
@@ -167,7 +177,7 @@ pub async fn launch(
     .await;
     aero_shared::systemd::notify_stopping();
     let _ = stop_tx.send(true);
-    for task in [sync_task, hint_task, sessions_task] {
+    for task in [sync_task, hint_task, sessions_task, plugs_task] {
         if let Err(err) = task.await {
             tracing::error!(error = %err, "a background task failed");
         }

@@ -94,6 +94,7 @@ impl Venue {
             registry: Arc::new(registry),
             live: Arc::new(aero_edge::live::LiveHub::new()),
             clock: Arc::new(aero_shared::clock::SystemClock),
+            plugs: Arc::default(),
         };
         Self {
             _dir: dir,

@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod live;
 pub mod login;
 pub mod orders;
+pub mod plugs;
 pub mod refunds;
 pub mod reports;
 pub mod scores;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub live: Arc<crate::live::LiveHub>,
     /// What venue records are stamped with and sessions expire by; tests move it by hand.
     pub clock: SharedClock,
+    /// The venue's plugs as the reconcile loop last found them.
+    pub plugs: Arc<crate::plugs::reconcile::PlugBoard>,
 }
 
 impl FromRef<AppState> for Arc<Security> {
@@ -115,6 +118,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(reports::router())
         .merge(scores::router())
         .merge(live::router())
+        .merge(plugs::router())
 }
 
 /// Maps a failed local write to its problem: a request the write refused answers with its own

@@ -1,0 +1,337 @@
+//! The venue's plugs driven to what their schedules want: a loop that reads the plugs and their
+//! schedules from the replica on every pass (so what HQ adds or changes takes effect without a
+//! restart), reads each plug back through its actor, switches the ones that differ from their
+//! desired state, and publishes what it found for `GET /v1/plugs` and the live feed.
+//!
+//! Every plug is read on every pass, whatever it is supposed to be doing: a schedule event
+//! missed while a plug (or the edge) was down is applied on the first pass that reaches it, and
+//! a plug someone switched by hand is switched back. The plugs of one pass are handled
+//! concurrently, each through its own actor, so a dead plug delays only itself.
+
+use crate::live::{LiveEvent, LiveHub};
+use crate::plugs::device::{DeviceHandle, DeviceSettings, PlugStatus};
+use crate::plugs::kasa::{Endpoint, TcpTransport, Timeouts};
+use crate::plugs::schedule::{Desired, PlugPlan, PlugSchedule};
+use crate::replica::Replica;
+use crate::replica::venue::site_timezone;
+use aero_shared::clock::SharedClock;
+use aero_shared::wire::{PlugRecord, PowerState, ScheduleRecord};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+/// How the edge drives its plugs (the `[plugs]` section of the edge's settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlugSettings {
+    /// How often every plug is read back and driven to its desired state.
+    pub reconcile_every_secs: u64,
+    /// Establishing the TCP connection to a plug.
+    pub connect_timeout_ms: u64,
+    /// Sending a request and receiving the plug's whole reply.
+    pub read_timeout_ms: u64,
+    /// Tries of one exchange, the first included, while the error is one worth retrying.
+    pub attempts: usize,
+}
+
+impl Default for PlugSettings {
+    fn default() -> Self {
+        Self {
+            reconcile_every_secs: 10,
+            connect_timeout_ms: 3_000,
+            read_timeout_ms: 3_000,
+            attempts: 3,
+        }
+    }
+}
+
+impl PlugSettings {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            read: Duration::from_millis(self.read_timeout_ms.max(1)),
+        }
+    }
+
+    fn device(&self) -> DeviceSettings {
+        let timeouts = self.timeouts();
+        let attempts = self.attempts.max(1);
+        let defaults = DeviceSettings::default();
+        // Room for every attempt to time out, plus the waits between them.
+        let per_attempt = timeouts.connect + timeouts.read;
+        let deadline = per_attempt * u32::try_from(attempts).unwrap_or(u32::MAX)
+            + defaults.backoff_max * u32::try_from(attempts).unwrap_or(u32::MAX);
+        DeviceSettings {
+            attempts,
+            deadline,
+            ..defaults
+        }
+    }
+
+    fn period(&self) -> Duration {
+        Duration::from_secs(self.reconcile_every_secs.max(1))
+    }
+}
+
+/// One plug as `GET /v1/plugs` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlugView {
+    pub id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub child_id: Option<String>,
+    /// `on` or `off` as last read (kept while the plug is unreachable), `unknown` before the
+    /// first answer.
+    pub state: &'static str,
+    pub reachable: bool,
+    /// When the plug last answered.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The draw in milliwatts, on plugs with an energy meter.
+    pub power_mw: Option<u64>,
+    /// What the plug should be doing and why (`unset`, `schedule`, `override`).
+    pub desired: Desired,
+    /// Why the last exchange failed, for the staff screen (the fix when a plug refuses the
+    /// local protocol is in the message).
+    pub problem: Option<String>,
+}
+
+/// What the last pass found of every plug, shared with the routes.
+#[derive(Debug, Default)]
+pub struct PlugBoard {
+    views: RwLock<Vec<PlugView>>,
+    /// Wakes the loop for an immediate pass.
+    kick: Notify,
+}
+
+impl PlugBoard {
+    /// The venue's plugs by name, as the last pass found them.
+    pub fn list(&self) -> Vec<PlugView> {
+        self.views.read().expect("plug board poisoned").clone()
+    }
+
+    /// Asks for a pass now rather than at the end of the period.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    fn publish(&self, views: Vec<PlugView>) {
+        *self.views.write().expect("plug board poisoned") = views;
+    }
+}
+
+/// The plugs of this site and what decides their desired state, as the replica holds them.
+struct Config {
+    tz: Option<Tz>,
+    plugs: Vec<PlugRecord>,
+    schedules: HashMap<Uuid, Vec<PlugSchedule>>,
+}
+
+fn load_config(c: &Connection, site_id: Uuid) -> anyhow::Result<Config> {
+    let mut plugs: Vec<PlugRecord> = Vec::new();
+    let mut schedules: HashMap<Uuid, Vec<PlugSchedule>> = HashMap::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT entity, data FROM other_rows WHERE entity IN ('plug', 'plug_schedule')",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let data = row.get_ref(1)?.as_str()?;
+        match row.get_ref(0)?.as_str()? {
+            "plug" => {
+                let plug: PlugRecord = serde_json::from_str(data)?;
+                if plug.site_id == site_id {
+                    plugs.push(plug);
+                }
+            }
+            _ => {
+                let record: ScheduleRecord = serde_json::from_str(data)?;
+                if record.site_id != site_id {
+                    continue;
+                }
+                // Central validates expressions; one that still does not parse here (a newer
+                // syntax) leaves its plug to its other schedules rather than stopping the loop.
+                match PlugSchedule::from_record(&record) {
+                    Ok(schedule) => schedules.entry(record.plug_id).or_default().push(schedule),
+                    Err(err) => tracing::warn!(
+                        schedule = %record.id, plug = %record.plug_id, error = %err,
+                        "a plug schedule does not parse; it is ignored"
+                    ),
+                }
+            }
+        }
+    }
+    plugs.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+    Ok(Config {
+        tz: site_timezone(c, site_id)?,
+        plugs,
+        schedules,
+    })
+}
+
+/// The reconcile loop of one edge.
+pub struct PlugReconciler {
+    replica: Arc<Replica>,
+    site_id: Uuid,
+    board: Arc<PlugBoard>,
+    live: Arc<LiveHub>,
+    clock: SharedClock,
+    settings: PlugSettings,
+    /// One actor per plug address: a strip's outlets share their strip's.
+    devices: HashMap<Endpoint, DeviceHandle>,
+}
+
+impl PlugReconciler {
+    pub fn new(
+        replica: Arc<Replica>,
+        site_id: Uuid,
+        board: Arc<PlugBoard>,
+        live: Arc<LiveHub>,
+        clock: SharedClock,
+        settings: PlugSettings,
+    ) -> Self {
+        Self {
+            replica,
+            site_id,
+            board,
+            live,
+            clock,
+            settings,
+            devices: HashMap::new(),
+        }
+    }
+
+    /// Passes until `stop` turns true: one every period, or sooner when kicked.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if let Err(err) = self.pass().await {
+                tracing::warn!(error = %err, "plug reconcile pass failed");
+            }
+            let board = Arc::clone(&self.board);
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.period()) => {}
+                () = board.kick.notified() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One pass over every plug: read back, switch where it differs from its desired state,
+    /// publish. Returns what it published.
+    pub async fn pass(&mut self) -> anyhow::Result<Vec<PlugView>> {
+        let site_id = self.site_id;
+        let config = self.replica.read(move |c| load_config(c, site_id)).await?;
+        let now = self.clock.now();
+        self.devices.retain(|endpoint, _| {
+            config
+                .plugs
+                .iter()
+                .any(|p| p.host == endpoint.host && p.port == endpoint.port)
+        });
+        let mut work = Vec::with_capacity(config.plugs.len());
+        for plug in &config.plugs {
+            let endpoint = Endpoint {
+                host: plug.host.clone(),
+                port: plug.port,
+            };
+            let device = self
+                .devices
+                .entry(endpoint.clone())
+                .or_insert_with(|| {
+                    DeviceHandle::spawn_with_clock(
+                        TcpTransport::new(endpoint, self.settings.timeouts()),
+                        self.settings.device(),
+                        Arc::clone(&self.clock),
+                    )
+                })
+                .clone();
+            let desired = match config.tz {
+                Some(tz) => PlugPlan::new(
+                    tz,
+                    config.schedules.get(&plug.id).cloned().unwrap_or_default(),
+                    Vec::new(),
+                )
+                .desired_at(now),
+                // The site row has not arrived yet: its calendar is unknown.
+                None => Desired::Unset,
+            };
+            work.push(reconcile_one(plug.clone(), device, desired));
+        }
+        let views = futures_util::future::join_all(work).await;
+        let before = self.board.list();
+        for view in &views {
+            let changed = before
+                .iter()
+                .find(|b| b.id == view.id)
+                .is_none_or(|b| b.state != view.state || b.reachable != view.reachable);
+            if changed {
+                self.live.publish(
+                    LiveEvent::PlugState {
+                        plug_id: view.id,
+                        state: view.state.to_string(),
+                        reachable: view.reachable,
+                    },
+                    now,
+                );
+            }
+        }
+        self.board.publish(views.clone());
+        Ok(views)
+    }
+}
+
+/// Reads one plug back and switches it if it differs from `desired`.
+async fn reconcile_one(plug: PlugRecord, device: DeviceHandle, desired: Desired) -> PlugView {
+    let child = plug.child_id.as_deref();
+    if let Ok(state) = device.state().await
+        && let (Some(want), Some(outlet)) = (desired.state(), state.outlet(child))
+    {
+        let on = want == PowerState::On;
+        if outlet.on != on {
+            match device.set(child, on).await {
+                Ok(()) => tracing::info!(plug = %plug.id, name = %plug.name, on, "plug switched"),
+                Err(err) => {
+                    tracing::warn!(plug = %plug.id, name = %plug.name, error = %err, "switching a plug failed");
+                }
+            }
+        }
+    }
+    view_of(&plug, &device.status(), desired)
+}
+
+fn view_of(plug: &PlugRecord, status: &PlugStatus, desired: Desired) -> PlugView {
+    let outlet = status
+        .state
+        .as_ref()
+        .and_then(|s| s.outlet(plug.child_id.as_deref()));
+    let problem = match (&status.last_error, outlet, &status.state) {
+        (Some(err), _, _) => Some(err.to_string()),
+        (None, None, Some(_)) => Some(match &plug.child_id {
+            Some(child) => format!("the strip has no outlet {child}"),
+            None => "this is a power strip: the plug needs the outlet's child_id".to_string(),
+        }),
+        _ => None,
+    };
+    PlugView {
+        id: plug.id,
+        name: plug.name.clone(),
+        host: plug.host.clone(),
+        port: plug.port,
+        child_id: plug.child_id.clone(),
+        state: match outlet {
+            Some(o) if o.on => "on",
+            Some(_) => "off",
+            None => "unknown",
+        },
+        reachable: status.reachable,
+        last_seen: status.last_seen,
+        power_mw: outlet.and_then(|o| o.power.map(|p| p.power_mw)),
+        desired,
+        problem,
+    }
+}

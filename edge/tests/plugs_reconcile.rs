@@ -1,0 +1,278 @@
+//! The reconcile loop against simulated plugs on loopback: schedules from the replica drive the
+//! plugs, a schedule added later takes over without a restart, an event missed while a plug was
+//! unreachable is applied when it is back, and `GET /v1/plugs` shows what each pass found.
+//!
+//! Each test runs the loop's passes itself (`PlugReconciler::pass`), so nothing waits on the
+//! loop's period; the clock is moved by hand.
+
+use aero_edge::config::Settings;
+use aero_edge::credential::Credential;
+use aero_edge::plugs::reconcile::{PlugReconciler, PlugSettings, PlugView};
+use aero_edge::replica::apply::{PulledPage, apply_page};
+use aero_plugsim::{Model, SimPlug};
+use aero_shared::auth::jwt::StaffIdentity;
+use aero_shared::clock::ManualClock;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use uuid::Uuid;
+
+struct Venue {
+    edge: aero_edge::Edge,
+    site: Uuid,
+    clock: ManualClock,
+    reconciler: PlugReconciler,
+    next_seq: i64,
+    _dir: tempfile::TempDir,
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("timestamp")
+}
+
+impl Venue {
+    /// A venue in London whose clock reads `start`, with no plugs yet.
+    async fn open(start: DateTime<Utc>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site = Uuid::now_v7();
+        let credential: Credential = serde_json::from_value(json!({
+            "central_url": "http://127.0.0.1:9", "site_id": site, "device_id": Uuid::now_v7(),
+            "api_key": "aero_unused", "next_seq": 1,
+        }))
+        .expect("credential");
+        let settings = Settings {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Settings::default()
+        };
+        let clock = ManualClock::new(start);
+        let edge = aero_edge::build_with_clock(&settings, credential, Arc::new(clock.clone()))
+            .expect("build the edge");
+        let plug_settings = PlugSettings {
+            connect_timeout_ms: 500,
+            read_timeout_ms: 500,
+            attempts: 1,
+            ..PlugSettings::default()
+        };
+        let reconciler = PlugReconciler::new(
+            Arc::clone(&edge.state.replica),
+            site,
+            Arc::clone(&edge.state.plugs),
+            Arc::clone(&edge.state.live),
+            Arc::new(clock.clone()),
+            plug_settings,
+        );
+        let mut venue = Self {
+            edge,
+            site,
+            clock,
+            reconciler,
+            next_seq: 1,
+            _dir: dir,
+        };
+        venue
+            .replicate(
+                "site",
+                site,
+                json!({
+                    "id": site, "name": "Leeds", "timezone": "Europe/London",
+                    "allowed_networks": [], "created_at": start,
+                }),
+            )
+            .await;
+        venue
+    }
+
+    /// Applies one change from central, as a pull would.
+    async fn replicate(&mut self, entity: &str, id: Uuid, data: Value) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let page = PulledPage {
+            changes: vec![json!({
+                "seq": seq, "entity": entity, "entity_id": id, "op": "upsert", "site_id": null,
+                "data": data, "changed_at": Utc::now(),
+            })],
+            next_cursor: seq,
+            more: false,
+            store_id: Uuid::nil(),
+            head: seq,
+            acked_seq: 0,
+            anchor: None,
+        };
+        self.edge
+            .state
+            .writer
+            .write(move |c| apply_page(c, &page, Utc::now()))
+            .await
+            .expect("apply");
+    }
+
+    /// A plug HQ configured for `sim` (outlet `child` of a strip).
+    async fn add_plug(&mut self, name: &str, sim: &SimPlug, child: Option<String>) -> Uuid {
+        let id = Uuid::now_v7();
+        let site = self.site;
+        self.replicate(
+            "plug",
+            id,
+            json!({
+                "id": id, "site_id": site, "name": name, "host": "127.0.0.1",
+                "port": sim.addr().port(), "child_id": child, "created_at": Utc::now(),
+            }),
+        )
+        .await;
+        id
+    }
+
+    async fn add_schedule(&mut self, plug: Uuid, cron: &str, state: &str) {
+        let id = Uuid::now_v7();
+        let site = self.site;
+        self.replicate(
+            "plug_schedule",
+            id,
+            json!({
+                "id": id, "plug_id": plug, "site_id": site, "cron": cron, "state": state,
+                "created_at": Utc::now(),
+            }),
+        )
+        .await;
+    }
+
+    async fn pass(&mut self) -> Vec<PlugView> {
+        self.reconciler.pass().await.expect("reconcile pass")
+    }
+}
+
+fn view(views: &[PlugView], id: Uuid) -> &PlugView {
+    views.iter().find(|v| v.id == id).expect("plug listed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_drives_its_plug_and_one_added_later_takes_over_without_a_restart() {
+    // 10:00 in London (summer time).
+    let mut venue = Venue::open(at("2026-06-01T09:00:00Z")).await;
+    let sim = SimPlug::start(Model::Hs103).expect("simulated plug");
+    let plug = venue.add_plug("Laser tag", &sim, None).await;
+    venue.add_schedule(plug, "0 0 8 * * *", "on").await;
+
+    let views = venue.pass().await;
+    assert_eq!(sim.relays(), vec![true], "the 08:00 'on' applies at 10:00");
+    let found = view(&views, plug);
+    assert_eq!((found.state, found.reachable), ("on", true));
+    assert!(
+        found.last_seen.is_some() && found.problem.is_none(),
+        "{found:?}"
+    );
+    assert_eq!(
+        serde_json::to_value(found.desired).expect("json")["source"],
+        "schedule"
+    );
+
+    // HQ adds an 'off' at 09:30: it is the latest event now, so it governs from the next pass.
+    venue.add_schedule(plug, "0 30 9 * * *", "off").await;
+    venue.pass().await;
+    assert_eq!(sim.relays(), vec![false]);
+
+    // Someone switches it on by hand: the next pass switches it back.
+    sim.set_relay(0, true);
+    let views = venue.pass().await;
+    assert_eq!(sim.relays(), vec![false]);
+    assert_eq!(view(&views, plug).state, "off");
+    sim.wait_closed().await;
+    assert_eq!(sim.open_connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_missed_while_the_plug_was_unreachable_is_applied_when_it_returns() {
+    // 07:50 in London: the 08:00 'on' has not happened yet, and yesterday's 22:00 'off' governs.
+    let mut venue = Venue::open(at("2026-06-01T06:50:00Z")).await;
+    let sim = SimPlug::start(Model::Kp115).expect("simulated plug");
+    sim.set_relay(0, true);
+    let plug = venue.add_plug("Arcade", &sim, None).await;
+    venue.add_schedule(plug, "0 0 8 * * *", "on").await;
+    venue.add_schedule(plug, "0 0 22 * * *", "off").await;
+    venue.pass().await;
+    assert_eq!(sim.relays(), vec![false]);
+
+    sim.close_port().await;
+    venue.clock.advance(Duration::minutes(20));
+    let views = venue.pass().await;
+    let down = view(&views, plug);
+    assert!(!down.reachable, "{down:?}");
+    assert_eq!(down.state, "off", "the last known state is kept");
+    assert!(down.problem.is_some());
+    assert_eq!(sim.relays(), vec![false]);
+
+    sim.open_port().await;
+    let views = venue.pass().await;
+    assert_eq!(sim.relays(), vec![true], "the missed 08:00 'on' is applied");
+    let back = view(&views, plug);
+    assert_eq!((back.state, back.reachable), ("on", true));
+    assert!(back.power_mw.is_some(), "a KP115 meters its draw: {back:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strip_outlet_follows_its_own_schedule_and_the_board_is_served() {
+    let mut venue = Venue::open(at("2026-06-01T09:00:00Z")).await;
+    let strip = SimPlug::start(Model::Hs300).expect("simulated strip");
+    let outlet = venue
+        .add_plug("Ticket printer", &strip, Some("02".into()))
+        .await;
+    let unscheduled = venue
+        .add_plug("Spare outlet", &strip, Some(strip.child_id(4)))
+        .await;
+    venue.add_schedule(outlet, "0 0 8 * * *", "on").await;
+    venue.pass().await;
+    assert_eq!(
+        strip.relays(),
+        vec![false, false, true, false, false, false],
+        "only outlet 02 is switched"
+    );
+
+    // Staff see the board over HTTP, answered from memory.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(aero_shared::server::serve(
+        listener,
+        venue.edge.router.clone(),
+        std::future::pending(),
+    ));
+    let (staff, _) = venue
+        .edge
+        .state
+        .security
+        .jwt
+        .issue(
+            StaffIdentity {
+                sub: Uuid::now_v7(),
+                username: "sam".into(),
+                role: "staff".into(),
+                sites: vec![venue.site],
+            },
+            Utc::now(),
+        )
+        .expect("staff token");
+    let board: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(format!("http://{addr}/v1/plugs"))
+        .bearer_auth(staff)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let plugs = board["plugs"].as_array().expect("plugs");
+    let by_id = |id: Uuid| {
+        plugs
+            .iter()
+            .find(|p| p["id"] == id.to_string())
+            .expect("listed")
+    };
+    assert_eq!(by_id(outlet)["state"], "on");
+    assert_eq!(by_id(outlet)["reachable"], true);
+    assert_eq!(by_id(unscheduled)["state"], "off");
+    assert_eq!(by_id(unscheduled)["desired"]["source"], "unset");
+}
