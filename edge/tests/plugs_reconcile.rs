@@ -9,6 +9,7 @@ use aero_edge::config::Settings;
 use aero_edge::credential::Credential;
 use aero_edge::plugs::reconcile::{PlugReconciler, PlugSettings, PlugView};
 use aero_edge::replica::apply::{PulledPage, apply_page};
+use aero_plugsim::Fault;
 use aero_plugsim::{Model, SimPlug};
 use aero_shared::auth::jwt::StaffIdentity;
 use aero_shared::clock::ManualClock;
@@ -21,7 +22,8 @@ struct Venue {
     edge: aero_edge::Edge,
     site: Uuid,
     clock: ManualClock,
-    reconciler: PlugReconciler,
+    /// Taken by a test that runs the loop itself.
+    reconciler: Option<PlugReconciler>,
     next_seq: i64,
     _dir: tempfile::TempDir,
 }
@@ -33,6 +35,19 @@ fn at(text: &str) -> DateTime<Utc> {
 impl Venue {
     /// A venue in London whose clock reads `start`, with no plugs yet.
     async fn open(start: DateTime<Utc>) -> Self {
+        Self::with_settings(
+            start,
+            PlugSettings {
+                connect_timeout_ms: 500,
+                read_timeout_ms: 500,
+                attempts: 1,
+                ..PlugSettings::default()
+            },
+        )
+        .await
+    }
+
+    async fn with_settings(start: DateTime<Utc>, plug_settings: PlugSettings) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let site = Uuid::now_v7();
         let credential: Credential = serde_json::from_value(json!({
@@ -47,12 +62,6 @@ impl Venue {
         let clock = ManualClock::new(start);
         let edge = aero_edge::build_with_clock(&settings, credential, Arc::new(clock.clone()))
             .expect("build the edge");
-        let plug_settings = PlugSettings {
-            connect_timeout_ms: 500,
-            read_timeout_ms: 500,
-            attempts: 1,
-            ..PlugSettings::default()
-        };
         let reconciler = PlugReconciler::new(
             Arc::clone(&edge.state.replica),
             site,
@@ -65,7 +74,7 @@ impl Venue {
             edge,
             site,
             clock,
-            reconciler,
+            reconciler: Some(reconciler),
             next_seq: 1,
             _dir: dir,
         };
@@ -137,7 +146,12 @@ impl Venue {
     }
 
     async fn pass(&mut self) -> Vec<PlugView> {
-        self.reconciler.pass().await.expect("reconcile pass")
+        self.reconciler
+            .as_mut()
+            .expect("the loop is not running")
+            .pass()
+            .await
+            .expect("reconcile pass")
     }
 }
 
@@ -275,4 +289,62 @@ async fn a_strip_outlet_follows_its_own_schedule_and_the_board_is_served() {
     assert_eq!(by_id(outlet)["reachable"], true);
     assert_eq!(by_id(unscheduled)["state"], "off");
     assert_eq!(by_id(unscheduled)["desired"]["source"], "unset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_that_never_answers_does_not_hold_up_the_next_passes() {
+    // Passes every second; the dead plug's request takes five before it times out.
+    let mut venue = Venue::with_settings(
+        at("2026-06-01T09:00:00Z"),
+        PlugSettings {
+            reconcile_every_secs: 1,
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 5_000,
+            attempts: 1,
+        },
+    )
+    .await;
+    let dead = SimPlug::start(Model::Hs103).expect("simulated plug");
+    dead.script(std::iter::repeat_n(Fault::NoReply, 100));
+    let live = SimPlug::start(Model::Hs103).expect("simulated plug");
+    let dead_id = venue.add_plug("Dead", &dead, None).await;
+    let live_id = venue.add_plug("Live", &live, None).await;
+    for plug in [dead_id, live_id] {
+        venue.add_schedule(plug, "0 0 8 * * *", "on").await;
+    }
+    let board = Arc::clone(&venue.edge.state.plugs);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let reconciler = venue.reconciler.take().expect("reconciler");
+    let running = tokio::spawn(reconciler.run(stopped));
+    let started = std::time::Instant::now();
+    let live_on = || live.relays() == vec![true];
+    while !live_on() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "the live plug waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Switched off by hand: a later pass puts it back while the dead plug's first request is
+    // still waiting for its answer.
+    live.set_relay(0, false);
+    while !live_on() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "the live plug waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        dead.requests(),
+        1,
+        "one request to the dead plug, still pending"
+    );
+    assert!(
+        board.list().iter().all(|v| v.id != dead_id),
+        "the dead plug's pass has not reported yet"
+    );
+    let _ = stop.send(true);
+    running.await.expect("the loop stops");
 }

@@ -5,8 +5,10 @@
 //!
 //! Every plug is read on every pass, whatever it is supposed to be doing: a schedule event
 //! missed while a plug (or the edge) was down is applied on the first pass that reaches it, and
-//! a plug someone switched by hand is switched back. The plugs of one pass are handled
-//! concurrently, each through its own actor, so a dead plug delays only itself.
+//! a plug someone switched by hand is switched back. Each plug of a pass is handled by a task of
+//! its own, through the plug's own actor, and the loop never waits for them: a dead plug (whose
+//! requests time out, retries included, long after the others are done) delays only itself, and
+//! is skipped by the passes that come while its task is still running.
 
 use crate::live::{LiveEvent, LiveHub};
 use crate::plugs::device::{DeviceHandle, DeviceSettings, PlugStatus};
@@ -20,10 +22,11 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// How the edge drives its plugs (the `[plugs]` section of the edge's settings).
@@ -102,18 +105,26 @@ pub struct PlugView {
     pub problem: Option<String>,
 }
 
-/// What the last pass found of every plug, shared with the routes.
+/// What the passes found of every plug, shared with the routes.
 #[derive(Debug, Default)]
 pub struct PlugBoard {
-    views: RwLock<Vec<PlugView>>,
+    views: RwLock<HashMap<Uuid, PlugView>>,
     /// Wakes the loop for an immediate pass.
     kick: Notify,
 }
 
 impl PlugBoard {
-    /// The venue's plugs by name, as the last pass found them.
+    /// The venue's plugs by name, as the passes found them.
     pub fn list(&self) -> Vec<PlugView> {
-        self.views.read().expect("plug board poisoned").clone()
+        let mut views: Vec<PlugView> = self
+            .views
+            .read()
+            .expect("plug board poisoned")
+            .values()
+            .cloned()
+            .collect();
+        views.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        views
     }
 
     /// Asks for a pass now rather than at the end of the period.
@@ -121,8 +132,20 @@ impl PlugBoard {
         self.kick.notify_one();
     }
 
-    fn publish(&self, views: Vec<PlugView>) {
-        *self.views.write().expect("plug board poisoned") = views;
+    /// Records what a plug's task found; returns the view it replaced.
+    fn record(&self, view: PlugView) -> Option<PlugView> {
+        self.views
+            .write()
+            .expect("plug board poisoned")
+            .insert(view.id, view)
+    }
+
+    /// Forgets the plugs HQ removed.
+    fn retain(&self, keep: impl Fn(&Uuid) -> bool) {
+        self.views
+            .write()
+            .expect("plug board poisoned")
+            .retain(|id, _| keep(id));
     }
 }
 
@@ -184,6 +207,8 @@ pub struct PlugReconciler {
     settings: PlugSettings,
     /// One actor per plug address: a strip's outlets share their strip's.
     devices: HashMap<Endpoint, DeviceHandle>,
+    /// The plugs whose task from an earlier pass is still running.
+    in_flight: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl PlugReconciler {
@@ -203,13 +228,15 @@ impl PlugReconciler {
             clock,
             settings,
             devices: HashMap::new(),
+            in_flight: Arc::default(),
         }
     }
 
-    /// Passes until `stop` turns true: one every period, or sooner when kicked.
+    /// Passes until `stop` turns true: one every period, or sooner when kicked. The loop
+    /// starts each pass's tasks and moves on.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
-            if let Err(err) = self.pass().await {
+            if let Err(err) = self.start_pass().await {
                 tracing::warn!(error = %err, "plug reconcile pass failed");
             }
             let board = Arc::clone(&self.board);
@@ -221,20 +248,39 @@ impl PlugReconciler {
         }
     }
 
-    /// One pass over every plug: read back, switch where it differs from its desired state,
-    /// publish. Returns what it published.
+    /// One pass, waited for: every plug's task of this pass has finished when it returns what
+    /// the board shows.
     pub async fn pass(&mut self) -> anyhow::Result<Vec<PlugView>> {
+        for task in self.start_pass().await? {
+            task.await?;
+        }
+        Ok(self.board.list())
+    }
+
+    /// Reads the plugs and their schedules and starts a task for each plug that has none
+    /// running.
+    async fn start_pass(&mut self) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let site_id = self.site_id;
         let config = self.replica.read(move |c| load_config(c, site_id)).await?;
         let now = self.clock.now();
+        let configured: HashSet<Uuid> = config.plugs.iter().map(|p| p.id).collect();
+        self.board.retain(|id| configured.contains(id));
         self.devices.retain(|endpoint, _| {
             config
                 .plugs
                 .iter()
                 .any(|p| p.host == endpoint.host && p.port == endpoint.port)
         });
-        let mut work = Vec::with_capacity(config.plugs.len());
-        for plug in &config.plugs {
+        let mut tasks = Vec::with_capacity(config.plugs.len());
+        for plug in config.plugs {
+            if !self
+                .in_flight
+                .lock()
+                .expect("in-flight set poisoned")
+                .insert(plug.id)
+            {
+                continue;
+            }
             let endpoint = Endpoint {
                 host: plug.host.clone(),
                 port: plug.port,
@@ -260,28 +306,48 @@ impl PlugReconciler {
                 // The site row has not arrived yet: its calendar is unknown.
                 None => Desired::Unset,
             };
-            work.push(reconcile_one(plug.clone(), device, desired));
+            let (board, live, clock) = (
+                Arc::clone(&self.board),
+                Arc::clone(&self.live),
+                Arc::clone(&self.clock),
+            );
+            let running = InFlight {
+                set: Arc::clone(&self.in_flight),
+                id: plug.id,
+            };
+            tasks.push(tokio::spawn(async move {
+                let _running = running;
+                let view = reconcile_one(plug, device, desired).await;
+                let changed = board
+                    .record(view.clone())
+                    .is_none_or(|b| b.state != view.state || b.reachable != view.reachable);
+                if changed {
+                    live.publish(
+                        LiveEvent::PlugState {
+                            plug_id: view.id,
+                            state: view.state.to_string(),
+                            reachable: view.reachable,
+                        },
+                        clock.now(),
+                    );
+                }
+            }));
         }
-        let views = futures_util::future::join_all(work).await;
-        let before = self.board.list();
-        for view in &views {
-            let changed = before
-                .iter()
-                .find(|b| b.id == view.id)
-                .is_none_or(|b| b.state != view.state || b.reachable != view.reachable);
-            if changed {
-                self.live.publish(
-                    LiveEvent::PlugState {
-                        plug_id: view.id,
-                        state: view.state.to_string(),
-                        reachable: view.reachable,
-                    },
-                    now,
-                );
-            }
+        Ok(tasks)
+    }
+}
+
+/// A plug's place in the in-flight set, given back when its task ends however it ends.
+struct InFlight {
+    set: Arc<Mutex<HashSet<Uuid>>>,
+    id: Uuid,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
         }
-        self.board.publish(views.clone());
-        Ok(views)
     }
 }
 
