@@ -36,10 +36,13 @@ pub struct Central {
 impl Central {
     /// Creates the owner account, then serves on a fresh loopback port.
     pub async fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        let settings = Settings {
+        let mut settings = Settings {
             data_dir: Some(data_dir.to_path_buf()),
             ..Settings::default()
         };
+        // The bench's HQ calls (hundreds of plugs and schedules) are setup, not what is measured.
+        settings.limits.requests_per_second = 1_000_000;
+        settings.limits.burst = 1_000_000;
         let store = aero_central::open_store(&settings).await?;
         let owner = UserRecord {
             id: Uuid::now_v7(),
@@ -175,6 +178,32 @@ impl Central {
             )
             .await?;
         Ok(body["token"].as_str().context("token")?.to_string())
+    }
+
+    /// Configures a plug at `site` over HQ's API (a simulated one on loopback) and returns its
+    /// id.
+    pub async fn create_plug(&self, site: Uuid, name: &str, port: u16) -> anyhow::Result<Uuid> {
+        let body = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/sites/{site}/plugs"),
+                Some(json!({ "name": name, "host": "127.0.0.1", "port": port, "child_id": null })),
+                201,
+            )
+            .await?;
+        Ok(body["id"].as_str().context("plug id")?.parse()?)
+    }
+
+    /// Gives a plug a power schedule over HQ's API.
+    pub async fn create_schedule(&self, plug: Uuid, cron: &str, state: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/plugs/{plug}/schedules"),
+            Some(json!({ "cron": cron, "state": state })),
+            201,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Creates a product over HQ's API and returns its id.

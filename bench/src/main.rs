@@ -19,6 +19,7 @@ use crate::central::{Central, seeded_phone};
 use crate::edge::EdgeProcess;
 use crate::load::{MakeRequest, Outcome, Stop};
 use crate::procfs::{CpuSnapshot, CpuUse, Rss};
+use aero_plugsim::{Fault, Model, SimPlug};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
@@ -45,6 +46,9 @@ enum Scenario {
     /// Durable orders `POST /v1/orders` and check-ins `POST /v1/checkins` at the POS, central
     /// online.
     Sales,
+    /// Simulated smart plugs (one never answers) scheduled "on" at HQ: the time until the edge
+    /// has switched every live one, then its CPU and memory while it keeps reconciling them.
+    Plugs,
     /// Registrations while central is down, then the time to drain that backlog.
     Drain,
 }
@@ -75,6 +79,9 @@ struct Cli {
     /// Worker threads of the load generator's runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Simulated plugs for the plugs scenario (one of them never answers).
+    #[arg(long, default_value_t = 200)]
+    plugs: usize,
     /// Also run `wrk` (if installed) against the lookup, for comparison.
     #[arg(long)]
     wrk: bool,
@@ -221,6 +228,9 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
     if matches!(cli.scenario, Scenario::All | Scenario::Sales) {
         sales(cli, &load, &edge, &pos, &catalog, &jumpers).await?;
     }
+    if matches!(cli.scenario, Scenario::All | Scenario::Plugs) {
+        plugs(cli, &central, site, &edge).await?;
+    }
     if matches!(cli.scenario, Scenario::All | Scenario::Drain) {
         drain(cli, &load, &edge, &kiosk, &mut central).await?;
     }
@@ -281,6 +291,84 @@ async fn lookup(cli: &Cli, load: &Handle, edge: &EdgeProcess, kiosk: &str) -> an
     if cli.wrk {
         run_wrk(cli, edge, kiosk).await?;
     }
+    flush();
+    Ok(())
+}
+
+/// The edge's reconcile period (its default), which the plugs scenario measures against.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
+
+async fn plugs(cli: &Cli, central: &Central, site: Uuid, edge: &EdgeProcess) -> anyhow::Result<()> {
+    let count = cli.plugs.max(2);
+    println!(
+        "## Smart plugs: {count} simulated HS103 plugs on loopback, one of which never answers\n"
+    );
+    // The simulators run on the bench's own runtime (counted as "central" CPU below).
+    let sims = (0..count)
+        .map(|_| SimPlug::start(Model::Hs103))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    sims[0].script(std::iter::repeat_n(Fault::NoReply, 1_000_000));
+    let live = &sims[1..];
+    let before = CpuSnapshot::take(Some(edge.pid));
+    let started = Instant::now();
+    for (i, sim) in sims.iter().enumerate() {
+        let plug = central
+            .create_plug(site, &format!("Plug {i:03}"), sim.addr().port())
+            .await?;
+        // Every minute at second 0: the latest event is always "on".
+        central.create_schedule(plug, "0 * * * * *", "on").await?;
+    }
+    let configured = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let all_on = loop {
+        if live.iter().all(|s| s.relays() == vec![true]) {
+            break started.elapsed() - configured;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the live plugs were not all switched on within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cpu_until_on = procfs::cpu_between(&before, &CpuSnapshot::take(Some(edge.pid)));
+    // Steady state: three reconcile periods of reading every plug back.
+    let steady_before = CpuSnapshot::take(Some(edge.pid));
+    let requests_before: usize = sims.iter().map(SimPlug::requests).sum();
+    tokio::time::sleep(RECONCILE_PERIOD * 3).await;
+    let steady = procfs::cpu_between(&steady_before, &CpuSnapshot::take(Some(edge.pid)));
+    let requests = sims.iter().map(SimPlug::requests).sum::<usize>() - requests_before;
+    let rss = procfs::rss(edge.pid)?;
+    let open: usize = sims.iter().map(SimPlug::open_connections).sum();
+    println!("| measure | value |\n|---|---|");
+    println!(
+        "| {count} plugs and schedules created over HQ's API | {:.2} s |",
+        configured.as_secs_f64()
+    );
+    println!(
+        "| last schedule created to all {} live plugs on | **{:.2} s** (target: within one reconcile period, {} s) |",
+        live.len(),
+        all_on.as_secs_f64(),
+        RECONCILE_PERIOD.as_secs()
+    );
+    println!(
+        "| edge CPU from the first plug created to all on | {:.2} s |",
+        cpu_until_on.edge
+    );
+    println!(
+        "| steady state over {} s: plug requests / edge CPU | {requests} / {:.3} cores ({:.0} µs per request) |",
+        (RECONCILE_PERIOD * 3).as_secs(),
+        steady.edge / (RECONCILE_PERIOD * 3).as_secs_f64(),
+        steady.edge * 1e6 / requests.max(1) as f64
+    );
+    println!(
+        "| edge RSS now / peak | {} / {} |",
+        mib(rss.current_kib),
+        mib(rss.peak_kib)
+    );
+    println!(
+        "| connections left open at the plugs (the dead one's pending request aside) | {open} |"
+    );
+    println!();
     flush();
     Ok(())
 }

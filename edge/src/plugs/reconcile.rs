@@ -1,7 +1,8 @@
 //! The venue's plugs driven to what their schedules want: a loop that reads the plugs and their
 //! schedules from the replica on every pass (so what HQ adds or changes takes effect without a
-//! restart), reads each plug back through its actor, switches the ones that differ from their
-//! desired state, and publishes what it found for `GET /v1/plugs` and the live feed.
+//! restart, on the pass the pull that brought it starts), reads each plug back through its
+//! actor, switches the ones that differ from their desired state, and publishes what it found
+//! for `GET /v1/plugs` and the live feed.
 //!
 //! Every plug is read on every pass, whatever it is supposed to be doing: a schedule event
 //! missed while a plug (or the edge) was down is applied on the first pass that reaches it, and
@@ -239,10 +240,12 @@ impl PlugReconciler {
             if let Err(err) = self.start_pass().await {
                 tracing::warn!(error = %err, "plug reconcile pass failed");
             }
-            let board = Arc::clone(&self.board);
+            let (board, replica) = (Arc::clone(&self.board), Arc::clone(&self.replica));
             tokio::select! {
                 () = tokio::time::sleep(self.settings.period()) => {}
                 () = board.kick.notified() => {}
+                // What HQ changed is applied as soon as it is pulled.
+                () = replica.plug_change() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
         }

@@ -96,6 +96,9 @@ pub struct Replica {
     /// Bumped after every committed change to the `devices` table, so caches of device
     /// credentials (see [`crate::auth::ReplicaCredentials`]) know they are stale.
     device_epoch: AtomicU64,
+    /// Signalled after a commit that changed the venue's plugs, their schedules or its site
+    /// row: the plug reconcile loop makes a pass then instead of at the end of its period.
+    plugs_changed: tokio::sync::Notify,
 }
 
 impl Replica {
@@ -133,6 +136,7 @@ impl Replica {
             path,
             readers: Mutex::new(Vec::new()),
             device_epoch: AtomicU64::new(0),
+            plugs_changed: tokio::sync::Notify::new(),
         });
         Ok((replica, writer))
     }
@@ -183,6 +187,16 @@ impl Replica {
     /// Called after a commit that changed `devices` (a pulled page carrying device changes).
     pub fn devices_changed(&self) {
         self.device_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Called after a commit that changed plugs, plug schedules or the site row.
+    pub fn plugs_changed(&self) {
+        self.plugs_changed.notify_one();
+    }
+
+    /// Resolves at the next [`Replica::plugs_changed`] (or at once if one came meanwhile).
+    pub async fn plug_change(&self) {
+        self.plugs_changed.notified().await;
     }
 
     pub async fn status(self: &Arc<Self>, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {

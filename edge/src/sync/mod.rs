@@ -281,10 +281,15 @@ impl SyncEngine {
                 .await
                 .map_err(|err| SyncError::Transient(format!("reading a pull page: {err}")))?;
             let more = page.more && page.next_cursor > cursor;
-            let touches_devices = page
-                .changes
-                .iter()
-                .any(|c| c.get("entity").and_then(serde_json::Value::as_str) == Some("device"));
+            let touches = |entities: &[&str]| {
+                page.changes.iter().any(|c| {
+                    c.get("entity")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|e| entities.contains(&e))
+                })
+            };
+            let touches_devices = touches(&["device"]);
+            let touches_plugs = touches(&["plug", "plug_schedule", "site"]);
             let outcome = self
                 .writer
                 .write(move |c| take_page(c, cursor, anchor, known_acked, &page))
@@ -293,6 +298,9 @@ impl SyncEngine {
                 // After the commit (or a failure that may still have committed): cached
                 // credentials must be read again, a key may have been revoked.
                 self.replica.devices_changed();
+            }
+            if touches_plugs || matches!(outcome, Ok(Taken::Applied(o)) if o.resync_finished) {
+                self.replica.plugs_changed();
             }
             match outcome? {
                 Taken::Applied(page) => {
