@@ -1,0 +1,102 @@
+//! Smart plugs end to end: a plug and its schedules created at HQ drive a simulated plug at the
+//! venue without restarting anything, and venue staff see its state on `GET /v1/plugs`.
+
+use aero_plugsim::{Model, SimPlug};
+use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_created_at_central_switches_the_plug_at_the_venue_without_a_restart() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    let token = central.enrollment_token(&owner, site).await;
+    let edge = TestEdge::start(&central, &token).await;
+    central
+        .post_json(
+            &owner,
+            "/v1/users",
+            &json!({
+                "username": "sam", "password": "sam's staff password", "role": "staff",
+                "site_ids": [site],
+            }),
+            201,
+        )
+        .await;
+    let sim = SimPlug::start(Model::Hs103).expect("simulated plug");
+    let plug = central
+        .post_json(
+            &owner,
+            &format!("/v1/sites/{site}/plugs"),
+            &json!({
+                "name": "Laser tag", "host": "127.0.0.1", "port": sim.addr().port(),
+                "child_id": null,
+            }),
+            201,
+        )
+        .await;
+    let plug_id = plug["id"].as_str().expect("plug id").to_string();
+    let schedules = format!("/v1/plugs/{plug_id}/schedules");
+    // Every second: whatever the time, the latest event is this one.
+    central
+        .post_json(
+            &owner,
+            &schedules,
+            &json!({ "cron": "* * * * * *", "state": "on" }),
+            201,
+        )
+        .await;
+    wait_until("the plug switched on", Duration::from_secs(10), || async {
+        sim.relays() == vec![true]
+    })
+    .await;
+
+    // A second schedule firing at the same instants: "off" wins a tie, on the running edge.
+    central
+        .post_json(
+            &owner,
+            &schedules,
+            &json!({ "cron": "* * * * * *", "state": "off" }),
+            201,
+        )
+        .await;
+    wait_until("the plug switched off", Duration::from_secs(10), || async {
+        sim.relays() == vec![false]
+    })
+    .await;
+
+    // Staff see it, from what the edge last read.
+    let login = json!({ "username": "sam", "password": "sam's staff password" });
+    let log_in = || {
+        edge.client
+            .post(edge.url("/v1/auth/login"))
+            .json(&login)
+            .send()
+    };
+    wait_until(
+        "sam can log in at the edge",
+        Duration::from_secs(10),
+        || async { log_in().await.is_ok_and(|r| r.status() == 200) },
+    )
+    .await;
+    let session = expect_status(log_in().await.expect("login"), 200).await;
+    let staff = session["access_token"].as_str().expect("token");
+    let board = expect_status(
+        edge.client
+            .request(Method::GET, edge.url("/v1/plugs"))
+            .bearer_auth(staff)
+            .send()
+            .await
+            .expect("plugs"),
+        200,
+    )
+    .await;
+    let shown = &board["plugs"][0];
+    assert_eq!(shown["id"], plug_id);
+    assert_eq!(shown["state"], "off");
+    assert_eq!(shown["reachable"], true);
+    assert_eq!(shown["desired"]["source"], "schedule");
+    assert_eq!(shown["desired"]["state"], "off");
+}
