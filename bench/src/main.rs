@@ -85,6 +85,9 @@ struct Cli {
     /// Also run `wrk` (if installed) against the lookup, for comparison.
     #[arg(long)]
     wrk: bool,
+    /// Threads of that `wrk` run.
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
     /// Where the temporary data directories go (default: the system temp dir). Use a real
     /// disk: on tmpfs an fsync costs nothing and the write numbers mean nothing.
     #[arg(long)]
@@ -752,7 +755,7 @@ end
     let before = CpuSnapshot::take(Some(pid));
     let output = tokio::process::Command::new(path)
         .args([
-            "-t1".to_string(),
+            format!("-t{}", cli.wrk_threads),
             format!("-c{}", cli.connections),
             format!("-d{}s", cli.seconds),
             "--latency".to_string(),
@@ -765,7 +768,8 @@ end
     let cpu = procfs::cpu_between(&before, &CpuSnapshot::take(Some(pid)));
     let rss = procfs::rss(pid)?;
     println!(
-        "`wrk -t1 -c{} -d{}s --latency` (random seeded phones), same edge; edge CPU {:.2} cores, wrk and the rest of the machine {:.2} cores, machine busy {:.0}%, edge VmHWM {}:\n",
+        "`wrk -t{} -c{} -d{}s --latency` (random seeded phones), same edge; edge CPU {:.2} cores, wrk and the rest of the machine {:.2} cores, machine busy {:.0}%, edge VmHWM {}:\n",
+        cli.wrk_threads,
         cli.connections,
         cli.seconds,
         cpu.edge / cli.seconds as f64,
