@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cron_expr;
 pub mod files;
 pub mod idempotency;
 pub mod json;

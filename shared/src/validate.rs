@@ -78,11 +78,8 @@ impl Validator {
     }
 
     pub fn cron(&mut self, field: &str, value: &str) {
-        if value.len() > 200 || value.parse::<cron::Schedule>().is_err() {
-            self.error(
-                field,
-                "must be a cron expression with a seconds field, e.g. \"0 0 9 * * *\"",
-            );
+        if let Err(err) = crate::cron_expr::parse_cron(value) {
+            self.error(field, format!("the cron expression {err}"));
         }
     }
 

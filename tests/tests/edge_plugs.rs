@@ -39,6 +39,22 @@ async fn a_schedule_created_at_central_switches_the_plug_at_the_venue_without_a_
         .await;
     let plug_id = plug["id"].as_str().expect("plug id").to_string();
     let schedules = format!("/v1/plugs/{plug_id}/schedules");
+    // A crontab line (no seconds) is refused with what to write instead.
+    let refused = central
+        .post_json(
+            &owner,
+            &schedules,
+            &json!({ "cron": "0 9 * * *", "state": "on" }),
+            422,
+        )
+        .await;
+    assert_eq!(refused["errors"][0]["field"], "cron");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a crontab line needs a seconds field")),
+        "{refused}"
+    );
     // Every second: whatever the time, the latest event is this one.
     central
         .post_json(

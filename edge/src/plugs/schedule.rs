@@ -24,6 +24,7 @@
 //!   powered; between schedules that agree, the greater id (UUIDv7: created last) is named.
 
 use aero_shared::clock::SharedClock;
+pub use aero_shared::cron_expr::{CronError, MAX_CRON_LEN, parse_cron};
 use aero_shared::wire::{PowerState, ScheduleRecord};
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -41,135 +42,9 @@ use uuid::Uuid;
 /// with [`PlugPlan::with_lookback`].
 pub const DEFAULT_LOOKBACK: Duration = Duration::days(8);
 
-/// Longest accepted cron expression, the same bound central's validation applies.
-pub const MAX_CRON_LEN: usize = 200;
-
 /// Longest run of wall-clock minutes a DST or zone change skips. The largest in the tz database
 /// is a whole day (Samoa crossing the date line in 2011).
 const MAX_GAP_MINUTES: i64 = 24 * 60 + 60;
-
-/// Each field of an expression: its name and what it accepts, for error messages.
-const FIELDS: [(&str, &str); 7] = [
-    ("second", "0-59"),
-    ("minute", "0-59"),
-    ("hour", "0-23"),
-    ("day-of-month", "1-31 or ?"),
-    ("month", "1-12 or JAN-DEC"),
-    ("day-of-week", "1-7 where 1 is Sunday, SUN-SAT or ?"),
-    ("year", "1970-2100"),
-];
-
-/// Why a cron expression was refused; its message completes "the cron expression ...".
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CronError {
-    #[error(
-        "is empty: expected six fields, \"second minute hour day-of-month month day-of-week\", \
-         e.g. \"0 0 9 * * *\" for 09:00 every day"
-    )]
-    Empty,
-    #[error("is longer than {MAX_CRON_LEN} characters")]
-    TooLong,
-    #[error(
-        "has {found} fields: expected six, \"second minute hour day-of-month month day-of-week\", \
-         optionally followed by a year{hint}",
-        hint = five_field_hint(*.found)
-    )]
-    FieldCount { found: usize },
-    #[error(
-        "has an invalid {field} field {value:?}: expected {allowed}, or a list (a,b), range (a-b) \
-         or step (*/n) of those"
-    )]
-    Field {
-        field: &'static str,
-        value: String,
-        allowed: &'static str,
-    },
-    #[error("is not a known shorthand: use @yearly, @monthly, @weekly, @daily or @hourly")]
-    Shorthand,
-    #[error("never fires: no date matches it")]
-    NeverFires,
-    #[error("is invalid: {0}")]
-    Invalid(String),
-}
-
-/// The likely mistake behind five fields: a crontab line, which has no seconds.
-fn five_field_hint(found: usize) -> &'static str {
-    if found == 5 {
-        " (a crontab line needs a seconds field in front: \"0 0 9 * * *\" is 09:00 every day)"
-    } else {
-        ""
-    }
-}
-
-/// Parses a schedule's cron expression: six fields with seconds first (an optional seventh is
-/// the year) or a shorthand such as `@daily`. Errors name the field at fault and what it takes.
-pub fn parse_cron(expression: &str) -> Result<cron::Schedule, CronError> {
-    let expression = expression.trim();
-    if expression.is_empty() {
-        return Err(CronError::Empty);
-    }
-    if expression.len() > MAX_CRON_LEN {
-        return Err(CronError::TooLong);
-    }
-    if expression.starts_with('@') {
-        return expression
-            .parse()
-            .map_err(|_: cron::error::Error| CronError::Shorthand);
-    }
-    let fields: Vec<&str> = expression.split_whitespace().collect();
-    if !(6..=FIELDS.len()).contains(&fields.len()) {
-        return Err(CronError::FieldCount {
-            found: fields.len(),
-        });
-    }
-    if let Some(error) = fields
-        .iter()
-        .enumerate()
-        .find_map(|(index, value)| field_error(index, value))
-    {
-        return Err(error);
-    }
-    let schedule: cron::Schedule = expression
-        .parse()
-        .map_err(|err: cron::error::Error| CronError::Invalid(last_line(&err.to_string())))?;
-    if schedule
-        .after(&DateTime::<Utc>::UNIX_EPOCH)
-        .next()
-        .is_none()
-    {
-        return Err(CronError::NeverFires);
-    }
-    Ok(schedule)
-}
-
-/// The error of field `index` when it is set to `value` in an otherwise valid expression: the
-/// crate's own error points at a column, not at a field.
-fn field_error(index: usize, value: &str) -> Option<CronError> {
-    let mut probe = vec!["0", "0", "0", "*", "*", "*"];
-    match probe.get_mut(index) {
-        Some(field) => *field = value,
-        None => probe.push(value),
-    }
-    let (field, allowed) = FIELDS[index];
-    probe
-        .join(" ")
-        .parse::<cron::Schedule>()
-        .is_err()
-        .then(|| CronError::Field {
-            field,
-            value: value.to_string(),
-            allowed,
-        })
-}
-
-/// The crate formats errors as the expression, a caret line and a message: the message alone.
-fn last_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .rfind(|line| !line.is_empty() && !line.starts_with('^'))
-        .unwrap_or("not a cron expression")
-        .to_string()
-}
 
 /// The instant a wall-clock time of `tz` fires at: its first occurrence when the clocks go
 /// back, and the moment the clocks jump when they skip it.
@@ -978,58 +853,6 @@ mod tests {
                 plan.desired_at(utc(2026, 1, 10, 12, 30, 0)),
                 scheduled(On, 1, utc(2026, 1, 10, 9, 0, 0))
             );
-        }
-    }
-
-    #[test]
-    fn cron_errors_name_the_field_and_what_it_takes() {
-        let message = |expression: &str| parse_cron(expression).unwrap_err().to_string();
-        assert_eq!(parse_cron("  "), Err(CronError::Empty));
-        assert_eq!(
-            parse_cron(&"0 ".repeat(120)),
-            Err(CronError::TooLong),
-            "checked before counting fields"
-        );
-        assert_eq!(
-            message("0 9 * * *"),
-            "has 5 fields: expected six, \"second minute hour day-of-month month day-of-week\", \
-             optionally followed by a year (a crontab line needs a seconds field in front: \
-             \"0 0 9 * * *\" is 09:00 every day)"
-        );
-        assert_eq!(
-            parse_cron("0 0 9 * * * 2030 1"),
-            Err(CronError::FieldCount { found: 8 })
-        );
-        assert_eq!(
-            parse_cron("0 0 24 * * *"),
-            Err(CronError::Field {
-                field: "hour",
-                value: "24".into(),
-                allowed: "0-23",
-            })
-        );
-        assert_eq!(
-            message("0 0 9 * * Fun"),
-            "has an invalid day-of-week field \"Fun\": expected 1-7 where 1 is Sunday, SUN-SAT \
-             or ?, or a list (a,b), range (a-b) or step (*/n) of those"
-        );
-        assert_eq!(
-            parse_cron("0 0 9 * * * 1969").unwrap_err(),
-            CronError::Field {
-                field: "year",
-                value: "1969".into(),
-                allowed: "1970-2100",
-            }
-        );
-        assert_eq!(parse_cron("0 0 9 30 2 *"), Err(CronError::NeverFires));
-        assert_eq!(parse_cron("@fortnightly"), Err(CronError::Shorthand));
-        for valid in [
-            "0 0 9 * * *",
-            " 0 30 8-18/2 ? JAN-MAR MON-FRI ",
-            "0 0 9 * * * 2030",
-            "@daily",
-        ] {
-            assert!(parse_cron(valid).is_ok(), "{valid:?}");
         }
     }
 
