@@ -5,13 +5,12 @@
 //! Each test runs the loop's passes itself (`PlugReconciler::pass`), so nothing waits on the
 //! loop's period; the clock is moved by hand.
 
-use aero_edge::config::Settings;
-use aero_edge::credential::Credential;
+mod support;
+
 use aero_edge::plugs::reconcile::{PlugReconciler, PlugSettings, PlugView};
 use aero_edge::replica::apply::{PulledPage, apply_page};
 use aero_plugsim::Fault;
 use aero_plugsim::{Model, SimPlug};
-use aero_shared::auth::jwt::StaffIdentity;
 use aero_shared::clock::ManualClock;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
@@ -22,6 +21,8 @@ struct Venue {
     edge: aero_edge::Edge,
     site: Uuid,
     clock: ManualClock,
+    /// A staff member's token for the venue.
+    staff: String,
     /// Taken by a test that runs the loop itself.
     reconciler: Option<PlugReconciler>,
     next_seq: i64,
@@ -48,20 +49,10 @@ impl Venue {
     }
 
     async fn with_settings(start: DateTime<Utc>, plug_settings: PlugSettings) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let site = Uuid::now_v7();
-        let credential: Credential = serde_json::from_value(json!({
-            "central_url": "http://127.0.0.1:9", "site_id": site, "device_id": Uuid::now_v7(),
-            "api_key": "aero_unused", "next_seq": 1,
-        }))
-        .expect("credential");
-        let settings = Settings {
-            data_dir: Some(dir.path().to_path_buf()),
-            ..Settings::default()
-        };
         let clock = ManualClock::new(start);
-        let edge = aero_edge::build_with_clock(&settings, credential, Arc::new(clock.clone()))
-            .expect("build the edge");
+        let offline = support::offline_edge(&clock);
+        let staff = offline.staff_token("sam", "staff");
+        let support::OfflineEdge { edge, site, dir } = offline;
         let reconciler = PlugReconciler::new(
             Arc::clone(&edge.state.replica),
             site,
@@ -74,6 +65,7 @@ impl Venue {
             edge,
             site,
             clock,
+            staff,
             reconciler: Some(reconciler),
             next_seq: 1,
             _dir: dir,
@@ -251,27 +243,12 @@ async fn a_strip_outlet_follows_its_own_schedule_and_the_board_is_served() {
         venue.edge.router.clone(),
         std::future::pending(),
     ));
-    let (staff, _) = venue
-        .edge
-        .state
-        .security
-        .jwt
-        .issue(
-            StaffIdentity {
-                sub: Uuid::now_v7(),
-                username: "sam".into(),
-                role: "staff".into(),
-                sites: vec![venue.site],
-            },
-            Utc::now(),
-        )
-        .expect("staff token");
     let board: Value = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client")
         .get(format!("http://{addr}/v1/plugs"))
-        .bearer_auth(staff)
+        .bearer_auth(&venue.staff)
         .send()
         .await
         .expect("get")

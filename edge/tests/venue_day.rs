@@ -4,19 +4,17 @@
 //! The edge is built on a replica seeded directly (no central): its routes are served on a
 //! loopback port, and its sync engine never runs, so every op it queues stays in the outbox.
 
-use aero_edge::config::Settings;
-use aero_edge::credential::Credential;
+mod support;
+
 use aero_edge::outbox::pending;
 use aero_edge::replica::apply::{PulledPage, apply_page};
 use aero_shared::auth::api_key::KeyHash;
-use aero_shared::auth::jwt::StaffIdentity;
 use aero_shared::clock::{Clock, ManualClock};
 use aero_shared::wire::{Entity, OpKind, PushOp};
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -54,22 +52,10 @@ fn change(seq: i64, entity: &str, id: Uuid, data: Value) -> Value {
 impl Venue {
     /// A venue in London whose clock reads `start`.
     async fn open(start: DateTime<Utc>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let site = Uuid::now_v7();
-        let credential: Credential = serde_json::from_value(json!({
-            "central_url": "http://127.0.0.1:9", "site_id": site, "device_id": Uuid::now_v7(),
-            "api_key": "aero_unused", "next_seq": 1,
-        }))
-        .expect("credential");
-        let mut settings = Settings {
-            data_dir: Some(dir.path().to_path_buf()),
-            ..Settings::default()
-        };
-        settings.limits.requests_per_second = 10_000;
-        settings.limits.burst = 10_000;
         let clock = ManualClock::new(start);
-        let edge = aero_edge::build_with_clock(&settings, credential, Arc::new(clock.clone()))
-            .expect("build the edge");
+        let offline = support::offline_edge(&clock);
+        let manager = offline.staff_token("morgan", "manager");
+        let support::OfflineEdge { edge, site, dir } = offline;
         let catalog = Catalog {
             pass: Uuid::now_v7(),
             membership: Uuid::now_v7(),
@@ -207,20 +193,6 @@ impl Venue {
             .await
             .expect("seed the replica");
         edge.state.replica.devices_changed();
-        let (manager, _) = edge
-            .state
-            .security
-            .jwt
-            .issue(
-                StaffIdentity {
-                    sub: Uuid::now_v7(),
-                    username: "morgan".into(),
-                    role: "manager".into(),
-                    sites: vec![site],
-                },
-                Utc::now(),
-            )
-            .expect("manager token");
         // Bound before serving: the port accepts before the first request.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,0 +1,58 @@
+//! What the edge's integration tests share: an edge for a new site, built on a fresh data
+//! directory with a clock the test moves. Its credential names no reachable central and its
+//! sync engine is never started, so every op it queues stays in its outbox.
+
+use aero_edge::config::Settings;
+use aero_edge::credential::Credential;
+use aero_shared::auth::jwt::StaffIdentity;
+use aero_shared::clock::ManualClock;
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The edge, its site, and the directory its data lives in (removed when dropped).
+pub struct OfflineEdge {
+    pub edge: aero_edge::Edge,
+    pub site: Uuid,
+    pub dir: tempfile::TempDir,
+}
+
+/// Builds an edge for a new site on `clock`, with rate limits out of the way.
+pub fn offline_edge(clock: &ManualClock) -> OfflineEdge {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = Uuid::now_v7();
+    let credential: Credential = serde_json::from_value(json!({
+        "central_url": "http://127.0.0.1:9", "site_id": site, "device_id": Uuid::now_v7(),
+        "api_key": "aero_unused", "next_seq": 1,
+    }))
+    .expect("credential");
+    let mut settings = Settings {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Settings::default()
+    };
+    settings.limits.requests_per_second = 10_000;
+    settings.limits.burst = 10_000;
+    let edge = aero_edge::build_with_clock(&settings, credential, Arc::new(clock.clone()))
+        .expect("build the edge");
+    OfflineEdge { edge, site, dir }
+}
+
+impl OfflineEdge {
+    /// A token the edge signed for `username` with `role` ("staff", "manager") at its site.
+    pub fn staff_token(&self, username: &str, role: &str) -> String {
+        let identity = StaffIdentity {
+            sub: Uuid::now_v7(),
+            username: username.into(),
+            role: role.into(),
+            sites: vec![self.site],
+        };
+        let (token, _) = self
+            .edge
+            .state
+            .security
+            .jwt
+            .issue(identity, chrono::Utc::now())
+            .expect("staff token");
+        token
+    }
+}
