@@ -10,8 +10,9 @@ use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
     Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord, Period,
-    ProductKind, ProductRecord, PushOp, RefundRecord, RefundTender, Resolution, ScoreOrder,
-    ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord, WaiverRecord,
+    PlugRecord, PlugStatusRecord, PowerState, ProductKind, ProductRecord, PushOp, RefundRecord,
+    RefundTender, Resolution, ScoreOrder, ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord,
+    WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -103,6 +104,7 @@ contract!(
     refunds_are_checked_against_their_order_and_earlier_refunds,
     ledger_entries_from_two_sites_are_kept_and_negative_balances_reported,
     lapsed_visits_do_not_hide_an_overspent_membership,
+    a_venue_reports_its_own_plugs_status_and_the_latest_is_kept,
     a_record_pushed_again_with_other_content_is_rejected,
     daily_figures_follow_the_sites_local_day,
     leaderboards_rank_each_customers_best_by_the_games_score_order,
@@ -2113,6 +2115,63 @@ async fn lapsed_visits_do_not_hide_an_overspent_membership(store: Arc<dyn Store>
             .map(|b| b.balance),
         Some(3)
     );
+}
+
+async fn a_venue_reports_its_own_plugs_status_and_the_latest_is_kept(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    let plug_at = |site_id: Uuid| PlugRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        name: unique("Plug"),
+        host: "192.0.2.10".into(),
+        port: 9999,
+        child_id: None,
+        created_at: now(),
+    };
+    let (ours, theirs) = (plug_at(site.id), plug_at(other.id));
+    for plug in [&ours, &theirs] {
+        store.create_plug(&actor(), plug).await.unwrap();
+    }
+    let status = |plug_id: Uuid, state: Option<PowerState>, reachable: bool| PlugStatusRecord {
+        plug_id,
+        site_id: site.id,
+        state,
+        reachable,
+        last_seen: reachable.then(now),
+        power_mw: Some(1_250),
+        problem: (!reachable).then(|| "the plug did not answer within 3s".to_string()),
+        observed_at: now(),
+    };
+    let event = |seq: i64, status: &PlugStatusRecord| PushOp {
+        kind: OpKind::Event,
+        ..venue_op(seq, Entity::PlugStatus, status.plug_id, status)
+    };
+    let on = status(ours.id, Some(PowerState::On), true);
+    let lost = status(ours.id, Some(PowerState::On), false);
+    let not_ours = status(theirs.id, None, true);
+    let unknown = status(Uuid::now_v7(), None, true);
+    let outcome = store
+        .push(
+            site.id,
+            &[
+                event(1, &on),
+                event(2, &lost),
+                event(3, &not_ours),
+                event(4, &unknown),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    let refused: Vec<i64> = rejections(&outcome)
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(refused, vec![3, 4], "{:?}", rejections(&outcome));
+    // The later report replaced the earlier one; nothing is kept for another site's plug.
+    assert_eq!(store.plug_statuses(site.id).await.unwrap(), vec![lost]);
+    assert_eq!(store.plug_statuses(other.id).await.unwrap(), vec![]);
 }
 
 async fn a_record_pushed_again_with_other_content_is_rejected(store: Arc<dyn Store>) {

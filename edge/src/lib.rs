@@ -155,6 +155,7 @@ pub async fn launch(
     let sessions_task = tokio::spawn(sessions.run(stop_rx.clone()));
     let plugs = plugs::reconcile::PlugReconciler::new(
         Arc::clone(&edge.state.replica),
+        edge.state.writer.clone(),
         site_id,
         Arc::clone(&edge.state.plugs),
         Arc::clone(&edge.state.live),

@@ -12,6 +12,7 @@ use aero_edge::replica::apply::{PulledPage, apply_page};
 use aero_plugsim::Fault;
 use aero_plugsim::{Model, SimPlug};
 use aero_shared::clock::ManualClock;
+use aero_shared::wire::{Entity, OpKind};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ impl Venue {
         let support::OfflineEdge { edge, site, dir } = offline;
         let reconciler = PlugReconciler::new(
             Arc::clone(&edge.state.replica),
+            edge.state.writer.clone(),
             site,
             Arc::clone(&edge.state.plugs),
             Arc::clone(&edge.state.live),
@@ -137,6 +139,21 @@ impl Venue {
         .await;
     }
 
+    /// The plug statuses queued for central, oldest first.
+    async fn plug_reports(&self) -> Vec<Value> {
+        let ops = self
+            .edge
+            .state
+            .replica
+            .read(|c| aero_edge::outbox::pending(c, 1000, usize::MAX))
+            .await
+            .expect("outbox");
+        ops.into_iter()
+            .filter(|op| op.entity == Entity::PlugStatus && op.kind == OpKind::Event)
+            .map(|op| op.data)
+            .collect()
+    }
+
     async fn pass(&mut self) -> Vec<PlugView> {
         self.reconciler
             .as_mut()
@@ -171,6 +188,16 @@ async fn a_schedule_drives_its_plug_and_one_added_later_takes_over_without_a_res
         serde_json::to_value(found.desired).expect("json")["source"],
         "schedule"
     );
+    // What it found is queued for HQ, once per change.
+    let reported = venue.plug_reports().await;
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["plug_id"], plug.to_string());
+    assert_eq!(
+        (&reported[0]["state"], &reported[0]["reachable"]),
+        (&json!("on"), &json!(true))
+    );
+    venue.pass().await;
+    assert_eq!(venue.plug_reports().await.len(), 1, "nothing changed");
 
     // HQ adds an 'off' at 09:30: it is the latest event now, so it governs from the next pass.
     venue.add_schedule(plug, "0 30 9 * * *", "off").await;

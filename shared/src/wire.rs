@@ -139,6 +139,28 @@ pub struct ScheduleRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Longest problem text a plug status may carry.
+pub const MAX_PLUG_PROBLEM_CHARS: usize = 500;
+
+/// What a venue last saw of one of its plugs, pushed when its state or reachability changes;
+/// HQ keeps the latest per plug.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlugStatusRecord {
+    pub plug_id: Uuid,
+    pub site_id: Uuid,
+    /// `None` until the plug first answered.
+    pub state: Option<PowerState>,
+    pub reachable: bool,
+    /// When the plug last answered.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The draw in milliwatts, on plugs with an energy meter.
+    pub power_mw: Option<u64>,
+    /// Why the venue cannot reach or use the plug, as its staff screen says it.
+    pub problem: Option<String>,
+    /// When the venue saw this.
+    pub observed_at: DateTime<Utc>,
+}
+
 /// A customer, chain-wide: registered at one venue, found at every other.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRecord {
@@ -186,6 +208,9 @@ pub enum Entity {
     /// A venue's decision about one of its ops central refused for good (pushed only, never in
     /// the change feed): see [`DeadLetterResolution`].
     DeadLetter,
+    /// What a venue last saw of one of its plugs (pushed only, never in the change feed): see
+    /// [`PlugStatusRecord`].
+    PlugStatus,
 }
 
 impl Entity {
@@ -206,6 +231,7 @@ impl Entity {
             Self::Checkin => "checkin",
             Self::Score => "score",
             Self::DeadLetter => "dead_letter",
+            Self::PlugStatus => "plug_status",
         }
     }
 
@@ -226,6 +252,7 @@ impl Entity {
             Self::Checkin,
             Self::Score,
             Self::DeadLetter,
+            Self::PlugStatus,
         ]
         .into_iter()
         .find(|e| e.as_str() == text)

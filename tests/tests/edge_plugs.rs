@@ -1,5 +1,6 @@
 //! Smart plugs end to end: a plug and its schedules created at HQ drive a simulated plug at the
-//! venue without restarting anything, and venue staff see its state on `GET /v1/plugs`.
+//! venue without restarting anything, venue staff see its state on `GET /v1/plugs`, and HQ sees
+//! what the venue reported on `GET /v1/sites/{id}/plugs`.
 
 use aero_plugsim::{Model, SimPlug};
 use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
@@ -8,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_schedule_created_at_central_switches_the_plug_at_the_venue_without_a_restart() {
+async fn a_schedule_created_at_hq_switches_the_plug_at_a_running_venue_and_hq_sees_its_state() {
     let central = TestCentral::start().await;
     let owner = central.owner_token().await;
     let site = central.create_site(&owner, "Leeds").await;
@@ -115,4 +116,17 @@ async fn a_schedule_created_at_central_switches_the_plug_at_the_venue_without_a_
     assert_eq!(shown["reachable"], true);
     assert_eq!(shown["desired"]["source"], "schedule");
     assert_eq!(shown["desired"]["state"], "off");
+
+    // HQ sees what the venue reported, once the push landed.
+    let hq_plugs = format!("/v1/sites/{site}/plugs");
+    wait_until("HQ sees the plug off", Duration::from_secs(10), || async {
+        let plugs = central.get_json(&owner, &hq_plugs, 200).await;
+        plugs["plugs"][0]["status"]["state"] == "off"
+    })
+    .await;
+    let plugs = central.get_json(&owner, &hq_plugs, 200).await;
+    let status = &plugs["plugs"][0]["status"];
+    assert_eq!(plugs["plugs"][0]["id"], plug_id);
+    assert_eq!(status["reachable"], true);
+    assert!(status["last_seen"].is_string(), "{status}");
 }

@@ -7,13 +7,14 @@ use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
-use aero_shared::wire::{PlugRecord, PowerState, ScheduleRecord};
+use aero_shared::wire::{PlugRecord, PlugStatusRecord, PowerState, ScheduleRecord};
 use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -90,7 +91,16 @@ async fn create_plug(
 
 #[derive(Serialize)]
 struct PlugList {
-    plugs: Vec<PlugRecord>,
+    plugs: Vec<PlugView>,
+}
+
+/// A plug as HQ sees it: its configuration and what the venue last reported of it (`null`
+/// until the venue first reported).
+#[derive(Serialize)]
+struct PlugView {
+    #[serde(flatten)]
+    plug: PlugRecord,
+    status: Option<PlugStatusRecord>,
 }
 
 async fn list_plugs(
@@ -98,9 +108,24 @@ async fn list_plugs(
     _auth: Auth,
     Path(site_id): Path<Uuid>,
 ) -> Result<Json<PlugList>, ApiError> {
-    Ok(Json(PlugList {
-        plugs: state.store.list_plugs(site_id).await?,
-    }))
+    let mut statuses: HashMap<Uuid, PlugStatusRecord> = state
+        .store
+        .plug_statuses(site_id)
+        .await?
+        .into_iter()
+        .map(|s| (s.plug_id, s))
+        .collect();
+    let plugs = state
+        .store
+        .list_plugs(site_id)
+        .await?
+        .into_iter()
+        .map(|plug| PlugView {
+            status: statuses.remove(&plug.id),
+            plug,
+        })
+        .collect();
+    Ok(Json(PlugList { plugs }))
 }
 
 #[derive(Deserialize)]

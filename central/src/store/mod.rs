@@ -14,9 +14,9 @@ pub use reports::{
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
-    GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, OrderRecord, PlugRecord,
-    ProductRecord, PushOp, RefundRecord, RejectedOp, Resolution, ScheduleRecord, ScoreRecord,
-    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, MAX_PLUG_PROBLEM_CHARS,
+    OrderRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, RefundRecord, RejectedOp,
+    Resolution, ScheduleRecord, ScoreRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -250,6 +250,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()>;
     async fn get_plug(&self, id: Uuid) -> StoreResult<Option<PlugRecord>>;
     async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>>;
+    /// What the site's venue last reported of each of its plugs (plugs it never reported on
+    /// have none).
+    async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>>;
     async fn create_schedule(&self, actor: &Actor, schedule: &ScheduleRecord) -> StoreResult<()>;
     async fn list_schedules(&self, plug_id: Uuid) -> StoreResult<Vec<ScheduleRecord>>;
 
@@ -385,6 +388,9 @@ pub enum VenueWrite {
         site_id: Uuid,
         resolution: DeadLetterResolution,
     },
+    /// What the venue last saw of one of its plugs: kept as the plug's latest status (last
+    /// arrival wins), for HQ's view of the site's plugs. Nothing is replicated.
+    PlugStatus(PlugStatusRecord),
 }
 
 /// Longest name a dead-letter resolution may give for who decided.
@@ -414,7 +420,7 @@ impl VenueWrite {
         use aero_shared::wire::{Entity, OpKind};
         let expected = match op.entity {
             Entity::LedgerEntry => OpKind::LedgerAppend,
-            Entity::DeadLetter => OpKind::Event,
+            Entity::DeadLetter | Entity::PlugStatus => OpKind::Event,
             _ => OpKind::Upsert,
         };
         if op.kind != expected {
@@ -540,6 +546,26 @@ impl VenueWrite {
                     site_id,
                     resolution,
                 }
+            }
+            Entity::PlugStatus => {
+                let status: PlugStatusRecord = record(op, "plug status")?;
+                own_record(site_id, op, status.plug_id, status.site_id, "plug status")?;
+                if known.plugs.get(&status.plug_id) != Some(&site_id) {
+                    return Err(format!(
+                        "plug {} is not one of this site's plugs at central",
+                        status.plug_id
+                    ));
+                }
+                if status
+                    .problem
+                    .as_deref()
+                    .is_some_and(|p| p.chars().count() > MAX_PLUG_PROBLEM_CHARS)
+                {
+                    return Err(format!(
+                        "a plug status's problem is at most {MAX_PLUG_PROBLEM_CHARS} characters"
+                    ));
+                }
+                Self::PlugStatus(status)
             }
             other => {
                 return Err(format!(

@@ -50,6 +50,8 @@ pub struct Known {
     pub ledger_entries: HashMap<Uuid, LedgerEntry>,
     pub checkins: HashMap<Uuid, CheckinRecord>,
     pub scores: HashMap<Uuid, ScoreRecord>,
+    /// The site of each plug central holds, of those the batch's plug statuses are about.
+    pub plugs: HashMap<Uuid, Uuid>,
     /// The ops central refused for good from the site, of those the batch's dead-letter
     /// resolutions name (and those the batch itself refuses).
     pub rejected_ops: HashSet<Uuid>,
@@ -79,7 +81,7 @@ impl Known {
             VenueWrite::Score(s) => {
                 self.scores.entry(s.id).or_insert_with(|| s.clone());
             }
-            VenueWrite::DeadLetterResolved { .. } => {}
+            VenueWrite::DeadLetterResolved { .. } | VenueWrite::PlugStatus(_) => {}
         }
     }
 
@@ -155,6 +157,9 @@ pub struct Lookup {
     pub ledger_entry_ids: Vec<Uuid>,
     pub checkin_ids: Vec<Uuid>,
     pub score_ids: Vec<Uuid>,
+    /// Which of these plugs central holds, and at which site: those the batch's statuses are
+    /// about.
+    pub plug_ids: Vec<Uuid>,
     /// Which of these ops (named by dead-letter resolutions) central refused from the site.
     pub resolved_op_ids: Vec<Uuid>,
 }
@@ -231,6 +236,13 @@ impl Lookup {
             ledger_entry_ids: ledger_entries.into_iter().collect(),
             checkin_ids: checkins.into_iter().collect(),
             score_ids: scores.into_iter().collect(),
+            plug_ids: ops
+                .iter()
+                .filter(|op| op.entity == Entity::PlugStatus)
+                .map(|op| op.entity_id)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             resolved_op_ids: ops
                 .iter()
                 .filter(|op| op.entity == Entity::DeadLetter)

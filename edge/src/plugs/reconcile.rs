@@ -12,13 +12,17 @@
 //! is skipped by the passes that come while its task is still running.
 
 use crate::live::{LiveEvent, LiveHub};
+use crate::outbox::{Writer, append_op};
 use crate::plugs::device::{DeviceHandle, DeviceSettings, PlugStatus};
 use crate::plugs::kasa::{Endpoint, TcpTransport, Timeouts};
 use crate::plugs::schedule::{Desired, PlugPlan, PlugSchedule};
 use crate::replica::Replica;
 use crate::replica::venue::site_timezone;
 use aero_shared::clock::SharedClock;
-use aero_shared::wire::{PlugRecord, PowerState, ScheduleRecord};
+use aero_shared::wire::{
+    Entity, MAX_PLUG_PROBLEM_CHARS, OpKind, PlugRecord, PlugStatusRecord, PowerState,
+    ScheduleRecord,
+};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::Connection;
@@ -201,6 +205,8 @@ fn load_config(c: &Connection, site_id: Uuid) -> anyhow::Result<Config> {
 /// The reconcile loop of one edge.
 pub struct PlugReconciler {
     replica: Arc<Replica>,
+    /// Queues each plug's status for central when its state or reachability changes.
+    writer: Writer,
     site_id: Uuid,
     board: Arc<PlugBoard>,
     live: Arc<LiveHub>,
@@ -215,6 +221,7 @@ pub struct PlugReconciler {
 impl PlugReconciler {
     pub fn new(
         replica: Arc<Replica>,
+        writer: Writer,
         site_id: Uuid,
         board: Arc<PlugBoard>,
         live: Arc<LiveHub>,
@@ -223,6 +230,7 @@ impl PlugReconciler {
     ) -> Self {
         Self {
             replica,
+            writer,
             site_id,
             board,
             live,
@@ -309,15 +317,17 @@ impl PlugReconciler {
                 // The site row has not arrived yet: its calendar is unknown.
                 None => Desired::Unset,
             };
-            let (board, live, clock) = (
+            let (board, live, clock, writer) = (
                 Arc::clone(&self.board),
                 Arc::clone(&self.live),
                 Arc::clone(&self.clock),
+                self.writer.clone(),
             );
             let running = InFlight {
                 set: Arc::clone(&self.in_flight),
                 id: plug.id,
             };
+            let site_id = self.site_id;
             tasks.push(tokio::spawn(async move {
                 let _running = running;
                 let view = reconcile_one(plug, device, desired).await;
@@ -325,18 +335,58 @@ impl PlugReconciler {
                     .record(view.clone())
                     .is_none_or(|b| b.state != view.state || b.reachable != view.reachable);
                 if changed {
+                    let now = clock.now();
                     live.publish(
                         LiveEvent::PlugState {
                             plug_id: view.id,
                             state: view.state.to_string(),
                             reachable: view.reachable,
                         },
-                        clock.now(),
+                        now,
                     );
+                    report(&writer, site_id, &view, now).await;
                 }
             }));
         }
         Ok(tasks)
+    }
+}
+
+/// Queues what the venue now sees of a plug for central (HQ's view of the site's plugs). A
+/// fenced edge queues nothing; the plug is driven all the same.
+async fn report(writer: &Writer, site_id: Uuid, view: &PlugView, now: DateTime<Utc>) {
+    let status = PlugStatusRecord {
+        plug_id: view.id,
+        site_id,
+        state: match view.state {
+            "on" => Some(PowerState::On),
+            "off" => Some(PowerState::Off),
+            _ => None,
+        },
+        reachable: view.reachable,
+        last_seen: view.last_seen,
+        power_mw: view.power_mw,
+        problem: view
+            .problem
+            .as_ref()
+            .map(|p| p.chars().take(MAX_PLUG_PROBLEM_CHARS).collect()),
+        observed_at: now,
+    };
+    let queued = writer
+        .mutate(move |c| {
+            append_op(
+                c,
+                Entity::PlugStatus,
+                status.plug_id,
+                OpKind::Event,
+                &status,
+                now,
+            )?;
+            Ok(())
+        })
+        .await;
+    if let Err(err) = queued {
+        tracing::warn!(plug = %view.id, error = %err, "the plug's status was not queued for central");
     }
 }
 

@@ -42,8 +42,8 @@ use super::{
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, ProductRecord,
-    PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, PlugStatusRecord,
+    ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -226,6 +226,10 @@ impl Store for MssqlStore {
 
     async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
         plugs::list(self, site_id).await
+    }
+
+    async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>> {
+        plugs::statuses(self, site_id).await
     }
 
     async fn create_schedule(&self, actor: &Actor, schedule: &ScheduleRecord) -> StoreResult<()> {

@@ -3,9 +3,9 @@
 
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
-use super::codec::{enum_text, plug_columns, plug_from, schedule_columns, schedule_from, ts};
-use crate::store::{Actor, AuditEvent, StoreResult};
-use aero_shared::wire::{Entity, PlugRecord, ScheduleRecord};
+use super::codec::{enum_text, plug_columns, plug_from, schedule_columns, schedule_from, text, ts};
+use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
+use aero_shared::wire::{Entity, PlugRecord, PlugStatusRecord, ScheduleRecord};
 use tiberius::Query;
 use uuid::Uuid;
 
@@ -77,6 +77,29 @@ pub(super) async fn list(store: &MssqlStore, site_id: Uuid) -> StoreResult<Vec<P
                 ));
                 q.bind(site_id);
                 conn.rows(q).await?.iter().map(plug_from).collect()
+            })
+        })
+        .await
+}
+
+pub(super) async fn statuses(
+    store: &MssqlStore,
+    site_id: Uuid,
+) -> StoreResult<Vec<PlugStatusRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new("SELECT data FROM plug_status WHERE site_id = @P1");
+                q.bind(site_id);
+                conn.rows(q)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        serde_json::from_str(&text(row, 0)?).map_err(|e| {
+                            StoreError::Other(anyhow::anyhow!("reading a plug status: {e}"))
+                        })
+                    })
+                    .collect()
             })
         })
         .await

@@ -37,6 +37,9 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
             fits(c.starts_at.year()) && fits(c.ends_at.year()) && fits(c.created_at.year())
         }
         VenueWrite::Score(s) => fits(s.created_at.year()),
+        VenueWrite::PlugStatus(s) => {
+            fits(s.observed_at.year()) && s.last_seen.is_none_or(|at| fits(at.year()))
+        }
     };
     if ok {
         Ok(())
@@ -144,6 +147,28 @@ async fn apply_venue_write(
             q.bind(ts(r.at));
             q.bind(op_id);
             q.bind(ts(at));
+            conn.exec(q).await?;
+            Ok(None)
+        }
+        VenueWrite::PlugStatus(s) => {
+            // Last arrival wins: the venue pushes a plug's statuses in the order it saw them.
+            // Pushes of one site are serialised on its sync row, and a plug belongs to one
+            // site, so the UPDATE-then-INSERT cannot race another push for the same plug.
+            let data = serde_json::to_string(s)
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("encoding a plug status: {e}")))?;
+            let mut q = Query::new(
+                "UPDATE plug_status WITH (UPDLOCK, SERIALIZABLE) \
+                    SET site_id = @P2, observed_at = @P3, recorded_at = @P4, data = @P5 \
+                  WHERE plug_id = @P1; \
+                 IF @@ROWCOUNT = 0 \
+                     INSERT INTO plug_status (plug_id, site_id, observed_at, recorded_at, data) \
+                     VALUES (@P1, @P2, @P3, @P4, @P5);",
+            );
+            q.bind(s.plug_id);
+            q.bind(s.site_id);
+            q.bind(ts(s.observed_at));
+            q.bind(ts(at));
+            q.bind(data);
             conn.exec(q).await?;
             Ok(None)
         }

@@ -202,7 +202,7 @@ pub(super) async fn score(
 
 /// What `load_known` asks, one statement per list. Each statement's first column is its own
 /// index in this table, so rows find their list whichever result sets a round trip returns.
-const KNOWN_QUERIES: [&str; 7] = [
+const KNOWN_QUERIES: [&str; 8] = [
     "SELECT 0, id FROM games WHERE id IN (",
     "SELECT 1, data FROM orders WHERE id IN (",
     "SELECT 2, data FROM refunds WHERE id IN (",
@@ -210,6 +210,7 @@ const KNOWN_QUERIES: [&str; 7] = [
     "SELECT 4, data FROM ledger_entries WHERE id IN (",
     "SELECT 5, data FROM checkins WHERE id IN (",
     "SELECT 6, data FROM scores WHERE id IN (",
+    "SELECT 7, id, site_id FROM plugs WHERE id IN (",
 ];
 
 /// One round trip of `load_known`: statements from [`KNOWN_QUERIES`] with their lists, and
@@ -222,7 +223,7 @@ struct KnownRoundTrip {
 
 /// Packs `lists` (one per entry of [`KNOWN_QUERIES`]) into as few round trips as `MAX_PARAMS`
 /// allows, splitting a long list over several.
-fn known_round_trips(lists: [&[Uuid]; 7]) -> Vec<KnownRoundTrip> {
+fn known_round_trips(lists: [&[Uuid]; 8]) -> Vec<KnownRoundTrip> {
     let mut trips = Vec::new();
     let mut trip = KnownRoundTrip::default();
     for (head, mut ids) in KNOWN_QUERIES.into_iter().zip(lists) {
@@ -272,6 +273,7 @@ pub(super) async fn load_known(
         &lookup.ledger_entry_ids,
         &lookup.checkin_ids,
         &lookup.score_ids,
+        &lookup.plug_ids,
     ];
     for trip in known_round_trips(lists) {
         let mut q = Query::new(trip.sql);
@@ -288,6 +290,9 @@ pub(super) async fn load_known(
                 4 => insert(row, &mut known.ledger_entries, |r| r.id)?,
                 5 => insert(row, &mut known.checkins, |r| r.id)?,
                 6 => insert(row, &mut known.scores, |r| r.id)?,
+                7 => {
+                    known.plugs.insert(uuid(row, 1)?, uuid(row, 2)?);
+                }
                 other => {
                     return Err(StoreError::Other(anyhow::anyhow!(
                         "unexpected lookup {other}"
@@ -320,16 +325,16 @@ mod tests {
 
     #[test]
     fn a_usual_batch_is_looked_up_in_one_round_trip() {
-        let (games, orders, scores) = (ids(3), ids(200), ids(300));
-        let trips = known_round_trips([&games, &orders, &[], &[], &[], &[], &scores]);
+        let (games, orders, scores, plugs) = (ids(3), ids(200), ids(300), ids(2));
+        let trips = known_round_trips([&games, &orders, &[], &[], &[], &[], &scores, &plugs]);
         assert_eq!(trips.len(), 1);
         let trip = &trips[0];
-        assert_eq!(trip.sql.matches("SELECT").count(), 3);
+        assert_eq!(trip.sql.matches("SELECT").count(), 4);
         assert_eq!(
             placeholder_numbers(&trip.sql),
-            (1..=503).collect::<Vec<_>>()
+            (1..=505).collect::<Vec<_>>()
         );
-        let bound: Vec<Uuid> = [games, orders, scores].concat();
+        let bound: Vec<Uuid> = [games, orders, scores, plugs].concat();
         assert_eq!(trip.ids, bound);
     }
 
@@ -337,7 +342,7 @@ mod tests {
     fn long_lists_are_split_within_the_parameter_limit() {
         let orders = ids(MAX_PARAMS + 10);
         let refunds = ids(MAX_PARAMS);
-        let trips = known_round_trips([&[], &orders, &refunds, &[], &[], &[], &[]]);
+        let trips = known_round_trips([&[], &orders, &refunds, &[], &[], &[], &[], &[]]);
         assert_eq!(trips.len(), 3);
         for trip in &trips {
             assert!(trip.ids.len() <= MAX_PARAMS);
@@ -348,6 +353,6 @@ mod tests {
         }
         let bound: Vec<Uuid> = trips.iter().flat_map(|t| t.ids.clone()).collect();
         assert_eq!(bound, [orders, refunds].concat());
-        assert!(known_round_trips([&[]; 7]).is_empty());
+        assert!(known_round_trips([&[]; 8]).is_empty());
     }
 }

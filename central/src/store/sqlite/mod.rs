@@ -19,8 +19,8 @@ use aero_shared::idempotency::{
 };
 use aero_shared::wire::{
     Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord,
-    Grant, PlugRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus,
-    UserRecord, WaiverRecord,
+    Grant, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord,
+    SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -516,6 +516,24 @@ fn apply_venue_write(
                 ts(r.at),
                 op_id,
                 ts(at)
+            ])?;
+            Ok(())
+        }
+        VenueWrite::PlugStatus(s) => {
+            // Last arrival wins: the venue pushes a plug's statuses in the order it saw them.
+            tx.prepare_cached(
+                "INSERT INTO plug_status (plug_id, site_id, observed_at, recorded_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (plug_id) DO UPDATE SET site_id = excluded.site_id,
+                    observed_at = excluded.observed_at, recorded_at = excluded.recorded_at,
+                    data = excluded.data",
+            )?
+            .execute(params![
+                s.plug_id,
+                s.site_id,
+                ts(s.observed_at),
+                ts(at),
+                serde_json::to_string(s).map_err(anyhow::Error::from)?
             ])?;
             Ok(())
         }
@@ -1092,6 +1110,15 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT id, site_id, name, host, port, child_id, created_at FROM plugs WHERE site_id = ?1 ORDER BY name")?;
             Ok(stmt.query_map([site_id], plug_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT data FROM plug_status WHERE site_id = ?1")?;
+            let rows = stmt.query_map([site_id], |r| r.get::<_, String>(0))?;
+            rows.map(|data| Ok(parse_json(&data?)?)).collect()
         })
         .await
     }

@@ -208,6 +208,12 @@ pub(super) fn load_known(
         &lookup.score_ids,
         &mut known.scores,
     )?;
+    let mut plug = tx.prepare_cached("SELECT site_id FROM plugs WHERE id = ?1")?;
+    for id in &lookup.plug_ids {
+        if let Some(site) = plug.query_row([id], |r| r.get(0)).optional()? {
+            known.plugs.insert(*id, site);
+        }
+    }
     Ok(())
 }
 
