@@ -1,10 +1,14 @@
-//! `aero-edge` command line: enroll with central, then serve the venue.
+//! `aero-edge` command line: enroll with central, then serve the venue; and find the venue's
+//! plugs for ops.
 
 use aero_edge::config::Settings;
+use aero_edge::plugs::discover;
+use aero_edge::plugs::kasa::DEFAULT_PORT;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "aero-edge", version, about = "AeroSports venue edge daemon")]
@@ -36,6 +40,35 @@ enum Command {
     },
     /// Run the venue API and sync with central.
     Serve(ServeArgs),
+    /// Smart plugs on the venue LAN.
+    Plugs {
+        #[command(subcommand)]
+        command: PlugsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlugsCommand {
+    /// List the Kasa plugs that answer discovery at an address, with what HQ needs to add them.
+    Discover(DiscoverArgs),
+}
+
+#[derive(Args)]
+struct DiscoverArgs {
+    /// Where to send discovery: the venue LAN's broadcast address (e.g. 192.168.1.255), or one
+    /// plug's address.
+    #[arg(long, value_name = "ADDR")]
+    broadcast: IpAddr,
+    /// The UDP port plugs answer discovery on.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// How long to collect answers.
+    #[arg(
+        long,
+        default_value_t = discover::DEFAULT_WAIT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=60),
+    )]
+    seconds: u64,
 }
 
 #[derive(Args)]
@@ -87,6 +120,23 @@ async fn main() -> anyhow::Result<()> {
                 settings.data_dir().display()
             );
             aero_edge::launch(settings, listener, aero_shared::server::shutdown_signal()).await
+        }
+        Command::Plugs {
+            command: PlugsCommand::Discover(args),
+        } => {
+            let target = SocketAddr::new(args.broadcast, args.port);
+            let found = discover::discover(target, Duration::from_secs(args.seconds)).await?;
+            if found.is_empty() {
+                eprintln!(
+                    "no plug answered at {target} within {} s; plugs answer only on the LAN \
+                     they are on, so run this on the venue network with its broadcast address",
+                    args.seconds
+                );
+                return Ok(());
+            }
+            print!("{}", discover::table(&found));
+            println!("{}", discover::hq_hint(&found));
+            Ok(())
         }
     }
 }

@@ -1,10 +1,12 @@
 //! `aero-plugsim`: TP-Link Kasa plugs simulated on loopback, speaking the real protocol through
 //! the edge's own codec. Each [`SimPlug`] listens on its own `127.0.0.1` port, keeps its relays,
-//! answers sysinfo, relay and emeter commands as its [`Model`] does, and can be scripted to
+//! answers sysinfo, relay and emeter commands as its [`Model`] does, answers UDP discovery on a
+//! `127.0.0.1` port of its own, and can be scripted to
 //! misbehave one request at a time ([`Fault`]) or to refuse connections for a while. It counts
 //! the requests it saw and the connections still open, so tests can assert retries and that
 //! no socket was left behind.
 
+mod discovery;
 mod fault;
 mod model;
 
@@ -13,14 +15,14 @@ pub use model::{Model, load_mw};
 
 use aero_edge::plugs::kasa::Endpoint;
 use model::Device;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -32,17 +34,25 @@ static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
 #[derive(Debug)]
 pub struct SimPlug {
     addr: SocketAddr,
+    /// Where the plug answers discovery. Its own port rather than 9999, so tests can run many
+    /// plugs side by side and ask each one without broadcasting.
+    udp_addr: SocketAddr,
     shared: Arc<Shared>,
     supervisor: JoinHandle<()>,
+    responder: JoinHandle<()>,
 }
 
 impl SimPlug {
-    /// Binds `127.0.0.1` on a free port and starts answering as `model`, all relays off. The
-    /// port accepts connections before this returns.
+    /// Binds `127.0.0.1` on a free TCP port and a free UDP port and starts answering as
+    /// `model`, all relays off. Both ports take requests before this returns.
     pub fn start(model: Model) -> io::Result<Self> {
         let socket = reserve((Ipv4Addr::LOCALHOST, 0).into())?;
         let addr = socket.local_addr()?;
         let listener = socket.listen(1024)?;
+        let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        udp.set_nonblocking(true)?;
+        let udp = UdpSocket::from_std(udp)?;
+        let udp_addr = udp.local_addr()?;
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             device: Mutex::new(Device::new(model, serial)),
@@ -59,16 +69,27 @@ impl SimPlug {
                 applied: 0,
             }),
         });
-        let supervisor = tokio::spawn(supervise(listener, addr, Arc::clone(&shared)));
+        // Subscribed here, not in the task: a command given before the task first runs (a
+        // reboot right after start) must still be seen as a change.
+        let power = shared.power.subscribe();
+        let supervisor = tokio::spawn(supervise(listener, addr, Arc::clone(&shared), power));
+        let responder = tokio::spawn(discovery::answer(udp, Arc::clone(&shared)));
         Ok(Self {
             addr,
+            udp_addr,
             shared,
             supervisor,
+            responder,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the plug answers discovery datagrams.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
     }
 
     /// Where the edge finds this plug.
@@ -85,6 +106,11 @@ impl SimPlug {
 
     pub fn device_id(&self) -> String {
         self.shared.device().device_id.clone()
+    }
+
+    /// The name the plug reports in its sysinfo.
+    pub fn alias(&self) -> String {
+        self.shared.device().alias.clone()
     }
 
     /// The full child id of strip outlet `index` (from 0).
@@ -139,7 +165,7 @@ impl SimPlug {
 
     /// Whether the port accepts connections.
     pub fn is_online(&self) -> bool {
-        self.shared.port.borrow().online
+        self.shared.is_online()
     }
 
     /// Waits until the port accepts connections again (after a reboot).
@@ -178,6 +204,7 @@ impl SimPlug {
 impl Drop for SimPlug {
     fn drop(&mut self) {
         self.supervisor.abort();
+        self.responder.abort();
     }
 }
 
@@ -218,6 +245,16 @@ impl Shared {
 
     pub(crate) fn answer(&self, request: &Value, forced_error: Option<(i64, &str)>) -> Value {
         self.device().answer(request, forced_error)
+    }
+
+    /// The reply to `system.get_sysinfo`, as a TCP request for it would get.
+    pub(crate) fn sysinfo_reply(&self) -> Value {
+        self.answer(&json!({"system": {"get_sysinfo": {}}}), None)
+    }
+
+    /// Whether the port is up: not rebooting, not closed.
+    pub(crate) fn is_online(&self) -> bool {
+        self.port.borrow().online
     }
 
     /// Goes offline for `offline`; returns the command's sequence number.
@@ -287,8 +324,12 @@ fn reserve(addr: SocketAddr) -> io::Result<TcpSocket> {
 }
 
 /// Owns the port: accepts and serves connections while on, refuses them while off.
-async fn supervise(mut listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
-    let mut power = shared.power.subscribe();
+async fn supervise(
+    mut listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut power: watch::Receiver<PowerCommand>,
+) {
     loop {
         let mut connections = JoinSet::new();
         let off = loop {

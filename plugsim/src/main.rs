@@ -1,5 +1,5 @@
 //! `aero-plug-sim`: runs simulated Kasa plugs on loopback for trying the edge by hand, and
-//! prints where each one listens.
+//! prints where each one listens (TCP) and answers discovery (UDP).
 
 use aero_plugsim::{Model, SimPlug};
 use clap::Parser;
@@ -23,7 +23,12 @@ async fn main() -> anyhow::Result<()> {
     for index in 0..args.plugs {
         let model = args.model.unwrap_or(Model::ALL[index % Model::ALL.len()]);
         let plug = SimPlug::start(model)?;
-        println!("{model}\t{}\t{}", plug.addr(), plug.device_id());
+        println!(
+            "{model}\t{}\t{}\t{}",
+            plug.addr(),
+            plug.device_id(),
+            plug.udp_addr()
+        );
         plugs.push(plug);
     }
     eprintln!("{} simulated plugs running; Ctrl-C stops them", plugs.len());

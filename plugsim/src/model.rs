@@ -81,6 +81,7 @@ const VOLTAGE_MV: u64 = 120_500;
 pub(crate) struct Device {
     pub(crate) model: Model,
     pub(crate) device_id: String,
+    pub(crate) alias: String,
     pub(crate) relays: Vec<bool>,
     serial: u32,
 }
@@ -91,6 +92,7 @@ impl Device {
         Self {
             model,
             device_id: format!("8006A0B1C2D3E4F5{serial:024X}"),
+            alias: format!("Simulated {} {serial}", model.name()),
             relays: vec![false; model.outlets()],
             serial,
         }
@@ -202,7 +204,7 @@ impl Device {
             "oemId": "FFF22CFF774A0B89F7624BFC6F50D5DE",
             "hwId": "044A516EE63C875F9458DA25C2CCC5A0",
             "mac": format!("50:C7:BF:{:02X}:{:02X}:{:02X}", (serial >> 16) & 0xff, (serial >> 8) & 0xff, serial & 0xff),
-            "alias": format!("Simulated {} {serial}", self.model.name()),
+            "alias": self.alias,
             "feature": self.model.feature(),
             "rssi": -48,
             "led_off": 0,
