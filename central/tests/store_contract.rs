@@ -10,9 +10,9 @@ use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
     Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord, Period,
-    PlugRecord, PlugStatusRecord, PowerState, ProductKind, ProductRecord, PushOp, RefundRecord,
-    RefundTender, Resolution, ScoreOrder, ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord,
-    WaiverRecord,
+    PlugOverrideRecord, PlugRecord, PlugStatusRecord, PowerState, ProductKind, ProductRecord,
+    PushOp, RefundRecord, RefundTender, Resolution, ScoreOrder, ScoreRecord, SiteRecord, Tender,
+    TenderKind, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -105,6 +105,7 @@ contract!(
     ledger_entries_from_two_sites_are_kept_and_negative_balances_reported,
     lapsed_visits_do_not_hide_an_overspent_membership,
     a_venue_reports_its_own_plugs_status_and_the_latest_is_kept,
+    plug_overrides_from_hq_and_the_venue_are_kept_once_and_replicated,
     a_record_pushed_again_with_other_content_is_rejected,
     daily_figures_follow_the_sites_local_day,
     leaderboards_rank_each_customers_best_by_the_games_score_order,
@@ -2172,6 +2173,83 @@ async fn a_venue_reports_its_own_plugs_status_and_the_latest_is_kept(store: Arc<
     // The later report replaced the earlier one; nothing is kept for another site's plug.
     assert_eq!(store.plug_statuses(site.id).await.unwrap(), vec![lost]);
     assert_eq!(store.plug_statuses(other.id).await.unwrap(), vec![]);
+}
+
+async fn plug_overrides_from_hq_and_the_venue_are_kept_once_and_replicated(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let other = new_site(&store).await;
+    let plug_at = |site_id: Uuid| PlugRecord {
+        id: Uuid::now_v7(),
+        site_id,
+        name: unique("Plug"),
+        host: "192.0.2.11".into(),
+        port: 9999,
+        child_id: None,
+        created_at: now(),
+    };
+    let (ours, theirs) = (plug_at(site.id), plug_at(other.id));
+    for plug in [&ours, &theirs] {
+        store.create_plug(&actor(), plug).await.unwrap();
+    }
+    let set = |plug: &PlugRecord, on: bool, by: &str| PlugOverrideRecord {
+        id: Uuid::now_v7(),
+        plug_id: plug.id,
+        site_id: site.id,
+        state: if on { PowerState::On } else { PowerState::Off },
+        set_at: now(),
+        until: now() + Duration::hours(2),
+        set_by: by.into(),
+    };
+    let from_hq = set(&ours, true, "ana");
+    store
+        .create_plug_override(&actor(), &from_hq)
+        .await
+        .unwrap();
+    let from_venue = set(&ours, false, "morgan");
+    let altered = PlugOverrideRecord {
+        set_by: "someone else".into(),
+        ..from_venue.clone()
+    };
+    let not_ours = set(&theirs, false, "morgan");
+    let head = store.change_head().await.unwrap();
+    let outcome = store
+        .push(
+            site.id,
+            &[
+                venue_op(1, Entity::PlugOverride, from_venue.id, &from_venue),
+                venue_op(2, Entity::PlugOverride, from_venue.id, &from_venue),
+                venue_op(3, Entity::PlugOverride, altered.id, &altered),
+                venue_op(4, Entity::PlugOverride, not_ours.id, &not_ours),
+            ],
+            now(),
+        )
+        .await
+        .unwrap();
+    let refused: Vec<i64> = rejections(&outcome)
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(refused, vec![3, 4], "{:?}", rejections(&outcome));
+    let listed: Vec<Uuid> = store
+        .plug_overrides(ours.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![from_venue.id, from_hq.id],
+        "newest first, each once"
+    );
+    // The venue's override goes back to its site (a rebuilt box gets it again), once.
+    let replicated: Vec<Uuid> = pull_all(&store, site.id, head)
+        .await
+        .into_iter()
+        .filter(|c| c.entity == ChangeEntity::Known(Entity::PlugOverride))
+        .map(|c| c.entity_id)
+        .collect();
+    assert_eq!(replicated, vec![from_venue.id]);
 }
 
 async fn a_record_pushed_again_with_other_content_is_rejected(store: Arc<dyn Store>) {

@@ -12,7 +12,7 @@ use aero_edge::replica::apply::{PulledPage, apply_page};
 use aero_plugsim::Fault;
 use aero_plugsim::{Model, SimPlug};
 use aero_shared::clock::ManualClock;
-use aero_shared::wire::{Entity, OpKind};
+use aero_shared::wire::Entity;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -22,8 +22,9 @@ struct Venue {
     edge: aero_edge::Edge,
     site: Uuid,
     clock: ManualClock,
-    /// A staff member's token for the venue.
+    /// Tokens of a staff member and a manager of the venue.
     staff: String,
+    manager: String,
     /// Taken by a test that runs the loop itself.
     reconciler: Option<PlugReconciler>,
     next_seq: i64,
@@ -53,6 +54,7 @@ impl Venue {
         let clock = ManualClock::new(start);
         let offline = support::offline_edge(&clock);
         let staff = offline.staff_token("sam", "staff");
+        let manager = offline.staff_token("morgan", "manager");
         let support::OfflineEdge { edge, site, dir } = offline;
         let reconciler = PlugReconciler::new(
             Arc::clone(&edge.state.replica),
@@ -68,6 +70,7 @@ impl Venue {
             site,
             clock,
             staff,
+            manager,
             reconciler: Some(reconciler),
             next_seq: 1,
             _dir: dir,
@@ -78,7 +81,7 @@ impl Venue {
                 site,
                 json!({
                     "id": site, "name": "Leeds", "timezone": "Europe/London",
-                    "allowed_networks": [], "created_at": start,
+                    "allowed_networks": ["127.0.0.0/8"], "created_at": start,
                 }),
             )
             .await;
@@ -141,6 +144,11 @@ impl Venue {
 
     /// The plug statuses queued for central, oldest first.
     async fn plug_reports(&self) -> Vec<Value> {
+        self.queued(Entity::PlugStatus).await
+    }
+
+    /// The ops of `entity` queued for central, oldest first.
+    async fn queued(&self, entity: Entity) -> Vec<Value> {
         let ops = self
             .edge
             .state
@@ -149,9 +157,23 @@ impl Venue {
             .await
             .expect("outbox");
         ops.into_iter()
-            .filter(|op| op.entity == Entity::PlugStatus && op.kind == OpKind::Event)
+            .filter(|op| op.entity == entity)
             .map(|op| op.data)
             .collect()
+    }
+
+    /// Serves the venue API on a loopback port; returns its base URL.
+    async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(aero_shared::server::serve(
+            listener,
+            self.edge.router.clone(),
+            std::future::pending(),
+        ));
+        format!("http://{addr}")
     }
 
     async fn pass(&mut self) -> Vec<PlugView> {
@@ -261,20 +283,12 @@ async fn a_strip_outlet_follows_its_own_schedule_and_the_board_is_served() {
     );
 
     // Staff see the board over HTTP, answered from memory.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(aero_shared::server::serve(
-        listener,
-        venue.edge.router.clone(),
-        std::future::pending(),
-    ));
+    let base = venue.serve().await;
     let board: Value = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client")
-        .get(format!("http://{addr}/v1/plugs"))
+        .get(format!("{base}/v1/plugs"))
         .bearer_auth(&venue.staff)
         .send()
         .await
@@ -351,4 +365,67 @@ async fn a_plug_that_never_answers_does_not_hold_up_the_next_passes() {
     );
     let _ = stop.send(true);
     running.await.expect("the loop stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managers_override_holds_until_its_time_then_the_schedule_takes_over() {
+    // 10:00 in London; no central anywhere.
+    let mut venue = Venue::open(at("2026-06-01T09:00:00Z")).await;
+    let sim = SimPlug::start(Model::Hs103).expect("simulated plug");
+    let plug = venue.add_plug("Laser tag", &sim, None).await;
+    venue.add_schedule(plug, "0 0 8 * * *", "on").await;
+    venue.pass().await;
+    assert_eq!(sim.relays(), vec![true]);
+
+    let base = venue.serve().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let power = |token: &str, body: Value| {
+        client
+            .post(format!("{base}/v1/plugs/{plug}/power"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let until_1030 = json!({ "on": false, "until": "2026-06-01T09:30:00Z" });
+    let refused = power(&venue.staff, until_1030.clone()).await.expect("post");
+    assert_eq!(refused.status(), 403, "staff may not switch plugs");
+    let past = power(
+        &venue.manager,
+        json!({ "on": false, "until": "2026-06-01T08:00:00Z" }),
+    )
+    .await
+    .expect("post");
+    assert_eq!(past.status(), 422, "an override must end after now");
+    let set = power(&venue.manager, until_1030).await.expect("post");
+    assert_eq!(set.status(), 201);
+    let set: Value = set.json().await.expect("json");
+    assert_eq!(
+        (&set["state"], &set["set_by"]),
+        (&json!("off"), &json!("morgan"))
+    );
+
+    let views = venue.pass().await;
+    assert_eq!(sim.relays(), vec![false], "the override holds the plug off");
+    let shown = serde_json::to_value(view(&views, plug)).expect("json");
+    assert_eq!(shown["desired"]["source"], "override");
+    // Queued for HQ, to be sent when central is reachable.
+    let queued = venue.queued(Entity::PlugOverride).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["id"], set["id"]);
+
+    venue.clock.advance(Duration::minutes(29));
+    venue.pass().await;
+    assert_eq!(sim.relays(), vec![false], "still within the override");
+    venue.clock.advance(Duration::minutes(1));
+    let views = venue.pass().await;
+    assert_eq!(
+        sim.relays(),
+        vec![true],
+        "the schedule governs again at 10:30"
+    );
+    let shown = serde_json::to_value(view(&views, plug)).expect("json");
+    assert_eq!(shown["desired"]["source"], "schedule");
 }

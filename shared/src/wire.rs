@@ -161,6 +161,84 @@ pub struct PlugStatusRecord {
     pub observed_at: DateTime<Utc>,
 }
 
+/// Longest an override may hold a plug against its schedules.
+pub const MAX_OVERRIDE_DAYS: i64 = 31;
+
+/// A manual "on" or "off" for a plug, holding against its schedules until `until`; set at HQ or
+/// by a venue manager, written once and never edited. Of several, the one set last counts (see
+/// the edge's `plugs::schedule`); from `until` on the schedules govern again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlugOverrideRecord {
+    pub id: Uuid,
+    pub plug_id: Uuid,
+    pub site_id: Uuid,
+    pub state: PowerState,
+    /// When the server that accepted it took it (the edge for a manager, central for HQ).
+    pub set_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Who set it, for the audit trail.
+    pub set_by: String,
+}
+
+impl PlugOverrideRecord {
+    pub fn check(&self) -> Result<(), String> {
+        if self.until <= self.set_at {
+            return Err("an override ends after it was set".into());
+        }
+        if self.until - self.set_at > chrono::Duration::days(MAX_OVERRIDE_DAYS) {
+            return Err(format!(
+                "an override holds for at most {MAX_OVERRIDE_DAYS} days"
+            ));
+        }
+        if self.set_by.trim().is_empty() || self.set_by.chars().count() > 200 {
+            return Err("an override names who set it, in at most 200 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// The body that sets an override, at HQ (`POST /v1/plugs/{id}/overrides`) or by a venue
+/// manager (`POST /v1/plugs/{id}/power`): the plug on or off until `until`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPlugOverride {
+    pub on: bool,
+    pub until: DateTime<Utc>,
+}
+
+impl NewPlugOverride {
+    /// The override of `plug` this sets, taken at `set_at` by `set_by`; refused (with the
+    /// reason, about `until`) if it does not pass [`PlugOverrideRecord::check`].
+    pub fn record(
+        &self,
+        plug: &PlugRecord,
+        set_at: DateTime<Utc>,
+        set_by: String,
+    ) -> Result<PlugOverrideRecord, String> {
+        use chrono::SubsecRound;
+        let record = PlugOverrideRecord {
+            id: Uuid::now_v7(),
+            plug_id: plug.id,
+            site_id: plug.site_id,
+            state: if self.on {
+                PowerState::On
+            } else {
+                PowerState::Off
+            },
+            set_at: set_at.trunc_subsecs(3),
+            until: self.until.trunc_subsecs(3),
+            set_by,
+        };
+        record.check()?;
+        Ok(record)
+    }
+}
+
+impl Validate for NewPlugOverride {
+    /// What `until` may be depends on when the request arrives: checked with the record.
+    fn validate(&self, _: &mut Validator) {}
+}
+
 /// A customer, chain-wide: registered at one venue, found at every other.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerRecord {
@@ -211,6 +289,9 @@ pub enum Entity {
     /// What a venue last saw of one of its plugs (pushed only, never in the change feed): see
     /// [`PlugStatusRecord`].
     PlugStatus,
+    /// A manual "on" or "off" for a plug until a given time, set at HQ or by a venue manager:
+    /// see [`PlugOverrideRecord`].
+    PlugOverride,
 }
 
 impl Entity {
@@ -232,6 +313,7 @@ impl Entity {
             Self::Score => "score",
             Self::DeadLetter => "dead_letter",
             Self::PlugStatus => "plug_status",
+            Self::PlugOverride => "plug_override",
         }
     }
 
@@ -253,6 +335,7 @@ impl Entity {
             Self::Score,
             Self::DeadLetter,
             Self::PlugStatus,
+            Self::PlugOverride,
         ]
         .into_iter()
         .find(|e| e.as_str() == text)

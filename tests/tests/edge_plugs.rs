@@ -1,6 +1,7 @@
 //! Smart plugs end to end: a plug and its schedules created at HQ drive a simulated plug at the
-//! venue without restarting anything, venue staff see its state on `GET /v1/plugs`, and HQ sees
-//! what the venue reported on `GET /v1/sites/{id}/plugs`.
+//! venue without restarting anything, venue staff see its state on `GET /v1/plugs`, HQ sees
+//! what the venue reported on `GET /v1/sites/{id}/plugs`, and overrides set at HQ or by a venue
+//! manager reach the other side.
 
 use aero_plugsim::{Model, SimPlug};
 use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
@@ -9,7 +10,7 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_schedule_created_at_hq_switches_the_plug_at_a_running_venue_and_hq_sees_its_state() {
+async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plugs() {
     let central = TestCentral::start().await;
     let owner = central.owner_token().await;
     let site = central.create_site(&owner, "Leeds").await;
@@ -129,4 +130,78 @@ async fn a_schedule_created_at_hq_switches_the_plug_at_a_running_venue_and_hq_se
     assert_eq!(plugs["plugs"][0]["id"], plug_id);
     assert_eq!(status["reachable"], true);
     assert!(status["last_seen"].is_string(), "{status}");
+
+    // HQ switches it on for an hour against the schedules: the running edge applies it.
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    let overrides = format!("/v1/plugs/{plug_id}/overrides");
+    central
+        .post_json(
+            &owner,
+            &overrides,
+            &json!({ "on": true, "until": until }),
+            201,
+        )
+        .await;
+    wait_until("HQ's override applied", Duration::from_secs(10), || async {
+        sim.relays() == vec![true]
+    })
+    .await;
+
+    // A venue manager switches it off again; HQ sees the venue's override once it is pushed,
+    // the newest of the two.
+    central
+        .post_json(
+            &owner,
+            "/v1/users",
+            &json!({
+                "username": "morgan", "password": "morgan's manager password",
+                "role": "manager", "site_ids": [site],
+            }),
+            201,
+        )
+        .await;
+    let login = json!({ "username": "morgan", "password": "morgan's manager password" });
+    let log_in = || {
+        edge.client
+            .post(edge.url("/v1/auth/login"))
+            .json(&login)
+            .send()
+    };
+    wait_until(
+        "morgan can log in at the edge",
+        Duration::from_secs(10),
+        || async { log_in().await.is_ok_and(|r| r.status() == 200) },
+    )
+    .await;
+    let session = expect_status(log_in().await.expect("login"), 200).await;
+    let manager = session["access_token"].as_str().expect("token");
+    let set = expect_status(
+        edge.client
+            .post(edge.url(&format!("/v1/plugs/{plug_id}/power")))
+            .bearer_auth(manager)
+            .json(&json!({ "on": false, "until": until }))
+            .send()
+            .await
+            .expect("power"),
+        201,
+    )
+    .await;
+    wait_until(
+        "the manager's override applied",
+        Duration::from_secs(10),
+        || async { sim.relays() == vec![false] },
+    )
+    .await;
+    wait_until(
+        "HQ sees the venue's override",
+        Duration::from_secs(10),
+        || async {
+            let listed = central.get_json(&owner, &overrides, 200).await;
+            listed["overrides"][0]["id"] == set["id"]
+        },
+    )
+    .await;
+    let listed = central.get_json(&owner, &overrides, 200).await;
+    assert_eq!(listed["overrides"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["overrides"][0]["set_by"], "morgan");
 }

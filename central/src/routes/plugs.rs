@@ -7,7 +7,9 @@ use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
-use aero_shared::wire::{PlugRecord, PlugStatusRecord, PowerState, ScheduleRecord};
+use aero_shared::wire::{
+    NewPlugOverride, PlugOverrideRecord, PlugRecord, PlugStatusRecord, PowerState, ScheduleRecord,
+};
 use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -29,6 +31,46 @@ pub fn router() -> Router<AppState> {
             get(list_schedules.layer(require(Permission::ReadPlugs)))
                 .post(create_schedule.layer(require(Permission::ManagePlugs))),
         )
+        .route(
+            "/v1/plugs/{id}/overrides",
+            get(list_overrides.layer(require(Permission::ReadPlugs)))
+                .post(create_override.layer(require(Permission::ControlPlugs))),
+        )
+}
+
+async fn create_override(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    ValidJson(body): ValidJson<NewPlugOverride>,
+) -> Result<Answer, ApiError> {
+    let plug = plug_for(&state, &auth, id).await?;
+    let set = body
+        .record(&plug, state.clock.now(), auth.principal.display_name())
+        .map_err(|reason| ApiError::field("until", reason))?;
+    let answer = Answer::json(StatusCode::CREATED, &set)?;
+    answering(
+        &answer,
+        state.store.create_plug_override(&actor(&auth), &set),
+    )
+    .await?;
+    Ok(answer)
+}
+
+#[derive(Serialize)]
+struct OverrideList {
+    overrides: Vec<PlugOverrideRecord>,
+}
+
+async fn list_overrides(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<Json<OverrideList>, ApiError> {
+    let plug = plug_for(&state, &auth, id).await?;
+    Ok(Json(OverrideList {
+        overrides: state.store.plug_overrides(plug.id).await?,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -15,8 +15,9 @@ use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
     GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, MAX_PLUG_PROBLEM_CHARS,
-    OrderRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, RefundRecord, RejectedOp,
-    Resolution, ScheduleRecord, ScoreRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    OrderRecord, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp,
+    RefundRecord, RejectedOp, Resolution, ScheduleRecord, ScoreRecord, SiteRecord, SiteSyncStatus,
+    UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -250,6 +251,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()>;
     async fn get_plug(&self, id: Uuid) -> StoreResult<Option<PlugRecord>>;
     async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>>;
+    /// Sets an override at HQ: stored, audited and replicated to the plug's site.
+    async fn create_plug_override(
+        &self,
+        actor: &Actor,
+        set: &PlugOverrideRecord,
+    ) -> StoreResult<()>;
+    /// The plug's overrides, from HQ and its venue, the one set last first.
+    async fn plug_overrides(&self, plug_id: Uuid) -> StoreResult<Vec<PlugOverrideRecord>>;
     /// What the site's venue last reported of each of its plugs (plugs it never reported on
     /// have none).
     async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>>;
@@ -391,6 +400,9 @@ pub enum VenueWrite {
     /// What the venue last saw of one of its plugs: kept as the plug's latest status (last
     /// arrival wins), for HQ's view of the site's plugs. Nothing is replicated.
     PlugStatus(PlugStatusRecord),
+    /// A venue manager's override of one of the site's plugs: kept once, replicated back to
+    /// the site (a rebuilt box gets it again) like HQ's own.
+    PlugOverride(PlugOverrideRecord),
 }
 
 /// Longest name a dead-letter resolution may give for who decided.
@@ -546,6 +558,22 @@ impl VenueWrite {
                     site_id,
                     resolution,
                 }
+            }
+            Entity::PlugOverride => {
+                let set: PlugOverrideRecord = record(op, "plug override")?;
+                own_record(site_id, op, set.id, set.site_id, "plug override")?;
+                if let Some(held) = known.plug_overrides.get(&set.id) {
+                    return unchanged(held, &set, "plug override")
+                        .map(|()| Self::PlugOverride(set));
+                }
+                set.check()?;
+                if known.plugs.get(&set.plug_id) != Some(&site_id) {
+                    return Err(format!(
+                        "plug {} is not one of this site's plugs at central",
+                        set.plug_id
+                    ));
+                }
+                Self::PlugOverride(set)
             }
             Entity::PlugStatus => {
                 let status: PlugStatusRecord = record(op, "plug status")?;

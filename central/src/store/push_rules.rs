@@ -17,7 +17,8 @@
 
 use super::{PushOutcome, VenueWrite};
 use aero_shared::wire::{
-    CheckinRecord, Entity, LedgerEntry, OrderRecord, PushOp, RefundRecord, RejectedOp, ScoreRecord,
+    CheckinRecord, Entity, LedgerEntry, OrderRecord, PlugOverrideRecord, PushOp, RefundRecord,
+    RejectedOp, ScoreRecord,
 };
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -50,8 +51,11 @@ pub struct Known {
     pub ledger_entries: HashMap<Uuid, LedgerEntry>,
     pub checkins: HashMap<Uuid, CheckinRecord>,
     pub scores: HashMap<Uuid, ScoreRecord>,
-    /// The site of each plug central holds, of those the batch's plug statuses are about.
+    /// The site of each plug central holds, of those the batch's plug statuses and overrides
+    /// are about.
     pub plugs: HashMap<Uuid, Uuid>,
+    /// The plug overrides central holds under the batch's ids.
+    pub plug_overrides: HashMap<Uuid, PlugOverrideRecord>,
     /// The ops central refused for good from the site, of those the batch's dead-letter
     /// resolutions name (and those the batch itself refuses).
     pub rejected_ops: HashSet<Uuid>,
@@ -80,6 +84,9 @@ impl Known {
             }
             VenueWrite::Score(s) => {
                 self.scores.entry(s.id).or_insert_with(|| s.clone());
+            }
+            VenueWrite::PlugOverride(o) => {
+                self.plug_overrides.entry(o.id).or_insert_with(|| o.clone());
             }
             VenueWrite::DeadLetterResolved { .. } | VenueWrite::PlugStatus(_) => {}
         }
@@ -157,9 +164,11 @@ pub struct Lookup {
     pub ledger_entry_ids: Vec<Uuid>,
     pub checkin_ids: Vec<Uuid>,
     pub score_ids: Vec<Uuid>,
-    /// Which of these plugs central holds, and at which site: those the batch's statuses are
-    /// about.
+    /// Which of these plugs central holds, and at which site: those the batch's statuses and
+    /// overrides are about.
     pub plug_ids: Vec<Uuid>,
+    /// The plug overrides central holds with these ids.
+    pub plug_override_ids: Vec<Uuid>,
     /// Which of these ops (named by dead-letter resolutions) central refused from the site.
     pub resolved_op_ids: Vec<Uuid>,
 }
@@ -174,6 +183,8 @@ struct Refs {
     game_id: Option<Uuid>,
     #[serde(default)]
     order_id: Option<Uuid>,
+    #[serde(default)]
+    plug_id: Option<Uuid>,
 }
 
 impl Lookup {
@@ -186,6 +197,8 @@ impl Lookup {
         let mut ledger_entries = BTreeSet::new();
         let mut checkins = BTreeSet::new();
         let mut scores = BTreeSet::new();
+        let mut plugs = BTreeSet::new();
+        let mut plug_overrides = BTreeSet::new();
         for op in ops {
             let refs = || Refs::deserialize(&op.data).unwrap_or_default();
             match op.entity {
@@ -216,6 +229,13 @@ impl Lookup {
                     customers.extend(refs.customer_id);
                     games.extend(refs.game_id);
                 }
+                Entity::PlugStatus => {
+                    plugs.insert(op.entity_id);
+                }
+                Entity::PlugOverride => {
+                    plug_overrides.insert(op.entity_id);
+                    plugs.extend(refs().plug_id);
+                }
                 _ => {}
             }
         }
@@ -236,13 +256,8 @@ impl Lookup {
             ledger_entry_ids: ledger_entries.into_iter().collect(),
             checkin_ids: checkins.into_iter().collect(),
             score_ids: scores.into_iter().collect(),
-            plug_ids: ops
-                .iter()
-                .filter(|op| op.entity == Entity::PlugStatus)
-                .map(|op| op.entity_id)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            plug_ids: plugs.into_iter().collect(),
+            plug_override_ids: plug_overrides.into_iter().collect(),
             resolved_op_ids: ops
                 .iter()
                 .filter(|op| op.entity == Entity::DeadLetter)

@@ -15,17 +15,17 @@ use crate::live::{LiveEvent, LiveHub};
 use crate::outbox::{Writer, append_op};
 use crate::plugs::device::{DeviceHandle, DeviceSettings, PlugStatus};
 use crate::plugs::kasa::{Endpoint, TcpTransport, Timeouts};
-use crate::plugs::schedule::{Desired, PlugPlan, PlugSchedule};
+use crate::plugs::schedule::{Desired, Override, PlugPlan, PlugSchedule};
 use crate::replica::Replica;
 use crate::replica::venue::site_timezone;
 use aero_shared::clock::SharedClock;
 use aero_shared::wire::{
-    Entity, MAX_PLUG_PROBLEM_CHARS, OpKind, PlugRecord, PlugStatusRecord, PowerState,
-    ScheduleRecord,
+    Entity, MAX_PLUG_PROBLEM_CHARS, OpKind, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
+    PowerState, ScheduleRecord,
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -159,13 +159,16 @@ struct Config {
     tz: Option<Tz>,
     plugs: Vec<PlugRecord>,
     schedules: HashMap<Uuid, Vec<PlugSchedule>>,
+    overrides: HashMap<Uuid, Vec<Override>>,
 }
 
 fn load_config(c: &Connection, site_id: Uuid) -> anyhow::Result<Config> {
     let mut plugs: Vec<PlugRecord> = Vec::new();
     let mut schedules: HashMap<Uuid, Vec<PlugSchedule>> = HashMap::new();
+    let mut overrides: HashMap<Uuid, Vec<Override>> = HashMap::new();
     let mut stmt = c.prepare_cached(
-        "SELECT entity, data FROM other_rows WHERE entity IN ('plug', 'plug_schedule')",
+        "SELECT entity, data FROM other_rows
+          WHERE entity IN ('plug', 'plug_schedule', 'plug_override')",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -175,6 +178,17 @@ fn load_config(c: &Connection, site_id: Uuid) -> anyhow::Result<Config> {
                 let plug: PlugRecord = serde_json::from_str(data)?;
                 if plug.site_id == site_id {
                     plugs.push(plug);
+                }
+            }
+            "plug_override" => {
+                let set: PlugOverrideRecord = serde_json::from_str(data)?;
+                if set.site_id == site_id {
+                    overrides.entry(set.plug_id).or_default().push(Override {
+                        id: set.id,
+                        state: set.state,
+                        set_at: set.set_at,
+                        until: set.until,
+                    });
                 }
             }
             _ => {
@@ -199,7 +213,38 @@ fn load_config(c: &Connection, site_id: Uuid) -> anyhow::Result<Config> {
         tz: site_timezone(c, site_id)?,
         plugs,
         schedules,
+        overrides,
     })
+}
+
+/// One of this site's plugs, as the replica holds it.
+pub fn plug(c: &Connection, site_id: Uuid, id: Uuid) -> anyhow::Result<Option<PlugRecord>> {
+    let data: Option<String> = c
+        .prepare_cached("SELECT data FROM other_rows WHERE entity = 'plug' AND entity_id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let plug = data
+        .map(|d| serde_json::from_str::<PlugRecord>(&d))
+        .transpose()?;
+    Ok(plug.filter(|p| p.site_id == site_id))
+}
+
+/// Stores an override set at this venue and queues it for central, in the caller's
+/// transaction. The next pass applies it.
+pub fn set_override(c: &Connection, set: &PlugOverrideRecord) -> anyhow::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO other_rows (entity, entity_id, data) VALUES ('plug_override', ?1, ?2)",
+    )?
+    .execute(rusqlite::params![set.id, serde_json::to_string(set)?])?;
+    append_op(
+        c,
+        Entity::PlugOverride,
+        set.id,
+        OpKind::Upsert,
+        set,
+        set.set_at,
+    )?;
+    Ok(())
 }
 
 /// The reconcile loop of one edge.
@@ -311,7 +356,7 @@ impl PlugReconciler {
                 Some(tz) => PlugPlan::new(
                     tz,
                     config.schedules.get(&plug.id).cloned().unwrap_or_default(),
-                    Vec::new(),
+                    config.overrides.get(&plug.id).cloned().unwrap_or_default(),
                 )
                 .desired_at(now),
                 // The site row has not arrived yet: its calendar is unknown.

@@ -267,7 +267,11 @@ fn table(entity: Entity) -> Option<&'static str> {
         Entity::LedgerEntry => Some("ledger"),
         Entity::Checkin => Some("checkins"),
         Entity::Score => Some("scores"),
-        Entity::Plug | Entity::PlugSchedule | Entity::DeadLetter | Entity::PlugStatus => None,
+        Entity::Plug
+        | Entity::PlugSchedule
+        | Entity::PlugOverride
+        | Entity::DeadLetter
+        | Entity::PlugStatus => None,
     }
 }
 
@@ -363,7 +367,11 @@ fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
         Entity::Score => {
             venue::insert_score(conn, &serde_json::from_value(change.data.clone())?)?;
         }
-        Entity::Plug | Entity::PlugSchedule | Entity::DeadLetter | Entity::PlugStatus => {
+        Entity::Plug
+        | Entity::PlugSchedule
+        | Entity::PlugOverride
+        | Entity::DeadLetter
+        | Entity::PlugStatus => {
             keep_other(conn, entity.as_str(), id, &data)?;
         }
     }

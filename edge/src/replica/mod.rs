@@ -189,7 +189,7 @@ impl Replica {
         self.device_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Called after a commit that changed plugs, plug schedules or the site row.
+    /// Called after a commit that changed plugs, their schedules or overrides, or the site row.
     pub fn plugs_changed(&self) {
         self.plugs_changed.notify_one();
     }

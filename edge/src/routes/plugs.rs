@@ -1,18 +1,30 @@
-//! The venue's smart plugs as the reconcile loop last found them: state, reachability, draw and
-//! what each should be doing (`GET /v1/plugs`). Answered from memory, never from the network.
+//! The venue's smart plugs: as the reconcile loop last found them (state, reachability, draw and
+//! what each should be doing; `GET /v1/plugs`, answered from memory, never from the network),
+//! and a manager's override (`POST /v1/plugs/{id}/power`).
 
-use super::AppState;
-use crate::plugs::reconcile::PlugView;
+use super::audit::{actor_name, record};
+use super::{AppState, refuse, write_error};
+use crate::plugs::reconcile::{self, PlugView};
+use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
-use axum::extract::State;
+use aero_shared::json::ValidJson;
+use aero_shared::wire::{NewPlugOverride, PlugOverrideRecord};
+use axum::extract::{Path, State};
 use axum::handler::Handler;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/plugs", get(list.layer(require(Permission::ReadPlugs))))
+    Router::new()
+        .route("/v1/plugs", get(list.layer(require(Permission::ReadPlugs))))
+        .route(
+            "/v1/plugs/{id}/power",
+            post(power.layer(require(Permission::ControlPlugs))),
+        )
 }
 
 #[derive(Serialize)]
@@ -24,4 +36,40 @@ async fn list(State(state): State<AppState>, _auth: Auth) -> Json<Plugs> {
     Json(Plugs {
         plugs: state.plugs.list(),
     })
+}
+
+/// A manager switches a plug by hand until a given time (`{"on", "until"}`), even with central
+/// unreachable: stored and queued for HQ in one transaction, audited, and applied by the
+/// reconcile loop at once; from `until` on the plug's schedules govern again.
+async fn power(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    ValidJson(body): ValidJson<NewPlugOverride>,
+) -> Result<(StatusCode, Json<PlugOverrideRecord>), ApiError> {
+    let now = state.clock.now();
+    let site_id = state.site_id;
+    let set = state
+        .writer
+        .mutate(move |c| {
+            let Some(plug) = reconcile::plug(c, site_id, id)? else {
+                return refuse(ApiError::NotFound("no such plug"));
+            };
+            let set = match body.record(&plug, now, actor_name(&auth)) {
+                Ok(set) => set,
+                Err(reason) => return refuse(ApiError::field("until", reason)),
+            };
+            reconcile::set_override(c, &set)?;
+            let state = if body.on { "on" } else { "off" };
+            let target = format!(
+                "plug {} ({}) {state} until {}",
+                plug.id, plug.name, set.until
+            );
+            record(c, &auth, "plug.override", &target, set.set_at)?;
+            Ok(set)
+        })
+        .await
+        .map_err(write_error)?;
+    state.plugs.kick();
+    Ok((StatusCode::CREATED, Json(set)))
 }

@@ -289,7 +289,7 @@ impl SyncEngine {
                 })
             };
             let touches_devices = touches(&["device"]);
-            let touches_plugs = touches(&["plug", "plug_schedule", "site"]);
+            let touches_plugs = touches(&["plug", "plug_schedule", "plug_override", "site"]);
             let outcome = self
                 .writer
                 .write(move |c| take_page(c, cursor, anchor, known_acked, &page))

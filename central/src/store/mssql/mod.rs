@@ -42,8 +42,9 @@ use super::{
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugRecord, PlugStatusRecord,
-    ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugOverrideRecord, PlugRecord,
+    PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus,
+    UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -226,6 +227,18 @@ impl Store for MssqlStore {
 
     async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
         plugs::list(self, site_id).await
+    }
+
+    async fn create_plug_override(
+        &self,
+        actor: &Actor,
+        set: &PlugOverrideRecord,
+    ) -> StoreResult<()> {
+        plugs::create_override(self, actor, set).await
+    }
+
+    async fn plug_overrides(&self, plug_id: Uuid) -> StoreResult<Vec<PlugOverrideRecord>> {
+        plugs::overrides(self, plug_id).await
     }
 
     async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>> {

@@ -1,11 +1,11 @@
 //! Plugs and their schedules (data only; the edge drives the plugs), each creation audited
 //! and replicated to the plug's site.
 
-use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{enum_text, plug_columns, plug_from, schedule_columns, schedule_from, text, ts};
+use super::{MssqlStore, venue};
 use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
-use aero_shared::wire::{Entity, PlugRecord, PlugStatusRecord, ScheduleRecord};
+use aero_shared::wire::{Entity, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ScheduleRecord};
 use tiberius::Query;
 use uuid::Uuid;
 
@@ -77,6 +77,56 @@ pub(super) async fn list(store: &MssqlStore, site_id: Uuid) -> StoreResult<Vec<P
                 ));
                 q.bind(site_id);
                 conn.rows(q).await?.iter().map(plug_from).collect()
+            })
+        })
+        .await
+}
+
+/// An override set at HQ: stored (replicated to the plug's site) and audited in one
+/// transaction.
+pub(super) async fn create_override(
+    store: &MssqlStore,
+    actor: &Actor,
+    set: &PlugOverrideRecord,
+) -> StoreResult<()> {
+    store
+        .transaction(|conn| {
+            Box::pin(async move {
+                if let Some(change) = venue::plug_override(conn, set, set.set_at).await? {
+                    append_changes(conn, std::slice::from_ref(&change)).await?;
+                }
+                let event = AuditEvent {
+                    action: "plug_override.create",
+                    target: Some(set.plug_id.to_string()),
+                    site_id: Some(set.site_id),
+                };
+                audit(conn, actor, event, set.set_at).await
+            })
+        })
+        .await
+}
+
+pub(super) async fn overrides(
+    store: &MssqlStore,
+    plug_id: Uuid,
+) -> StoreResult<Vec<PlugOverrideRecord>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "SELECT data FROM plug_overrides WHERE plug_id = @P1 \
+                      ORDER BY set_at DESC, CONVERT(CHAR(36), id) DESC",
+                );
+                q.bind(plug_id);
+                conn.rows(q)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        serde_json::from_str(&text(row, 0)?).map_err(|e| {
+                            StoreError::Other(anyhow::anyhow!("reading a plug override: {e}"))
+                        })
+                    })
+                    .collect()
             })
         })
         .await

@@ -40,6 +40,7 @@ fn check_representable(write: &VenueWrite) -> Result<(), String> {
         VenueWrite::PlugStatus(s) => {
             fits(s.observed_at.year()) && s.last_seen.is_none_or(|at| fits(at.year()))
         }
+        VenueWrite::PlugOverride(o) => fits(o.set_at.year()) && fits(o.until.year()),
     };
     if ok {
         Ok(())
@@ -172,6 +173,7 @@ async fn apply_venue_write(
             conn.exec(q).await?;
             Ok(None)
         }
+        VenueWrite::PlugOverride(o) => venue::plug_override(conn, o, at).await,
         VenueWrite::Order(o) => venue::order(conn, o, at).await,
         VenueWrite::Refund(r) => venue::refund(conn, r, at).await,
         VenueWrite::LedgerEntry(e) => venue::ledger_entry(conn, e, at).await,

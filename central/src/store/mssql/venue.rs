@@ -16,7 +16,7 @@ use super::sync::{MAX_PARAMS, placeholders};
 use crate::store::push_rules::{Known, Lookup};
 use crate::store::{StoreError, StoreResult};
 use aero_shared::wire::{
-    CheckinRecord, Entity, LedgerEntry, OrderRecord, RefundRecord, ScoreRecord,
+    CheckinRecord, Entity, LedgerEntry, OrderRecord, PlugOverrideRecord, RefundRecord, ScoreRecord,
 };
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -200,9 +200,35 @@ pub(super) async fn score(
     NewChange::upsert(Entity::Score, s.id, Some(s.site_id), s, at).map(Some)
 }
 
+pub(super) async fn plug_override(
+    conn: &mut Conn,
+    o: &PlugOverrideRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<Option<NewChange>> {
+    let data = to_json(o)?;
+    let mut q = Query::new(
+        "DECLARE @inserted INT; \
+         INSERT INTO plug_overrides (id, plug_id, site_id, set_at, ends_at, data) \
+         SELECT @P1, @P2, @P3, @P4, @P5, @P6 \
+          WHERE NOT EXISTS (SELECT 1 FROM plug_overrides WITH (UPDLOCK, HOLDLOCK) WHERE id = @P1); \
+         SET @inserted = @@ROWCOUNT; \
+         SELECT @inserted;",
+    );
+    q.bind(o.id);
+    q.bind(o.plug_id);
+    q.bind(o.site_id);
+    q.bind(ts(o.set_at));
+    q.bind(ts(o.until));
+    q.bind(data.as_str());
+    if !inserted(conn, q).await? {
+        return Ok(None);
+    }
+    NewChange::upsert(Entity::PlugOverride, o.id, Some(o.site_id), o, at).map(Some)
+}
+
 /// What `load_known` asks, one statement per list. Each statement's first column is its own
 /// index in this table, so rows find their list whichever result sets a round trip returns.
-const KNOWN_QUERIES: [&str; 8] = [
+const KNOWN_QUERIES: [&str; 9] = [
     "SELECT 0, id FROM games WHERE id IN (",
     "SELECT 1, data FROM orders WHERE id IN (",
     "SELECT 2, data FROM refunds WHERE id IN (",
@@ -211,6 +237,7 @@ const KNOWN_QUERIES: [&str; 8] = [
     "SELECT 5, data FROM checkins WHERE id IN (",
     "SELECT 6, data FROM scores WHERE id IN (",
     "SELECT 7, id, site_id FROM plugs WHERE id IN (",
+    "SELECT 8, data FROM plug_overrides WHERE id IN (",
 ];
 
 /// One round trip of `load_known`: statements from [`KNOWN_QUERIES`] with their lists, and
@@ -223,7 +250,7 @@ struct KnownRoundTrip {
 
 /// Packs `lists` (one per entry of [`KNOWN_QUERIES`]) into as few round trips as `MAX_PARAMS`
 /// allows, splitting a long list over several.
-fn known_round_trips(lists: [&[Uuid]; 8]) -> Vec<KnownRoundTrip> {
+fn known_round_trips(lists: [&[Uuid]; 9]) -> Vec<KnownRoundTrip> {
     let mut trips = Vec::new();
     let mut trip = KnownRoundTrip::default();
     for (head, mut ids) in KNOWN_QUERIES.into_iter().zip(lists) {
@@ -274,6 +301,7 @@ pub(super) async fn load_known(
         &lookup.checkin_ids,
         &lookup.score_ids,
         &lookup.plug_ids,
+        &lookup.plug_override_ids,
     ];
     for trip in known_round_trips(lists) {
         let mut q = Query::new(trip.sql);
@@ -293,6 +321,7 @@ pub(super) async fn load_known(
                 7 => {
                     known.plugs.insert(uuid(row, 1)?, uuid(row, 2)?);
                 }
+                8 => insert(row, &mut known.plug_overrides, |r| r.id)?,
                 other => {
                     return Err(StoreError::Other(anyhow::anyhow!(
                         "unexpected lookup {other}"
@@ -326,7 +355,7 @@ mod tests {
     #[test]
     fn a_usual_batch_is_looked_up_in_one_round_trip() {
         let (games, orders, scores, plugs) = (ids(3), ids(200), ids(300), ids(2));
-        let trips = known_round_trips([&games, &orders, &[], &[], &[], &[], &scores, &plugs]);
+        let trips = known_round_trips([&games, &orders, &[], &[], &[], &[], &scores, &plugs, &[]]);
         assert_eq!(trips.len(), 1);
         let trip = &trips[0];
         assert_eq!(trip.sql.matches("SELECT").count(), 4);
@@ -342,7 +371,7 @@ mod tests {
     fn long_lists_are_split_within_the_parameter_limit() {
         let orders = ids(MAX_PARAMS + 10);
         let refunds = ids(MAX_PARAMS);
-        let trips = known_round_trips([&[], &orders, &refunds, &[], &[], &[], &[], &[]]);
+        let trips = known_round_trips([&[], &orders, &refunds, &[], &[], &[], &[], &[], &[]]);
         assert_eq!(trips.len(), 3);
         for trip in &trips {
             assert!(trip.ids.len() <= MAX_PARAMS);
@@ -353,6 +382,6 @@ mod tests {
         }
         let bound: Vec<Uuid> = trips.iter().flat_map(|t| t.ids.clone()).collect();
         assert_eq!(bound, [orders, refunds].concat());
-        assert!(known_round_trips([&[]; 8]).is_empty());
+        assert!(known_round_trips([&[]; 9]).is_empty());
     }
 }

@@ -19,8 +19,8 @@ use aero_shared::idempotency::{
 };
 use aero_shared::wire::{
     Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord,
-    Grant, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord,
-    SiteSyncStatus, UserRecord, WaiverRecord,
+    Grant, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord,
+    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -537,6 +537,7 @@ fn apply_venue_write(
             ])?;
             Ok(())
         }
+        VenueWrite::PlugOverride(o) => venue::plug_override(tx, o, at),
         VenueWrite::Order(o) => venue::order(tx, o, at),
         VenueWrite::Refund(r) => venue::refund(tx, r, at),
         VenueWrite::LedgerEntry(e) => venue::ledger_entry(tx, e, at),
@@ -1110,6 +1111,39 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT id, site_id, name, host, port, child_id, created_at FROM plugs WHERE site_id = ?1 ORDER BY name")?;
             Ok(stmt.query_map([site_id], plug_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn create_plug_override(
+        &self,
+        actor: &Actor,
+        set: &PlugOverrideRecord,
+    ) -> StoreResult<()> {
+        let (actor, o) = (actor.clone(), set.clone());
+        self.write(move |tx| {
+            venue::plug_override(tx, &o, o.set_at)?;
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "plug_override.create",
+                    target: Some(o.plug_id.to_string()),
+                    site_id: Some(o.site_id),
+                },
+                o.set_at,
+            )
+        })
+        .await
+    }
+
+    async fn plug_overrides(&self, plug_id: Uuid) -> StoreResult<Vec<PlugOverrideRecord>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT data FROM plug_overrides WHERE plug_id = ?1 ORDER BY set_at DESC, id DESC",
+            )?;
+            let rows = stmt.query_map([plug_id], |r| r.get::<_, String>(0))?;
+            rows.map(|data| Ok(parse_json(&data?)?)).collect()
         })
         .await
     }

@@ -6,7 +6,7 @@ use super::{append_change, exec, json, parse_json, ts};
 use crate::store::StoreResult;
 use crate::store::push_rules::{Known, Lookup};
 use aero_shared::wire::{
-    CheckinRecord, Entity, LedgerEntry, OrderRecord, RefundRecord, ScoreRecord,
+    CheckinRecord, Entity, LedgerEntry, OrderRecord, PlugOverrideRecord, RefundRecord, ScoreRecord,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -94,6 +94,30 @@ pub(super) fn checkin(
     )?;
     if inserted == 1 {
         append_change(tx, Entity::Checkin, c.id, Some(c.site_id), c, at)?;
+    }
+    Ok(())
+}
+
+pub(super) fn plug_override(
+    tx: &Transaction<'_>,
+    o: &PlugOverrideRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let inserted = exec(
+        tx,
+        "INSERT INTO plug_overrides (id, plug_id, site_id, set_at, ends_at, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+        params![
+            o.id,
+            o.plug_id,
+            o.site_id,
+            ts(o.set_at),
+            ts(o.until),
+            json(o)?
+        ],
+    )?;
+    if inserted == 1 {
+        append_change(tx, Entity::PlugOverride, o.id, Some(o.site_id), o, at)?;
     }
     Ok(())
 }
@@ -207,6 +231,12 @@ pub(super) fn load_known(
         "SELECT data FROM scores WHERE id = ?1",
         &lookup.score_ids,
         &mut known.scores,
+    )?;
+    by_id(
+        tx,
+        "SELECT data FROM plug_overrides WHERE id = ?1",
+        &lookup.plug_override_ids,
+        &mut known.plug_overrides,
     )?;
     let mut plug = tx.prepare_cached("SELECT site_id FROM plugs WHERE id = ?1")?;
     for id in &lookup.plug_ids {
