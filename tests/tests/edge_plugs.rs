@@ -4,18 +4,25 @@
 //! manager reach the other side.
 
 use aero_plugsim::{Model, SimPlug};
-use aero_tests::{TestCentral, TestEdge, expect_status, wait_until};
+use aero_tests::{TcpProxy, TestCentral, TestEdge, expect_status, wait_until};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plugs() {
-    let central = TestCentral::start().await;
+    // HQ is polled while the venue catches up: its rate limit stays out of the way.
+    let central = TestCentral::start_with(|settings| {
+        settings.limits.requests_per_second = 10_000;
+        settings.limits.burst = 10_000;
+    })
+    .await;
     let owner = central.owner_token().await;
     let site = central.create_site(&owner, "Leeds").await;
     let token = central.enrollment_token(&owner, site).await;
-    let edge = TestEdge::start(&central, &token).await;
+    // The venue reaches HQ through a link the test can cut.
+    let link = TcpProxy::start(central.addr).await;
+    let edge = TestEdge::start_with(&link.url(), &token, |_| {}).await;
     central
         .post_json(
             &owner,
@@ -147,8 +154,8 @@ async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plu
     })
     .await;
 
-    // A venue manager switches it off again; HQ sees the venue's override once it is pushed,
-    // the newest of the two.
+    // With the link to HQ down, a venue manager switches it off again: the override holds at
+    // the venue, and HQ sees it, the newest of the two, once the link is back.
     central
         .post_json(
             &owner,
@@ -175,6 +182,7 @@ async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plu
     .await;
     let session = expect_status(log_in().await.expect("login"), 200).await;
     let manager = session["access_token"].as_str().expect("token");
+    link.cut_all(Duration::from_secs(3));
     let set = expect_status(
         edge.client
             .post(edge.url(&format!("/v1/plugs/{plug_id}/power")))
@@ -192,9 +200,15 @@ async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plu
         || async { sim.relays() == vec![false] },
     )
     .await;
+    let before = central.get_json(&owner, &overrides, 200).await;
+    assert_eq!(
+        before["overrides"].as_array().map(Vec::len),
+        Some(1),
+        "the link is down: HQ has only its own"
+    );
     wait_until(
         "HQ sees the venue's override",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || async {
             let listed = central.get_json(&owner, &overrides, 200).await;
             listed["overrides"][0]["id"] == set["id"]

@@ -400,6 +400,10 @@ impl PlugReconciler {
 /// Queues what the venue now sees of a plug for central (HQ's view of the site's plugs). A
 /// fenced edge queues nothing; the plug is driven all the same.
 async fn report(writer: &Writer, site_id: Uuid, view: &PlugView, now: DateTime<Utc>) {
+    // The operators' alert: in the service's log as well as on the staff screen and at HQ.
+    if let Some(problem) = view.problem.as_deref().filter(|_| !view.reachable) {
+        tracing::warn!(plug = %view.id, name = %view.name, %problem, "plug unreachable");
+    }
     let status = PlugStatusRecord {
         plug_id: view.id,
         site_id,
