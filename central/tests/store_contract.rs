@@ -2118,9 +2118,10 @@ async fn lapsed_visits_do_not_hide_an_overspent_membership(store: Arc<dyn Store>
     );
 }
 
-async fn a_venue_reports_its_own_plugs_status_and_the_latest_is_kept(store: Arc<dyn Store>) {
-    let site = new_site(&store).await;
-    let other = new_site(&store).await;
+/// A site with a plug, and a plug of another site.
+async fn plugs_at_two_sites(store: &Arc<dyn Store>) -> (SiteRecord, PlugRecord, PlugRecord) {
+    let site = new_site(store).await;
+    let other = new_site(store).await;
     let plug_at = |site_id: Uuid| PlugRecord {
         id: Uuid::now_v7(),
         site_id,
@@ -2134,6 +2135,11 @@ async fn a_venue_reports_its_own_plugs_status_and_the_latest_is_kept(store: Arc<
     for plug in [&ours, &theirs] {
         store.create_plug(&actor(), plug).await.unwrap();
     }
+    (site, ours, theirs)
+}
+
+async fn a_venue_reports_its_own_plugs_status_and_the_latest_is_kept(store: Arc<dyn Store>) {
+    let (site, ours, theirs) = plugs_at_two_sites(&store).await;
     let status = |plug_id: Uuid, state: Option<PowerState>, reachable: bool| PlugStatusRecord {
         plug_id,
         site_id: site.id,
@@ -2172,25 +2178,11 @@ async fn a_venue_reports_its_own_plugs_status_and_the_latest_is_kept(store: Arc<
     assert_eq!(refused, vec![3, 4], "{:?}", rejections(&outcome));
     // The later report replaced the earlier one; nothing is kept for another site's plug.
     assert_eq!(store.plug_statuses(site.id).await.unwrap(), vec![lost]);
-    assert_eq!(store.plug_statuses(other.id).await.unwrap(), vec![]);
+    assert_eq!(store.plug_statuses(theirs.site_id).await.unwrap(), vec![]);
 }
 
 async fn plug_overrides_from_hq_and_the_venue_are_kept_once_and_replicated(store: Arc<dyn Store>) {
-    let site = new_site(&store).await;
-    let other = new_site(&store).await;
-    let plug_at = |site_id: Uuid| PlugRecord {
-        id: Uuid::now_v7(),
-        site_id,
-        name: unique("Plug"),
-        host: "192.0.2.11".into(),
-        port: 9999,
-        child_id: None,
-        created_at: now(),
-    };
-    let (ours, theirs) = (plug_at(site.id), plug_at(other.id));
-    for plug in [&ours, &theirs] {
-        store.create_plug(&actor(), plug).await.unwrap();
-    }
+    let (site, ours, theirs) = plugs_at_two_sites(&store).await;
     let set = |plug: &PlugRecord, on: bool, by: &str| PlugOverrideRecord {
         id: Uuid::now_v7(),
         plug_id: plug.id,

@@ -93,25 +93,11 @@ async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plu
     .await;
 
     // Staff see it, from what the edge last read.
-    let login = json!({ "username": "sam", "password": "sam's staff password" });
-    let log_in = || {
-        edge.client
-            .post(edge.url("/v1/auth/login"))
-            .json(&login)
-            .send()
-    };
-    wait_until(
-        "sam can log in at the edge",
-        Duration::from_secs(10),
-        || async { log_in().await.is_ok_and(|r| r.status() == 200) },
-    )
-    .await;
-    let session = expect_status(log_in().await.expect("login"), 200).await;
-    let staff = session["access_token"].as_str().expect("token");
+    let staff = log_in_at_the_edge(&edge, "sam", "sam's staff password").await;
     let board = expect_status(
         edge.client
             .request(Method::GET, edge.url("/v1/plugs"))
-            .bearer_auth(staff)
+            .bearer_auth(&staff)
             .send()
             .await
             .expect("plugs"),
@@ -167,26 +153,12 @@ async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plu
             201,
         )
         .await;
-    let login = json!({ "username": "morgan", "password": "morgan's manager password" });
-    let log_in = || {
-        edge.client
-            .post(edge.url("/v1/auth/login"))
-            .json(&login)
-            .send()
-    };
-    wait_until(
-        "morgan can log in at the edge",
-        Duration::from_secs(10),
-        || async { log_in().await.is_ok_and(|r| r.status() == 200) },
-    )
-    .await;
-    let session = expect_status(log_in().await.expect("login"), 200).await;
-    let manager = session["access_token"].as_str().expect("token");
+    let manager = log_in_at_the_edge(&edge, "morgan", "morgan's manager password").await;
     link.cut_all(Duration::from_secs(3));
     let set = expect_status(
         edge.client
             .post(edge.url(&format!("/v1/plugs/{plug_id}/power")))
-            .bearer_auth(manager)
+            .bearer_auth(&manager)
             .json(&json!({ "on": false, "until": until }))
             .send()
             .await
@@ -218,4 +190,23 @@ async fn a_running_venue_follows_hqs_schedules_and_overrides_and_hq_sees_its_plu
     let listed = central.get_json(&owner, &overrides, 200).await;
     assert_eq!(listed["overrides"].as_array().map(Vec::len), Some(2));
     assert_eq!(listed["overrides"][0]["set_by"], "morgan");
+}
+
+/// Logs in at the edge once the user has replicated there; returns the access token.
+async fn log_in_at_the_edge(edge: &TestEdge, username: &str, password: &str) -> String {
+    let login = json!({ "username": username, "password": password });
+    let log_in = || {
+        edge.client
+            .post(edge.url("/v1/auth/login"))
+            .json(&login)
+            .send()
+    };
+    wait_until(
+        "the user can log in at the edge",
+        Duration::from_secs(10),
+        || async { log_in().await.is_ok_and(|r| r.status() == 200) },
+    )
+    .await;
+    let session = expect_status(log_in().await.expect("login"), 200).await;
+    session["access_token"].as_str().expect("token").to_string()
 }
