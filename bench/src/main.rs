@@ -341,6 +341,10 @@ async fn plugs(cli: &Cli, central: &Central, site: Uuid, edge: &EdgeProcess) -> 
     let steady = procfs::cpu_between(&steady_before, &CpuSnapshot::take(Some(edge.pid)));
     let requests = sims.iter().map(SimPlug::requests).sum::<usize>() - requests_before;
     let rss = procfs::rss(edge.pid)?;
+    // A pass may be under way right now: let its requests finish before counting.
+    for sim in live {
+        let _ = tokio::time::timeout(Duration::from_secs(10), sim.wait_closed()).await;
+    }
     let open: usize = sims.iter().map(SimPlug::open_connections).sum();
     println!("| measure | value |\n|---|---|");
     println!(
