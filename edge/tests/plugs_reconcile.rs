@@ -13,6 +13,7 @@ use aero_plugsim::Fault;
 use aero_plugsim::{Model, SimPlug};
 use aero_shared::clock::ManualClock;
 use aero_shared::wire::Entity;
+use aero_shared::wire::PowerState::{Off, On};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -201,7 +202,7 @@ async fn a_schedule_drives_its_plug_and_one_added_later_takes_over_without_a_res
     let views = venue.pass().await;
     assert_eq!(sim.relays(), vec![true], "the 08:00 'on' applies at 10:00");
     let found = view(&views, plug);
-    assert_eq!((found.state, found.reachable), ("on", true));
+    assert_eq!((found.state, found.reachable), (Some(On), true));
     assert!(
         found.last_seen.is_some() && found.problem.is_none(),
         "{found:?}"
@@ -230,7 +231,7 @@ async fn a_schedule_drives_its_plug_and_one_added_later_takes_over_without_a_res
     sim.set_relay(0, true);
     let views = venue.pass().await;
     assert_eq!(sim.relays(), vec![false]);
-    assert_eq!(view(&views, plug).state, "off");
+    assert_eq!(view(&views, plug).state, Some(Off));
     sim.wait_closed().await;
     assert_eq!(sim.open_connections(), 0);
 }
@@ -252,7 +253,7 @@ async fn an_event_missed_while_the_plug_was_unreachable_is_applied_when_it_retur
     let views = venue.pass().await;
     let down = view(&views, plug);
     assert!(!down.reachable, "{down:?}");
-    assert_eq!(down.state, "off", "the last known state is kept");
+    assert_eq!(down.state, Some(Off), "the last known state is kept");
     assert!(down.problem.is_some());
     assert_eq!(sim.relays(), vec![false]);
 
@@ -260,7 +261,7 @@ async fn an_event_missed_while_the_plug_was_unreachable_is_applied_when_it_retur
     let views = venue.pass().await;
     assert_eq!(sim.relays(), vec![true], "the missed 08:00 'on' is applied");
     let back = view(&views, plug);
-    assert_eq!((back.state, back.reachable), ("on", true));
+    assert_eq!((back.state, back.reachable), (Some(On), true));
     assert!(back.power_mw.is_some(), "a KP115 meters its draw: {back:?}");
 }
 

@@ -95,9 +95,10 @@ pub struct PlugView {
     pub host: String,
     pub port: u16,
     pub child_id: Option<String>,
-    /// `on` or `off` as last read (kept while the plug is unreachable), `unknown` before the
-    /// first answer.
-    pub state: &'static str,
+    /// As last read (kept while the plug is unreachable); `None` before the first answer,
+    /// shown as `unknown`.
+    #[serde(serialize_with = "serialize_state")]
+    pub state: Option<PowerState>,
     pub reachable: bool,
     /// When the plug last answered.
     pub last_seen: Option<DateTime<Utc>>,
@@ -384,7 +385,7 @@ impl PlugReconciler {
                     live.publish(
                         LiveEvent::PlugState {
                             plug_id: view.id,
-                            state: view.state.to_string(),
+                            state: state_name(view.state).to_string(),
                             reachable: view.reachable,
                         },
                         now,
@@ -407,11 +408,7 @@ async fn report(writer: &Writer, site_id: Uuid, view: &PlugView, now: DateTime<U
     let status = PlugStatusRecord {
         plug_id: view.id,
         site_id,
-        state: match view.state {
-            "on" => Some(PowerState::On),
-            "off" => Some(PowerState::Off),
-            _ => None,
-        },
+        state: view.state,
         reachable: view.reachable,
         last_seen: view.last_seen,
         power_mw: view.power_mw,
@@ -472,6 +469,22 @@ async fn reconcile_one(plug: PlugRecord, device: DeviceHandle, desired: Desired)
     view_of(&plug, &device.status(), desired)
 }
 
+/// How a plug's state reads on the wire: `on`, `off`, or `unknown` before it first answered.
+fn state_name(state: Option<PowerState>) -> &'static str {
+    match state {
+        Some(PowerState::On) => "on",
+        Some(PowerState::Off) => "off",
+        None => "unknown",
+    }
+}
+
+fn serialize_state<S: serde::Serializer>(
+    state: &Option<PowerState>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(state_name(*state))
+}
+
 fn view_of(plug: &PlugRecord, status: &PlugStatus, desired: Desired) -> PlugView {
     let outlet = status
         .state
@@ -491,11 +504,13 @@ fn view_of(plug: &PlugRecord, status: &PlugStatus, desired: Desired) -> PlugView
         host: plug.host.clone(),
         port: plug.port,
         child_id: plug.child_id.clone(),
-        state: match outlet {
-            Some(o) if o.on => "on",
-            Some(_) => "off",
-            None => "unknown",
-        },
+        state: outlet.map(|o| {
+            if o.on {
+                PowerState::On
+            } else {
+                PowerState::Off
+            }
+        }),
         reachable: status.reachable,
         last_seen: status.last_seen,
         power_mw: outlet.and_then(|o| o.power.map(|p| p.power_mw)),

@@ -82,7 +82,8 @@ pub(super) fn int(row: &Row, idx: usize) -> StoreResult<i64> {
     opt_int(row, idx)?.ok_or_else(|| decode_error(idx, "unexpected NULL"))
 }
 
-fn json_col<T: DeserializeOwned>(row: &Row, idx: usize) -> StoreResult<T> {
+/// A record stored as JSON text.
+pub(super) fn json_col<T: DeserializeOwned>(row: &Row, idx: usize) -> StoreResult<T> {
     serde_json::from_str(&text(row, idx)?).map_err(|e| decode_error(idx, e))
 }
 

@@ -2,9 +2,11 @@
 //! and replicated to the plug's site.
 
 use super::changelog::{NewChange, append_changes, audit};
-use super::codec::{enum_text, plug_columns, plug_from, schedule_columns, schedule_from, text, ts};
+use super::codec::{
+    enum_text, json_col, plug_columns, plug_from, schedule_columns, schedule_from, ts,
+};
 use super::{MssqlStore, venue};
-use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
+use crate::store::{Actor, AuditEvent, StoreResult};
 use aero_shared::wire::{Entity, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ScheduleRecord};
 use tiberius::Query;
 use uuid::Uuid;
@@ -121,11 +123,7 @@ pub(super) async fn overrides(
                 conn.rows(q)
                     .await?
                     .iter()
-                    .map(|row| {
-                        serde_json::from_str(&text(row, 0)?).map_err(|e| {
-                            StoreError::Other(anyhow::anyhow!("reading a plug override: {e}"))
-                        })
-                    })
+                    .map(|row| json_col(row, 0))
                     .collect()
             })
         })
@@ -144,11 +142,7 @@ pub(super) async fn statuses(
                 conn.rows(q)
                     .await?
                     .iter()
-                    .map(|row| {
-                        serde_json::from_str(&text(row, 0)?).map_err(|e| {
-                            StoreError::Other(anyhow::anyhow!("reading a plug status: {e}"))
-                        })
-                    })
+                    .map(|row| json_col(row, 0))
                     .collect()
             })
         })
