@@ -136,6 +136,9 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Held until this function returns: a restore refuses to run while the edge serves.
+    let _data_lock =
+        aero_shared::data_lock::DataDirLock::acquire(&settings.data_dir(), "aero-edge serve")?;
     let credential = load_credential(&settings)?;
     let site_id = credential.site_id;
     let edge = build(&settings, credential)?;

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod clock;
 pub mod cron_expr;
+pub mod data_lock;
 pub mod files;
 pub mod idempotency;
 pub mod json;
