@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install or upgrade aero-central / aero-edge as a systemd service.
 #
-#   sudo deploy/install.sh central|edge [--from PATH] [--bin-dir DIR] [--dry-run]
+#   sudo deploy/install.sh central|edge [--from PATH] [--bin-dir DIR] [--root DIR] [--dry-run]
 #
 # Idempotent: re-running it upgrades the binary, refreshes the unit and restarts the
 # service. An operator's /etc/aero/<role>.toml and /etc/aero/<role>.env are never
-# overwritten. See deploy/README.md.
+# overwritten. With --root DIR it installs into the filesystem tree DIR (an image being
+# built, a container's root, CI's scratch root) and touches nothing of the running system:
+# no user, service or file outside DIR, no restart. See deploy/README.md.
 set -euo pipefail
 
 readonly DEFAULT_BIN_DIR=/usr/local/bin
@@ -23,6 +25,10 @@ Installs (or upgrades) aero-<role> as a systemd service running as user '${SVC_U
 Options:
   --from PATH     binary to install (default: <repo>/target/release/aero-<role>)
   --bin-dir DIR   install directory for the binary (default: ${DEFAULT_BIN_DIR})
+  --root DIR      install into the filesystem tree DIR instead of this system: the
+                  user goes into DIR/etc/passwd, the unit is enabled offline, and the
+                  service is not started. DIR must hold a base system (etc/passwd,
+                  etc/group) and must not be /
   --dry-run       print what would be done, change nothing
   -h, --help      show this help
 EOF
@@ -48,6 +54,8 @@ run() {
 ROLE=""
 FROM=""
 BIN_DIR=$DEFAULT_BIN_DIR
+ROOT=""
+ROOT_GIVEN=0
 DRY_RUN=0
 
 while [[ $# -gt 0 ]]; do
@@ -63,6 +71,10 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 ]] || die "--bin-dir needs a DIR"
             BIN_DIR=$2; shift ;;
         --bin-dir=*) BIN_DIR=${1#*=} ;;
+        --root)
+            [[ $# -ge 2 ]] || die "--root needs a DIR"
+            ROOT=$2; ROOT_GIVEN=1; shift ;;
+        --root=*) ROOT=${1#*=}; ROOT_GIVEN=1 ;;
         --dry-run) DRY_RUN=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -75,6 +87,16 @@ done
 [[ $BIN_DIR =~ ^[A-Za-z0-9._/+-]+$ ]] || die "--bin-dir contains unsupported characters"
 BIN_DIR=${BIN_DIR%/}
 [[ -n $BIN_DIR ]] || die "--bin-dir must not be /"
+if [[ $ROOT_GIVEN -eq 1 ]]; then
+    [[ -n $ROOT ]] || die "--root needs a DIR"
+    [[ -d $ROOT ]] || die "--root ${ROOT}: no such directory"
+    ROOT=$(cd -- "$ROOT" && pwd -P)
+    [[ $ROOT != / ]] || die "--root / is this system itself: leave --root out to install here"
+    for f in etc/passwd etc/group; do
+        [[ -f $ROOT/$f ]] || die "--root ${ROOT} has no ${f}: it must hold a base system"
+    done
+fi
+readonly ROOT
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname -- "$SCRIPT_DIR")
@@ -89,13 +111,17 @@ readonly ENV_DST="${CONF_DIR}/${ROLE}.env"
 readonly BIN_DST="${BIN_DIR}/${SERVICE}"
 readonly STATE_DIR="/var/lib/${SERVICE}"
 FROM=${FROM:-"${REPO_ROOT}/target/release/${SERVICE}"}
+# The *_DST paths, STATE_DIR and CONF_DIR are paths on the installed system (what the
+# unit and the next steps name); files are written at ${ROOT}<path>.
 
 # ---- preconditions -------------------------------------------------------------
 
 if [[ $DRY_RUN -eq 0 ]]; then
     [[ $EUID -eq 0 ]] || die "must be run as root (try: sudo $0 ${ROLE} ...)"
     command -v systemctl >/dev/null || die "systemctl not found: a systemd host is required"
-    [[ -d /run/systemd/system ]] || die "systemd is not running on this host"
+    if [[ -z $ROOT ]]; then
+        [[ -d /run/systemd/system ]] || die "systemd is not running on this host"
+    fi
 fi
 for f in "$UNIT_SRC" "$TOML_SRC" "$ENV_SRC"; do
     [[ -f $f ]] || die "missing ${f} (run the script from a complete checkout or release bundle)"
@@ -108,58 +134,92 @@ if [[ ! -f $FROM || ! -x $FROM ]]; then
     fi
 fi
 
-say "Installing ${SERVICE} from ${FROM}"
+if [[ -n $ROOT ]]; then
+    say "Installing ${SERVICE} from ${FROM} into the root ${ROOT}"
+else
+    say "Installing ${SERVICE} from ${FROM}"
+fi
 
 # ---- system user ---------------------------------------------------------------
 
 nologin_shell() {
     local s
     for s in /usr/sbin/nologin /sbin/nologin /bin/false; do
-        if [[ -x $s ]]; then printf '%s\n' "$s"; return; fi
+        if [[ -x ${ROOT}${s} ]]; then printf '%s\n' "$s"; return; fi
     done
     printf '/bin/false\n'
 }
 
-if getent group "$SVC_GROUP" >/dev/null; then
+# has_account passwd|group NAME: whether NAME exists on this system, or in the root's
+# /etc files under --root.
+has_account() {
+    if [[ -n $ROOT ]]; then
+        [[ -n $(root_account_id "$1" "$2") ]]
+    else
+        getent "$1" "$2" >/dev/null
+    fi
+}
+
+# root_account_id passwd|group NAME: the numeric id of NAME in the root's /etc files.
+root_account_id() {
+    awk -F: -v name="$2" '$1 == name { print $3; exit }' "${ROOT}/etc/$1"
+}
+
+# groupadd/useradd --root write the account into the root's /etc files.
+account_opts=()
+[[ -z $ROOT ]] || account_opts=(--root "$ROOT")
+
+if has_account group "$SVC_GROUP"; then
     say "Group ${SVC_GROUP} exists"
 else
     say "Creating system group ${SVC_GROUP}"
-    run groupadd --system "$SVC_GROUP"
+    run groupadd "${account_opts[@]}" --system "$SVC_GROUP"
 fi
-if getent passwd "$SVC_USER" >/dev/null; then
+if has_account passwd "$SVC_USER"; then
     say "User ${SVC_USER} exists"
 else
     say "Creating system user ${SVC_USER} (no login shell, no home)"
-    run useradd --system --gid "$SVC_GROUP" --no-create-home --home-dir /nonexistent \
-        --shell "$(nologin_shell)" --comment "AeroSports services" "$SVC_USER"
+    run useradd "${account_opts[@]}" --system --gid "$SVC_GROUP" --no-create-home \
+        --home-dir /nonexistent --shell "$(nologin_shell)" --comment "AeroSports services" "$SVC_USER"
+fi
+
+# The owner of the state directory and group of the configuration. Under --root the
+# account exists only in the root's /etc files, which this system's name lookups do not
+# read, so install/chown get its numeric ids from there.
+SVC_UID=$SVC_USER
+SVC_GID=$SVC_GROUP
+if [[ -n $ROOT && $DRY_RUN -eq 0 ]]; then
+    SVC_UID=$(root_account_id passwd "$SVC_USER")
+    SVC_GID=$(root_account_id group "$SVC_GROUP")
+    [[ -n $SVC_UID && -n $SVC_GID ]] || die "user ${SVC_USER} or group ${SVC_GROUP} missing from ${ROOT}/etc"
 fi
 
 # ---- binary --------------------------------------------------------------------
 
-if [[ -e $BIN_DST && $FROM -ef $BIN_DST ]]; then
-    say "Binary ${BIN_DST} is the source itself; not copying"
+if [[ -e ${ROOT}${BIN_DST} && $FROM -ef ${ROOT}${BIN_DST} ]]; then
+    say "Binary ${ROOT}${BIN_DST} is the source itself; not copying"
 else
-    say "Installing binary to ${BIN_DST}"
-    run install -d -m 0755 "$BIN_DIR"
+    say "Installing binary to ${ROOT}${BIN_DST}"
+    run install -d -m 0755 "${ROOT}${BIN_DIR}"
     # Copy next to the target, then rename: atomic, and safe while the old binary runs.
-    run install -m 0755 -o root -g root "$FROM" "${BIN_DST}.new"
-    run mv -f "${BIN_DST}.new" "$BIN_DST"
+    run install -m 0755 -o root -g root "$FROM" "${ROOT}${BIN_DST}.new"
+    run mv -f "${ROOT}${BIN_DST}.new" "${ROOT}${BIN_DST}"
 fi
 
 # ---- configuration -------------------------------------------------------------
 
-run install -d -m 0750 -o root -g "$SVC_GROUP" "$CONF_DIR"
+run install -d -m 0750 -o root -g "$SVC_GID" "${ROOT}${CONF_DIR}"
 
-if [[ -e $TOML_DST ]]; then
-    say "Keeping existing ${TOML_DST}"
+if [[ -e ${ROOT}${TOML_DST} ]]; then
+    say "Keeping existing ${ROOT}${TOML_DST}"
 else
-    say "Installing ${TOML_DST} from the example"
-    run install -m 0640 -o root -g "$SVC_GROUP" "$TOML_SRC" "$TOML_DST"
+    say "Installing ${ROOT}${TOML_DST} from the example"
+    run install -m 0640 -o root -g "$SVC_GID" "$TOML_SRC" "${ROOT}${TOML_DST}"
 fi
 
 write_env_file() {
     local tmp
-    tmp=$(umask 077 && mktemp "${CONF_DIR}/.${ROLE}.env.XXXXXX")
+    tmp=$(umask 077 && mktemp "${ROOT}${CONF_DIR}/.${ROLE}.env.XXXXXX")
     # shellcheck disable=SC2064  # expand $tmp now
     trap "rm -f -- '${tmp}'" EXIT
     if [[ $ROLE == central ]]; then
@@ -172,29 +232,29 @@ write_env_file() {
     else
         cat -- "$ENV_SRC" >"$tmp"
     fi
-    chown root:"$SVC_GROUP" "$tmp"
+    chown root:"$SVC_GID" "$tmp"
     chmod 0600 "$tmp"
-    mv -f -- "$tmp" "$ENV_DST"
+    mv -f -- "$tmp" "${ROOT}${ENV_DST}"
     trap - EXIT
 }
 
-if [[ -e $ENV_DST ]]; then
-    say "Keeping existing ${ENV_DST}"
-    if [[ $ROLE == central ]] && ! grep -Eq '^AERO_JWT_SECRET=.+' "$ENV_DST"; then
-        warn "${ENV_DST} sets no AERO_JWT_SECRET; generate one with: head -c 48 /dev/urandom | base64"
+if [[ -e ${ROOT}${ENV_DST} ]]; then
+    say "Keeping existing ${ROOT}${ENV_DST}"
+    if [[ $ROLE == central ]] && ! grep -Eq '^AERO_JWT_SECRET=.+' "${ROOT}${ENV_DST}"; then
+        warn "${ROOT}${ENV_DST} sets no AERO_JWT_SECRET; generate one with: head -c 48 /dev/urandom | base64"
     fi
-    perms=$(stat -c '%a' "$ENV_DST")
+    perms=$(stat -c '%a' "${ROOT}${ENV_DST}")
     if [[ $perms != 600 && $perms != 400 ]]; then
-        warn "${ENV_DST} has mode ${perms}; it holds secrets, fix with: chmod 0600 ${ENV_DST}"
+        warn "${ROOT}${ENV_DST} has mode ${perms}; it holds secrets, fix with: chmod 0600 ${ROOT}${ENV_DST}"
     fi
 else
     if [[ $ROLE == central ]]; then
-        say "Creating ${ENV_DST} (mode 0600 root:${SVC_GROUP}) with a new random AERO_JWT_SECRET"
+        say "Creating ${ROOT}${ENV_DST} (mode 0600 root:${SVC_GROUP}) with a new random AERO_JWT_SECRET"
     else
-        say "Creating ${ENV_DST} (mode 0600 root:${SVC_GROUP})"
+        say "Creating ${ROOT}${ENV_DST} (mode 0600 root:${SVC_GROUP})"
     fi
     if [[ $DRY_RUN -eq 1 ]]; then
-        printf '[dry-run] write %q from %q, mode 0600 root:%s\n' "$ENV_DST" "$ENV_SRC" "$SVC_GROUP"
+        printf '[dry-run] write %q from %q, mode 0600 root:%s\n' "${ROOT}${ENV_DST}" "$ENV_SRC" "$SVC_GROUP"
     else
         write_env_file
     fi
@@ -202,23 +262,37 @@ fi
 
 # The unit's StateDirectory= would create it on first start; creating it now lets an
 # edge be enrolled before its service has ever started.
-run install -d -m 0700 -o "$SVC_USER" -g "$SVC_GROUP" "$STATE_DIR"
+run install -d -m 0700 -o "$SVC_UID" -g "$SVC_GID" "${ROOT}${STATE_DIR}"
 
 # ---- systemd unit --------------------------------------------------------------
 
-say "Installing ${UNIT_DST}"
+say "Installing ${ROOT}${UNIT_DST}"
+# Present on any systemd host; a root being built may not have it yet.
+[[ -d ${ROOT}${UNIT_DIR} ]] || run install -d -m 0755 "${ROOT}${UNIT_DIR}"
 if [[ $BIN_DST == "${DEFAULT_BIN_DIR}/${SERVICE}" ]]; then
-    run install -m 0644 -o root -g root "$UNIT_SRC" "$UNIT_DST"
+    run install -m 0644 -o root -g root "$UNIT_SRC" "${ROOT}${UNIT_DST}"
 elif [[ $DRY_RUN -eq 1 ]]; then
-    printf '[dry-run] write %q from %q with ExecStart=%s\n' "$UNIT_DST" "$UNIT_SRC" "$BIN_DST"
+    printf '[dry-run] write %q from %q with ExecStart=%s\n' "${ROOT}${UNIT_DST}" "$UNIT_SRC" "$BIN_DST"
 else
-    sed "s#^ExecStart=${DEFAULT_BIN_DIR}/${SERVICE} #ExecStart=${BIN_DST} #" "$UNIT_SRC" >"${UNIT_DST}.new"
-    chmod 0644 "${UNIT_DST}.new"
-    mv -f "${UNIT_DST}.new" "$UNIT_DST"
+    sed "s#^ExecStart=${DEFAULT_BIN_DIR}/${SERVICE} #ExecStart=${BIN_DST} #" "$UNIT_SRC" >"${ROOT}${UNIT_DST}.new"
+    chmod 0644 "${ROOT}${UNIT_DST}.new"
+    mv -f "${ROOT}${UNIT_DST}.new" "${ROOT}${UNIT_DST}"
 fi
-run systemctl daemon-reload
+[[ -n $ROOT ]] || run systemctl daemon-reload
 
 # ---- (re)start -----------------------------------------------------------------
+
+if [[ -n $ROOT ]]; then
+    # Offline: links the unit into the root's multi-user.target.wants; nothing starts.
+    say "Enabling ${SERVICE} in ${ROOT} (not started: --root)"
+    run systemctl --root="$ROOT" enable "$SERVICE"
+    if [[ $DRY_RUN -eq 1 ]]; then
+        say "Dry run complete; nothing was changed"
+    else
+        say "${SERVICE} installed into ${ROOT}"
+    fi
+    exit 0
+fi
 
 # enable, then restart: starts the service on a first install, restarts it onto the new
 # binary on an upgrade. --no-block: a service that cannot start yet (an edge not yet
