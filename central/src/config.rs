@@ -28,6 +28,9 @@ pub struct Settings {
     /// Lifetime of one-time edge enrollment tokens.
     pub enrollment_token_ttl_minutes: i64,
     pub limits: LimitSettings,
+    /// On SIGTERM, how long requests already running (sync batches included) get to finish
+    /// before they are abandoned; well inside the unit's `TimeoutStopSec=30`.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
             jwt_ttl_minutes: 15,
             enrollment_token_ttl_minutes: 60 * 24,
             limits: LimitSettings::default(),
+            shutdown_grace_secs: 10,
         }
     }
 }

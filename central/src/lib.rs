@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod health;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -108,21 +109,35 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
 }
 
 /// Runs central on a bound listener until `shutdown` resolves.
+///
+/// systemd hears `READY=1` once the store is open and migrated and the listener bound,
+/// watchdog pings while a store round trip passes ([`health::StoreHealth`]), and `STOPPING=1`
+/// when shutdown begins. Shutdown then stops accepting, closes the edges' hint sockets and
+/// gives running requests `shutdown_grace_secs` before abandoning them.
 pub async fn launch(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let (router, state) = build(settings, Arc::new(SystemClock)).await?;
     tracing::info!(addr = %listener.local_addr()?, "aero-central listening");
     aero_shared::systemd::notify_ready();
+    let watchdog = aero_shared::systemd::spawn_watchdog(Arc::new(health::StoreHealth(Arc::clone(
+        &state.store,
+    ))));
     let closing = state.shutdown.clone();
     let shutdown = async move {
         shutdown.await;
+        aero_shared::systemd::notify_stopping();
         closing.cancel();
     };
-    aero_shared::server::serve(listener, router, shutdown).await?;
-    aero_shared::systemd::notify_stopping();
+    let served = aero_shared::server::serve_with_grace(listener, router, shutdown, grace).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    served?;
+    tracing::info!("aero-central stopped");
     Ok(())
 }
 

@@ -15,6 +15,9 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub sync: SyncSettings,
     pub jwt_ttl_minutes: i64,
+    /// On SIGTERM, how long requests already running get to finish before they are abandoned.
+    /// With the final push it stays well inside the unit's `TimeoutStopSec=30`.
+    pub shutdown_grace_secs: u64,
     pub live: crate::live::LiveSettings,
     pub plugs: crate::plugs::reconcile::PlugSettings,
 }
@@ -38,6 +41,9 @@ pub struct SyncSettings {
     pub retention_days: u32,
     /// The most acknowledged ops kept (the oldest go first).
     pub retention_max_ops: u64,
+    /// At shutdown, how long the last push attempt may take: a dead link must not hold a
+    /// stopping venue box; what it does not send stays in the outbox for the next start.
+    pub final_push_secs: u64,
 }
 
 impl Default for SyncSettings {
@@ -51,6 +57,7 @@ impl Default for SyncSettings {
             backoff_max_secs: 60,
             retention_days: 7,
             retention_max_ops: 200_000,
+            final_push_secs: 5,
         }
     }
 }
@@ -64,6 +71,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             sync: SyncSettings::default(),
             jwt_ttl_minutes: 60,
+            shutdown_grace_secs: 10,
             live: crate::live::LiveSettings::default(),
             plugs: crate::plugs::reconcile::PlugSettings::default(),
         }

@@ -5,11 +5,13 @@
 pub mod auth;
 pub mod config;
 pub mod credential;
+pub mod health;
 pub mod live;
 pub mod outbox;
 pub mod plugs;
 pub mod replica;
 pub mod routes;
+pub mod shutdown;
 pub mod sync;
 
 use crate::auth::{ReplicaCredentials, ReplicaIdempotency};
@@ -131,6 +133,12 @@ pub fn build_with_clock(
 
 /// Runs the edge on a bound listener until `shutdown` resolves: the HTTP API, the sync loop
 /// and the change-hint socket.
+///
+/// systemd hears `READY=1` once the replica is open and the listener bound, watchdog pings
+/// while [`health::EdgeHealth`] passes, and `STOPPING=1` when shutdown begins. Shutdown then
+/// stops accepting, gives running requests `shutdown_grace_secs`, closes live sockets, stops
+/// the background loops and runs [`shutdown::finish`] (writer flushed, a last short push,
+/// writer closed).
 pub async fn launch(
     settings: Settings,
     listener: TcpListener,
@@ -167,26 +175,47 @@ pub async fn launch(
     );
     let plugs_task = tokio::spawn(plugs.run(stop_rx.clone()));
     tracing::info!(addr = %listener.local_addr()?, %site_id, "aero-edge listening");
+    // The replica is open (build) and the listener bound (by the caller): ready to serve.
     aero_shared::systemd::notify_ready();
+    let watchdog = aero_shared::systemd::spawn_watchdog(Arc::new(health::EdgeHealth {
+        writer: edge.state.writer.clone(),
+        replica: Arc::clone(&edge.state.replica),
+    }));
     let mut server_stop = stop_rx;
     let hub = Arc::clone(&edge.state.live);
-    let served = aero_shared::server::serve(listener, edge.router, async move {
-        tokio::select! {
-            () = shutdown => {}
-            _ = server_stop.wait_for(|stop| *stop) => {}
-        }
-        // Live connections are upgraded out of the HTTP server's reach: they are told here.
-        hub.close();
-    })
+    let served = aero_shared::server::serve_with_grace(
+        listener,
+        edge.router,
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                _ = server_stop.wait_for(|stop| *stop) => {}
+            }
+            aero_shared::systemd::notify_stopping();
+            // Live connections are upgraded out of the HTTP server's reach: they are told here.
+            hub.close();
+        },
+        Duration::from_secs(settings.shutdown_grace_secs),
+    )
     .await;
-    aero_shared::systemd::notify_stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = stop_tx.send(true);
     for task in [sync_task, hint_task, sessions_task, plugs_task] {
         if let Err(err) = task.await {
             tracing::error!(error = %err, "a background task failed");
         }
     }
+    shutdown::finish(
+        &edge.engine,
+        &edge.state.replica,
+        &edge.state.writer,
+        Duration::from_secs(settings.sync.final_push_secs),
+    )
+    .await;
     served?;
+    tracing::info!("aero-edge stopped");
     Ok(())
 }
 

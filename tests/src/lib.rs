@@ -483,6 +483,7 @@ pub use proxy::TcpProxy;
 /// A TCP proxy on loopback between an edge and central, for link failures the test controls:
 /// cut every live connection and refuse new ones for a while (a flapping link), and watch or
 /// hold the edge's pull requests as they pass (it reads the request line, nothing more).
+pub mod load;
 pub mod venue;
 
 pub mod proxy {
@@ -547,6 +548,8 @@ pub mod proxy {
         /// Bumped to drop every live connection.
         generation: watch::Sender<u64>,
         refuse_until: Mutex<Option<Instant>>,
+        /// Set by [`TcpProxy::stall`]: connections are accepted and never answered.
+        stalling: std::sync::atomic::AtomicBool,
         /// `None`: pulls pass. `Some(n)`: n more pulls pass, then they are held.
         pull_budget: watch::Sender<Option<usize>>,
         /// The `after` of every pull forwarded, in order.
@@ -574,6 +577,7 @@ pub mod proxy {
                 upstream,
                 generation: watch::channel(0).0,
                 refuse_until: Mutex::new(None),
+                stalling: std::sync::atomic::AtomicBool::new(false),
                 pull_budget: watch::channel(None).0,
                 pulls: Mutex::new(Vec::new()),
                 held: AtomicUsize::new(0),
@@ -592,6 +596,13 @@ pub mod proxy {
         /// accepting them: to a client, the link is down.
         pub fn cut_all(&self, refuse_for: Duration) {
             *self.shared.refuse_until.lock().expect("lock") = Some(Instant::now() + refuse_for);
+            self.shared.generation.send_modify(|g| *g += 1);
+        }
+
+        /// Drops every live connection, then accepts new ones and never forwards or answers
+        /// anything on them: to a client, a dead link where requests hang until they time out.
+        pub fn stall(&self) {
+            self.shared.stalling.store(true, Ordering::SeqCst);
             self.shared.generation.send_modify(|g| *g += 1);
         }
 
@@ -651,6 +662,15 @@ pub mod proxy {
             if refusing {
                 shared.refused.fetch_add(1, Ordering::SeqCst);
                 drop(client);
+                continue;
+            }
+            if shared.stalling.load(Ordering::SeqCst) {
+                // Held open, silent, until the proxy is dropped.
+                let mut dropped = shared.generation.subscribe();
+                tokio::spawn(async move {
+                    let _client = client;
+                    let _ = dropped.changed().await;
+                });
                 continue;
             }
             shared.accepted.fetch_add(1, Ordering::SeqCst);
@@ -755,52 +775,65 @@ pub mod proxy {
 
 pub use process::EdgeProcess;
 
-/// The real `aero-edge` binary as a child process, for what only a process can show (SIGKILL).
+/// The real `aero-edge` and `aero-central` binaries as child processes, for what only a
+/// process can show: SIGKILL, SIGTERM and its exit status, systemd notifications.
 pub mod process {
     use reqwest::Client;
     use std::net::SocketAddr;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::OnceLock;
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
     /// Path of the `aero-edge` binary next to this test binary, built first.
+    pub fn edge_binary() -> PathBuf {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY.get_or_init(|| workspace_binary("aero-edge")).clone()
+    }
+
+    /// Path of the `aero-central` binary next to this test binary, built first.
+    pub fn central_binary() -> PathBuf {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY
+            .get_or_init(|| workspace_binary("aero-central"))
+            .clone()
+    }
+
+    /// Builds `name` and returns its path.
     ///
-    /// This package is not `aero-edge`, so Cargo does not hand over `CARGO_BIN_EXE_aero-edge`:
+    /// This package is not the binary's, so Cargo does not hand over `CARGO_BIN_EXE_<name>`:
     /// the binary lives in the target directory, two levels above `deps/<test binary>`. It is
     /// (re)built with the workspace's feature set, which `cargo test --workspace` has already
     /// built (then this is a quick freshness check); otherwise it compiles once.
-    pub fn edge_binary() -> PathBuf {
-        static BINARY: OnceLock<PathBuf> = OnceLock::new();
-        BINARY
-            .get_or_init(|| {
-                let exe = std::env::current_exe().expect("current exe");
-                let profile_dir = exe
-                    .parent()
-                    .and_then(Path::parent)
-                    .expect("test binary in <target>/<profile>/deps")
-                    .to_path_buf();
-                let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-                let mut build = Command::new(cargo);
-                build
-                    .args(["build", "--workspace", "--bin", "aero-edge", "--target-dir"])
-                    .arg(&target_dir)
-                    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-                if profile_dir.file_name().is_some_and(|p| p == "release") {
-                    build.arg("--release");
-                }
-                let output = build.output().expect("run cargo build");
-                assert!(
-                    output.status.success(),
-                    "building aero-edge failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                let binary = profile_dir.join(format!("aero-edge{}", std::env::consts::EXE_SUFFIX));
-                assert!(binary.exists(), "{} was not built", binary.display());
-                binary
-            })
-            .clone()
+    fn workspace_binary(name: &str) -> PathBuf {
+        // One cargo at a time: two builds in parallel would wait on the target dir's lock.
+        static BUILDING: Mutex<()> = Mutex::new(());
+        let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--workspace", "--bin", name, "--target-dir"])
+            .arg(&target_dir)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let output = build.output().expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "building {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let binary = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(binary.exists(), "{} was not built", binary.display());
+        binary
     }
 
     /// `aero-edge --data-dir DIR enroll --central URL --token TOKEN`, run to completion.
@@ -821,19 +854,49 @@ pub mod process {
         );
     }
 
-    /// A running `aero-edge serve`. Dropping it kills the process.
+    /// A service binary running as a child process on a loopback port. Dropping it kills the
+    /// process.
     #[derive(Debug)]
-    pub struct EdgeProcess {
+    pub struct ServiceProcess {
         pub addr: SocketAddr,
         pub client: Client,
         child: Child,
+        log: PathBuf,
     }
 
-    impl EdgeProcess {
+    /// A running `aero-edge serve`.
+    pub type EdgeProcess = ServiceProcess;
+
+    /// A running `aero-central serve`.
+    pub type CentralProcess = ServiceProcess;
+
+    impl ServiceProcess {
         /// Starts `aero-edge --data-dir DIR serve` on a free loopback port with rate limits out
         /// of the way and short retry backoff; returns once `/healthz` answers. Its log is
         /// appended to `log`.
         pub async fn serve(data_dir: &Path, log: &Path) -> Self {
+            Self::serve_edge_with(data_dir, log, &[]).await
+        }
+
+        /// [`ServiceProcess::serve`] with more environment variables (settings, systemd's).
+        pub async fn serve_edge_with(data_dir: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+            let mut all = vec![
+                ("AERO_LIMITS__REQUESTS_PER_SECOND", "100000"),
+                ("AERO_LIMITS__BURST", "100000"),
+                ("AERO_SYNC__BACKOFF_MIN_MS", "50"),
+                ("AERO_SYNC__BACKOFF_MAX_SECS", "1"),
+            ];
+            all.extend_from_slice(env);
+            Self::spawn(edge_binary(), data_dir, log, &all).await
+        }
+
+        /// Starts `aero-central --data-dir DIR serve` on a free loopback port (SQLite store in
+        /// the data dir) with `env`; returns once `/healthz` answers.
+        pub async fn serve_central_with(data_dir: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+            Self::spawn(central_binary(), data_dir, log, env).await
+        }
+
+        async fn spawn(binary: PathBuf, data_dir: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
             // A child process needs the port number up front: take a free one from the kernel.
             let addr = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -842,22 +905,21 @@ pub mod process {
                 .create(true)
                 .append(true)
                 .open(log)
-                .expect("edge log");
-            let child = Command::new(edge_binary())
+                .expect("service log");
+            let child = Command::new(&binary)
                 .arg("--data-dir")
                 .arg(data_dir)
                 .args(["serve", "--listen", &addr.to_string()])
-                .env("AERO_LIMITS__REQUESTS_PER_SECOND", "100000")
-                .env("AERO_LIMITS__BURST", "100000")
-                .env("AERO_SYNC__BACKOFF_MIN_MS", "50")
-                .env("AERO_SYNC__BACKOFF_MAX_SECS", "1")
                 .env("RUST_LOG", "warn")
+                // Plain text: tests search the log.
+                .env("NO_COLOR", "1")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file)
                 .spawn()
-                .expect("spawn aero-edge serve");
-            let mut edge = Self {
+                .unwrap_or_else(|err| panic!("spawn {}: {err}", binary.display()));
+            let mut service = Self {
                 addr,
                 client: Client::builder()
                     .no_proxy()
@@ -865,27 +927,30 @@ pub mod process {
                     .build()
                     .expect("client"),
                 child,
+                log: log.to_path_buf(),
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                let healthy = edge
+                let healthy = service
                     .client
-                    .get(edge.url("/healthz"))
+                    .get(service.url("/healthz"))
                     .send()
                     .await
                     .is_ok_and(|r| r.status() == 200);
                 if healthy {
-                    return edge;
+                    return service;
                 }
-                if let Ok(Some(exit)) = edge.child.try_wait() {
+                if let Ok(Some(exit)) = service.child.try_wait() {
                     panic!(
-                        "aero-edge exited before serving ({exit}); see {}",
+                        "{} exited before serving ({exit}); see {}",
+                        binary.display(),
                         log.display()
                     );
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "aero-edge did not become healthy; see {}",
+                    "{} did not become healthy; see {}",
+                    binary.display(),
                     log.display()
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -896,16 +961,102 @@ pub mod process {
             format!("http://{}{}", self.addr, path)
         }
 
+        /// What the process logged so far.
+        pub fn log_text(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
         /// SIGKILL (what `Child::kill` sends on Unix): no shutdown code runs. Waits for the exit.
         pub fn kill(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+
+        /// Sends SIGTERM, as `systemctl stop` does, without waiting.
+        pub fn terminate(&self) {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+            // SAFETY: kill(2) on our own child's pid; it has not been reaped, so the pid is
+            // still this process's.
+            let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+            assert_eq!(
+                sent,
+                0,
+                "kill -TERM {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+
+        /// Polls until the process exits; panics if it is still running after `limit`.
+        pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+            let deadline = Instant::now() + limit;
+            loop {
+                if let Some(status) = self.child.try_wait().expect("try_wait") {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the process did not exit within {limit:?}; see {}",
+                    self.log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
-    impl Drop for EdgeProcess {
+    impl Drop for ServiceProcess {
         fn drop(&mut self) {
             self.kill();
+        }
+    }
+
+    /// A Unix datagram socket standing in for systemd's notification socket: pass
+    /// [`NotifySocket::path`] as `NOTIFY_SOCKET` to a service and read what it says.
+    #[derive(Debug)]
+    pub struct NotifySocket {
+        socket: tokio::net::UnixDatagram,
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl NotifySocket {
+        pub fn bind() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("notify.sock");
+            let socket = tokio::net::UnixDatagram::bind(&path).expect("bind notify socket");
+            Self {
+                socket,
+                path,
+                _dir: dir,
+            }
+        }
+
+        pub fn path(&self) -> &str {
+            self.path.to_str().expect("utf-8 path")
+        }
+
+        /// The next notification (e.g. `READY=1`); panics when none arrives within `limit`.
+        pub async fn recv(&self, limit: Duration) -> String {
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(limit, self.socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no notification within {limit:?}"))
+                .expect("recv notification");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+
+        /// Reads notifications until one contains `state` (e.g. `STOPPING=1`); returns those
+        /// read before it.
+        pub async fn recv_until(&self, state: &str, limit: Duration) -> Vec<String> {
+            let deadline = Instant::now() + limit;
+            let mut before = Vec::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let message = self.recv(left).await;
+                if message.lines().any(|l| l == state) {
+                    return before;
+                }
+                before.push(message);
+            }
         }
     }
 }

@@ -17,8 +17,20 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// Healthy when a store round trip answers in time: the same check that feeds the systemd
+/// watchdog.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let health = crate::health::StoreHealth(std::sync::Arc::clone(&state.store));
+    match aero_shared::systemd::probe(&health, crate::health::HTTP_CHECK_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Err(reason) => {
+            tracing::warn!(%reason, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "detail": "database unreachable" })),
+            )
+        }
+    }
 }
 
 /// Ready when the database answers: a load balancer stops routing here when it does not.

@@ -147,12 +147,22 @@ fn in_savepoint<T>(
     outcome
 }
 
+/// What the writer thread is sent: a request to run, or the order to finish.
+enum Message {
+    Job(Box<dyn Job>),
+    /// Everything queued before it is committed and answered, the WAL is checkpointed into the
+    /// database file, then the thread ends and reports how the checkpoint went.
+    Close(oneshot::Sender<Result<(), String>>),
+}
+
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::UnboundedSender<Box<dyn Job>>,
+    queue: mpsc::UnboundedSender<Message>,
     /// Signalled after a commit that queued outbox ops: wakes the push loop.
     pushed: Arc<Notify>,
+    /// The writer thread, joined by [`Writer::close`].
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -162,7 +172,8 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. The thread ends when every `Writer` is dropped.
+    /// Starts the writer thread on `conn`. The thread ends on [`Writer::close`], or when every
+    /// `Writer` is dropped.
     pub fn start(conn: Connection) -> anyhow::Result<Self> {
         Self::start_with(conn, WalBudget::default())
     }
@@ -191,13 +202,43 @@ impl Writer {
                 .name("edge-db-checkpoint".into())
                 .spawn(move || checkpoint_loop(&checkpointer, &running, &restart_due, budget))?;
         }
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("edge-db-writer".into())
             .spawn(move || {
                 writer_loop(conn, rx, notify, &restart_due);
                 running.store(false, Ordering::Relaxed);
             })?;
-        Ok(Self { queue, pushed })
+        Ok(Self {
+            queue,
+            pushed,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Resolves once every write queued before it is committed and answered.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// Shuts the writer down for good: every write queued before this is committed and
+    /// answered, the WAL is checkpointed into the database file (so a copy of `edge.db` alone
+    /// is complete), and the thread is joined. Later writes are refused with an error, never
+    /// acknowledged. Returns the checkpoint's failure, if any.
+    pub async fn close(&self) -> anyhow::Result<()> {
+        let (done, finished) = oneshot::channel();
+        let checkpoint = match self.queue.send(Message::Close(done)) {
+            Ok(()) => finished
+                .await
+                .unwrap_or_else(|_| Err("the database writer ended without closing".into())),
+            Err(_) => Err("the database writer had already stopped".into()),
+        };
+        let thread = self.thread.lock().expect("writer thread handle").take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the database writer thread panicked"))?;
+        }
+        checkpoint.map_err(|reason| anyhow::anyhow!(reason))
     }
 
     /// Notified after every commit that queued outbox ops.
@@ -250,13 +291,13 @@ impl Writer {
         // Only local mutations are business writes; sync bookkeeping never records a request.
         let idempotent = local.then(current_request).flatten();
         self.queue
-            .send(Box::new(Request {
+            .send(Message::Job(Box::new(Request {
                 work,
                 reply,
                 local,
                 idempotent,
                 answer_of,
-            }))
+            })))
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         answer
             .await
@@ -324,11 +365,22 @@ fn checkpoint_loop(
 
 fn writer_loop(
     conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
     pushed: Arc<Notify>,
     restart_due: &AtomicBool,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(message) = rx.blocking_recv() else {
+            return;
+        };
+        let first = match message {
+            Message::Job(job) => job,
+            Message::Close(done) => {
+                closing = Some(done);
+                break;
+            }
+        };
         if restart_due.swap(false, Ordering::Relaxed)
             && let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         {
@@ -337,7 +389,12 @@ fn writer_loop(
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Close(done)) => {
+                    // This group is the last: it commits, then the writer closes.
+                    closing = Some(done);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -375,6 +432,25 @@ fn writer_loop(
         for complete in completions {
             complete(commit.clone());
         }
+    }
+    // Requests that raced the close are refused (their reply is dropped), never run.
+    rx.close();
+    let checkpoint = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+        .map_err(|err| format!("final WAL checkpoint failed: {err}"))
+        .and_then(|(busy, log, copied)| {
+            if busy != 0 || log != copied {
+                Err(format!(
+                    "final WAL checkpoint incomplete: {copied} of {log} frames copied (a reader held the log)"
+                ))
+            } else {
+                Ok(())
+            }
+        });
+    if let Some(done) = closing {
+        let _ = done.send(checkpoint);
     }
 }
 
@@ -531,6 +607,48 @@ mod tests {
         // Failed requests roll back their seq too, so the sequence has no holes.
         assert_eq!(seqs, (5..50).collect::<Vec<_>>());
     }
+    #[tokio::test]
+    async fn close_commits_every_queued_write_checkpoints_and_refuses_later_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let now = Utc::now();
+        // Queued, not yet answered, when the close is sent behind them.
+        let queued: Vec<_> = (0..20)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    writer
+                        .mutate(move |c| {
+                            append_op(c, Entity::Customer, Uuid::now_v7(), OpKind::Upsert, &i, now)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        writer.flush().await.expect("flush");
+        writer
+            .close()
+            .await
+            .expect("close with a complete checkpoint");
+        for write in queued {
+            write
+                .await
+                .expect("join")
+                .expect("a queued write is committed");
+        }
+        let wal = std::fs::metadata(dir.path().join("edge.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the final checkpoint left {wal} bytes in the WAL");
+        let ops = replica
+            .read(|c| pending(c, 1000, usize::MAX))
+            .await
+            .expect("pending");
+        assert_eq!(ops.len(), 20);
+        let late = writer.write(|_| Ok(())).await;
+        assert!(late.is_err(), "a write after close must be refused");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_starts_over_while_writes_never_pause() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,8 +30,22 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Healthy when the database writer commits and the replica reads: the same check that feeds
+/// the systemd watchdog.
+async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let health = crate::health::EdgeHealth {
+        writer: state.writer.clone(),
+        replica: Arc::clone(&state.replica),
+    };
+    match aero_shared::systemd::probe(&health, crate::health::HTTP_CHECK_TIMEOUT).await {
+        Ok(()) => Ok(Json(json!({ "status": "ok" }))),
+        Err(reason) => {
+            tracing::warn!(%reason, "health check failed");
+            Err(ApiError::Unavailable(
+                "the local database did not answer the health check".into(),
+            ))
+        }
+    }
 }
 
 /// Ready when the replica answers and holds this edge's own site, i.e. the first pull landed
