@@ -131,3 +131,115 @@ fn set_aside(db: &Path, now: DateTime<Utc>) -> anyhow::Result<Vec<PathBuf>> {
     }
     Ok(kept)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::Replica;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    /// An edge database for `site` in a new directory, with one pending op.
+    fn edge_dir(site: Uuid) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), site, 1).expect("open");
+        conn.execute(
+            "INSERT INTO outbox (seq, op_id, entity, entity_id, kind, data, created_at)
+             VALUES (1, ?1, 'customer', ?2, 'upsert', '{}', '2026-12-03T00:00:00.000Z')",
+            rusqlite::params![Uuid::now_v7(), Uuid::now_v7()],
+        )
+        .expect("queue an op");
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn noon() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn the_replaced_database_is_kept_aside_with_its_wal_and_the_backup_installed() {
+        let site = Uuid::now_v7();
+        let backup_dir = edge_dir(site);
+        let from = backup_dir.path().join("copy.db");
+        super::super::backup(backup_dir.path(), &from).expect("backup");
+        let target = tempfile::tempdir().expect("target");
+        let (_replica, live) = Replica::open(target.path(), site, 1).expect("open");
+        // The replaced database is still open (a killed edge's WAL is still there).
+        assert!(with_suffix(&replica::db_path(target.path()), "-wal").exists());
+
+        let report = restore(target.path(), &from, noon()).expect("restore");
+        assert_eq!(report.contents.site_id, site);
+        assert_eq!(report.contents.pending_ops, 1);
+        assert!(!report.enrolled);
+        let aside = "edge.db.replaced-20261203T120000.000Z";
+        assert_eq!(
+            report.kept,
+            [
+                target.path().join(aside),
+                target.path().join(format!("{aside}-wal")),
+                target.path().join(format!("{aside}-shm")),
+            ]
+        );
+        drop(live);
+        let installed = replica::open_connection(&replica::db_path(target.path())).expect("open");
+        assert_eq!(
+            super::super::Contents::read(&installed).expect("read"),
+            report.contents
+        );
+        assert!(report.to_string().contains("aero-edge enroll --replace"));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused_and_nothing_changes() {
+        let site = Uuid::now_v7();
+        let source = edge_dir(site);
+        let from = source.path().join("copy.db");
+        {
+            let conn = replica::open_connection(&replica::db_path(source.path())).expect("open");
+            conn.execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+                 VALUES (9999, 'from_the_future', '2027-01-01T00:00:00Z', '0')",
+                [],
+            )
+            .expect("a newer migration");
+        }
+        super::super::backup(source.path(), &from).expect("backup");
+        let target = tempfile::tempdir().expect("target");
+        let before = names(target.path());
+        let err = restore(target.path(), &from, noon()).expect_err("newer");
+        assert!(
+            err.to_string().contains("newer aero-edge (schema V9999"),
+            "{err:#}"
+        );
+        let mut after = names(target.path());
+        // The refusal took the data-dir lock (its file stays, like a serving edge's).
+        after.retain(|n| n != "serve.lock");
+        assert_eq!(after, before, "a refused restore left files");
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_edge_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = dir.path().join("other.db");
+        rusqlite::Connection::open(&other)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .expect("create");
+        let target = tempfile::tempdir().expect("target");
+        let err = restore(target.path(), &other, noon()).expect_err("not an edge db");
+        assert!(
+            format!("{err:#}").contains("not an aero-edge database"),
+            "{err:#}"
+        );
+        assert_eq!(names(target.path()), ["serve.lock"]);
+    }
+}
