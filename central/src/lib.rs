@@ -1,6 +1,7 @@
 //! `aero-central`: the HQ service that owns the chain's database, serves the HQ admin API and
 //! is the sync hub every venue edge pushes to and pulls from.
 
+pub mod backup;
 pub mod config;
 pub mod credentials;
 pub mod health;

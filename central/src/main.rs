@@ -32,6 +32,12 @@ enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Write a consistent, checked copy of the SQLite database to PATH, while central serves.
+    Backup {
+        path: PathBuf,
+        #[arg(long, env = "AERO_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
     /// Manage staff users.
     User {
         #[command(subcommand)]
@@ -105,6 +111,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             aero_central::open_store(&settings).await?;
             eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::Backup { path, database_url } => {
+            if let Some(url) = database_url {
+                settings.database_url = Some(url.into());
+            }
+            print!("{}", aero_central::backup::backup(&settings, &path)?);
             Ok(())
         }
         Command::User {

@@ -105,24 +105,27 @@ pub async fn enroll(central_url: &str, token: &str, data_dir: &Path) -> anyhow::
 /// Enrolls a box that is already enrolled, keeping its database: its pending ops, dead letters
 /// and replica stay, and sync resumes under the new credential. For a box central fenced (the
 /// site was enrolled elsewhere, e.g. a cloned VM) or one whose credential a restored central no
-/// longer knows. The new enrollment fences every other box of the site. The token must be for
-/// the site this box's database belongs to.
+/// longer knows, or a box restored from a backup onto a data directory without a credential.
+/// The new enrollment fences every other box of the site. The token must be for the site this
+/// box's database belongs to.
 pub async fn enroll_again(
     central_url: &str,
     token: &str,
     data_dir: &Path,
 ) -> anyhow::Result<Credential> {
-    let Some(previous) = Credential::load(data_dir)? else {
+    let held_site = match Credential::load(data_dir)? {
+        Some(previous) => Some(previous.site_id),
+        None => crate::replica::site_of(data_dir)?,
+    };
+    let Some(held_site) = held_site else {
         return enroll(central_url, token, data_dir).await;
     };
     let credential = exchange(central_url, token).await?;
     anyhow::ensure!(
-        credential.site_id == previous.site_id,
-        "the token is for site {}, but this box holds site {}'s data; its credential was not \
-         replaced (issue a token for site {})",
+        credential.site_id == held_site,
+        "the token is for site {}, but this box holds site {held_site}'s data; its credential \
+         was not replaced (issue a token for site {held_site})",
         credential.site_id,
-        previous.site_id,
-        previous.site_id
     );
     let (_replica, conn) =
         crate::replica::Replica::open(data_dir, credential.site_id, credential.next_seq)?;

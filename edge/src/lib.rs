@@ -3,6 +3,7 @@
 //! central (push first, then pull) whenever central is reachable.
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod credential;
 pub mod health;

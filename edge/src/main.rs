@@ -40,6 +40,10 @@ enum Command {
     },
     /// Run the venue API and sync with central.
     Serve(ServeArgs),
+    /// Write a consistent, checked copy of the venue database to PATH, while the edge serves.
+    Backup { path: PathBuf },
+    /// Replace the venue database with the backup at PATH (the service must be stopped).
+    Restore { path: PathBuf },
     /// Smart plugs on the venue LAN.
     Plugs {
         #[command(subcommand)]
@@ -120,6 +124,22 @@ async fn main() -> anyhow::Result<()> {
                 settings.data_dir().display()
             );
             aero_edge::launch(settings, listener, aero_shared::server::shutdown_signal()).await
+        }
+        Command::Backup { path } => {
+            print!(
+                "{}",
+                aero_edge::backup::backup(&settings.data_dir(), &path)?
+            );
+            Ok(())
+        }
+        Command::Restore { path } => {
+            let restored = aero_edge::backup::restore::restore(
+                &settings.data_dir(),
+                &path,
+                chrono::Utc::now(),
+            )?;
+            print!("{restored}");
+            Ok(())
         }
         Command::Plugs {
             command: PlugsCommand::Discover(args),

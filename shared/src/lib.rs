@@ -15,6 +15,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod server;
 pub mod settings;
+pub mod sqlite_backup;
 pub mod systemd;
 pub mod validate;
 pub mod wire;

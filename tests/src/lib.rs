@@ -49,6 +49,18 @@ impl TestCentral {
         Self::launch(settings, data_dir).await
     }
 
+    /// Starts central on a database that already exists (e.g. a restored backup, named by
+    /// `configure` through `database_url`): no account is created, the database's own log in.
+    pub async fn start_existing(configure: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = Settings {
+            data_dir: Some(data_dir.path().to_path_buf()),
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        Self::launch(settings, data_dir).await
+    }
+
     async fn launch(settings: Settings, data_dir: TempDir) -> Self {
         // Bind first, then spawn: the port is known and accepting before any request is sent.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -626,6 +638,11 @@ pub mod proxy {
             std::mem::take(&mut *self.shared.pulls.lock().expect("lock"))
         }
 
+        /// Ends a [`TcpProxy::cut_all`] early: new connections are forwarded again.
+        pub fn reopen(&self) {
+            *self.shared.refuse_until.lock().expect("lock") = None;
+        }
+
         /// Connections accepted and forwarded so far.
         pub fn connections(&self) -> usize {
             self.shared.accepted.load(Ordering::SeqCst)
@@ -854,6 +871,20 @@ pub mod process {
         );
     }
 
+    /// `aero-edge --data-dir DIR ARGS...` (e.g. `backup PATH`), run to completion; the caller
+    /// checks the exit status and output.
+    pub async fn edge_command(data_dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        tokio::process::Command::new(edge_binary())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run aero-edge")
+    }
+
     /// A service binary running as a child process on a loopback port. Dropping it kills the
     /// process.
     #[derive(Debug)]
@@ -964,6 +995,32 @@ pub mod process {
         /// What the process logged so far.
         pub fn log_text(&self) -> String {
             std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        /// A request authenticated with a device's API key.
+        pub fn request(
+            &self,
+            method: reqwest::Method,
+            path: &str,
+            api_key: &str,
+        ) -> reqwest::RequestBuilder {
+            self.client
+                .request(method, self.url(path))
+                .header("x-api-key", api_key)
+        }
+
+        /// The edge's `/v1/status` as seen with `api_key`; `None` while the key is not accepted
+        /// (or the edge does not answer).
+        pub async fn status(&self, api_key: &str) -> Option<aero_shared::wire::EdgeStatus> {
+            let response = self
+                .request(reqwest::Method::GET, "/v1/status", api_key)
+                .send()
+                .await
+                .ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            response.json().await.ok()
         }
 
         /// SIGKILL (what `Child::kill` sends on Unix): no shutdown code runs. Waits for the exit.

@@ -22,7 +22,7 @@ use aero_shared::wire::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -364,20 +364,33 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn idempotency_purge(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
-/// Opens the store a database URL names: an ADO.NET string (`server=...`) selects SQL Server,
-/// `sqlite://PATH` or a bare path selects SQLite; `None` is `central.db` in the data directory.
-pub async fn open(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+/// Where a database URL points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// An ADO.NET connection string (`server=...`).
+    SqlServer,
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// Reads a database URL: an ADO.NET string (`server=...`) selects SQL Server, `sqlite://PATH`
+/// or a bare path selects SQLite; `None` is `central.db` in the data directory.
+pub fn locate(database_url: Option<&str>, data_dir: &Path) -> Location {
     match database_url.map(str::trim).filter(|u| !u.is_empty()) {
-        Some(url) if mssql::is_ado_connection_string(url) => {
+        Some(url) if mssql::is_ado_connection_string(url) => Location::SqlServer,
+        Some(url) => Location::Sqlite(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url))),
+        None => Location::Sqlite(data_dir.join("central.db")),
+    }
+}
+
+/// Opens the store a database URL names (see [`locate`]).
+pub async fn open(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    match locate(database_url, data_dir) {
+        Location::SqlServer => {
+            let url = database_url.map(str::trim).unwrap_or_default();
             Ok(Arc::new(mssql::MssqlStore::connect(url).await?))
         }
-        Some(url) => {
-            let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            Ok(Arc::new(sqlite::SqliteStore::open(Path::new(path))?))
-        }
-        None => Ok(Arc::new(sqlite::SqliteStore::open(
-            &data_dir.join("central.db"),
-        )?)),
+        Location::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path)?)),
     }
 }
 

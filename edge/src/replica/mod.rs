@@ -40,6 +40,37 @@ pub fn parse_ts(text: &str) -> anyhow::Result<DateTime<Utc>> {
         .with_timezone(&Utc))
 }
 
+/// Where a data directory keeps its edge database.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// The newest schema version (migration) this binary knows; a database migrated further was
+/// written by a newer release and is not opened.
+pub fn latest_schema_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The site the edge database in `data_dir` belongs to; `None` when there is no database yet.
+/// Reads only: nothing is created or migrated.
+pub fn site_of(data_dir: &Path) -> anyhow::Result<Option<Uuid>> {
+    let path = db_path(data_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = open_connection(&path)?;
+    conn.query_row("SELECT site_id FROM sync_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+    .optional()
+    .with_context(|| format!("reading the site of {}", path.display()))
+}
+
 pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -114,7 +145,7 @@ impl Replica {
     ) -> anyhow::Result<(Arc<Self>, Connection)> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let path = data_dir.join(DB_FILE);
+        let path = db_path(data_dir);
         let mut writer = open_connection(&path)?;
         embedded::migrations::runner()
             .run(&mut writer)

@@ -58,7 +58,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
