@@ -4,6 +4,7 @@
 pub mod config;
 pub mod credentials;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 pub mod state;
 pub mod store;

@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod settings;
 pub mod systemd;
+pub mod table;
 pub mod validate;
 pub mod wire;
 
