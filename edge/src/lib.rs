@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod credential;
 pub mod live;
+pub mod ops;
 pub mod outbox;
 pub mod plugs;
 pub mod replica;
