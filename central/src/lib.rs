@@ -6,6 +6,7 @@ pub mod config;
 pub mod credentials;
 pub mod health;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 pub mod state;
 pub mod store;

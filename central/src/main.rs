@@ -43,6 +43,25 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// List the sites with their venues' sync health.
+    Sites(ListArgs),
+    /// List a site's devices (never their keys).
+    Devices {
+        /// The site whose devices to list.
+        #[arg(long = "site", value_name = "SITE_ID")]
+        site_id: Uuid,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Print JSON for machines instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, env = "AERO_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -120,6 +139,14 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", aero_central::backup::backup(&settings, &path)?);
             Ok(())
         }
+        Command::Sites(list) => {
+            let store = open_for_listing(settings, list.database_url).await?;
+            aero_central::ops::sites::run(store.as_ref(), list.json).await
+        }
+        Command::Devices { site_id, list } => {
+            let store = open_for_listing(settings, list.database_url).await?;
+            aero_central::ops::devices::run(store.as_ref(), site_id, list.json).await
+        }
         Command::User {
             command:
                 UserCommand::Create {
@@ -170,4 +197,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn open_for_listing(
+    mut settings: Settings,
+    database_url: Option<String>,
+) -> anyhow::Result<std::sync::Arc<dyn aero_central::store::Store>> {
+    if let Some(url) = database_url {
+        settings.database_url = Some(url.into());
+    }
+    aero_central::open_store(&settings).await
 }

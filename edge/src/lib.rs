@@ -8,6 +8,7 @@ pub mod config;
 pub mod credential;
 pub mod health;
 pub mod live;
+pub mod ops;
 pub mod outbox;
 pub mod plugs;
 pub mod replica;

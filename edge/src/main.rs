@@ -44,6 +44,17 @@ enum Command {
     Backup { path: PathBuf },
     /// Replace the venue database with the backup at PATH (the service must be stopped).
     Restore { path: PathBuf },
+    /// The sync state of this box: from the running daemon's database, or the data directory
+    /// when it is down. Exit 0 healthy, 3 daemon not running, 4 offline, fenced or dead
+    /// letters, 1 unreadable (not enrolled).
+    Status {
+        /// Print JSON for machines instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check configuration, data directory, enrollment, central and clock skew; exit 1 on any
+    /// failure.
+    Check,
     /// Smart plugs on the venue LAN.
     Plugs {
         #[command(subcommand)]
@@ -86,6 +97,12 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     aero_shared::settings::init_tracing();
+    if let Command::Check = cli.command {
+        let clock = aero_shared::clock::SystemClock;
+        std::process::exit(
+            aero_edge::ops::check::run(cli.config.as_deref(), cli.data_dir, &clock).await,
+        );
+    }
     let mut settings = Settings::load(cli.config.as_deref())?;
     if cli.data_dir.is_some() {
         settings.data_dir = cli.data_dir;
@@ -107,8 +124,17 @@ async fn main() -> anyhow::Result<()> {
                 credential.site_id,
                 aero_edge::credential::path_in(&settings.data_dir()).display()
             );
+            if !replace {
+                aero_edge::sync::initial::report(
+                    aero_edge::sync::initial::pull_after_enroll(&settings, credential).await,
+                );
+            }
             Ok(())
         }
+        Command::Status { json } => {
+            std::process::exit(aero_edge::ops::status::run(&settings.data_dir(), json)?)
+        }
+        Command::Check => unreachable!("handled before the settings are loaded"),
         Command::Serve(args) => {
             if let Some(listen) = args.listen {
                 settings.listen = listen;

@@ -17,6 +17,7 @@ pub mod server;
 pub mod settings;
 pub mod sqlite_backup;
 pub mod systemd;
+pub mod table;
 pub mod validate;
 pub mod wire;
 

@@ -798,7 +798,7 @@ pub mod process {
     use reqwest::Client;
     use std::net::SocketAddr;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::process::{Child, Command, ExitStatus, Output, Stdio};
     use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
@@ -853,36 +853,52 @@ pub mod process {
         binary
     }
 
-    /// `aero-edge --data-dir DIR enroll --central URL --token TOKEN`, run to completion.
-    pub async fn enroll(data_dir: &Path, central_url: &str, token: &str) {
-        let binary = edge_binary();
-        let output = tokio::process::Command::new(binary)
+    /// Runs `binary --data-dir DIR ARGS...` to completion with `RUST_LOG` at `log_level`;
+    /// whatever it exits with is the caller's to judge.
+    pub async fn run(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[impl AsRef<std::ffi::OsStr>],
+        log_level: &str,
+    ) -> Output {
+        tokio::process::Command::new(binary)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["enroll", "--central", central_url, "--token", token])
-            .env("RUST_LOG", "warn")
+            .args(args.iter().map(AsRef::as_ref))
+            .env("RUST_LOG", log_level)
+            .stdin(Stdio::null())
             .output()
             .await
-            .expect("run aero-edge enroll");
+            .unwrap_or_else(|err| panic!("running {}: {err}", binary.display()))
+    }
+
+    /// `aero-edge --data-dir DIR enroll --central URL --token TOKEN`, run to completion.
+    /// Returns its output (it pulls the initial replica and reports on stderr).
+    pub async fn enroll(data_dir: &Path, central_url: &str, token: &str) -> Output {
+        enroll_logging(data_dir, central_url, token, "warn").await
+    }
+
+    /// [`enroll`] with `RUST_LOG` at `log_level`.
+    pub async fn enroll_logging(
+        data_dir: &Path,
+        central_url: &str,
+        token: &str,
+        log_level: &str,
+    ) -> Output {
+        let args = ["enroll", "--central", central_url, "--token", token];
+        let output = run(&edge_binary(), data_dir, &args, log_level).await;
         assert!(
             output.status.success(),
             "aero-edge enroll failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        output
     }
 
     /// `aero-edge --data-dir DIR ARGS...` (e.g. `backup PATH`), run to completion; the caller
     /// checks the exit status and output.
-    pub async fn edge_command(data_dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
-        tokio::process::Command::new(edge_binary())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run aero-edge")
+    pub async fn edge_command(data_dir: &Path, args: &[&std::ffi::OsStr]) -> Output {
+        run(&edge_binary(), data_dir, args, "warn").await
     }
 
     /// A service binary running as a child process on a loopback port. Dropping it kills the

@@ -70,16 +70,16 @@ impl Validate for NewDevice {
     }
 }
 
-/// A device without its key hash: what list endpoints show.
+/// A device without its key hash: what list endpoints and `aero-central devices` show.
 #[derive(Serialize)]
-struct DeviceView {
-    id: Uuid,
-    site_id: Uuid,
-    name: String,
-    kind: DeviceKind,
-    allowed_networks: Vec<ipnet::IpNet>,
-    created_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
+pub struct DeviceView {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub name: String,
+    pub kind: DeviceKind,
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl From<DeviceRecord> for DeviceView {

@@ -4,7 +4,7 @@ mod audit;
 mod auth;
 mod catalog;
 mod customers;
-mod devices;
+pub mod devices;
 mod health;
 mod leaderboards;
 mod local_time;

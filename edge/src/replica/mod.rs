@@ -346,7 +346,9 @@ pub fn waiver(c: &Connection, id: Uuid) -> anyhow::Result<Option<WaiverRecord>> 
     data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
 }
 
-fn status(c: &Connection, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
+/// The sync status at `now`, as `GET /v1/status` serves it and `aero-edge status` prints it
+/// (that one through a read-only connection of its own, beside a running daemon or without one).
+pub fn status(c: &Connection, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> {
     // One read transaction: the counts and the sync state describe the same moment.
     c.execute_batch("BEGIN")?;
     let result = (|| {

@@ -8,6 +8,8 @@
 //! central's change log grows. What happens when central is not the central the edge left is in
 //! [`recovery`]; the whole protocol is in `docs/sync-protocol.md`.
 
+pub mod initial;
+pub mod progress;
 pub mod recovery;
 
 use crate::config::SyncSettings;
@@ -16,6 +18,7 @@ use crate::outbox::settle::{Settled, settle};
 use crate::outbox::{self, Writer};
 use crate::replica::Replica;
 use crate::replica::apply::{self, PageOutcome, PulledPage};
+use crate::sync::progress::PullProgress;
 use aero_shared::auth::extract::API_KEY_HEADER;
 use aero_shared::wire::{ChangeAnchor, PushRequest, PushResponse};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -265,6 +268,25 @@ impl SyncEngine {
     /// Pulls pages until central has nothing more; each page and its cursor commit together.
     /// Returns the number of changes applied.
     pub async fn pull_all(&self) -> Result<usize, SyncError> {
+        self.pull_pages(None).await
+    }
+
+    /// [`SyncEngine::pull_all`], reporting each applied page to `progress`.
+    pub async fn pull_all_with(&self, progress: &mut PullProgress) -> Result<usize, SyncError> {
+        self.pull_pages(Some(progress)).await
+    }
+
+    /// Whether the replica has never pulled anything (a new box, or one rebuilt from cursor 0):
+    /// its next pull is the initial one, worth showing progress for.
+    pub async fn replica_is_empty(&self) -> Result<bool, SyncError> {
+        let (cursor, _) = self.replica.read(read_cursor).await?;
+        Ok(cursor == 0)
+    }
+
+    async fn pull_pages(
+        &self,
+        mut progress: Option<&mut PullProgress>,
+    ) -> Result<usize, SyncError> {
         let mut applied = 0;
         loop {
             let ((cursor, anchor), known_acked) = self
@@ -281,6 +303,7 @@ impl SyncEngine {
                 .await
                 .map_err(|err| SyncError::Transient(format!("reading a pull page: {err}")))?;
             let more = page.more && page.next_cursor > cursor;
+            let (next_cursor, head) = (page.next_cursor, page.head);
             let touches = |entities: &[&str]| {
                 page.changes.iter().any(|c| {
                     c.get("entity")
@@ -305,6 +328,9 @@ impl SyncEngine {
             match outcome? {
                 Taken::Applied(page) => {
                     applied += page.applied;
+                    if let Some(progress) = progress.as_deref_mut() {
+                        progress.page(page.applied, next_cursor, head);
+                    }
                     if !more {
                         return Ok(applied);
                     }
@@ -422,6 +448,11 @@ impl SyncEngine {
         let mut last_trim: Option<Instant> = None;
         let mut pushing = self.pushing.subscribe();
         let mut last_pull: Option<Instant> = None;
+        // A first start pulls the whole replica: its progress is shown until it completes.
+        let mut initial = match self.replica_is_empty().await {
+            Ok(true) => Some(PullProgress::on_stderr()),
+            _ => None,
+        };
         while !self.is_fenced() {
             if let Some(at) = last_pull.filter(|_| *pushing.borrow()) {
                 tokio::select! {
@@ -432,11 +463,14 @@ impl SyncEngine {
             }
             last_pull = Some(Instant::now());
             let outcome = tokio::select! {
-                outcome = self.pull_all() => outcome,
+                outcome = self.pull_pages(initial.as_mut()) => outcome,
                 () = stopped(&mut shutdown) => return,
             };
             let wait = match outcome {
                 Ok(_) => {
+                    if let Some(mut progress) = initial.take() {
+                        progress.finish();
+                    }
                     backoff = self.backoff();
                     if last_trim.is_none_or(|at| at.elapsed() >= TRIM_EVERY) {
                         last_trim = Some(Instant::now());
@@ -621,7 +655,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// reqwest's Display hides the cause ("error sending request"); the chain says what happened.
-fn describe(err: &reqwest::Error) -> String {
+pub(crate) fn describe(err: &reqwest::Error) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
