@@ -40,6 +40,8 @@ enum Command {
     },
     /// Run the venue API and sync with central.
     Serve(ServeArgs),
+    /// Print the compiled default settings as TOML (a starting point for the config file).
+    PrintDefaultConfig,
     /// Smart plugs on the venue LAN.
     Plugs {
         #[command(subcommand)]
@@ -81,12 +83,17 @@ struct ServeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    aero_shared::settings::init_tracing();
+    if let Command::PrintDefaultConfig = cli.command {
+        print!("{}", aero_shared::settings::default_toml::<Settings>()?);
+        return Ok(());
+    }
     let mut settings = Settings::load(cli.config.as_deref())?;
+    aero_shared::settings::init_tracing(settings.log_format);
     if cli.data_dir.is_some() {
         settings.data_dir = cli.data_dir;
     }
     match cli.command {
+        Command::PrintDefaultConfig => unreachable!("handled before the settings load"),
         Command::Enroll {
             central,
             token,

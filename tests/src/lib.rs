@@ -765,42 +765,49 @@ pub mod process {
     use std::time::{Duration, Instant};
 
     /// Path of the `aero-edge` binary next to this test binary, built first.
+    pub fn edge_binary() -> PathBuf {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY.get_or_init(|| build_binary("aero-edge")).clone()
+    }
+
+    /// Path of the `aero-central` binary next to this test binary, built first.
+    pub fn central_binary() -> PathBuf {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        BINARY.get_or_init(|| build_binary("aero-central")).clone()
+    }
+
+    /// Builds the workspace binary `name` and returns its path.
     ///
-    /// This package is not `aero-edge`, so Cargo does not hand over `CARGO_BIN_EXE_aero-edge`:
+    /// This package is not the binary's, so Cargo does not hand over `CARGO_BIN_EXE_<name>`:
     /// the binary lives in the target directory, two levels above `deps/<test binary>`. It is
     /// (re)built with the workspace's feature set, which `cargo test --workspace` has already
     /// built (then this is a quick freshness check); otherwise it compiles once.
-    pub fn edge_binary() -> PathBuf {
-        static BINARY: OnceLock<PathBuf> = OnceLock::new();
-        BINARY
-            .get_or_init(|| {
-                let exe = std::env::current_exe().expect("current exe");
-                let profile_dir = exe
-                    .parent()
-                    .and_then(Path::parent)
-                    .expect("test binary in <target>/<profile>/deps")
-                    .to_path_buf();
-                let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-                let mut build = Command::new(cargo);
-                build
-                    .args(["build", "--workspace", "--bin", "aero-edge", "--target-dir"])
-                    .arg(&target_dir)
-                    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-                if profile_dir.file_name().is_some_and(|p| p == "release") {
-                    build.arg("--release");
-                }
-                let output = build.output().expect("run cargo build");
-                assert!(
-                    output.status.success(),
-                    "building aero-edge failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                let binary = profile_dir.join(format!("aero-edge{}", std::env::consts::EXE_SUFFIX));
-                assert!(binary.exists(), "{} was not built", binary.display());
-                binary
-            })
-            .clone()
+    fn build_binary(name: &str) -> PathBuf {
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--workspace", "--bin", name, "--target-dir"])
+            .arg(&target_dir)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let output = build.output().expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "building {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let binary = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(binary.exists(), "{} was not built", binary.display());
+        binary
     }
 
     /// `aero-edge --data-dir DIR enroll --central URL --token TOKEN`, run to completion.
