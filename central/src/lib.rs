@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod edge_health;
 pub mod openapi;
 pub mod routes;
 pub mod state;
