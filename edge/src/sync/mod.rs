@@ -572,6 +572,11 @@ impl SyncEngine {
             API_KEY_HEADER,
             HeaderValue::from_str(self.credential.api_key.expose_secret())?,
         );
+        let request_id = uuid::Uuid::now_v7().to_string();
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id)?);
+        tracing::debug!(%request_id, "opening the change-hint socket");
         let (mut socket, _) =
             tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))
                 .await
