@@ -253,3 +253,69 @@ async fn central_replaces_a_request_id_it_cannot_use() {
         assert_eq!(id.get_version_num(), 7);
     }
 }
+
+/// A central process writing JSON logs to a file; killed on drop.
+struct CentralProcess(std::process::Child);
+
+impl Drop for CentralProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn json_logs_carry_a_request_id_in_the_request_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("central.log");
+    // A child process needs the port number up front: take a free one from the kernel.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let _central = CentralProcess(
+        std::process::Command::new(aero_tests::process::central_binary())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .env("AERO_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,tower_http=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn aero-central serve"),
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("http://{addr}/healthz");
+    wait_until("central to answer", Duration::from_secs(20), || {
+        let request = client.get(&url).header(REQUEST_ID, "trace-me-42").send();
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    let request_lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["span"]["request_id"] == "trace-me-42")
+            .collect()
+    };
+    wait_until(
+        "a log line in the request's span",
+        Duration::from_secs(10),
+        || {
+            let found = !request_lines().is_empty();
+            async move { found }
+        },
+    )
+    .await;
+    let line = &request_lines()[0];
+    assert_eq!(line["span"]["name"], "request", "{line}");
+    assert_eq!(line["span"]["path"], "/healthz", "{line}");
+    assert!(line["fields"]["message"].is_string(), "{line}");
+    for field in ["timestamp", "level", "target"] {
+        assert!(line[field].is_string(), "no {field} in {line}");
+    }
+}
