@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 root="${AERO_LOCAL_DIR:-$PWD/.local-chain}"
 central_addr="${AERO_CENTRAL_LISTEN:-127.0.0.1:8080}"
 edge_addr="${AERO_EDGE_LISTEN:-127.0.0.1:8090}"
+# These configure this script only: the services refuse AERO_ variables that name no setting.
+unset AERO_LOCAL_DIR AERO_CENTRAL_LISTEN AERO_EDGE_LISTEN
 central_url="http://$central_addr"
 edge_url="http://$edge_addr"
 credentials="$root/credentials"

@@ -1,8 +1,9 @@
 //! Central's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
+use aero_shared::settings::{Layered, LogFormat};
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ pub struct Settings {
     /// On SIGTERM, how long requests already running (sync batches included) get to finish
     /// before they are abandoned; well inside the unit's `TimeoutStopSec=30`.
     pub shutdown_grace_secs: u64,
+    /// `human` lines or one `json` object per line on stderr.
+    pub log_format: LogFormat,
 }
 
 impl Default for Settings {
@@ -50,7 +53,33 @@ impl Default for Settings {
             enrollment_token_ttl_minutes: 60 * 24,
             limits: LimitSettings::default(),
             shutdown_grace_secs: 10,
+            log_format: LogFormat::default(),
         }
+    }
+}
+
+impl Layered for Settings {
+    const SECRET_KEYS: &'static [&'static str] = &["database_url", "jwt_secret"];
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = self.limits.problems();
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().len() < 32)
+        {
+            problems.push((
+                "jwt_secret",
+                "must be at least 32 characters (or unset, to generate one)".into(),
+            ));
+        }
+        if !(1..=24 * 60).contains(&self.jwt_ttl_minutes) {
+            problems.push(("jwt_ttl_minutes", "must be between 1 and 1440".into()));
+        }
+        if self.enrollment_token_ttl_minutes < 1 {
+            problems.push(("enrollment_token_ttl_minutes", "must be at least 1".into()));
+        }
+        problems
     }
 }
 
@@ -70,24 +99,81 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
+    use aero_shared::settings::load_from;
+    use std::ffi::OsString;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        vars.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
 
     #[test]
     fn debug_output_hides_secrets() {
         let settings = Settings {
             database_url: Some("server=tcp:db,1433;user=u;password=hunter2-secret".into()),
-            jwt_secret: Some("jwt-signing-secret-value".into()),
+            jwt_secret: Some("jwt-signing-secret-value-of-32-characters".into()),
             ..Settings::default()
         };
         let debug = format!("{settings:?}");
         assert!(!debug.contains("hunter2-secret"), "{debug}");
         assert!(!debug.contains("jwt-signing-secret-value"), "{debug}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_a_refusal_never_shows_them() {
+        let settings = load_from::<Settings>(
+            None,
+            env(&[
+                (
+                    "AERO_DATABASE_URL",
+                    "server=tcp:db,1433;user=u;password=hunter2-secret",
+                ),
+                (
+                    "AERO_JWT_SECRET",
+                    "jwt-signing-secret-value-of-32-characters",
+                ),
+            ]),
+        )
+        .expect("load");
         assert_eq!(
-            settings
-                .jwt_secret
-                .as_ref()
-                .map(|s| s.expose_secret().len()),
-            Some(24)
+            settings.database_url.as_ref().map(|u| u.expose_secret()),
+            Some("server=tcp:db,1433;user=u;password=hunter2-secret")
+        );
+        let message = load_from::<Settings>(None, env(&[("AERO_JWT_SECRET", "98765432123")]))
+            .expect_err("a number is not a secret string")
+            .to_string();
+        assert!(
+            message.starts_with(
+                "invalid setting `jwt_secret` in environment variable AERO_JWT_SECRET:"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains("98765432123"), "{message}");
+        let message = load_from::<Settings>(None, env(&[("AERO_JWT_SECRET", "short-secret")]))
+            .expect_err("too short")
+            .to_string();
+        assert_eq!(
+            message,
+            "invalid setting `jwt_secret` in environment variable AERO_JWT_SECRET: \
+             must be at least 32 characters (or unset, to generate one)"
+        );
+    }
+
+    #[test]
+    fn the_printed_defaults_load_back_unchanged() {
+        let text = aero_shared::settings::default_toml::<Settings>().expect("defaults as TOML");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("central.toml");
+        std::fs::write(&path, &text).expect("write");
+        let loaded = load_from::<Settings>(Some(&path), env(&[])).expect("load");
+        assert_eq!(
+            aero_shared::settings::default_toml::<Settings>().expect("toml"),
+            aero_shared::settings::as_toml(&loaded).expect("toml")
+        );
+        assert!(
+            text.contains("hq_networks = [\"127.0.0.0/8\", \"::1/128\"]"),
+            "{text}"
         );
     }
 }

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod config;
 pub mod credentials;
+pub mod edge_health;
 pub mod health;
 pub mod openapi;
 pub mod ops;

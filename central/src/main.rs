@@ -38,6 +38,8 @@ enum Command {
         #[arg(long, env = "AERO_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
     },
+    /// Print the compiled default settings as TOML (a starting point for the config file).
+    PrintDefaultConfig,
     /// Manage staff users.
     User {
         #[command(subcommand)]
@@ -100,12 +102,17 @@ fn parse_role(text: &str) -> Result<Role, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    aero_shared::settings::init_tracing();
+    if let Command::PrintDefaultConfig = cli.command {
+        print!("{}", aero_shared::settings::default_toml::<Settings>()?);
+        return Ok(());
+    }
     let mut settings = Settings::load(cli.config.as_deref())?;
+    aero_shared::settings::init_tracing(settings.log_format);
     if cli.data_dir.is_some() {
         settings.data_dir = cli.data_dir;
     }
     match cli.command {
+        Command::PrintDefaultConfig => unreachable!("handled before the settings load"),
         Command::Serve(args) => {
             if let Some(listen) = args.listen {
                 settings.listen = listen;
@@ -129,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             aero_central::open_store(&settings).await?;
-            eprintln!("database is up to date");
+            tracing::info!("database is up to date");
             Ok(())
         }
         Command::Backup { path, database_url } => {

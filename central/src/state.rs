@@ -52,11 +52,17 @@ pub struct SyncMetrics {
     pub pushed_ops: Counter,
     pub rejected_ops: Counter,
     pub change_head: Gauge,
+    /// The chain's edges as aggregates (see [`crate::edge_health`]).
+    pub edges: crate::edge_health::EdgeHealth,
 }
 
 impl SyncMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
+        let metrics = Self {
+            edges: crate::edge_health::EdgeHealth::register(registry),
+            ..Self::default()
+        };
+        aero_shared::metrics::register_build_info(registry, env!("CARGO_PKG_VERSION"));
         registry.register(
             "sync_pushed_ops",
             "Ops received from edges",
@@ -64,7 +70,7 @@ impl SyncMetrics {
         );
         registry.register(
             "sync_rejected_ops",
-            "Ops rejected permanently",
+            "Ops rejected permanently: the venues' dead letters",
             metrics.rejected_ops.clone(),
         );
         registry.register(

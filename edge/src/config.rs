@@ -1,6 +1,7 @@
 //! The edge's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
+use aero_shared::settings::{Layered, LogFormat};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     pub live: crate::live::LiveSettings,
     pub plugs: crate::plugs::reconcile::PlugSettings,
+    /// `human` lines or one `json` object per line on stderr.
+    pub log_format: LogFormat,
 }
 
 /// How the edge talks to central: batch sizes and retry pacing.
@@ -74,7 +77,37 @@ impl Default for Settings {
             shutdown_grace_secs: 10,
             live: crate::live::LiveSettings::default(),
             plugs: crate::plugs::reconcile::PlugSettings::default(),
+            log_format: LogFormat::default(),
         }
+    }
+}
+
+impl Layered for Settings {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = self.limits.problems();
+        let sync = &self.sync;
+        if sync.push_batch_ops == 0 {
+            problems.push(("sync.push_batch_ops", "must be at least 1".into()));
+        }
+        if sync.push_batch_bytes < 1024 {
+            problems.push(("sync.push_batch_bytes", "must be at least 1024".into()));
+        }
+        if sync.pull_page_rows == 0 {
+            problems.push(("sync.pull_page_rows", "must be at least 1".into()));
+        }
+        if sync.backoff_min_ms > sync.backoff_max_secs.saturating_mul(1000) {
+            problems.push((
+                "sync.backoff_min_ms",
+                format!(
+                    "must not exceed sync.backoff_max_secs ({} s)",
+                    sync.backoff_max_secs
+                ),
+            ));
+        }
+        if !(1..=24 * 60).contains(&self.jwt_ttl_minutes) {
+            problems.push(("jwt_ttl_minutes", "must be between 1 and 1440".into()));
+        }
+        problems
     }
 }
 
@@ -94,25 +127,180 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aero_shared::settings::load_from;
+    use std::ffi::OsString;
 
-    #[test]
-    fn toml_overrides_defaults_and_keeps_the_rest() {
+    fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        vars.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("edge.toml");
-        std::fs::write(
-            &path,
-            "listen = \"0.0.0.0:9000\"\n[sync]\npush_batch_ops = 7\n",
-        )
-        .expect("write config");
-        let settings = Settings::load(Some(&path)).expect("load");
-        assert_eq!(settings.listen, "0.0.0.0:9000".parse().expect("addr"));
-        assert_eq!(settings.sync.push_batch_ops, 7);
+        std::fs::write(&path, text).expect("write config");
+        (dir, path)
+    }
+
+    fn refusal(config: Option<&Path>, vars: &[(&str, &str)]) -> String {
+        load_from::<Settings>(config, env(vars))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_apply_when_neither_file_nor_environment_sets_a_key() {
+        let (_dir, path) = config_file("[sync]\npush_batch_ops = 7\n");
+        let settings = load_from::<Settings>(Some(&path), env(&[("PATH", "/bin")])).expect("load");
+        assert_eq!(settings.listen, Settings::default().listen);
         assert_eq!(settings.sync.pull_page_rows, 1000);
         assert_eq!(settings.limits, LimitSettings::default());
+        assert_eq!(settings.log_format, LogFormat::Human);
+        assert_eq!(
+            load_from::<Settings>(None, env(&[])).expect("load"),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn the_file_overrides_defaults() {
+        let (_dir, path) = config_file(
+            "listen = \"0.0.0.0:9000\"\nlog_format = \"json\"\n[sync]\npush_batch_ops = 7\n",
+        );
+        let settings = load_from::<Settings>(Some(&path), env(&[])).expect("load");
+        assert_eq!(settings.listen, "0.0.0.0:9000".parse().expect("addr"));
+        assert_eq!(settings.sync.push_batch_ops, 7);
+        assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let (_dir, path) = config_file("listen = \"0.0.0.0:9000\"\n[sync]\npush_batch_ops = 7\n");
+        let settings = load_from::<Settings>(
+            Some(&path),
+            env(&[
+                ("AERO_SYNC__PUSH_BATCH_OPS", "9"),
+                ("AERO_LOG_FORMAT", "json"),
+                ("AERO_CORS_ORIGINS", "[\"http://kiosk.lan\"]"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(settings.sync.push_batch_ops, 9);
+        assert_eq!(settings.listen, "0.0.0.0:9000".parse().expect("addr"));
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.cors_origins, ["http://kiosk.lan"]);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_naming_the_key_and_the_file() {
+        let (_dir, path) = config_file("listen_typo = 3\n[sync]\npush_batch_opz = 1\n");
+        let message = refusal(Some(&path), &[]);
+        let file = path.display().to_string();
+        assert!(
+            message.contains(&format!("unknown setting `listen_typo` in {file}")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("unknown setting `sync.push_batch_opz` in {file}")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_variable_is_refused_naming_the_variable() {
+        let message = refusal(None, &[("AERO_SYNC__PUSH_BATCH_OPZ", "3")]);
+        assert_eq!(
+            message,
+            "unknown setting `sync.push_batch_opz` in environment variable AERO_SYNC__PUSH_BATCH_OPZ"
+        );
+    }
+
+    #[test]
+    fn variables_the_command_line_and_tests_read_are_not_refused() {
+        let settings = load_from::<Settings>(
+            None,
+            env(&[
+                ("AERO_DATA_DIR", "/var/lib/aero-edge"),
+                ("AERO_CONFIG", "/etc/aero/edge.toml"),
+                ("AERO_LISTEN", "127.0.0.1:9100"),
+                ("AERO_DATABASE_URL", "edge.db"),
+                ("AERO_ENROLL_TOKEN", "token"),
+                ("AERO_TEST_MSSQL_URL", "server=tcp:db,1433"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(settings.data_dir(), PathBuf::from("/var/lib/aero-edge"));
+        assert_eq!(settings.listen, "127.0.0.1:9100".parse().expect("addr"));
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_is_refused_naming_the_key_and_the_file() {
+        let (_dir, path) = config_file("listen = \"not-an-address\"\n");
+        let message = refusal(Some(&path), &[]);
+        assert_eq!(
+            message,
+            format!(
+                "invalid setting `listen` in {}: invalid socket address syntax",
+                path.display()
+            )
+        );
+        let (_dir, path) = config_file("[sync]\npush_batch_ops = 0\n");
+        let message = refusal(Some(&path), &[]);
+        assert_eq!(
+            message,
+            format!(
+                "invalid setting `sync.push_batch_ops` in {}: must be at least 1",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_the_environment_is_refused_naming_the_variable() {
+        let message = refusal(None, &[("AERO_SYNC__PUSH_BATCH_OPS", "lots")]);
+        assert_eq!(
+            message,
+            "invalid setting `sync.push_batch_ops` in environment variable \
+             AERO_SYNC__PUSH_BATCH_OPS: invalid type: found string \"lots\", expected usize"
+        );
+        let message = refusal(None, &[("AERO_LIMITS__BURST", "-1")]);
+        assert!(
+            message.starts_with(
+                "invalid setting `limits.burst` in environment variable AERO_LIMITS__BURST:"
+            ),
+            "{message}"
+        );
+        let message = refusal(None, &[("AERO_LOG_FORMAT", "xml")]);
+        assert!(
+            message.starts_with(
+                "invalid setting `log_format` in environment variable AERO_LOG_FORMAT:"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_refused_naming_the_file() {
+        let (_dir, path) = config_file("listen = \n");
+        let message = refusal(Some(&path), &[]);
+        assert!(message.contains("TOML parse error"), "{message}");
+        assert!(message.contains("edge.toml"), "{message}");
     }
 
     #[test]
     fn missing_config_file_is_an_error() {
-        assert!(Settings::load(Some(Path::new("/nonexistent/edge.toml"))).is_err());
+        let message = refusal(Some(Path::new("/nonexistent/edge.toml")), &[]);
+        assert_eq!(message, "config file /nonexistent/edge.toml does not exist");
+    }
+
+    #[test]
+    fn the_printed_defaults_load_back_unchanged() {
+        let text = aero_shared::settings::default_toml::<Settings>().expect("defaults as TOML");
+        let (_dir, path) = config_file(&text);
+        assert_eq!(
+            load_from::<Settings>(Some(&path), env(&[])).expect("load"),
+            Settings::default()
+        );
     }
 }

@@ -125,7 +125,12 @@ pub fn build_with_clock(
         &settings.cors_origins,
         http_metrics,
     );
-    let engine = Arc::new(SyncEngine::new(credential, settings.sync, replica, writer)?);
+    let engine = Arc::new(
+        SyncEngine::new(credential, settings.sync, replica, writer)?.with_lag_gauges(
+            state.gauges.central_head.clone(),
+            state.gauges.replica_lag_changes.clone(),
+        ),
+    );
     Ok(Edge {
         router,
         state,

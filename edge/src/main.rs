@@ -55,6 +55,8 @@ enum Command {
     /// Check configuration, data directory, enrollment, central and clock skew; exit 1 on any
     /// failure.
     Check,
+    /// Print the compiled default settings as TOML (a starting point for the config file).
+    PrintDefaultConfig,
     /// Smart plugs on the venue LAN.
     Plugs {
         #[command(subcommand)]
@@ -96,18 +98,31 @@ struct ServeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    aero_shared::settings::init_tracing();
-    if let Command::Check = cli.command {
-        let clock = aero_shared::clock::SystemClock;
-        std::process::exit(
-            aero_edge::ops::check::run(cli.config.as_deref(), cli.data_dir, &clock).await,
-        );
+    // These two work whatever the configuration holds: one prints the defaults, the other
+    // loads the configuration itself and reports a broken one as a failed check.
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{}", aero_shared::settings::default_toml::<Settings>()?);
+            return Ok(());
+        }
+        Command::Check => {
+            aero_shared::settings::init_tracing(Default::default());
+            let clock = aero_shared::clock::SystemClock;
+            std::process::exit(
+                aero_edge::ops::check::run(cli.config.as_deref(), cli.data_dir, &clock).await,
+            );
+        }
+        _ => {}
     }
     let mut settings = Settings::load(cli.config.as_deref())?;
+    aero_shared::settings::init_tracing(settings.log_format);
     if cli.data_dir.is_some() {
         settings.data_dir = cli.data_dir;
     }
     match cli.command {
+        Command::PrintDefaultConfig | Command::Check => {
+            unreachable!("handled before the settings load")
+        }
         Command::Enroll {
             central,
             token,
@@ -134,7 +149,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Status { json } => {
             std::process::exit(aero_edge::ops::status::run(&settings.data_dir(), json)?)
         }
-        Command::Check => unreachable!("handled before the settings are loaded"),
         Command::Serve(args) => {
             if let Some(listen) = args.listen {
                 settings.listen = listen;

@@ -4,6 +4,7 @@ use axum::http::{Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -69,6 +70,22 @@ impl HttpMetrics {
             })
             .observe(elapsed.as_secs_f64());
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Registers `build_info{version="..."} 1`, so a dashboard shows which release each instance
+/// runs.
+pub fn register_build_info(registry: &mut Registry, version: &str) {
+    let info = Family::<BuildLabels, Gauge>::default();
+    info.get_or_create(&BuildLabels {
+        version: version.to_string(),
+    })
+    .set(1);
+    registry.register("build_info", "The running release (always 1)", info);
 }
 
 /// Renders a registry in the Prometheus text format.

@@ -21,6 +21,9 @@ use tower_http::trace::TraceLayer;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The longest incoming request id kept; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
 /// Operator-tunable limits, the `[limits]` table of both services' configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -47,6 +50,36 @@ impl Default for LimitSettings {
             login_per_minute: 10,
             sync_requests_per_second: 500,
         }
+    }
+}
+
+impl LimitSettings {
+    /// Values the limiter or the body limit cannot work with, as `(key, problem)` under the
+    /// `[limits]` table.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.body_bytes < 1024 {
+            problems.push(("limits.body_bytes", "must be at least 1024".into()));
+        }
+        let at_least_one = [
+            (
+                "limits.request_timeout_secs",
+                self.request_timeout_secs == 0,
+            ),
+            ("limits.requests_per_second", self.requests_per_second == 0),
+            ("limits.burst", self.burst == 0),
+            ("limits.login_per_minute", self.login_per_minute == 0),
+            (
+                "limits.sync_requests_per_second",
+                self.sync_requests_per_second == 0,
+            ),
+        ];
+        for (key, zero) in at_least_one {
+            if zero {
+                problems.push((key, "must be at least 1".into()));
+            }
+        }
+        problems
     }
 }
 
@@ -98,6 +131,25 @@ pub fn apply(
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeUuidV7))
+        .layer(middleware::from_fn(drop_unusable_request_id))
+}
+
+/// A caller's request id (an edge's sync request carries its own) is kept so both sides log
+/// the same id, when it is one short run of visible ASCII; anything else (empty, too long, with
+/// spaces or control characters, sent twice) is dropped, and [`SetRequestIdLayer`] then makes a
+/// fresh UUIDv7, so a client cannot forge log lines or flood them.
+async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let mut ids = request.headers().get_all(REQUEST_ID_HEADER).iter();
+    let usable = matches!((ids.next(), ids.next()), (Some(id), None) if is_usable_request_id(id));
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    next.run(request).await
+}
+
+fn is_usable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -187,4 +239,23 @@ async fn problem_for_framework_errors(request: Request, next: Next) -> Response 
         }
     }
     problem_resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_short_run_of_visible_ascii_is_a_usable_request_id() {
+        let usable =
+            |text: &[u8]| is_usable_request_id(&HeaderValue::from_bytes(text).expect("header"));
+        assert!(usable(b"0190b7c2-3f1e-7c3a-9d2e-5b8f0a1c2d3e"));
+        assert!(usable(b"edge-42"));
+        assert!(!usable(b""));
+        assert!(!usable(b"two words"));
+        assert!(!usable(b"tab\there"));
+        assert!(!usable("caf\u{e9}".as_bytes()));
+        assert!(usable(&[b'a'; MAX_REQUEST_ID_LEN]));
+        assert!(!usable(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+    }
 }

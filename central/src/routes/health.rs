@@ -51,6 +51,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(head) = state.store.change_head().await {
         state.sync_metrics.change_head.set(head);
     }
+    let edges = &state.sync_metrics.edges;
+    if let Err(err) = edges.refresh(&*state.store, state.clock.now()).await {
+        tracing::warn!(error = %err, "reading the edges' sync state for metrics failed");
+    }
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         render(&state.registry),

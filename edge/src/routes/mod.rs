@@ -37,6 +37,14 @@ pub struct SyncGauges {
     pub cursor: Gauge,
     pub last_push_timestamp_seconds: Gauge,
     pub last_pull_timestamp_seconds: Gauge,
+    /// Seconds since the last successful pull (0 before the first).
+    pub replica_lag_seconds: Gauge,
+    /// Central's change-log head as the last pull of this process saw it (0 until then); the
+    /// sync engine sets it.
+    pub central_head: Gauge,
+    /// Changes central held past this edge's cursor at the last pull (0 when caught up); the
+    /// sync engine sets it.
+    pub replica_lag_changes: Gauge,
 }
 
 impl SyncGauges {
@@ -77,6 +85,22 @@ impl SyncGauges {
             "Unix time of the last successful pull (0 before the first)",
             gauges.last_pull_timestamp_seconds.clone(),
         );
+        registry.register(
+            "replica_lag_seconds",
+            "Seconds since the last successful pull from central (0 before the first)",
+            gauges.replica_lag_seconds.clone(),
+        );
+        registry.register(
+            "central_head",
+            "Central's change-log head at the last pull of this process (0 until then)",
+            gauges.central_head.clone(),
+        );
+        registry.register(
+            "replica_lag_changes",
+            "Changes central held past this edge's cursor at the last pull: 0 when caught up, else central's head minus the cursor (an upper bound)",
+            gauges.replica_lag_changes.clone(),
+        );
+        aero_shared::metrics::register_build_info(registry, env!("CARGO_PKG_VERSION"));
         gauges
     }
 }

@@ -76,7 +76,8 @@ async fn products(State(state): State<AppState>, _auth: Auth) -> Result<Json<Val
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let status = state.replica.status(Utc::now()).await?;
+    let now = Utc::now();
+    let status = state.replica.status(now).await?;
     let gauges = &state.gauges;
     gauges.pending_ops.set(status.pending_ops);
     gauges
@@ -91,6 +92,11 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     gauges
         .last_pull_timestamp_seconds
         .set(status.last_pull_at.map_or(0, |t| t.timestamp()));
+    gauges.replica_lag_seconds.set(
+        status
+            .last_pull_at
+            .map_or(0, |t| (now - t).num_seconds().max(0)),
+    );
     Ok((
         [(header::CONTENT_TYPE, aero_shared::metrics::CONTENT_TYPE)],
         aero_shared::metrics::render(&state.registry),

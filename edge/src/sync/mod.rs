@@ -20,10 +20,12 @@ use crate::replica::Replica;
 use crate::replica::apply::{self, PageOutcome, PulledPage};
 use crate::sync::progress::PullProgress;
 use aero_shared::auth::extract::API_KEY_HEADER;
+use aero_shared::pipeline::REQUEST_ID_HEADER;
 use aero_shared::wire::{ChangeAnchor, PushRequest, PushResponse};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
+use prometheus_client::metrics::gauge::Gauge;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tracing::Instrument;
 
 /// Central sends a ping every 20 s; this much silence means the hint socket is dead.
 const HINT_SILENCE: Duration = Duration::from_secs(60);
@@ -111,6 +114,12 @@ pub struct SyncEngine {
     pushing: watch::Sender<bool>,
     /// Set once central refused the credential; both loops then stop for good.
     fenced: AtomicBool,
+    /// Central's change-log head as the last pull page reported it (a metric).
+    central_head: Gauge,
+    /// Changes central held past this edge's cursor at the last pull page: 0 once a page said
+    /// there is no more, else central's head minus the cursor (an upper bound, as the head
+    /// counts other sites' changes too). A metric.
+    replica_lag_changes: Gauge,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -144,7 +153,17 @@ impl SyncEngine {
             push_wanted: Notify::new(),
             fenced: AtomicBool::new(fenced),
             pushing: watch::Sender::new(false),
+            central_head: Gauge::default(),
+            replica_lag_changes: Gauge::default(),
         })
+    }
+
+    /// Reports central's change-log head and this edge's lag behind it, as each pull page
+    /// tells them, into these gauges.
+    pub fn with_lag_gauges(mut self, central_head: Gauge, replica_lag_changes: Gauge) -> Self {
+        self.central_head = central_head;
+        self.replica_lag_changes = replica_lag_changes;
+        self
     }
 
     /// Whether central has fenced this edge.
@@ -167,16 +186,39 @@ impl SyncEngine {
         format!("{}{path}", self.credential.central())
     }
 
+    /// Sends one request to central with this edge's key and a fresh `x-request-id` (a UUIDv7)
+    /// that central keeps for its own log lines: the request's span here carries the same id,
+    /// so one id finds the request on both sides.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, SyncError> {
-        let response = request
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let request = request
             .header(API_KEY_HEADER, self.credential.api_key.expose_secret())
-            .send()
-            .await
+            .header(REQUEST_ID_HEADER, &request_id)
+            .build()
             .map_err(|err| SyncError::Transient(describe(&err)))?;
+        let span = tracing::info_span!(
+            "sync_request",
+            method = %request.method(),
+            path = %request.url().path(),
+            request_id = %request_id,
+        );
+        self.execute(request).instrument(span).await
+    }
+
+    async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, SyncError> {
+        let started = Instant::now();
+        let response = self.http.execute(request).await.map_err(|err| {
+            let reason = describe(&err);
+            tracing::debug!(error = %reason, "sync request failed before an answer");
+            SyncError::Transient(reason)
+        })?;
         let status = response.status();
+        let elapsed_ms = started.elapsed().as_millis();
         if status.is_success() {
+            tracing::debug!(%status, elapsed_ms, "central answered");
             return Ok(response);
         }
+        tracing::info!(%status, elapsed_ms, "central answered with an error");
         let detail: String = response
             .text()
             .await
@@ -304,6 +346,12 @@ impl SyncEngine {
                 .map_err(|err| SyncError::Transient(format!("reading a pull page: {err}")))?;
             let more = page.more && page.next_cursor > cursor;
             let (next_cursor, head) = (page.next_cursor, page.head);
+            self.central_head.set(page.head);
+            self.replica_lag_changes.set(if more {
+                (page.head - page.next_cursor).max(0)
+            } else {
+                0
+            });
             let touches = |entities: &[&str]| {
                 page.changes.iter().any(|c| {
                     c.get("entity")
@@ -558,6 +606,11 @@ impl SyncEngine {
             API_KEY_HEADER,
             HeaderValue::from_str(self.credential.api_key.expose_secret())?,
         );
+        let request_id = uuid::Uuid::now_v7().to_string();
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id)?);
+        tracing::debug!(%request_id, "opening the change-hint socket");
         let (mut socket, _) =
             tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))
                 .await

@@ -1,0 +1,34 @@
+//! Logging set-up: human-readable lines or one JSON object per line, on stderr (journald under
+//! systemd), filtered by `RUST_LOG` (default `info`).
+
+use serde::{Deserialize, Serialize};
+
+/// How log lines are written: the `log_format` setting of both services.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`), the
+    /// current `span` and the list of enclosing `spans` (e.g. a request's `request_id`), for a log
+    /// shipper to index.
+    Json,
+}
+
+/// Installs the global subscriber writing in `format`.
+pub fn init_tracing(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
