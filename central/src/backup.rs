@@ -3,7 +3,7 @@
 
 use crate::config::Settings;
 use crate::store::{self, Location};
-use aero_shared::sqlite_backup::{self, Written};
+use aero_shared::sqlite_backup;
 use anyhow::Context;
 use rusqlite::Connection;
 use secrecy::ExposeSecret;
@@ -37,23 +37,17 @@ impl Contents {
     }
 }
 
-/// A finished backup: the file and what it holds.
-#[derive(Clone, Debug)]
-pub struct BackupReport {
-    pub written: Written,
-    pub contents: Contents,
-}
-
-impl std::fmt::Display for BackupReport {
+impl std::fmt::Display for Contents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "backup:        {}", self.written.path.display())?;
-        writeln!(f, "size:          {} bytes", self.written.bytes)?;
-        writeln!(f, "store id:      {}", self.contents.store_id)?;
-        writeln!(f, "sites:         {}", self.contents.sites)?;
-        writeln!(f, "customers:     {}", self.contents.customers)?;
-        writeln!(f, "change head:   {}", self.contents.change_head)
+        writeln!(f, "store id:      {}", self.store_id)?;
+        writeln!(f, "sites:         {}", self.sites)?;
+        writeln!(f, "customers:     {}", self.customers)?;
+        writeln!(f, "change head:   {}", self.change_head)
     }
 }
+
+/// A finished central backup: the file and what it holds.
+pub type BackupReport = sqlite_backup::BackupReport<Contents>;
 
 /// Copies the SQLite database `settings` name to `target` (replacing a file there) with
 /// SQLite's online backup API, safe while central serves; the copy is integrity-checked and
@@ -77,8 +71,7 @@ pub fn backup(settings: &Settings, target: &Path) -> anyhow::Result<BackupReport
         db.display()
     );
     let source = store::sqlite::open_connection(&db)?;
-    let (written, contents) = sqlite_backup::backup(&source, target, |copy| {
+    sqlite_backup::backup(&source, target, |copy| {
         Contents::read(copy).with_context(|| format!("reading the copy of {}", db.display()))
-    })?;
-    Ok(BackupReport { written, contents })
+    })
 }

@@ -120,17 +120,35 @@ pub fn stage(source: &Connection, target: &Path) -> anyhow::Result<Staged> {
     Ok(staged)
 }
 
+/// A finished backup: the file, and what the service read from the copy.
+#[derive(Clone, Debug)]
+pub struct BackupReport<T> {
+    pub written: Written,
+    pub contents: T,
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for BackupReport<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "backup:        {}", self.written.path.display())?;
+        writeln!(f, "size:          {} bytes", self.written.bytes)?;
+        write!(f, "{}", self.contents)
+    }
+}
+
 /// Takes a checked copy of the live database `source` is connected to and writes it to
 /// `target` (replacing a file there). `describe` reads what the copy holds, for the report.
 pub fn backup<T>(
     source: &Connection,
     target: &Path,
     describe: impl FnOnce(&Connection) -> anyhow::Result<T>,
-) -> anyhow::Result<(Written, T)> {
+) -> anyhow::Result<BackupReport<T>> {
     check_target(source, target)?;
     let staged = stage(source, target)?;
-    let described = describe(staged.conn())?;
-    Ok((staged.install(target)?, described))
+    let contents = describe(staged.conn())?;
+    Ok(BackupReport {
+        written: staged.install(target)?,
+        contents,
+    })
 }
 
 /// Opens a database file read-only, without creating it, for copying from. Refuses a path that
@@ -274,7 +292,10 @@ mod tests {
         let source = live(dir.path());
         let out = tempfile::tempdir().expect("out");
         let target = out.path().join("copy.db");
-        let (written, rows) = backup(&source, &target, |c| {
+        let BackupReport {
+            written,
+            contents: rows,
+        } = backup(&source, &target, |c| {
             Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))?)
         })
         .expect("backup");

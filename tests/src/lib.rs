@@ -469,6 +469,32 @@ pub async fn expect_problem(response: Response, status: u16) -> Value {
     body
 }
 
+/// Waits until `status` shows an edge that central has acknowledged everything from and that
+/// pulled without error, and returns its status then.
+pub async fn wait_settled<F, Fut>(mut status: F) -> EdgeStatus
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<EdgeStatus>>,
+{
+    wait_until(
+        "the edge to settle with central",
+        Duration::from_secs(30),
+        || {
+            let next = status();
+            async move {
+                next.await.is_some_and(|s| {
+                    s.online
+                        && s.pending_ops == 0
+                        && s.push_error.is_none()
+                        && s.pull_error.is_none()
+                })
+            }
+        },
+    )
+    .await;
+    status().await.expect("status")
+}
+
 /// Polls `check` every 10 ms until it holds; panics naming `what` after `limit`.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
 where

@@ -4,7 +4,7 @@
 //! backup; and `aero-central backup` of a running central served by a new central.
 
 use aero_tests::process::{EdgeProcess, edge_command, enroll};
-use aero_tests::{TcpProxy, TestCentral, TestEdge, expect_status, wait_until};
+use aero_tests::{TcpProxy, TestCentral, TestEdge, expect_status, wait_settled, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,17 +187,7 @@ fn report_value(report: &str, name: &str) -> String {
 
 /// Waits until the edge has pushed everything and pulled without error.
 async fn settled(edge: &EdgeProcess, key: &str) -> aero_shared::wire::EdgeStatus {
-    wait_until(
-        "the edge to settle with central",
-        Duration::from_secs(30),
-        || async {
-            edge.status(key).await.is_some_and(|s| {
-                s.online && s.pending_ops == 0 && s.push_error.is_none() && s.pull_error.is_none()
-            })
-        },
-    )
-    .await;
-    edge.status(key).await.expect("status")
+    wait_settled(|| edge.status(key)).await
 }
 
 /// A site whose box is the real `aero-edge` binary, enrolled at `central_url` (central, or a

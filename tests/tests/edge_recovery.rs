@@ -9,7 +9,8 @@
 use aero_shared::auth::principal::Role;
 use aero_shared::wire::{EdgeStatus, Entity, OpKind, PushOp, PushRequest, PushResponse};
 use aero_tests::{
-    TestCentral, TestEdge, copy_data_dir, create_user, expect_problem, expect_status, wait_until,
+    TestCentral, TestEdge, copy_data_dir, create_user, expect_problem, expect_status, wait_settled,
+    wait_until,
 };
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -97,18 +98,9 @@ async fn assert_hq_changes_arrive_within_3s(
     assert!(took < Duration::from_secs(3), "a revocation took {took:?}");
 }
 
+/// Waits until the edge has pushed everything and pulled without error.
 async fn settled(edge: &TestEdge, key: &str) -> EdgeStatus {
-    wait_until(
-        "the edge to settle with central",
-        Duration::from_secs(30),
-        || async {
-            edge.status(key).await.is_some_and(|s| {
-                s.online && s.pending_ops == 0 && s.push_error.is_none() && s.pull_error.is_none()
-            })
-        },
-    )
-    .await;
-    edge.status(key).await.expect("status")
+    wait_settled(|| edge.status(key)).await
 }
 
 /// Asserts central holds exactly the customers `phones` (each once) and nothing else.
@@ -455,6 +447,20 @@ async fn dead_letters_are_listed_retried_and_discarded_by_a_manager_and_seen_at_
     )
     .await;
     settled(&edge, &tablet).await;
+    // Settled says nothing is pending; the new user arrives with the next pull.
+    wait_until(
+        "the manager to reach the edge",
+        Duration::from_secs(10),
+        || async {
+            edge.client
+                .post(edge.url("/v1/auth/login"))
+                .json(&json!({ "username": "venue-manager", "password": "manager password 1" }))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
     let mut home = OtherVenue::enroll(&central, &owner, "Homeville").await;
 
     // Three ops central must refuse: two waivers claiming another venue took them, and an edit

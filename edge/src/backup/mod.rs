@@ -4,7 +4,7 @@
 pub mod restore;
 
 use crate::replica;
-use aero_shared::sqlite_backup::{self, Written};
+use aero_shared::sqlite_backup;
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -81,20 +81,8 @@ impl std::fmt::Display for Contents {
     }
 }
 
-/// A finished backup: the file and what it holds.
-#[derive(Clone, Debug)]
-pub struct BackupReport {
-    pub written: Written,
-    pub contents: Contents,
-}
-
-impl std::fmt::Display for BackupReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "backup:        {}", self.written.path.display())?;
-        writeln!(f, "size:          {} bytes", self.written.bytes)?;
-        write!(f, "{}", self.contents)
-    }
-}
+/// A finished edge backup: the file and what it holds.
+pub type BackupReport = sqlite_backup::BackupReport<Contents>;
 
 /// Copies the edge database of `data_dir` to `target` (replacing a file there) with SQLite's
 /// online backup API: safe while the edge serves, which keeps writing meanwhile. The copy is
@@ -109,8 +97,7 @@ pub fn backup(data_dir: &Path, target: &Path) -> anyhow::Result<BackupReport> {
         data_dir.display()
     );
     let source = replica::open_connection(&db)?;
-    let (written, contents) = sqlite_backup::backup(&source, target, |copy| {
+    sqlite_backup::backup(&source, target, |copy| {
         Contents::read(copy).with_context(|| format!("reading the copy of {}", db.display()))
-    })?;
-    Ok(BackupReport { written, contents })
+    })
 }

@@ -176,21 +176,16 @@ fn is_about_one_target(err: &io::Error) -> bool {
 /// What ops read: one row per device, and under a strip one row per outlet, whose child id is
 /// what HQ takes as `child_id`.
 pub fn table(found: &[Found]) -> String {
-    let mut rows = vec![[
-        "ADDRESS".to_owned(),
-        "MODEL".to_owned(),
-        "ALIAS".to_owned(),
-        "DEVICE ID / CHILD ID".to_owned(),
-    ]];
+    let mut rows = Vec::new();
     for device in found {
-        rows.push([
+        rows.push(vec![
             device.addr.to_string(),
             printable(&device.model),
             printable(&device.alias),
             printable(&device.device_id),
         ]);
         for (index, (child_id, alias)) in device.children.iter().enumerate() {
-            rows.push([
+            rows.push(vec![
                 format!("  outlet {}", index + 1),
                 String::new(),
                 printable(alias),
@@ -198,26 +193,10 @@ pub fn table(found: &[Found]) -> String {
             ]);
         }
     }
-    let mut widths = [0usize; 4];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if column + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
+    aero_shared::table::render(
+        &["ADDRESS", "MODEL", "ALIAS", "DEVICE ID / CHILD ID"],
+        &rows,
+    )
 }
 
 /// One line telling ops how to add a plug at HQ, with the first device found (its first outlet,
