@@ -74,18 +74,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let health = open(dir.path());
         let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (entered, wedged) = tokio::sync::oneshot::channel::<()>();
         // A write that never returns until released: the writer thread is wedged behind it.
         let stuck = tokio::spawn({
             let writer = health.writer.clone();
             async move {
                 writer
                     .write(move |_| {
+                        let _ = entered.send(());
                         let _ = hold.recv();
                         Ok(())
                     })
                     .await
             }
         });
+        wedged.await.expect("the writer runs the stuck write");
         let (pinged, outcome) = pings(&health).await;
         assert_eq!(pinged, 0);
         let reason = outcome.expect_err("a hung writer must fail the check");
