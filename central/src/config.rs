@@ -22,6 +22,9 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Where chain-wide staff may perform sensitive operations from.
     pub hq_networks: Vec<IpNet>,
+    /// Reverse proxies and load balancers (CIDR) whose `X-Forwarded-For` / `Forwarded` name the
+    /// client; empty: the TCP peer is always the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// The staff-token signing secret; generated and kept in the data dir when unset.
     #[serde(skip_serializing)]
     pub jwt_secret: Option<SecretString>,
@@ -48,6 +51,7 @@ impl Default for Settings {
                 "127.0.0.0/8".parse().expect("valid CIDR"),
                 "::1/128".parse().expect("valid CIDR"),
             ],
+            trusted_proxies: Vec::new(),
             jwt_secret: None,
             jwt_ttl_minutes: 15,
             enrollment_token_ttl_minutes: 60 * 24,

@@ -106,6 +106,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
         router,
         &settings.limits,
         &settings.cors_origins,
+        &settings.trusted_proxies,
         http_metrics,
     );
     Ok((router, state))

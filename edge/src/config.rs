@@ -2,6 +2,7 @@
 
 use aero_shared::pipeline::LimitSettings;
 use aero_shared::settings::{Layered, LogFormat};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ pub struct Settings {
     /// Where the credential, the replica database and generated secrets live.
     pub data_dir: Option<PathBuf>,
     pub cors_origins: Vec<String>,
+    /// Reverse proxies (CIDR) whose `X-Forwarded-For` / `Forwarded` name the client; empty:
+    /// the TCP peer is always the client.
+    pub trusted_proxies: Vec<IpNet>,
     pub limits: LimitSettings,
     pub sync: SyncSettings,
     pub jwt_ttl_minutes: i64,
@@ -71,6 +75,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             data_dir: None,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             limits: LimitSettings::default(),
             sync: SyncSettings::default(),
             jwt_ttl_minutes: 60,

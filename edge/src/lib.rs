@@ -123,6 +123,7 @@ pub fn build_with_clock(
         router,
         &settings.limits,
         &settings.cors_origins,
+        &settings.trusted_proxies,
         http_metrics,
     );
     let engine = Arc::new(

@@ -304,7 +304,7 @@ async fn run(state: Idempotency, request: Request, next: Next) -> Result<Respons
         })?
         .to_string();
     let (parts, body) = request.into_parts();
-    let Ok(principal) = crate::auth::extract::authenticate(&parts, &state.security).await else {
+    let Ok(principal) = crate::auth::extract::identify(&parts, &state.security).await else {
         // Unauthenticated requests are refused further in; there is nothing to scope a key to.
         return Ok(next.run(Request::from_parts(parts, body)).await);
     };

@@ -2,6 +2,7 @@
 //! and the HTTP request pipeline, written once so both services enforce the same rules.
 
 pub mod auth;
+pub mod client_ip;
 pub mod clock;
 pub mod cron_expr;
 pub mod data_lock;

@@ -1,6 +1,8 @@
 //! The outer request pipeline both services share: request id + tracing span, body limit,
-//! timeout, CORS, HTTP metrics, and problem+json for every error the framework produces itself.
+//! timeout, CORS, HTTP metrics, the client address behind trusted proxies, and problem+json for
+//! every error the framework produces itself.
 
+use crate::client_ip::{TrustedProxies, resolve_client};
 use crate::metrics::HttpMetrics;
 use crate::problem::{PROBLEM_JSON, Problem, problem_response, problem_type};
 use axum::Router;
@@ -9,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use ipnet::IpNet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -38,6 +41,11 @@ pub struct LimitSettings {
     pub login_per_minute: u32,
     /// Sync requests per second allowed to one edge node (central only).
     pub sync_requests_per_second: u32,
+    /// Failed authentications per minute from one client address, sustained; past the burst
+    /// the address gets 429 before its credentials are looked up.
+    pub failed_auth_per_minute: u32,
+    /// Failed authentications one client address may make at once.
+    pub failed_auth_burst: u32,
 }
 
 impl Default for LimitSettings {
@@ -49,6 +57,8 @@ impl Default for LimitSettings {
             burst: 100,
             login_per_minute: 10,
             sync_requests_per_second: 500,
+            failed_auth_per_minute: 20,
+            failed_auth_burst: 20,
         }
     }
 }
@@ -73,6 +83,11 @@ impl LimitSettings {
                 "limits.sync_requests_per_second",
                 self.sync_requests_per_second == 0,
             ),
+            (
+                "limits.failed_auth_per_minute",
+                self.failed_auth_per_minute == 0,
+            ),
+            ("limits.failed_auth_burst", self.failed_auth_burst == 0),
         ];
         for (key, zero) in at_least_one {
             if zero {
@@ -99,11 +114,16 @@ pub fn apply(
     router: Router,
     settings: &LimitSettings,
     cors_origins: &[String],
+    trusted_proxies: &[IpNet],
     metrics: Arc<HttpMetrics>,
 ) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     // Router::layer wraps outward: the last layer added here is the first to see a request.
     router
+        .layer(middleware::from_fn_with_state(
+            TrustedProxies::new(trusted_proxies),
+            resolve_client,
+        ))
         .layer(DefaultBodyLimit::disable())
         .layer(cors(cors_origins))
         .layer(RequestBodyLimitLayer::new(settings.body_bytes))

@@ -1,5 +1,7 @@
-//! Per-principal request rate limits and per-address login throttling (`governor`).
+//! Per-principal request rate limits, per-address login throttling and per-address throttling
+//! of failed authentications (`governor`).
 
+use crate::auth::throttle::FailedAuthThrottle;
 use crate::problem::ApiError;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -15,6 +17,7 @@ pub struct RateLimits {
     /// larger budget instead of a terminal's.
     sync: DefaultKeyedRateLimiter<Uuid>,
     login: DefaultKeyedRateLimiter<IpAddr>,
+    failed_auth: FailedAuthThrottle,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -35,6 +38,10 @@ impl RateLimits {
             per_principal: DefaultKeyedRateLimiter::keyed(per_principal),
             sync: DefaultKeyedRateLimiter::keyed(sync),
             login: DefaultKeyedRateLimiter::keyed(login),
+            failed_auth: FailedAuthThrottle::new(
+                settings.failed_auth_per_minute,
+                settings.failed_auth_burst,
+            ),
         }
     }
 
@@ -59,6 +66,17 @@ impl RateLimits {
         })
     }
 
+    /// Refuses a client address that failed to authenticate too often, before any credential
+    /// it sends is looked up.
+    pub fn check_failed_auth(&self, addr: IpAddr) -> Result<(), ApiError> {
+        self.failed_auth.check(addr)
+    }
+
+    /// Counts a failed authentication (unknown key, bad token, wrong password) from `addr`.
+    pub fn record_failed_auth(&self, addr: IpAddr) {
+        self.failed_auth.record_failure(addr);
+    }
+
     /// Forgets keys whose buckets are full again, so memory stays bounded by active callers.
     pub fn housekeeping(&self) {
         self.per_principal.retain_recent();
@@ -67,6 +85,7 @@ impl RateLimits {
         self.sync.shrink_to_fit();
         self.login.retain_recent();
         self.login.shrink_to_fit();
+        self.failed_auth.housekeeping();
     }
 }
 

@@ -3,11 +3,11 @@
 use crate::state::AppState;
 use aero_shared::ApiError;
 use aero_shared::auth::login::{self, LoginRequest, TokenResponse};
+use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use std::net::SocketAddr;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/login", post(login))
@@ -15,11 +15,18 @@ pub fn router() -> Router<AppState> {
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    state.security.limits.check_login(peer.ip())?;
+    login::admit(&state.security, client)?;
     let user = state.store.user_by_username(body.username.trim()).await?;
-    let token = login::login(&state.security, user, body.password, state.clock.now()).await?;
+    let token = login::login(
+        &state.security,
+        client,
+        user,
+        body.password,
+        state.clock.now(),
+    )
+    .await?;
     Ok(Json(token))
 }

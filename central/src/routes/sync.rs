@@ -7,19 +7,20 @@ use crate::store::Redeemed;
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{ApiKey, KeyHash};
 use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::login;
 use aero_shared::auth::principal::{DeviceKind, Permission, Principal};
+use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
 use aero_shared::wire::{
     DeviceRecord, EnrollRequest, EnrollResponse, PullResponse, PushRequest, PushResponse,
 };
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::handler::Handler;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -41,11 +42,11 @@ pub fn router() -> Router<AppState> {
 
 async fn enroll(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     // Tokens are guessable only by brute force: throttle attempts like logins.
-    state.security.limits.check_login(peer.ip())?;
+    login::admit(&state.security, client)?;
     let key = ApiKey::generate();
     let now = state.clock.now();
     let edge = DeviceRecord {
@@ -74,9 +75,12 @@ async fn enroll(
                 store_id: state.store.store_id(),
             }))
         }
-        Redeemed::Refused => Err(ApiError::Unauthorized(
-            "the enrollment token is unknown, used or expired",
-        )),
+        Redeemed::Refused => {
+            state.security.limits.record_failed_auth(client);
+            Err(ApiError::Unauthorized(
+                "the enrollment token is unknown, used or expired",
+            ))
+        }
     }
 }
 

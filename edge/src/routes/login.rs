@@ -4,13 +4,13 @@
 use super::AppState;
 use aero_shared::ApiError;
 use aero_shared::auth::login::{self, LoginRequest, TokenResponse};
+use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
 use aero_shared::wire::UserRecord;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use rusqlite::OptionalExtension;
-use std::net::SocketAddr;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/login", post(login))
@@ -18,10 +18,10 @@ pub fn router() -> Router<AppState> {
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ValidJson(body): ValidJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    state.security.limits.check_login(peer.ip())?;
+    login::admit(&state.security, client)?;
     let username = body.username.trim().to_string();
     let user: Option<UserRecord> = state
         .replica
@@ -39,6 +39,13 @@ async fn login(
     // Only staff of this venue (or chain-wide roles) may log in here.
     let site = state.site_id;
     let user = user.filter(|u| u.role.is_chain_wide() || u.site_ids.contains(&site));
-    let token = login::login(&state.security, user, body.password, chrono::Utc::now()).await?;
+    let token = login::login(
+        &state.security,
+        client,
+        user,
+        body.password,
+        chrono::Utc::now(),
+    )
+    .await?;
     Ok(Json(token))
 }

@@ -1,9 +1,11 @@
-//! The `Auth` extractor: authentication, authorization (permission, site scope, network) and
-//! per-principal rate limiting, in that order, for every protected route.
+//! The `Auth` extractor: the failed-authentication throttle, authentication, authorization
+//! (permission, site scope, network) and per-principal rate limiting, in that order, for every
+//! protected route.
 
 use super::api_key::KeyHash;
 use super::jwt::{JwtError, JwtKeys};
 use super::principal::{DeviceKind, Permission, Principal, Role, address_allowed};
+use crate::client_ip::ClientAddr;
 use crate::problem::ApiError;
 use crate::ratelimit::RateLimits;
 use async_trait::async_trait;
@@ -182,10 +184,25 @@ impl Auth {
     }
 }
 
+/// Who is calling, counting a refused credential against the client address. An address that
+/// has failed too often is refused here, before its credential is looked up.
 pub(crate) async fn authenticate(
     parts: &Parts,
     security: &Security,
 ) -> Result<Principal, ApiError> {
+    let client = client_addr(parts);
+    let outcome = identify(parts, security).await;
+    if let Err(ApiError::Unauthorized(_)) = outcome {
+        security.limits.record_failed_auth(client);
+    }
+    outcome
+}
+
+/// Who is calling, without counting a failure: for a look-ahead (the idempotency layer) that
+/// the `Auth` extractor repeats, so one request counts once. A locked-out address is still
+/// refused before any lookup.
+pub(crate) async fn identify(parts: &Parts, security: &Security) -> Result<Principal, ApiError> {
+    security.limits.check_failed_auth(client_addr(parts))?;
     if let Some(key) = parts.headers.get(API_KEY_HEADER) {
         let key = key
             .to_str()
@@ -248,12 +265,190 @@ async fn path_site_id<S: Send + Sync>(
     Ok(None)
 }
 
-/// The TCP peer address. Behind a reverse proxy, terminate at the proxy on the same host and
-/// restrict by the proxy's own networks; forwarded headers are not trusted.
+/// The client address every check and record of a request uses: the one the pipeline resolved
+/// ([`crate::client_ip::resolve_client`]), which is the TCP peer unless that peer is one of
+/// `trusted_proxies`, whose `X-Forwarded-For` / `Forwarded` chain then names the client.
+/// Outside the pipeline it is the TCP peer.
 pub fn client_addr(parts: &Parts) -> IpAddr {
+    if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
+        return *addr;
+    }
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(parts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::LimitSettings;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::handler::Handler;
+    use axum::http::{Request, StatusCode, header};
+    use axum::routing::get;
+    use secrecy::SecretString;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+
+    /// Knows one device key and counts every lookup.
+    struct CountingCredentials {
+        key: KeyHash,
+        device: DeviceCredential,
+        lookups: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CredentialStore for CountingCredentials {
+        async fn device_for_key(
+            &self,
+            hash: &KeyHash,
+        ) -> Result<Option<DeviceCredential>, ApiError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok((hash.as_str() == self.key.as_str()).then(|| self.device.clone()))
+        }
+
+        async fn site_networks(&self, _: Uuid) -> Result<Option<Vec<IpNet>>, ApiError> {
+            Ok(Some(Vec::new()))
+        }
+    }
+
+    struct Fixture {
+        router: Router,
+        credentials: Arc<CountingCredentials>,
+        key: String,
+    }
+
+    fn fixture(failed_auth_burst: u32) -> Fixture {
+        let key = super::super::api_key::ApiKey::generate();
+        let credentials = Arc::new(CountingCredentials {
+            key: key.hash(),
+            device: DeviceCredential {
+                device_id: Uuid::now_v7(),
+                site_id: Uuid::now_v7(),
+                kind: DeviceKind::Pos,
+                allowed_networks: Vec::new(),
+            },
+            lookups: AtomicUsize::new(0),
+        });
+        let security = Arc::new(Security {
+            jwt: JwtKeys::new(
+                &SecretString::from("a-test-signing-secret-of-32-characters!!"),
+                "test",
+                "test",
+                chrono::Duration::minutes(5),
+            ),
+            credentials: Arc::clone(&credentials) as Arc<dyn CredentialStore>,
+            limits: RateLimits::new(&LimitSettings {
+                failed_auth_per_minute: 1,
+                failed_auth_burst,
+                ..LimitSettings::default()
+            }),
+            hq_networks: Vec::new(),
+            served_site: None,
+        });
+        let handler = |_: Auth| async { "ok" };
+        let router = Router::new()
+            .route(
+                "/status",
+                get(handler.layer(require(Permission::ReadStatus))),
+            )
+            .with_state(security);
+        Fixture {
+            router,
+            credentials,
+            key: key.expose().to_string(),
+        }
+    }
+
+    impl Fixture {
+        async fn call(&self, client: &str, header: (&str, &str)) -> axum::response::Response {
+            let mut request = Request::get("/status")
+                .header(header.0, header.1)
+                .body(Body::empty())
+                .expect("request");
+            request
+                .extensions_mut()
+                .insert(ClientAddr(client.parse().expect("address")));
+            self.router.clone().oneshot(request).await.expect("answer")
+        }
+
+        fn lookups(&self) -> usize {
+            self.credentials.lookups.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_api_keys_lock_the_address_out_before_the_credential_store() {
+        let fx = fixture(3);
+        let attacker = "203.0.113.9";
+        for attempt in 1..=3 {
+            let response = fx.call(attacker, (API_KEY_HEADER, "guessed-key")).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                fx.lookups(),
+                attempt,
+                "each failure within the burst is looked up"
+            );
+        }
+        for (name, value) in [
+            (API_KEY_HEADER, "guessed-key"),
+            (API_KEY_HEADER, fx.key.as_str()),
+        ] {
+            let response = fx.call(attacker, (name, value)).await;
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            let retry_after: u64 = response.headers()[header::RETRY_AFTER]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+            assert!((1..=60).contains(&retry_after), "{retry_after}");
+            assert_eq!(fx.lookups(), 3, "a locked-out address costs no lookup");
+        }
+        let response = fx.call("198.51.100.7", (API_KEY_HEADER, &fx.key)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "another address is unaffected"
+        );
+        assert_eq!(fx.lookups(), 4);
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_count_as_failures_and_successes_do_not() {
+        let fx = fixture(2);
+        let client = "203.0.113.9";
+        for _ in 0..10 {
+            let response = fx.call(client, (API_KEY_HEADER, &fx.key)).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "successes are not counted"
+            );
+        }
+        let bearer = (header::AUTHORIZATION.as_str(), "Bearer not.a.token");
+        assert_eq!(
+            fx.call(client, bearer).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            fx.call(client, bearer).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            fx.call(client, (API_KEY_HEADER, &fx.key)).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(fx.lookups(), 10);
+    }
 }

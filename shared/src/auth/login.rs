@@ -10,6 +10,7 @@ use crate::wire::UserRecord;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 /// `POST /v1/auth/login`
 #[derive(Deserialize)]
@@ -32,10 +33,32 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
+/// Lets a login attempt from `client` proceed to the user lookup, unless the address has failed
+/// to authenticate too often or exceeded its login attempts.
+pub fn admit(security: &Security, client: IpAddr) -> Result<(), ApiError> {
+    security.limits.check_failed_auth(client)?;
+    security.limits.check_login(client)
+}
+
 /// Checks `password` for `user` (None when unknown, disabled or not allowed here) and issues a
-/// token. Unknown users cost the same argon2 work as known ones, so usernames cannot be probed
-/// by timing; every failure reads the same.
+/// token; a refusal counts as a failed authentication of `client`. Unknown users cost the same
+/// argon2 work as known ones, so usernames cannot be probed by timing; every failure reads the
+/// same.
 pub async fn login(
+    security: &Security,
+    client: IpAddr,
+    user: Option<UserRecord>,
+    password: SecretString,
+    now: DateTime<Utc>,
+) -> Result<TokenResponse, ApiError> {
+    let outcome = verify_and_issue(security, user, password, now).await;
+    if let Err(ApiError::Unauthorized(_)) = outcome {
+        security.limits.record_failed_auth(client);
+    }
+    outcome
+}
+
+async fn verify_and_issue(
     security: &Security,
     user: Option<UserRecord>,
     password: SecretString,

@@ -5,3 +5,4 @@ pub mod jwt;
 pub mod login;
 pub mod password;
 pub mod principal;
+pub mod throttle;
