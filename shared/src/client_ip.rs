@@ -13,6 +13,11 @@ use std::sync::Arc;
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const FORWARDED: &str = "forwarded";
 
+/// The client of a request whose forwarded chain cannot be read: the unspecified address, which
+/// no allowed network holds (short of `0.0.0.0/0`, which admits everyone anyway), and which all
+/// such requests share in the throttles.
+pub const UNUSABLE_CHAIN: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
 /// The client address of one request, as [`resolve_client`] decided it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
@@ -38,9 +43,10 @@ impl TrustedProxies {
     /// otherwise. The chain is walked from the right, skipping trusted hops: each hop appended
     /// the address it heard from, so the first untrusted one is the last the operator's own
     /// infrastructure vouches for; anything left of it is the client's to invent. A chain of
-    /// trusted hops only yields its leftmost entry. An entry reached that is not an address
-    /// (`unknown`, an obfuscated name, garbage) makes the chain unusable: the peer is then the
-    /// client.
+    /// trusted hops only yields its leftmost entry, and a trusted peer that forwards nothing is
+    /// the client itself. An entry reached that is not an address (`unknown`, an obfuscated
+    /// name, garbage) makes the chain unusable: the client is then [`UNUSABLE_CHAIN`], which no
+    /// network check admits, never the proxy (which may well be inside `hq_networks`).
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.contains(peer) {
@@ -51,19 +57,25 @@ impl TrustedProxies {
         } else {
             forwarded_chain(headers)
         };
-        self.rightmost_untrusted(&chain).unwrap_or(peer)
+        match self.rightmost_untrusted(&chain) {
+            Some(Some(client)) => client,
+            Some(None) => peer,
+            None => UNUSABLE_CHAIN,
+        }
     }
 
-    fn rightmost_untrusted(&self, chain: &[Option<IpAddr>]) -> Option<IpAddr> {
+    /// The rightmost untrusted hop (or the leftmost of an all-trusted chain); `Some(None)` for
+    /// an empty chain, `None` when the walk reaches an entry that is not an address.
+    fn rightmost_untrusted(&self, chain: &[Option<IpAddr>]) -> Option<Option<IpAddr>> {
         let mut leftmost = None;
         for hop in chain.iter().rev() {
             let addr = (*hop)?.to_canonical();
             if !self.contains(addr) {
-                return Some(addr);
+                return Some(Some(addr));
             }
             leftmost = Some(addr);
         }
-        leftmost
+        Some(leftmost)
     }
 }
 
@@ -211,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_chains_fall_back_to_the_peer() {
+    fn malformed_chains_resolve_to_an_address_no_network_holds() {
         let trusted = loopback_trusted();
         for bad in [
             "",
@@ -223,7 +235,7 @@ mod tests {
             let sent = headers(&[(X_FORWARDED_FOR, bad)]);
             assert_eq!(
                 trusted.resolve(ip("127.0.0.1"), &sent),
-                ip("127.0.0.1"),
+                UNUSABLE_CHAIN,
                 "{bad:?}"
             );
         }
@@ -235,7 +247,12 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"203.0.113.9\xff").expect("opaque bytes"),
         );
-        assert_eq!(trusted.resolve(ip("127.0.0.1"), &opaque), ip("127.0.0.1"));
+        assert_eq!(trusted.resolve(ip("127.0.0.1"), &opaque), UNUSABLE_CHAIN);
+        // A trusted peer that forwards nothing is the client itself (a local health check).
+        assert_eq!(
+            trusted.resolve(ip("127.0.0.1"), &HeaderMap::new()),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]
@@ -270,7 +287,7 @@ mod tests {
             let sent = headers(&[(FORWARDED, bad)]);
             assert_eq!(
                 trusted.resolve(ip("127.0.0.1"), &sent),
-                ip("127.0.0.1"),
+                UNUSABLE_CHAIN,
                 "{bad}"
             );
         }
