@@ -248,7 +248,9 @@ pub struct TestEdge {
 
 impl TestEdge {
     /// Enrolls at `central` with `enrollment_token` and serves on a loopback port. Rate limits
-    /// are raised and backoff shortened so bulk writes and outage recovery run at test speed.
+    /// are raised and backoff shortened so bulk writes and outage recovery run at test speed;
+    /// so is the failed-authentication throttle, since every test client shares 127.0.0.1 and
+    /// tests poll with keys that are not replicated yet, or revoked.
     pub async fn start(central: &TestCentral, enrollment_token: &str) -> Self {
         Self::start_with(&central.url(""), enrollment_token, |_| {}).await
     }
@@ -284,6 +286,8 @@ impl TestEdge {
         };
         settings.limits.requests_per_second = 10_000;
         settings.limits.burst = 10_000;
+        settings.limits.failed_auth_per_minute = 100_000;
+        settings.limits.failed_auth_burst = 100_000;
         settings.sync.backoff_min_ms = 50;
         settings.sync.backoff_max_secs = 1;
         configure(&mut settings);
@@ -956,6 +960,8 @@ pub mod process {
             let mut all = vec![
                 ("AERO_LIMITS__REQUESTS_PER_SECOND", "100000"),
                 ("AERO_LIMITS__BURST", "100000"),
+                ("AERO_LIMITS__FAILED_AUTH_PER_MINUTE", "100000"),
+                ("AERO_LIMITS__FAILED_AUTH_BURST", "100000"),
                 ("AERO_SYNC__BACKOFF_MIN_MS", "50"),
                 ("AERO_SYNC__BACKOFF_MAX_SECS", "1"),
             ];
