@@ -39,12 +39,7 @@ impl TestCentral {
 
     /// Starts central after `configure` adjusted its settings.
     pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = Settings {
-            data_dir: Some(data_dir.path().to_path_buf()),
-            ..Settings::default()
-        };
-        configure(&mut settings);
+        let (settings, data_dir) = Self::configured(configure);
         create_user(&settings, OWNER, OWNER_PASSWORD, Role::Owner, vec![]).await;
         Self::launch(settings, data_dir).await
     }
@@ -52,13 +47,19 @@ impl TestCentral {
     /// Starts central on a database that already exists (e.g. a restored backup, named by
     /// `configure` through `database_url`): no account is created, the database's own log in.
     pub async fn start_existing(configure: impl FnOnce(&mut Settings)) -> Self {
+        let (settings, data_dir) = Self::configured(configure);
+        Self::launch(settings, data_dir).await
+    }
+
+    /// Default settings on a fresh temporary data directory, then `configure`.
+    fn configured(configure: impl FnOnce(&mut Settings)) -> (Settings, TempDir) {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings {
             data_dir: Some(data_dir.path().to_path_buf()),
             ..Settings::default()
         };
         configure(&mut settings);
-        Self::launch(settings, data_dir).await
+        (settings, data_dir)
     }
 
     async fn launch(settings: Settings, data_dir: TempDir) -> Self {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::Path;
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -183,6 +184,22 @@ fn report_value(report: &str, name: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// `aero-edge enroll --replace` on `data_dir` with `token`, run to completion.
+async fn enroll_replacing(data_dir: &Path, central_url: &str, token: &str) -> Output {
+    edge_command(
+        data_dir,
+        &[
+            OsStr::new("enroll"),
+            OsStr::new("--replace"),
+            OsStr::new("--central"),
+            OsStr::new(central_url),
+            OsStr::new("--token"),
+            OsStr::new(token),
+        ],
+    )
+    .await
 }
 
 /// Waits until the edge has pushed everything and pulled without error.
@@ -676,18 +693,7 @@ async fn a_backup_restored_onto_a_new_box_delivers_its_pending_writes_once_enrol
     let other = central.create_site(&owner, "Elsewhere").await;
     let wrong = central.enrollment_token(&owner, other).await;
     let central_url = central.url("");
-    let refused = edge_command(
-        new_dir.path(),
-        &[
-            OsStr::new("enroll"),
-            OsStr::new("--replace"),
-            OsStr::new("--central"),
-            OsStr::new(&central_url),
-            OsStr::new("--token"),
-            OsStr::new(&wrong),
-        ],
-    )
-    .await;
+    let refused = enroll_replacing(new_dir.path(), &central_url, &wrong).await;
     assert!(!refused.status.success(), "enrolled for another site");
     let stderr = text(&refused.stderr);
     assert!(
@@ -700,18 +706,7 @@ async fn a_backup_restored_onto_a_new_box_delivers_its_pending_writes_once_enrol
     );
 
     let token = central.enrollment_token(&owner, site).await;
-    let enrolled = edge_command(
-        new_dir.path(),
-        &[
-            OsStr::new("enroll"),
-            OsStr::new("--replace"),
-            OsStr::new("--central"),
-            OsStr::new(&central_url),
-            OsStr::new("--token"),
-            OsStr::new(&token),
-        ],
-    )
-    .await;
+    let enrolled = enroll_replacing(new_dir.path(), &central_url, &token).await;
     assert!(enrolled.status.success(), "{}", text(&enrolled.stderr));
     let new_box = EdgeProcess::serve(new_dir.path(), &new_dir.path().join("edge.log")).await;
     let status = settled(&new_box, &tablet).await;
