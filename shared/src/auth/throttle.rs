@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 type FailureLimiter<C> =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, StateInformationMiddleware>;
@@ -25,6 +26,9 @@ pub struct FailedAuthThrottle<C: Clock + Clone = DefaultClock> {
     /// Addresses refused until the instant given: `governor` cannot tell whether a key has
     /// room without spending it, and the check before a lookup must not spend anything.
     locked: Mutex<HashMap<IpAddr, C::Instant>>,
+    /// Whether `locked` holds anyone, kept with it under its lock: the check every request
+    /// makes is then one atomic load while nobody is locked out, not a shared mutex.
+    any_locked: AtomicBool,
     clock: C,
 }
 
@@ -46,12 +50,16 @@ impl<C: Clock + Clone> FailedAuthThrottle<C> {
             )
             .with_middleware::<StateInformationMiddleware>(),
             locked: Mutex::new(HashMap::new()),
+            any_locked: AtomicBool::new(false),
             clock,
         }
     }
 
     /// Refuses an address that is locked out, with the seconds until it may try again.
     pub fn check(&self, addr: IpAddr) -> Result<(), ApiError> {
+        if !self.any_locked.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let now = self.clock.now();
         let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
         match locked.get(&addr) {
@@ -60,6 +68,7 @@ impl<C: Clock + Clone> FailedAuthThrottle<C> {
             }),
             Some(_) => {
                 locked.remove(&addr);
+                self.any_locked.store(!locked.is_empty(), Ordering::Release);
                 Ok(())
             }
             None => Ok(()),
@@ -75,10 +84,9 @@ impl<C: Clock + Clone> FailedAuthThrottle<C> {
             // Attempts that passed the check together before their failures were counted.
             Err(not_until) => not_until.earliest_possible(),
         };
-        self.locked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr, until);
+        let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        locked.insert(addr, until);
+        self.any_locked.store(true, Ordering::Release);
     }
 
     /// Forgets addresses whose lock has expired and buckets that are full again.
@@ -87,6 +95,7 @@ impl<C: Clock + Clone> FailedAuthThrottle<C> {
         let mut locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
         locked.retain(|_, until| *until > now);
         locked.shrink_to_fit();
+        self.any_locked.store(!locked.is_empty(), Ordering::Release);
         drop(locked);
         self.failures.retain_recent();
         self.failures.shrink_to_fit();
