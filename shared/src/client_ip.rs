@@ -2,10 +2,8 @@
 //! of its forwarding chain that is not itself a trusted proxy. Resolved once per request by
 //! [`resolve_client`] and read everywhere through [`crate::auth::extract::client_addr`].
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -134,18 +132,16 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         .map(IpAddr::V6)
 }
 
-/// Middleware: stores the request's [`ClientAddr`] in its extensions, so the login throttle, the
-/// network checks, the audit log and the rate limiters all see the same address.
-pub async fn resolve_client(
-    State(trusted): State<TrustedProxies>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Stores the request's [`ClientAddr`] in its extensions, so the login throttle, the network
+/// checks, the audit log and the rate limiters all see the same address. A plain request map
+/// (`MapRequestLayer` in the pipeline): unlike `from_fn`, it does not clone the services
+/// beneath it for every request.
+pub fn resolve_client(trusted: &TrustedProxies, mut request: Request) -> Request {
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
         let client = trusted.resolve(peer.ip(), request.headers());
         request.extensions_mut().insert(ClientAddr(client));
     }
-    next.run(request).await
+    request
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use axum::response::Response;
 use ipnet::IpNet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
@@ -120,10 +121,10 @@ pub fn apply(
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     // Router::layer wraps outward: the last layer added here is the first to see a request.
     router
-        .layer(middleware::from_fn_with_state(
-            TrustedProxies::new(trusted_proxies),
-            resolve_client,
-        ))
+        .layer(MapRequestLayer::new({
+            let trusted = TrustedProxies::new(trusted_proxies);
+            move |request| resolve_client(&trusted, request)
+        }))
         .layer(DefaultBodyLimit::disable())
         .layer(cors(cors_origins))
         .layer(RequestBodyLimitLayer::new(settings.body_bytes))
@@ -151,20 +152,20 @@ pub fn apply(
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeUuidV7))
-        .layer(middleware::from_fn(drop_unusable_request_id))
+        .layer(MapRequestLayer::new(drop_unusable_request_id))
 }
 
 /// A caller's request id (an edge's sync request carries its own) is kept so both sides log
 /// the same id, when it is one short run of visible ASCII; anything else (empty, too long, with
 /// spaces or control characters, sent twice) is dropped, and [`SetRequestIdLayer`] then makes a
 /// fresh UUIDv7, so a client cannot forge log lines or flood them.
-async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+fn drop_unusable_request_id(mut request: Request) -> Request {
     let mut ids = request.headers().get_all(REQUEST_ID_HEADER).iter();
     let usable = matches!((ids.next(), ids.next()), (Some(id), None) if is_usable_request_id(id));
     if !usable {
         request.headers_mut().remove(REQUEST_ID_HEADER);
     }
-    next.run(request).await
+    request
 }
 
 fn is_usable_request_id(id: &HeaderValue) -> bool {

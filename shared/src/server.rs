@@ -1,9 +1,9 @@
 //! Serving a router on a bound listener with client addresses and graceful shutdown.
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::util::MapFutureLayer;
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
 /// The caller binds the listener first, so tests know the port before anything runs.
@@ -48,10 +49,10 @@ pub async fn serve_with_grace(
     grace: Duration,
 ) -> std::io::Result<Drained> {
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        Arc::clone(&in_flight),
-        count_in_flight,
-    ));
+    let router = router.layer(MapFutureLayer::new({
+        let in_flight = Arc::clone(&in_flight);
+        move |answer: RouteFuture<Infallible>| count_in_flight(&in_flight, answer)
+    }));
     let (began_tx, began_rx) = oneshot::channel::<()>();
     let server = serve(listener, router, async move {
         shutdown.await;
@@ -87,12 +88,14 @@ pub async fn serve_with_grace(
     }
 }
 
-/// Counts requests between their arrival and their answer (a websocket counts until upgraded).
-async fn count_in_flight(
-    State(in_flight): State<Arc<AtomicUsize>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Counts a request from its arrival until its answer is ready or dropped (a websocket counts
+/// until upgraded). Called as the request enters the route, so the count is up before the
+/// handler runs; wrapping the answer's future (`MapFutureLayer`) rather than using `from_fn`
+/// spares every request a clone of the services beneath.
+fn count_in_flight(
+    in_flight: &Arc<AtomicUsize>,
+    answer: RouteFuture<Infallible>,
+) -> impl Future<Output = Result<Response, Infallible>> + use<> {
     struct Running(Arc<AtomicUsize>);
     impl Drop for Running {
         fn drop(&mut self) {
@@ -100,8 +103,11 @@ async fn count_in_flight(
         }
     }
     in_flight.fetch_add(1, Ordering::SeqCst);
-    let _running = Running(in_flight);
-    next.run(request).await
+    let running = Running(Arc::clone(in_flight));
+    async move {
+        let _running = running;
+        answer.await
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C: what systemd and an operator send.
