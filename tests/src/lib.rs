@@ -337,15 +337,7 @@ impl TestEdge {
     /// The edge's `/v1/status` as seen with `api_key`; `None` while the key is not accepted
     /// (or the edge does not answer).
     pub async fn status(&self, api_key: &str) -> Option<EdgeStatus> {
-        let response = self
-            .request(Method::GET, "/v1/status", api_key)
-            .send()
-            .await
-            .ok()?;
-        if response.status() != 200 {
-            return None;
-        }
-        response.json().await.ok()
+        edge_status(self.request(Method::GET, "/v1/status", api_key)).await
     }
 
     /// Path of the edge's SQLite database (for tests that inspect or damage it while stopped).
@@ -472,6 +464,15 @@ pub async fn expect_problem(response: Response, status: u16) -> Value {
         assert!(body[field].is_string(), "problem lacks {field}: {body}");
     }
     body
+}
+
+/// Sends a prepared `GET /v1/status`; `None` unless the edge answers 200 with a status.
+async fn edge_status(request: RequestBuilder) -> Option<EdgeStatus> {
+    let response = request.send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.json().await.ok()
 }
 
 /// Waits until `status` shows an edge that central has acknowledged everything from and that
@@ -1061,15 +1062,7 @@ pub mod process {
         /// The edge's `/v1/status` as seen with `api_key`; `None` while the key is not accepted
         /// (or the edge does not answer).
         pub async fn status(&self, api_key: &str) -> Option<aero_shared::wire::EdgeStatus> {
-            let response = self
-                .request(reqwest::Method::GET, "/v1/status", api_key)
-                .send()
-                .await
-                .ok()?;
-            if response.status() != 200 {
-                return None;
-            }
-            response.json().await.ok()
+            super::edge_status(self.request(reqwest::Method::GET, "/v1/status", api_key)).await
         }
 
         /// SIGKILL (what `Child::kill` sends on Unix): no shutdown code runs. Waits for the exit.

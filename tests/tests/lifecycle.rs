@@ -31,14 +31,7 @@ async fn wait_for_key(edge: &EdgeProcess, key: &str) {
     wait_until(
         "the edge to accept the tablet key",
         Duration::from_secs(20),
-        || async {
-            edge.client
-                .get(edge.url("/v1/status"))
-                .header("x-api-key", key)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
+        || async { edge.status(key).await.is_some() },
     )
     .await;
 }
