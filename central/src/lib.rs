@@ -94,13 +94,10 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
     let router = routes::api_router()
-        .layer(axum::middleware::from_fn_with_state(
-            Idempotency {
-                store: idempotency_store,
-                security: Arc::clone(&state.security),
-            },
-            idempotency::idempotency,
-        ))
+        .layer(Idempotency {
+            store: idempotency_store,
+            security: Arc::clone(&state.security),
+        })
         .with_state(state.clone());
     let router = pipeline::apply(
         router,

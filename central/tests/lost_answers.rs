@@ -11,7 +11,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::jwt::StaffIdentity;
 use aero_shared::clock::SystemClock;
 use aero_shared::idempotency::{
-    Begin, Idempotency, IdempotencyStore, REPLAYED_HEADER, StoredResponse, idempotency,
+    Begin, Idempotency, IdempotencyStore, REPLAYED_HEADER, StoredResponse,
 };
 use async_trait::async_trait;
 use axum::Router;
@@ -75,13 +75,10 @@ impl Hq {
             .await
             .expect("build");
         let lossy = api_router()
-            .layer(axum::middleware::from_fn_with_state(
-                Idempotency {
-                    store: Arc::new(LosesAnswers(Arc::clone(&state.store))),
-                    security: Arc::clone(&state.security),
-                },
-                idempotency,
-            ))
+            .layer(Idempotency {
+                store: Arc::new(LosesAnswers(Arc::clone(&state.store))),
+                security: Arc::clone(&state.security),
+            })
             .with_state(state.clone());
         let (bearer, _) = state
             .security

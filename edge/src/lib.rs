@@ -111,13 +111,10 @@ pub fn build_with_clock(
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let router = routes::api_router()
-        .layer(axum::middleware::from_fn_with_state(
-            Idempotency {
-                store: Arc::clone(&idempotency_store),
-                security: Arc::clone(&security),
-            },
-            idempotency::idempotency,
-        ))
+        .layer(Idempotency {
+            store: Arc::clone(&idempotency_store),
+            security: Arc::clone(&security),
+        })
         .with_state(state.clone());
     let router = pipeline::apply(
         router,

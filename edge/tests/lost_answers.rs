@@ -10,7 +10,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::{JwtKeys, StaffIdentity};
 use aero_shared::idempotency::{
-    Begin, Idempotency, IdempotencyStore, REPLAYED_HEADER, StoredResponse, idempotency,
+    Begin, Idempotency, IdempotencyStore, REPLAYED_HEADER, StoredResponse,
 };
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::pipeline::LimitSettings;
@@ -106,13 +106,10 @@ impl Venue {
     /// The venue API behind the idempotency middleware, keeping keys in `store`.
     fn app(&self, store: Arc<dyn IdempotencyStore>) -> Router {
         api_router()
-            .layer(axum::middleware::from_fn_with_state(
-                Idempotency {
-                    store,
-                    security: Arc::clone(&self.state.security),
-                },
-                idempotency,
-            ))
+            .layer(Idempotency {
+                store,
+                security: Arc::clone(&self.state.security),
+            })
             .with_state(self.state.clone())
     }
 

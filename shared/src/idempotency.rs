@@ -28,14 +28,17 @@ use crate::auth::principal::Principal;
 use crate::problem::ApiError;
 use async_trait::async_trait;
 use axum::body::{Body, Bytes, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service, ServiceExt};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -272,24 +275,78 @@ fn is_replayable(status: StatusCode) -> bool {
     status.is_success() || matches!(status.as_u16(), 400 | 404 | 409 | 413 | 415 | 422)
 }
 
-/// Middleware: wrap a router with `from_fn_with_state(Idempotency { .. }, idempotency)`.
-pub async fn idempotency(
-    State(state): State<Idempotency>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match run(state, request, next).await {
-        Ok(response) | Err(response) => response,
+impl<S> Layer<S> for Idempotency {
+    type Service = IdempotencyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            state: self.clone(),
+        }
     }
 }
 
-async fn run(state: Idempotency, request: Request, next: Next) -> Result<Response, Response> {
+/// The middleware, made by `router.layer(Idempotency { .. })`. Requests that carry no key, and
+/// anything but a POST, go straight to the service beneath; only a keyed POST pays for the
+/// bookkeeping.
+#[derive(Clone)]
+pub struct IdempotencyService<S> {
+    inner: S,
+    state: Idempotency,
+}
+
+impl<S> Service<Request> for IdempotencyService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() != Method::POST
+            || !request.headers().contains_key(IDEMPOTENCY_KEY_HEADER)
+        {
+            return Box::pin(self.inner.call(request));
+        }
+        // The service polled ready goes with the request; a fresh clone stays for the next one.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let state = self.state.clone();
+        Box::pin(async move {
+            Ok(match run(state, request, ready).await {
+                Ok(response) | Err(response) => response,
+            })
+        })
+    }
+}
+
+/// The rest of the stack, for a request this middleware lets through.
+async fn pass<S>(inner: S, request: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    match inner.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+async fn run<S>(state: Idempotency, request: Request, next: S) -> Result<Response, Response>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let store = state.store;
     let Some(key) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
-        return Ok(next.run(request).await);
+        return Ok(pass(next, request).await);
     };
     if request.method() != Method::POST {
-        return Ok(next.run(request).await);
+        return Ok(pass(next, request).await);
     }
     let key = key
         .to_str()
@@ -306,7 +363,7 @@ async fn run(state: Idempotency, request: Request, next: Next) -> Result<Respons
     let (parts, body) = request.into_parts();
     let Ok(principal) = crate::auth::extract::identify(&parts, &state.security).await else {
         // Unauthenticated requests are refused further in; there is nothing to scope a key to.
-        return Ok(next.run(Request::from_parts(parts, body)).await);
+        return Ok(pass(next, Request::from_parts(parts, body)).await);
     };
     let scope = match principal {
         Principal::Staff { user_id, .. } => format!("user:{user_id}"),
@@ -359,7 +416,7 @@ async fn run(state: Idempotency, request: Request, next: Next) -> Result<Respons
     let response = serving(
         scope.clone(),
         key.clone(),
-        next.run(Request::from_parts(parts, Body::from(bytes))),
+        pass(next, Request::from_parts(parts, Body::from(bytes))),
     )
     .await;
     let status = response.status();

@@ -2,19 +2,21 @@
 //! timeout, CORS, HTTP metrics, the client address behind trusted proxies, and problem+json for
 //! every error the framework produces itself.
 
+mod framework_problems;
+mod record_metrics;
+
 use crate::client_ip::{TrustedProxies, resolve_client};
 use crate::metrics::HttpMetrics;
-use crate::problem::{PROBLEM_JSON, Problem, problem_response, problem_type};
 use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use framework_problems::FrameworkProblemsLayer;
 use ipnet::IpNet;
+use record_metrics::RecordMetricsLayer;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tower::util::MapRequestLayer;
+use std::time::Duration;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
@@ -111,6 +113,11 @@ impl MakeRequestId for MakeUuidV7 {
 }
 
 /// Wraps a service's routes in the shared pipeline, outermost layer first.
+///
+/// The layers form one stack handed to `Router::layer` once. `Router::layer` boxes what it is
+/// given around every route, and a boxed route is cloned for each request it serves: layered one
+/// by one, every layer would be its own box, and each request would clone the whole tower of
+/// them at every level. Inside the router, the metrics still see the matched route template.
 pub fn apply(
     router: Router,
     settings: &LimitSettings,
@@ -119,22 +126,10 @@ pub fn apply(
     metrics: Arc<HttpMetrics>,
 ) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    // Router::layer wraps outward: the last layer added here is the first to see a request.
-    router
-        .layer(MapRequestLayer::new({
-            let trusted = TrustedProxies::new(trusted_proxies);
-            move |request| resolve_client(&trusted, request)
-        }))
-        .layer(DefaultBodyLimit::disable())
-        .layer(cors(cors_origins))
-        .layer(RequestBodyLimitLayer::new(settings.body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(settings.request_timeout_secs.max(1)),
-        ))
-        .layer(middleware::from_fn(problem_for_framework_errors))
-        .layer(middleware::from_fn_with_state(metrics, record_metrics))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    let trusted = TrustedProxies::new(trusted_proxies);
+    let stack = ServiceBuilder::new()
+        .map_request(drop_unusable_request_id)
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeUuidV7))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
                 // The path only: query strings can carry phone numbers and emails.
@@ -151,8 +146,18 @@ pub fn apply(
                 )
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeUuidV7))
-        .layer(MapRequestLayer::new(drop_unusable_request_id))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(RecordMetricsLayer(metrics))
+        .layer(FrameworkProblemsLayer)
+        .map_request(move |request| resolve_client(&trusted, request))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(settings.body_bytes))
+        .layer(cors(cors_origins))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(settings.request_timeout_secs.max(1)),
+        ));
+    router.layer(stack)
 }
 
 /// A caller's request id (an edge's sync request carries its own) is kept so both sides log
@@ -194,72 +199,6 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY_HEADER),
         ])
         .max_age(Duration::from_secs(600))
-}
-
-async fn record_metrics(
-    State(metrics): State<Arc<HttpMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(request).await;
-    metrics.observe(&method, &route, response.status(), started.elapsed());
-    response
-}
-
-/// Errors produced by the framework or tower layers (404, 405, 408, 413, path rejections)
-/// arrive as plain text; clients get the same problem+json shape as from handlers.
-async fn problem_for_framework_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type.starts_with(PROBLEM_JSON) {
-        return response;
-    }
-    let plain = content_type.is_empty() || content_type.starts_with("text/plain");
-    let (parts, body) = response.into_parts();
-    let text = if plain {
-        to_bytes(body, 2048)
-            .await
-            .ok()
-            .and_then(|b| String::from_utf8(b.to_vec()).ok())
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
-    let detail = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error").to_string()
-    } else {
-        text.trim().to_string()
-    };
-    let mut problem_resp = problem_response(&Problem {
-        kind: problem_type(status),
-        title: status.canonical_reason().unwrap_or("Error").to_string(),
-        status: status.as_u16(),
-        detail,
-        errors: Vec::new(),
-    });
-    for (name, value) in parts.headers.iter() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            problem_resp
-                .headers_mut()
-                .insert(name.clone(), value.clone());
-        }
-    }
-    problem_resp
 }
 
 #[cfg(test)]
