@@ -527,6 +527,7 @@ pub use proxy::TcpProxy;
 /// A TCP proxy on loopback between an edge and central, for link failures the test controls:
 /// cut every live connection and refuse new ones for a while (a flapping link), and watch or
 /// hold the edge's pull requests as they pass (it reads the request line, nothing more).
+pub mod fuzz;
 pub mod load;
 pub mod venue;
 
