@@ -43,6 +43,8 @@ impl Central {
         // The bench's HQ calls (hundreds of plugs and schedules) are setup, not what is measured.
         settings.limits.requests_per_second = 1_000_000;
         settings.limits.burst = 1_000_000;
+        // The hints scenario enrolls hundreds of edges from one address.
+        settings.limits.login_per_minute = 1_000_000;
         let store = aero_central::open_store(&settings).await?;
         let owner = UserRecord {
             id: Uuid::now_v7(),
@@ -178,6 +180,32 @@ impl Central {
             )
             .await?;
         Ok(body["token"].as_str().context("token")?.to_string())
+    }
+
+    /// Enrolls an edge for `site` over the public enrollment route and returns its API key.
+    pub async fn enroll_edge(&self, site: Uuid) -> anyhow::Result<String> {
+        let token = self.enrollment_token(site).await?;
+        let body = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/edge/enroll",
+                Some(json!({ "token": token, "name": "bench edge" })),
+                200,
+            )
+            .await?;
+        Ok(body["api_key"].as_str().context("api_key")?.to_string())
+    }
+
+    /// Renames a site over HQ's API: a change in that venue's scope only.
+    pub async fn rename_site(&self, site: Uuid, name: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/v1/sites/{site}"),
+            Some(json!({ "name": name })),
+            200,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Configures a plug at `site` over HQ's API (a simulated one on loopback) and returns its

@@ -12,6 +12,7 @@
 
 mod central;
 mod edge;
+mod hints;
 mod load;
 mod procfs;
 
@@ -51,6 +52,9 @@ enum Scenario {
     Plugs,
     /// Registrations while central is down, then the time to drain that backlog.
     Drain,
+    /// Central alone: `--venues` simulated edges on the change-hint socket, pulling when
+    /// hinted, while one venue's data changes per second (not part of `all`).
+    Hints,
 }
 
 #[derive(Parser, Debug)]
@@ -82,6 +86,9 @@ struct Cli {
     /// Simulated plugs for the plugs scenario (one of them never answers).
     #[arg(long, default_value_t = 200)]
     plugs: usize,
+    /// Simulated edges on central's change-hint socket (hints scenario).
+    #[arg(long, default_value_t = 500)]
+    venues: usize,
     /// Also run `wrk` (if installed) against the lookup, for comparison.
     #[arg(long)]
     wrk: bool,
@@ -135,6 +142,11 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
         cli.connections, cli.seconds, cli.warmup, cli.client_threads
     );
     println!();
+
+    if cli.scenario == Scenario::Hints {
+        let central = Central::start(&work.path().join("central")).await?;
+        return hints::run(&central, &load, cli.venues, cli.seconds).await;
+    }
 
     // Central: one venue under test with a kiosk, and another venue whose customers fill the
     // chain-wide customer list the kiosk searches.
