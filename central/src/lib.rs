@@ -6,6 +6,7 @@ pub mod config;
 pub mod credentials;
 pub mod edge_health;
 pub mod health;
+pub mod hints;
 pub mod openapi;
 pub mod ops;
 pub mod routes;
@@ -14,6 +15,7 @@ pub mod store;
 
 use crate::config::Settings;
 use crate::credentials::StoreCredentials;
+use crate::hints::ChangeHints;
 use crate::state::{AppState, SyncMetrics};
 use crate::store::Store;
 use aero_shared::auth::extract::Security;
@@ -31,7 +33,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The audience central's staff tokens are issued for; an edge's tokens carry another.
@@ -77,9 +78,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
     let mut registry = Registry::with_prefix("aero_central");
     let http_metrics = Arc::new(HttpMetrics::register(&mut registry));
     let sync_metrics = Arc::new(SyncMetrics::register(&mut registry));
-    let initial_head = store.change_head().await?;
-    let (head_tx, change_head) = watch::channel(initial_head);
-    spawn_head_watch(Arc::clone(&store), head_tx);
+    let hints = ChangeHints::start(Arc::clone(&store)).await?;
     spawn_housekeeping(Arc::clone(&security), &store);
     let state = AppState {
         store: Arc::clone(&store),
@@ -89,7 +88,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
         registry: Arc::new(registry),
         http_metrics: Arc::clone(&http_metrics),
         sync_metrics,
-        change_head,
+        hints,
         shutdown: CancellationToken::new(),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
@@ -140,31 +139,6 @@ pub async fn launch(
     served?;
     tracing::info!("aero-central stopped");
     Ok(())
-}
-
-/// Polls the change log's head: cheap (the max of a primary key) and correct across several
-/// central instances sharing one database.
-fn spawn_head_watch(store: Arc<dyn Store>, head: watch::Sender<i64>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if head.is_closed() {
-                return;
-            }
-            match store.change_head().await {
-                Ok(n) => {
-                    head.send_if_modified(|current| {
-                        let changed = *current != n;
-                        *current = n;
-                        changed
-                    });
-                }
-                Err(err) => tracing::warn!(error = %err, "reading the change-log head failed"),
-            }
-        }
-    });
 }
 
 /// Once a minute, until the service is dropped: forgets idle rate-limit state and expired

@@ -1,6 +1,7 @@
 //! The state every central handler shares.
 
 use crate::config::Settings;
+use crate::hints::ChangeHints;
 use crate::store::{Actor, Store};
 use aero_shared::auth::extract::{Auth, Security};
 use aero_shared::clock::SharedClock;
@@ -10,7 +11,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -22,9 +22,9 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub http_metrics: Arc<HttpMetrics>,
     pub sync_metrics: Arc<SyncMetrics>,
-    /// The change log's head, watched from the database itself so every instance behind a
-    /// load balancer sees every change, whichever instance wrote it.
-    pub change_head: watch::Receiver<i64>,
+    /// Which venues the change log grew for, watched from the database itself so every
+    /// instance behind a load balancer hints its edges of every change, whichever wrote it.
+    pub hints: ChangeHints,
     /// Cancelled when the server begins to shut down, so long-lived websockets end too.
     pub shutdown: CancellationToken,
 }

@@ -93,6 +93,7 @@ contract!(
     an_op_renumbered_after_a_fork_is_acknowledged_and_never_applied_twice,
     the_store_id_is_stable_across_reopen,
     change_anchor_identifies_the_entry_at_a_seq,
+    change_scopes_name_each_change_with_its_venue,
     a_new_enrollment_revokes_the_previous_edge_credential,
     rejected_ops_are_listed_newest_first,
     a_new_customer_from_another_home_site_is_rejected,
@@ -986,6 +987,34 @@ async fn change_anchor_identifies_the_entry_at_a_seq(store: Arc<dyn Store>) {
     let head = store.change_head().await.unwrap();
     assert_eq!(store.change_anchor(site.id, head + 1).await.unwrap(), None);
     assert_eq!(store.change_anchor(site.id, 0).await.unwrap(), None);
+}
+
+async fn change_scopes_name_each_change_with_its_venue(store: Arc<dyn Store>) {
+    let head = store.change_head().await.unwrap();
+    let site = new_site(&store).await;
+    let sku = product(&unique("SKU"));
+    store.create_product(&actor(), &sku).await.unwrap();
+    let changes = pull_all(&store, site.id, head).await;
+    let seq_of = |id: Uuid| changes.iter().find(|c| c.entity_id == id).unwrap().seq;
+    let scopes = store.change_scopes(head, 10_000).await.unwrap();
+    assert!(scopes.contains(&store::ChangeScope {
+        seq: seq_of(site.id),
+        site_id: Some(site.id)
+    }));
+    assert!(scopes.contains(&store::ChangeScope {
+        seq: seq_of(sku.id),
+        site_id: None
+    }));
+    assert!(
+        scopes.windows(2).all(|w| w[0].seq < w[1].seq),
+        "in seq order"
+    );
+    assert!(
+        scopes.iter().all(|s| s.seq > head),
+        "only after the given seq"
+    );
+    let first = store.change_scopes(head, 1).await.unwrap();
+    assert_eq!(first, scopes[..1], "at most the limit, from the start");
 }
 
 async fn new_token(store: &Arc<dyn Store>, site_id: Uuid) -> EnrollmentToken {

@@ -2,6 +2,7 @@
 //! that hints "something changed" so a venue pulls within about a second.
 
 use super::clamp_limit;
+use crate::hints::HintReceiver;
 use crate::state::AppState;
 use crate::store::Redeemed;
 use aero_shared::ApiError;
@@ -173,28 +174,31 @@ async fn pull(
     }))
 }
 
-/// Websocket: sends `{"head": N}` whenever the change log grows, and a ping every 20 s so dead
-/// connections are noticed by both sides.
+/// Websocket: sends `{"head": N}` on connecting and whenever the change log grows in the edge's
+/// scope (its own rows or chain-wide ones), and a ping every 20 s so dead connections are
+/// noticed by both sides.
 async fn notify(
     State(state): State<AppState>,
     auth: Auth,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    edge_site(&auth)?;
-    let head = state.change_head.clone();
+    let site_id = edge_site(&auth)?;
+    // Subscribed before the first head is read, so no change falls between the two.
+    let hints = state.hints.subscribe(site_id);
+    let head = state.hints.head();
     let closing = state.shutdown.clone();
-    Ok(upgrade.on_upgrade(move |socket| stream_heads(socket, head, closing)))
+    Ok(upgrade.on_upgrade(move |socket| stream_hints(socket, head, hints, closing)))
 }
 
-async fn stream_heads(
+async fn stream_hints(
     mut socket: WebSocket,
-    mut head: tokio::sync::watch::Receiver<i64>,
+    head: i64,
+    mut hints: HintReceiver,
     closing: tokio_util::sync::CancellationToken,
 ) {
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     let send_head = |n: i64| Message::Text(format!("{{\"head\":{n}}}").into());
-    let first = *head.borrow_and_update();
-    if socket.send(send_head(first)).await.is_err() {
+    if socket.send(send_head(head)).await.is_err() {
         return;
     }
     loop {
@@ -203,11 +207,10 @@ async fn stream_heads(
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
-            changed = head.changed() => {
-                if changed.is_err() {
+            hinted = hints.next() => {
+                let Some(n) = hinted else {
                     return;
-                }
-                let n = *head.borrow_and_update();
+                };
                 if socket.send(send_head(n)).await.is_err() {
                     return;
                 }

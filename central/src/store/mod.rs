@@ -131,6 +131,13 @@ pub struct PushOutcome {
     pub forked_at: Option<i64>,
 }
 
+/// Where one change of the log is visible: to one venue, or (`site_id: None`) to every venue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeScope {
+    pub seq: i64,
+    pub site_id: Option<Uuid>,
+}
+
 /// An op central refused for good, as HQ sees it per venue.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RejectedOpRecord {
@@ -280,6 +287,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<Change>>;
     /// The highest seq in the change log (0 when empty).
     async fn change_head(&self) -> StoreResult<i64>;
+    /// The seq and scope of each change after `after`, in seq order, at most `limit`: which
+    /// venues a change hint concerns (see `crate::hints`).
+    async fn change_scopes(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeScope>>;
     /// The change at `seq` if it is in `site_id`'s scope, for an edge to check its cursor.
     async fn change_anchor(&self, site_id: Uuid, seq: i64) -> StoreResult<Option<ChangeAnchor>>;
     /// The highest contiguous seq central holds for the site (0 before its first push).

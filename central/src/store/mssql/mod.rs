@@ -36,7 +36,7 @@ mod users;
 mod venue;
 
 use super::{
-    Actor, AuditEntry, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
+    Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
     EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
     PushOutcome, Redeemed, RejectedOpRecord, Store, StoreResult,
 };
@@ -273,6 +273,10 @@ impl Store for MssqlStore {
 
     async fn change_head(&self) -> StoreResult<i64> {
         sync::change_head(self).await
+    }
+
+    async fn change_scopes(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeScope>> {
+        sync::change_scopes(self, after, limit).await
     }
 
     async fn change_anchor(&self, site_id: Uuid, seq: i64) -> StoreResult<Option<ChangeAnchor>> {

@@ -6,15 +6,16 @@
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes};
 use super::codec::{
-    change_from, customer_columns, customer_from, int, opt_text, opt_time, rejected_op_from, req,
-    time, ts, uuid, waiver_columns,
+    change_from, customer_columns, customer_from, get, int, opt_text, opt_time, rejected_op_from,
+    req, time, ts, uuid, waiver_columns,
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
 use crate::store::{
-    DeadLetterState, PushOutcome, RejectedOpRecord, StoreError, StoreResult, VenueWrite,
+    ChangeScope, DeadLetterState, PushOutcome, RejectedOpRecord, StoreError, StoreResult,
+    VenueWrite,
 };
 use aero_shared::wire::{Change, ChangeAnchor, Entity, PushOp, SiteSyncStatus};
 use chrono::{DateTime, Datelike as _, Utc};
@@ -477,6 +478,34 @@ pub(super) async fn pull(
                     changes.push(change_from(row)?);
                 }
                 Ok(changes)
+            })
+        })
+        .await
+}
+
+pub(super) async fn change_scopes(
+    store: &MssqlStore,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<ChangeScope>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "SELECT TOP (@P1) seq, site_id FROM change_log WHERE seq > @P2 ORDER BY seq",
+                );
+                q.bind(i64::from(limit));
+                q.bind(after);
+                conn.rows(q)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok(ChangeScope {
+                            seq: int(row, 0)?,
+                            site_id: get(row, 1)?,
+                        })
+                    })
+                    .collect()
             })
         })
         .await

@@ -9,10 +9,10 @@ mod venue;
 
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
-    Actor, AuditEntry, AuditEvent, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
-    EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
-    PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError, StoreResult,
-    VenueWrite,
+    Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerSearch, DailyReport,
+    DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance,
+    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError,
+    StoreResult, VenueWrite,
 };
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, current_request, decide,
@@ -1261,6 +1261,24 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?,
             )
+        })
+        .await
+    }
+
+    async fn change_scopes(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeScope>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, site_id FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let scopes = stmt
+                .query_map(params![after, limit], |r| {
+                    Ok(ChangeScope {
+                        seq: r.get(0)?,
+                        site_id: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(scopes)
         })
         .await
     }
