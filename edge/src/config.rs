@@ -1,6 +1,8 @@
 //! The edge's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
+use aero_shared::server::ServerSettings;
+use aero_shared::server::tls::TlsSettings;
 use aero_shared::settings::{Layered, LogFormat};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -20,9 +22,11 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub sync: SyncSettings,
     pub jwt_ttl_minutes: i64,
-    /// On SIGTERM, how long requests already running get to finish before they are abandoned.
-    /// With the final push it stays well inside the unit's `TimeoutStopSec=30`.
-    pub shutdown_grace_secs: u64,
+    /// Connection limit, header read timeout and the drain deadline on SIGTERM (with the final
+    /// push it stays well inside the unit's `TimeoutStopSec=30`).
+    pub server: ServerSettings,
+    /// HTTPS for the venue API: without it device keys cross the venue LAN in clear.
+    pub tls: TlsSettings,
     pub live: crate::live::LiveSettings,
     pub plugs: crate::plugs::reconcile::PlugSettings,
     /// `human` lines or one `json` object per line on stderr.
@@ -79,7 +83,8 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             sync: SyncSettings::default(),
             jwt_ttl_minutes: 60,
-            shutdown_grace_secs: 10,
+            server: ServerSettings::with_max_connections(1024),
+            tls: TlsSettings::default(),
             live: crate::live::LiveSettings::default(),
             plugs: crate::plugs::reconcile::PlugSettings::default(),
             log_format: LogFormat::default(),
@@ -90,6 +95,9 @@ impl Default for Settings {
 impl Layered for Settings {
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = self.limits.problems();
+        problems.extend(self.server.problems());
+        problems.extend(self.tls.problems());
+        problems.extend(self.live.problems());
         let sync = &self.sync;
         if sync.push_batch_ops == 0 {
             problems.push(("sync.push_batch_ops", "must be at least 1".into()));
