@@ -421,6 +421,87 @@ mod tests {
         assert_eq!(task.await.unwrap(), Ended::ServerClosing);
     }
 
+    /// A client whose messages the test sends through the returned channel.
+    fn talking_client() -> (
+        mpsc::UnboundedSender<Result<Message, Infallible>>,
+        impl Stream<Item = Result<Message, Infallible>> + Unpin,
+    ) {
+        let (said, client_rx) = mpsc::unbounded_channel::<Result<Message, Infallible>>();
+        let stream = futures_util::stream::unfold(client_rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        });
+        (said, Box::pin(stream))
+    }
+
+    async fn close_frame(received: &mut mpsc::UnboundedReceiver<Message>) -> CloseFrame {
+        loop {
+            match received.recv().await {
+                Some(Message::Close(Some(frame))) => return frame,
+                Some(_) => {}
+                None => panic!("no close frame"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_size_limit_closes_the_client_with_1009() {
+        let hub = LiveHub::new();
+        let (tx, reads, mut received) = gated_socket();
+        reads.add_permits(100);
+        let (said, client) = talking_client();
+        let task = tokio::spawn(run(
+            tx,
+            client,
+            Audience::Staff,
+            hub.subscribe(None),
+            LONG,
+            LONG,
+            Inbound {
+                max_message_bytes: 200,
+                ..OPEN
+            },
+            hub.closing(),
+        ));
+        said.send(Ok(Message::Text("x".repeat(200).into())))
+            .unwrap();
+        said.send(Ok(Message::Text("x".repeat(201).into())))
+            .unwrap();
+        assert_eq!(task.await.unwrap(), Ended::TooBig);
+        assert_eq!(close_frame(&mut received).await.code, close_code::SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_client_sending_faster_than_its_rate_is_closed_with_1008() {
+        let hub = LiveHub::new();
+        let (tx, reads, mut received) = gated_socket();
+        reads.add_permits(100);
+        let (said, client) = talking_client();
+        let task = tokio::spawn(run(
+            tx,
+            client,
+            Audience::Staff,
+            hub.subscribe(None),
+            LONG,
+            LONG,
+            Inbound {
+                per_sec: 1,
+                burst: 5,
+                ..OPEN
+            },
+            hub.closing(),
+        ));
+        for _ in 0..5 {
+            said.send(Ok(Message::Pong(Bytes::new()))).unwrap();
+        }
+        // The burst is spent, not exceeded: the client stays.
+        hub.publish(score(1), Utc::now());
+        assert_eq!(text(&received.recv().await.unwrap())["seq"], 1);
+        assert!(!task.is_finished());
+        said.send(Ok(Message::Pong(Bytes::new()))).unwrap();
+        assert_eq!(task.await.unwrap(), Ended::Flooding);
+        assert_eq!(close_frame(&mut received).await.code, close_code::POLICY);
+    }
+
     #[tokio::test]
     async fn resuming_sends_what_the_audience_may_see_or_a_reset() {
         let hub = LiveHub::new();
