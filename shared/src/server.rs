@@ -220,7 +220,7 @@ pub async fn serve_with(
     }
     let open = max - slots.available_permits();
     tracing::warn!(
-        open,
+        closing = open,
         drain_deadline_secs = options.drain_deadline.as_secs_f64(),
         "drain deadline over: closing connections still open"
     );
