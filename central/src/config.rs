@@ -167,6 +167,19 @@ mod tests {
     }
 
     #[test]
+    fn the_server_section_has_central_defaults_and_is_checked() {
+        assert_eq!(Settings::default().server.max_connections, 4096);
+        let message = load_from::<Settings>(None, env(&[("AERO_SERVER__MAX_CONNECTIONS", "0")]))
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            message,
+            "invalid setting `server.max_connections` in environment variable \
+             AERO_SERVER__MAX_CONNECTIONS: must be between 1 and 1000000"
+        );
+    }
+
+    #[test]
     fn the_printed_defaults_load_back_unchanged() {
         let text = aero_shared::settings::default_toml::<Settings>().expect("defaults as TOML");
         let dir = tempfile::tempdir().expect("tempdir");

@@ -294,6 +294,40 @@ mod tests {
     }
 
     #[test]
+    fn server_tls_and_live_limits_are_checked_naming_the_key() {
+        let (_dir, path) = config_file(
+            "[server]\nmax_connections = 0\nheader_read_timeout_secs = 0\n\
+             [tls]\ncert_path = \"/etc/aero/tls/edge.crt\"\n\
+             [live]\nmax_message_bytes = 10\ninbound_messages_per_sec = 0\n",
+        );
+        let message = refusal(Some(&path), &[]);
+        let file = path.display();
+        for expected in [
+            format!("invalid setting `server.max_connections` in {file}: must be between 1"),
+            format!("invalid setting `server.header_read_timeout_secs` in {file}: must be"),
+            format!("invalid setting `tls.cert_path` in {file}: needs tls.key_path too"),
+            format!("invalid setting `live.max_message_bytes` in {file}: must be between 125"),
+            format!("invalid setting `live.inbound_messages_per_sec` in {file}: must be"),
+        ] {
+            assert!(message.contains(&expected), "{expected}\nnot in\n{message}");
+        }
+        let settings = load_from::<Settings>(
+            None,
+            env(&[
+                ("AERO_SERVER__MAX_CONNECTIONS", "64"),
+                ("AERO_TLS__CERT_PATH", "/etc/aero/tls/edge.crt"),
+                ("AERO_TLS__KEY_PATH", "/etc/aero/tls/edge.key"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(settings.server.max_connections, 64);
+        assert_eq!(settings.server.drain_deadline_secs, 10);
+        assert!(settings.tls.enabled());
+        assert_eq!(Settings::default().server.max_connections, 1024);
+        assert!(!Settings::default().tls.enabled());
+    }
+
+    #[test]
     fn a_file_that_is_not_toml_is_refused_naming_the_file() {
         let (_dir, path) = config_file("listen = \n");
         let message = refusal(Some(&path), &[]);

@@ -29,14 +29,16 @@ impl TlsSettings {
 
     /// Consistency rules, as `(dotted key, problem)` for [`crate::settings::Layered::problems`].
     pub fn problems(&self) -> Vec<(&'static str, String)> {
+        // Named by the key that is set, so the message points at the file or variable that
+        // set it.
         match (&self.cert_path, &self.key_path) {
             (Some(_), None) => vec![(
-                "tls.key_path",
-                "must be set when tls.cert_path is set".into(),
+                "tls.cert_path",
+                "needs tls.key_path too (set both, or neither for plain HTTP)".into(),
             )],
             (None, Some(_)) => vec![(
-                "tls.cert_path",
-                "must be set when tls.key_path is set".into(),
+                "tls.key_path",
+                "needs tls.cert_path too (set both, or neither for plain HTTP)".into(),
             )],
             _ => Vec::new(),
         }
