@@ -101,8 +101,11 @@ impl ServerSettings {
 /// timeouts), and the TLS acceptor when the service speaks HTTPS.
 #[derive(Clone)]
 pub struct ServeOptions {
+    /// See [`ServerSettings::max_connections`].
     pub max_connections: usize,
+    /// See [`ServerSettings::header_read_timeout_secs`]; also bounds the TLS handshake.
     pub header_read_timeout: Duration,
+    /// See [`ServerSettings::drain_deadline_secs`].
     pub drain_deadline: Duration,
     /// `Some`: every connection must complete a TLS handshake first; plain HTTP is dropped.
     pub tls: Option<TlsAcceptor>,
@@ -245,10 +248,14 @@ async fn accept(
 
 /// What every connection task reads.
 struct Shared {
+    /// HTTP/1.1 with the header read timeout; built once, used by reference per connection.
     http: http1::Builder,
     router: Router,
+    /// Set when every connection must speak TLS first.
     tls: Option<TlsAcceptor>,
+    /// A handshake that trickles is the same attack as headers that do.
     handshake_timeout: Duration,
+    /// Tells each connection to drain, then to close.
     phase: watch::Receiver<Phase>,
 }
 
