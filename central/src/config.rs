@@ -1,6 +1,7 @@
 //! Central's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
+use aero_shared::server::ServerSettings;
 use aero_shared::settings::{Layered, LogFormat};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
@@ -32,9 +33,9 @@ pub struct Settings {
     /// Lifetime of one-time edge enrollment tokens.
     pub enrollment_token_ttl_minutes: i64,
     pub limits: LimitSettings,
-    /// On SIGTERM, how long requests already running (sync batches included) get to finish
-    /// before they are abandoned; well inside the unit's `TimeoutStopSec=30`.
-    pub shutdown_grace_secs: u64,
+    /// Connection limit, header read timeout and the drain deadline on SIGTERM (sync batches
+    /// included; well inside the unit's `TimeoutStopSec=30`).
+    pub server: ServerSettings,
     /// `human` lines or one `json` object per line on stderr.
     pub log_format: LogFormat,
 }
@@ -56,7 +57,7 @@ impl Default for Settings {
             jwt_ttl_minutes: 15,
             enrollment_token_ttl_minutes: 60 * 24,
             limits: LimitSettings::default(),
-            shutdown_grace_secs: 10,
+            server: ServerSettings::with_max_connections(4096),
             log_format: LogFormat::default(),
         }
     }
@@ -67,6 +68,7 @@ impl Layered for Settings {
 
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = self.limits.problems();
+        problems.extend(self.server.problems());
         if self
             .jwt_secret
             .as_ref()
@@ -161,6 +163,19 @@ mod tests {
             message,
             "invalid setting `jwt_secret` in environment variable AERO_JWT_SECRET: \
              must be at least 32 characters (or unset, to generate one)"
+        );
+    }
+
+    #[test]
+    fn the_server_section_has_central_defaults_and_is_checked() {
+        assert_eq!(Settings::default().server.max_connections, 4096);
+        let message = load_from::<Settings>(None, env(&[("AERO_SERVER__MAX_CONNECTIONS", "0")]))
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            message,
+            "invalid setting `server.max_connections` in environment variable \
+             AERO_SERVER__MAX_CONNECTIONS: must be between 1 and 1000000"
         );
     }
 

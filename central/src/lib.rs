@@ -113,13 +113,13 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
 /// systemd hears `READY=1` once the store is open and migrated and the listener bound,
 /// watchdog pings while a store round trip passes ([`health::StoreHealth`]), and `STOPPING=1`
 /// when shutdown begins. Shutdown then stops accepting, closes the edges' hint sockets and
-/// gives running requests `shutdown_grace_secs` before abandoning them.
+/// gives running requests `server.drain_deadline_secs`; connections still open then are closed.
 pub async fn launch(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let options = settings.server.options();
     let (router, state) = build(settings, Arc::new(SystemClock)).await?;
     tracing::info!(addr = %listener.local_addr()?, "aero-central listening");
     aero_shared::systemd::notify_ready();
@@ -132,7 +132,7 @@ pub async fn launch(
         aero_shared::systemd::notify_stopping();
         closing.cancel();
     };
-    let served = aero_shared::server::serve_with_grace(listener, router, shutdown, grace).await;
+    let served = aero_shared::server::serve_with(listener, router, shutdown, options).await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }

@@ -1,6 +1,8 @@
 //! The edge's settings: compiled defaults, then a TOML file, then `AERO_*` environment variables.
 
 use aero_shared::pipeline::LimitSettings;
+use aero_shared::server::ServerSettings;
+use aero_shared::server::tls::TlsSettings;
 use aero_shared::settings::{Layered, LogFormat};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -20,9 +22,11 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub sync: SyncSettings,
     pub jwt_ttl_minutes: i64,
-    /// On SIGTERM, how long requests already running get to finish before they are abandoned.
-    /// With the final push it stays well inside the unit's `TimeoutStopSec=30`.
-    pub shutdown_grace_secs: u64,
+    /// Connection limit, header read timeout and the drain deadline on SIGTERM (with the final
+    /// push it stays well inside the unit's `TimeoutStopSec=30`).
+    pub server: ServerSettings,
+    /// HTTPS for the venue API: without it device keys cross the venue LAN in clear.
+    pub tls: TlsSettings,
     pub live: crate::live::LiveSettings,
     pub plugs: crate::plugs::reconcile::PlugSettings,
     /// `human` lines or one `json` object per line on stderr.
@@ -79,7 +83,8 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             sync: SyncSettings::default(),
             jwt_ttl_minutes: 60,
-            shutdown_grace_secs: 10,
+            server: ServerSettings::with_max_connections(1024),
+            tls: TlsSettings::default(),
             live: crate::live::LiveSettings::default(),
             plugs: crate::plugs::reconcile::PlugSettings::default(),
             log_format: LogFormat::default(),
@@ -90,6 +95,9 @@ impl Default for Settings {
 impl Layered for Settings {
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = self.limits.problems();
+        problems.extend(self.server.problems());
+        problems.extend(self.tls.problems());
+        problems.extend(self.live.problems());
         let sync = &self.sync;
         if sync.push_batch_ops == 0 {
             problems.push(("sync.push_batch_ops", "must be at least 1".into()));
@@ -283,6 +291,40 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn server_tls_and_live_limits_are_checked_naming_the_key() {
+        let (_dir, path) = config_file(
+            "[server]\nmax_connections = 0\nheader_read_timeout_secs = 0\n\
+             [tls]\ncert_path = \"/etc/aero/tls/edge.crt\"\n\
+             [live]\nmax_message_bytes = 10\ninbound_messages_per_sec = 0\n",
+        );
+        let message = refusal(Some(&path), &[]);
+        let file = path.display();
+        for expected in [
+            format!("invalid setting `server.max_connections` in {file}: must be between 1"),
+            format!("invalid setting `server.header_read_timeout_secs` in {file}: must be"),
+            format!("invalid setting `tls.cert_path` in {file}: needs tls.key_path too"),
+            format!("invalid setting `live.max_message_bytes` in {file}: must be between 125"),
+            format!("invalid setting `live.inbound_messages_per_sec` in {file}: must be"),
+        ] {
+            assert!(message.contains(&expected), "{expected}\nnot in\n{message}");
+        }
+        let settings = load_from::<Settings>(
+            None,
+            env(&[
+                ("AERO_SERVER__MAX_CONNECTIONS", "64"),
+                ("AERO_TLS__CERT_PATH", "/etc/aero/tls/edge.crt"),
+                ("AERO_TLS__KEY_PATH", "/etc/aero/tls/edge.key"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(settings.server.max_connections, 64);
+        assert_eq!(settings.server.drain_deadline_secs, 10);
+        assert!(settings.tls.enabled());
+        assert_eq!(Settings::default().server.max_connections, 1024);
+        assert!(!Settings::default().tls.enabled());
     }
 
     #[test]

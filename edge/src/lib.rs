@@ -141,7 +141,7 @@ pub fn build_with_clock(
 ///
 /// systemd hears `READY=1` once the replica is open and the listener bound, watchdog pings
 /// while [`health::EdgeHealth`] passes, and `STOPPING=1` when shutdown begins. Shutdown then
-/// stops accepting, gives running requests `shutdown_grace_secs`, closes live sockets, stops
+/// stops accepting, gives running requests `server.drain_deadline_secs`, closes live sockets, stops
 /// the background loops and runs [`shutdown::finish`] (writer flushed, a last short push,
 /// writer closed).
 pub async fn launch(
@@ -152,6 +152,7 @@ pub async fn launch(
     // Held until this function returns: a restore refuses to run while the edge serves.
     let _data_lock =
         aero_shared::data_lock::DataDirLock::acquire(&settings.data_dir(), "aero-edge serve")?;
+    let tls = settings.tls.acceptor()?;
     let credential = load_credential(&settings)?;
     let site_id = credential.site_id;
     let edge = build(&settings, credential)?;
@@ -188,7 +189,11 @@ pub async fn launch(
     }));
     let mut server_stop = stop_rx;
     let hub = Arc::clone(&edge.state.live);
-    let served = aero_shared::server::serve_with_grace(
+    let options = aero_shared::server::ServeOptions {
+        tls,
+        ..settings.server.options()
+    };
+    let served = aero_shared::server::serve_with(
         listener,
         edge.router,
         async move {
@@ -200,7 +205,7 @@ pub async fn launch(
             // Live connections are upgraded out of the HTTP server's reach: they are told here.
             hub.close();
         },
-        Duration::from_secs(settings.shutdown_grace_secs),
+        options,
     )
     .await;
     if let Some(watchdog) = watchdog {

@@ -153,13 +153,20 @@ async fn main() -> anyhow::Result<()> {
             if let Some(listen) = args.listen {
                 settings.listen = listen;
             }
-            // Fail before binding: an unenrolled edge has nothing to serve.
+            // Fail before binding: an unenrolled edge has nothing to serve, and a TLS file
+            // that cannot be used would fail every connection.
             aero_edge::load_credential(&settings)?;
+            settings.tls.acceptor()?;
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .with_context(|| format!("binding {}", settings.listen))?;
             eprintln!(
-                "aero-edge serving http://{} (data in {})",
+                "aero-edge serving {}://{} (data in {})",
+                if settings.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                },
                 listener.local_addr()?,
                 settings.data_dir().display()
             );

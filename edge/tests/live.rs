@@ -1,6 +1,7 @@
 //! The venue's live feed, scores and leaderboards against an edge served in-process on loopback
 //! (no central: the replica rows a test needs are written directly): who sees which events,
-//! resuming, slow clients, credentials for browsers, and ranking across periods.
+//! resuming, slow clients, clients that send too much, credentials for browsers, and ranking
+//! across periods.
 
 use aero_edge::config::Settings;
 use aero_edge::credential::Credential;
@@ -15,7 +16,7 @@ use aero_shared::wire::{
     CheckinRecord, CustomerRecord, DeviceRecord, GameRecord, ScoreOrder, ScoreRecord, SiteRecord,
 };
 use chrono::{DateTime, Duration as Span, NaiveDate, Utc};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -549,6 +550,71 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() 
     }
     eprintln!("the stalled client had {delivered} of {TOTAL} events when it was dropped");
     assert!(delivered < TOTAL);
+}
+
+/// The close frame the server ends `ws` with (pongs and pings before it are skipped).
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a message within the patience")
+            .expect("the feed sends a close frame before ending")
+            .expect("a valid frame");
+        match message {
+            Message::Close(Some(frame)) => return frame.code.into(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_closes_the_client_with_1009() {
+    let venue = Venue::start_with(|s| s.live.max_message_bytes = 1024).await;
+    let scoreboard = venue.device(DeviceKind::Scoreboard).await;
+    let mut ws = venue.watch(Caller::Key(&scoreboard), "").await;
+    // Within the limit: nothing happens, events still flow.
+    ws.send(Message::Text("x".repeat(1024).into()))
+        .await
+        .unwrap();
+    venue
+        .state
+        .live
+        .publish(checkin_event(Uuid::now_v7()), Utc::now());
+    assert_eq!(next_event(&mut ws).await["type"], "checkin");
+
+    ws.send(Message::Text("x".repeat(1025).into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut ws).await, 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_the_feed_is_closed_with_1008() {
+    let venue = Venue::start_with(|s| {
+        s.live.inbound_messages_per_sec = 1;
+        s.live.inbound_burst = 5;
+    })
+    .await;
+    let scoreboard = venue.device(DeviceKind::Scoreboard).await;
+    let mut quiet = venue.watch(Caller::Key(&scoreboard), "").await;
+    let mut flooding = venue.watch(Caller::Key(&scoreboard), "").await;
+    for _ in 0..50 {
+        if flooding
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut flooding).await, 1008);
+    // The flood closed only the client that sent it.
+    venue
+        .state
+        .live
+        .publish(checkin_event(Uuid::now_v7()), Utc::now());
+    assert_eq!(next_event(&mut quiet).await["type"], "checkin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

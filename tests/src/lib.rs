@@ -300,7 +300,7 @@ impl TestEdge {
         Self {
             addr,
             data_dir,
-            client: Client::builder().no_proxy().build().expect("client"),
+            client: edge_client(&settings),
             credential,
             shutdown: Some(tx),
             task: Some(task),
@@ -319,7 +319,7 @@ impl TestEdge {
         self.shutdown = Some(tx);
         self.task = Some(task);
         // Pooled connections went to the old server.
-        self.client = Client::builder().no_proxy().build().expect("client");
+        self.client = edge_client(&self.launched);
     }
 
     /// The edge's Prometheus metrics text.
@@ -345,8 +345,14 @@ impl TestEdge {
         self.data_dir.path().join(aero_edge::replica::DB_FILE)
     }
 
+    /// `https://…` when the edge was started with `[tls]`, else `http://…`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.launched.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     /// A request authenticated with a device's API key.
@@ -365,6 +371,18 @@ impl TestEdge {
             let _ = task.await;
         }
     }
+}
+
+/// A client for an edge started with `settings`: with `[tls]`, it trusts exactly the edge's
+/// certificate (tests make their own, self-signed).
+fn edge_client(settings: &aero_edge::config::Settings) -> Client {
+    let mut client = Client::builder().no_proxy();
+    if let Some(cert) = &settings.tls.cert_path {
+        let pem = std::fs::read(cert).expect("read the edge's certificate");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("a PEM certificate");
+        client = client.tls_certs_only([cert]);
+    }
+    client.build().expect("client")
 }
 
 impl Drop for TestEdge {

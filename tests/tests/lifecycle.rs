@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Comfortably above the edge's default grace (10 s) plus final push (5 s), and below the
+/// Comfortably above the edge's default drain deadline (10 s) plus final push (5 s), and below the
 /// units' `TimeoutStopSec=30`.
 const STOP_LIMIT: Duration = Duration::from_secs(25);
 
@@ -204,8 +204,8 @@ async fn half_sent_login(addr: std::net::SocketAddr) -> (TcpStream, Vec<u8>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn central_finishes_running_requests_on_sigterm_abandons_them_after_the_grace_and_exits_zero()
-{
+async fn central_finishes_running_requests_on_sigterm_closes_the_rest_at_the_drain_deadline_and_exits_zero()
+ {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("central");
     let log = dir.path().join("central.log");
@@ -227,7 +227,7 @@ async fn central_finishes_running_requests_on_sigterm_abandons_them_after_the_gr
         &log,
         &[
             ("NOTIFY_SOCKET", notify.path()),
-            ("AERO_SHUTDOWN_GRACE_SECS", "3"),
+            ("AERO_SERVER__DRAIN_DEADLINE_SECS", "3"),
         ],
     )
     .await;
@@ -267,7 +267,8 @@ async fn central_finishes_running_requests_on_sigterm_abandons_them_after_the_gr
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("access_token"), "{answer}");
 
-    // The other never completes: it is abandoned at the 3 s grace, and central exits 0.
+    // The other never completes: its connection is closed at the 3 s drain deadline, and
+    // central exits 0.
     let status = central.wait_exit(STOP_LIMIT).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
     let took = started.elapsed();
@@ -277,7 +278,7 @@ async fn central_finishes_running_requests_on_sigterm_abandons_them_after_the_gr
     );
     let logged = central.log_text();
     assert!(
-        logged.contains("abandoning requests still running") && logged.contains("abandoned=1"),
+        logged.contains("drain deadline over") && logged.contains("closing=1"),
         "{logged}"
     );
 }

@@ -39,6 +39,13 @@ pub struct LiveSettings {
     pub send_timeout_ms: u64,
     /// Most clients connected at once; more are refused with 503.
     pub max_clients: usize,
+    /// Largest message (and frame) a client may send; a bigger one closes it with 1009.
+    /// Clients only answer pings and close, so this stays small.
+    pub max_message_bytes: usize,
+    /// Messages (pongs and pings included) a client may send per second, sustained; past that
+    /// and its burst it is closed with 1008, so a flood cannot keep its task busy.
+    pub inbound_messages_per_sec: u32,
+    pub inbound_burst: u32,
 }
 
 impl Default for LiveSettings {
@@ -47,6 +54,9 @@ impl Default for LiveSettings {
             ping_interval_ms: 20_000,
             send_timeout_ms: 5_000,
             max_clients: 256,
+            max_message_bytes: 4 * 1024,
+            inbound_messages_per_sec: 5,
+            inbound_burst: 20,
         }
     }
 }
@@ -58,6 +68,34 @@ impl LiveSettings {
 
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms.max(1))
+    }
+
+    /// What one client may send.
+    pub fn inbound(&self) -> socket::Inbound {
+        socket::Inbound {
+            max_message_bytes: self.max_message_bytes,
+            per_sec: self.inbound_messages_per_sec,
+            burst: self.inbound_burst,
+        }
+    }
+
+    /// Range rules, as `(dotted key, problem)` for the settings loader.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        // A pong echoes a ping's payload, up to 125 bytes: a smaller limit would refuse it.
+        if !(125..=1024 * 1024).contains(&self.max_message_bytes) {
+            problems.push((
+                "live.max_message_bytes",
+                "must be between 125 and 1048576".into(),
+            ));
+        }
+        if self.inbound_messages_per_sec == 0 {
+            problems.push(("live.inbound_messages_per_sec", "must be at least 1".into()));
+        }
+        if self.inbound_burst == 0 {
+            problems.push(("live.inbound_burst", "must be at least 1".into()));
+        }
+        problems
     }
 }
 

@@ -6,7 +6,8 @@
 //! delays itself. A client whose receiver lags (it fell [`super::RETAINED`] events behind) is
 //! closed and reconnects with `since`. Each message must reach the socket within the send
 //! timeout: a peer that stopped reading fills its socket buffers, and is dropped then instead of
-//! pinning its task forever.
+//! pinning its task forever. What a client sends is bounded too: a message over the size limit
+//! closes it with 1009, more messages than its rate allows with 1008.
 
 use super::Subscription;
 use super::visibility::Audience;
@@ -37,9 +38,85 @@ pub enum Ended {
     Unresponsive,
     /// The server is stopping.
     ServerClosing,
+    /// The client sent a message over the size limit.
+    TooBig,
+    /// The client sent messages faster than its rate allows.
+    Flooding,
+}
+
+/// What one client may send: [`super::LiveSettings`] in the form a connection uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    pub max_message_bytes: usize,
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// A read error from a client's socket that may say the client's message was too big (the
+/// protocol layer refuses it before reading it whole).
+pub trait ReadError {
+    fn too_big(&self) -> bool;
+}
+
+impl ReadError for axum::Error {
+    fn too_big(&self) -> bool {
+        use tokio_tungstenite::tungstenite::Error;
+        std::error::Error::source(self)
+            .and_then(|inner| inner.downcast_ref::<Error>())
+            .is_some_and(|err| matches!(err, Error::Capacity(_)))
+    }
+}
+
+impl ReadError for std::convert::Infallible {
+    fn too_big(&self) -> bool {
+        match *self {}
+    }
+}
+
+/// A token bucket over the client's messages: `burst` at once, refilled at `per_sec`.
+struct Allowance {
+    tokens: f64,
+    at: Instant,
+    per_sec: f64,
+    burst: f64,
+}
+
+impl Allowance {
+    fn new(inbound: &Inbound) -> Self {
+        let burst = f64::from(inbound.burst.max(1));
+        Self {
+            tokens: burst,
+            at: Instant::now(),
+            per_sec: f64::from(inbound.per_sec.max(1)),
+            burst,
+        }
+    }
+
+    /// Spends one message; false when none is left.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// The size a client message counts for against the limit.
+fn size(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(_) => 0,
+    }
 }
 
 /// Serves one client until it leaves or has to go. `tx`/`rx` are the two halves of its socket.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<Tx, Rx, E>(
     mut tx: Tx,
     mut rx: Rx,
@@ -47,12 +124,15 @@ pub async fn run<Tx, Rx, E>(
     subscription: Subscription,
     ping_interval: Duration,
     send_timeout: Duration,
+    inbound: Inbound,
     mut closing: watch::Receiver<bool>,
 ) -> Ended
 where
     Tx: Sink<Message> + Unpin,
     Rx: Stream<Item = Result<Message, E>> + Unpin,
+    E: ReadError,
 {
+    let mut allowance = Allowance::new(&inbound);
     let Subscription { backlog, mut live } = subscription;
     // The last event this client has been given or had filtered out: where it resumes.
     let mut cursor = None;
@@ -85,6 +165,18 @@ where
                 return Ended::ServerClosing;
             }
             incoming = rx.next() => match incoming {
+                Some(Ok(message)) if size(&message) > inbound.max_message_bytes => {
+                    close(&mut tx, close_code::SIZE, "message too big", send_timeout).await;
+                    return Ended::TooBig;
+                }
+                Some(Err(err)) if err.too_big() => {
+                    close(&mut tx, close_code::SIZE, "message too big", send_timeout).await;
+                    return Ended::TooBig;
+                }
+                Some(Ok(message)) if !matches!(message, Message::Close(_)) && !allowance.take() => {
+                    close(&mut tx, close_code::POLICY, "too many messages", send_timeout).await;
+                    return Ended::Flooding;
+                }
                 Some(Ok(Message::Pong(_))) => unanswered = 0,
                 // Clients have nothing to say; their pings are answered by the protocol layer.
                 Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_))) => {}
@@ -201,6 +293,12 @@ mod tests {
     }
 
     const LONG: Duration = Duration::from_secs(3600);
+    /// Inbound limits no test client reaches unless it means to.
+    const OPEN: Inbound = Inbound {
+        max_message_bytes: 4096,
+        per_sec: 1000,
+        burst: 1000,
+    };
 
     fn text(message: &Message) -> serde_json::Value {
         match message {
@@ -221,6 +319,7 @@ mod tests {
             subscription,
             LONG,
             LONG,
+            OPEN,
             hub.closing(),
         ));
         // The client takes the first event, then stops reading while the feed runs on.
@@ -256,6 +355,7 @@ mod tests {
             hub.subscribe(None),
             LONG,
             Duration::from_millis(50),
+            OPEN,
             hub.closing(),
         ));
         hub.publish(score(1), Utc::now());
@@ -280,6 +380,7 @@ mod tests {
             hub.subscribe(None),
             interval,
             LONG,
+            OPEN,
             hub.closing(),
         )
         .await;
@@ -308,6 +409,7 @@ mod tests {
             hub.subscribe(None),
             Duration::from_millis(100),
             LONG,
+            OPEN,
             hub.closing(),
         ));
         for _ in 0..4 {
@@ -317,6 +419,87 @@ mod tests {
         assert!(!task.is_finished());
         hub.close();
         assert_eq!(task.await.unwrap(), Ended::ServerClosing);
+    }
+
+    /// A client whose messages the test sends through the returned channel.
+    fn talking_client() -> (
+        mpsc::UnboundedSender<Result<Message, Infallible>>,
+        impl Stream<Item = Result<Message, Infallible>> + Unpin,
+    ) {
+        let (said, client_rx) = mpsc::unbounded_channel::<Result<Message, Infallible>>();
+        let stream = futures_util::stream::unfold(client_rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        });
+        (said, Box::pin(stream))
+    }
+
+    async fn close_frame(received: &mut mpsc::UnboundedReceiver<Message>) -> CloseFrame {
+        loop {
+            match received.recv().await {
+                Some(Message::Close(Some(frame))) => return frame,
+                Some(_) => {}
+                None => panic!("no close frame"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_size_limit_closes_the_client_with_1009() {
+        let hub = LiveHub::new();
+        let (tx, reads, mut received) = gated_socket();
+        reads.add_permits(100);
+        let (said, client) = talking_client();
+        let task = tokio::spawn(run(
+            tx,
+            client,
+            Audience::Staff,
+            hub.subscribe(None),
+            LONG,
+            LONG,
+            Inbound {
+                max_message_bytes: 200,
+                ..OPEN
+            },
+            hub.closing(),
+        ));
+        said.send(Ok(Message::Text("x".repeat(200).into())))
+            .unwrap();
+        said.send(Ok(Message::Text("x".repeat(201).into())))
+            .unwrap();
+        assert_eq!(task.await.unwrap(), Ended::TooBig);
+        assert_eq!(close_frame(&mut received).await.code, close_code::SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_client_sending_faster_than_its_rate_is_closed_with_1008() {
+        let hub = LiveHub::new();
+        let (tx, reads, mut received) = gated_socket();
+        reads.add_permits(100);
+        let (said, client) = talking_client();
+        let task = tokio::spawn(run(
+            tx,
+            client,
+            Audience::Staff,
+            hub.subscribe(None),
+            LONG,
+            LONG,
+            Inbound {
+                per_sec: 1,
+                burst: 5,
+                ..OPEN
+            },
+            hub.closing(),
+        ));
+        for _ in 0..5 {
+            said.send(Ok(Message::Pong(Bytes::new()))).unwrap();
+        }
+        // The burst is spent, not exceeded: the client stays.
+        hub.publish(score(1), Utc::now());
+        assert_eq!(text(&received.recv().await.unwrap())["seq"], 1);
+        assert!(!task.is_finished());
+        said.send(Ok(Message::Pong(Bytes::new()))).unwrap();
+        assert_eq!(task.await.unwrap(), Ended::Flooding);
+        assert_eq!(close_frame(&mut received).await.code, close_code::POLICY);
     }
 
     #[tokio::test]
@@ -333,6 +516,7 @@ mod tests {
             hub.subscribe(Some(0)),
             LONG,
             LONG,
+            OPEN,
             hub.closing(),
         ));
         let first = text(&received.recv().await.unwrap());
@@ -353,6 +537,7 @@ mod tests {
             hub.subscribe(Some(99)),
             LONG,
             LONG,
+            OPEN,
             hub.closing(),
         ));
         assert_eq!(text(&received.recv().await.unwrap())["type"], "reset");

@@ -1,5 +1,5 @@
 //! `aero-edge check`: whether this box can run the venue: configuration valid, data directory
-//! writable, enrolled, central reachable, and the clock close to central's (staff tokens,
+//! writable, TLS files usable, enrolled, central reachable, and the clock close to central's (staff tokens,
 //! waivers and sessions are time-bound). One line per check; exit 1 when any fails.
 
 use crate::config::Settings;
@@ -73,6 +73,10 @@ pub async fn run_checks(
         check: "data directory",
         outcome: writable(&dir),
     });
+    lines.push(Line {
+        check: "tls",
+        outcome: tls(&settings),
+    });
     let credential = match Credential::load(&dir) {
         Ok(Some(credential)) => {
             lines.push(ok(
@@ -117,6 +121,17 @@ pub async fn run(config: Option<&Path>, data_dir: Option<PathBuf>, clock: &dyn C
         println!("{line}");
     }
     i32::from(lines.iter().any(|l| matches!(l.outcome, Outcome::Fail(_))))
+}
+
+/// Whether the configured certificate and key load: the same check `serve` makes at startup.
+fn tls(settings: &Settings) -> Outcome {
+    match (settings.tls.acceptor(), &settings.tls.cert_path) {
+        (Ok(Some(_)), Some(cert)) => Outcome::Ok(format!("HTTPS with {}", cert.display())),
+        (Ok(_), _) => Outcome::Warn(
+            "off: device keys and staff passwords cross the venue LAN in clear (see [tls])".into(),
+        ),
+        (Err(err), _) => Outcome::Fail(err.to_string()),
+    }
 }
 
 fn ok(check: &'static str, detail: String) -> Line {

@@ -20,8 +20,6 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Clients only answer pings and close; anything bigger than this from them is refused.
-const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Bytes queued towards one client beyond what its socket took (one message at a time is sent).
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -55,9 +53,12 @@ async fn live(
     // connection can be missed.
     let subscription = state.live.subscribe(query.since);
     let hub = Arc::clone(&state.live);
+    // The protocol layer refuses a bigger frame before reading it whole; the connection then
+    // closes it with 1009.
+    let max_message = hub.settings().max_message_bytes;
     Ok(upgrade
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |ws| async move {
             let (tx, rx) = ws.split();
@@ -69,12 +70,19 @@ async fn live(
                 subscription,
                 settings.ping_interval(),
                 settings.send_timeout(),
+                settings.inbound(),
                 hub.closing(),
             )
             .await;
-            if matches!(ended, Ended::TooSlow | Ended::Stalled) {
-                hub.metrics().slow_clients_dropped.inc();
-                tracing::info!(?ended, ?audience, "dropped a live client that fell behind");
+            match ended {
+                Ended::TooSlow | Ended::Stalled => {
+                    hub.metrics().slow_clients_dropped.inc();
+                    tracing::info!(?ended, ?audience, "dropped a live client that fell behind");
+                }
+                Ended::TooBig | Ended::Flooding => {
+                    tracing::info!(?ended, ?audience, "closed a live client that sent too much");
+                }
+                Ended::ClientLeft | Ended::Unresponsive | Ended::ServerClosing => {}
             }
             drop(slot);
         }))
