@@ -1,6 +1,6 @@
 //! The outer request pipeline both services share: request id + tracing span, body limit,
-//! timeout, CORS, HTTP metrics, the client address behind trusted proxies, and problem+json for
-//! every error the framework produces itself.
+//! timeout, CORS, HTTP metrics, the client address behind trusted proxies, security headers on
+//! every response, and problem+json for every error the framework produces itself.
 
 mod framework_problems;
 mod record_metrics;
@@ -128,6 +128,7 @@ pub fn apply(
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let trusted = TrustedProxies::new(trusted_proxies);
     let stack = ServiceBuilder::new()
+        .map_response(add_security_headers)
         .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeUuidV7))
         .layer(
@@ -158,6 +159,31 @@ pub fn apply(
             Duration::from_secs(settings.request_timeout_secs.max(1)),
         ));
     router.layer(stack)
+}
+
+/// Headers every answer carries, errors and framework rejections included (this is the outermost
+/// layer). The API answers JSON that holds tokens, keys and customer data: nothing may cache it
+/// or sniff it into something a browser runs, and no page may frame it. A route that knows better
+/// (a cacheable page with its own policy) sets its own `Cache-Control` or
+/// `Content-Security-Policy`, which are then left alone.
+fn add_security_headers<B>(mut response: axum::http::Response<B>) -> axum::http::Response<B> {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    response
 }
 
 /// A caller's request id (an edge's sync request carries its own) is kept so both sides log
@@ -204,6 +230,30 @@ fn cors(origins: &[String]) -> CorsLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_headers_are_added_and_a_routes_own_cache_policy_is_kept() {
+        let plain = add_security_headers(axum::http::Response::new(()));
+        assert_eq!(plain.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(plain.headers()[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(plain.headers()[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            plain.headers()[header::CONTENT_SECURITY_POLICY],
+            "frame-ancestors 'none'"
+        );
+        let mut page = axum::http::Response::new(());
+        page.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=300"),
+        );
+        let page = add_security_headers(page);
+        assert_eq!(page.headers()[header::CACHE_CONTROL], "max-age=300");
+        assert_eq!(
+            page.headers().get_all(header::CACHE_CONTROL).iter().count(),
+            1
+        );
+    }
 
     #[test]
     fn only_a_short_run_of_visible_ascii_is_a_usable_request_id() {
