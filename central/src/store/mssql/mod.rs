@@ -38,7 +38,7 @@ mod venue;
 use super::{
     Actor, AuditEntry, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
     EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
-    PushOutcome, Redeemed, RejectedOpRecord, Store, StoreResult,
+    PushOutcome, Redeemed, RejectedOpRecord, Store, StoreResult, UserChanges,
 };
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
@@ -186,6 +186,21 @@ impl Store for MssqlStore {
 
     async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
         users::disable(self, actor, id, at).await
+    }
+
+    async fn update_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: i64,
+        changes: &UserChanges,
+        at: DateTime<Utc>,
+    ) -> StoreResult<UserRecord> {
+        users::update(self, actor, id, expected_version, changes, at).await
+    }
+
+    async fn user_token_version(&self, id: Uuid) -> StoreResult<Option<i64>> {
+        users::token_version(self, id).await
     }
 
     // -- Catalog ----------------------------------------------------------------------------
