@@ -3,9 +3,10 @@
 
 use aero_central::store::{
     self, Actor, CustomerSearch, DeadLetterState, EnrollmentToken, LeaderboardQuery,
-    NegativeBalance, ProductSales, Redeemed, Store, StoreError, UserChanges,
+    NegativeBalance, ProductSales, Redeemed, SiteChanges, Store, StoreError, UserChanges,
 };
 use aero_shared::auth::principal::{DeviceKind, Role};
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving};
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
@@ -114,6 +115,8 @@ contract!(
     a_user_change_bumps_its_token_version_and_reaches_old_and_new_sites,
     a_user_change_based_on_a_stale_version_writes_nothing,
     token_versions_are_none_for_disabled_and_unknown_users,
+    concurrent_site_updates_of_different_fields_both_land,
+    a_site_update_with_a_stale_entity_tag_writes_nothing,
 );
 
 fn now() -> DateTime<Utc> {
@@ -661,6 +664,15 @@ async fn concurrent_writers_never_make_a_reader_skip_a_change(store: Arc<dyn Sto
     );
 }
 
+/// Every editable field of `site`, as a change.
+fn all_of(site: &SiteRecord) -> SiteChanges {
+    SiteChanges {
+        name: Some(site.name.clone()),
+        timezone: Some(site.timezone.clone()),
+        allowed_networks: Some(site.allowed_networks.clone()),
+    }
+}
+
 async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>) {
     let site = new_site(&store).await;
     let other = new_site(&store).await;
@@ -677,7 +689,10 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
         created_at: now() + Duration::days(1),
         ..site.clone()
     };
-    store.update_site(&actor(), &edited, at).await.unwrap();
+    store
+        .update_site(&actor(), site.id, &all_of(&edited), &IfMatch::Absent, at)
+        .await
+        .unwrap();
     let expected = SiteRecord {
         created_at: site.created_at,
         ..edited.clone()
@@ -715,14 +730,32 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
 
     // Writing what is already stored changes nothing and appends nothing.
     let head = store.change_head().await.unwrap();
-    store.update_site(&actor(), &expected, now()).await.unwrap();
+    store
+        .update_site(
+            &actor(),
+            site.id,
+            &all_of(&expected),
+            &IfMatch::Absent,
+            now(),
+        )
+        .await
+        .unwrap();
     assert_eq!(store.change_head().await.unwrap(), head);
     // A rename that only changes case is a change (whatever the database's collation).
     let shouted = SiteRecord {
         name: expected.name.to_uppercase(),
         ..expected.clone()
     };
-    store.update_site(&actor(), &shouted, now()).await.unwrap();
+    store
+        .update_site(
+            &actor(),
+            site.id,
+            &all_of(&shouted),
+            &IfMatch::Absent,
+            now(),
+        )
+        .await
+        .unwrap();
     assert_eq!(store.get_site(site.id).await.unwrap(), Some(shouted));
     assert!(store.change_head().await.unwrap() > head);
 
@@ -731,7 +764,13 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
         ..expected
     };
     let err = store
-        .update_site(&actor(), &unknown, now())
+        .update_site(
+            &actor(),
+            unknown.id,
+            &all_of(&unknown),
+            &IfMatch::Absent,
+            now(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -1697,7 +1736,10 @@ async fn new_site_in(store: &Arc<dyn Store>, timezone: &str) -> SiteRecord {
         timezone: timezone.into(),
         ..new_site(store).await
     };
-    store.update_site(&actor(), &site, now()).await.unwrap();
+    store
+        .update_site(&actor(), site.id, &all_of(&site), &IfMatch::Absent, now())
+        .await
+        .unwrap();
     site
 }
 
@@ -2812,4 +2854,111 @@ async fn token_versions_are_none_for_disabled_and_unknown_users(store: Arc<dyn S
     let stored = store.get_user(staff.id).await.unwrap().unwrap();
     assert_eq!(stored.token_version, 3);
     assert_eq!(store.user_token_version(staff.id).await.unwrap(), None);
+}
+
+async fn concurrent_site_updates_of_different_fields_both_land(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let name = unique("renamed");
+    let rename = SiteChanges {
+        name: Some(name.clone()),
+        ..SiteChanges::default()
+    };
+    let move_zone = SiteChanges {
+        timezone: Some("Europe/Dublin".into()),
+        ..SiteChanges::default()
+    };
+    let who = actor();
+    let (a, b) = tokio::join!(
+        store.update_site(&who, site.id, &rename, &IfMatch::Absent, now()),
+        store.update_site(&who, site.id, &move_zone, &IfMatch::Absent, now()),
+    );
+    a.unwrap();
+    b.unwrap();
+    let expected = SiteRecord {
+        name,
+        timezone: "Europe/Dublin".into(),
+        ..site.clone()
+    };
+    assert_eq!(
+        store.get_site(site.id).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // The feed's last entry for the site is the stored row, both edits included.
+    let last = pull_all(&store, site.id, 0)
+        .await
+        .into_iter()
+        .rfind(|c| c.entity == Entity::Site && c.entity_id == site.id)
+        .expect("a change for the site");
+    let replicated: SiteRecord = serde_json::from_value(last.data).unwrap();
+    assert_eq!(replicated, expected);
+}
+
+async fn a_site_update_with_a_stale_entity_tag_writes_nothing(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let read = store::site_etag(&site);
+    let renamed = store
+        .update_site(
+            &actor(),
+            site.id,
+            &SiteChanges {
+                name: Some(unique("first")),
+                ..SiteChanges::default()
+            },
+            &IfMatch::Tags(vec![read.clone()]),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(store::site_etag(&renamed), read);
+
+    // A second edit based on the first read is refused, and nothing of it is written.
+    let head = store.change_head().await.unwrap();
+    let err = store
+        .update_site(
+            &actor(),
+            site.id,
+            &SiteChanges {
+                timezone: Some("Asia/Tokyo".into()),
+                ..SiteChanges::default()
+            },
+            &IfMatch::Tags(vec![read]),
+            now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "{err:?}");
+    assert_eq!(
+        store.get_site(site.id).await.unwrap(),
+        Some(renamed.clone())
+    );
+    assert_eq!(store.change_head().await.unwrap(), head);
+
+    // Based on the current tag, or on any (`*`), it goes ahead.
+    let zoned = store
+        .update_site(
+            &actor(),
+            site.id,
+            &SiteChanges {
+                timezone: Some("Asia/Tokyo".into()),
+                ..SiteChanges::default()
+            },
+            &IfMatch::Tags(vec![store::site_etag(&renamed)]),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(zoned.timezone, "Asia/Tokyo");
+    assert_eq!(zoned.name, renamed.name);
+    let err = store
+        .update_site(
+            &actor(),
+            Uuid::now_v7(),
+            &all_of(&site),
+            &IfMatch::Any,
+            now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }

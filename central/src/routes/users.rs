@@ -1,11 +1,12 @@
 //! Staff users: owners and admins are chain-wide; managers and staff belong to sites.
 
 use crate::state::{AppState, actor};
-use crate::store::{StoreError, UserChanges};
+use crate::store::{StoreError, UserChanges, user_etag};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::{Permission, Principal, Role};
+use aero_shared::etag::{IfMatch, set_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
@@ -13,6 +14,7 @@ use aero_shared::wire::UserRecord;
 use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -224,11 +226,19 @@ async fn disable_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One user, with its entity tag as `ETag` for a later `If-Match`.
+fn tagged(user: UserRecord) -> Response {
+    let etag = user_etag(&user);
+    let mut response = Json(UserView::from(user)).into_response();
+    set_etag(response.headers_mut(), &etag);
+    response
+}
+
 async fn get_user(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Response, ApiError> {
     let user = state
         .store
         .get_user(id)
@@ -237,7 +247,7 @@ async fn get_user(
     for site in &user.site_ids {
         auth.ensure_site(*site).await?;
     }
-    Ok(Json(UserView::from(user)))
+    Ok(tagged(user))
 }
 
 /// `PATCH /v1/users/{id}`: the fields to change; absent (or null) fields keep their value.
@@ -280,13 +290,15 @@ const UPDATE_ATTEMPTS: usize = 3;
 
 /// Changes a user's role, sites, password or disabled state. Every change bumps the account's
 /// token version, so tokens issued before it are refused (within seconds, see SECURITY.md)
-/// and the user logs in again with what the account now allows.
+/// and the user logs in again with what the account now allows. With `If-Match`, only if the
+/// account is still as the client last read it (412 otherwise).
 async fn update_user(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    if_match: IfMatch,
     ValidJson(body): ValidJson<UserPatch>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(sites) = &body.site_ids {
         check_sites_exist(&state, sites).await?;
     }
@@ -308,6 +320,9 @@ async fn update_user(
             .get_user(id)
             .await?
             .ok_or(ApiError::NotFound("no such user"))?;
+        if !if_match.admits(&user_etag(&current)) {
+            return Err(StoreError::PreconditionFailed.into());
+        }
         let now = state.clock.now();
         // The rules are checked against the record as read; the store writes only if that is
         // still the stored version, so they hold for what is written.
@@ -324,9 +339,15 @@ async fn update_user(
         {
             Ok(user) => {
                 state.security.credentials.forget_staff(id);
-                return Ok(Json(UserView::from(user)));
+                return Ok(tagged(user));
             }
-            Err(StoreError::PreconditionFailed) if attempt < UPDATE_ATTEMPTS => continue,
+            // Changed between the read and the write: the rules are checked again against the
+            // new state, unless the client asked for the state it had read.
+            Err(StoreError::PreconditionFailed)
+                if if_match.is_absent() && attempt < UPDATE_ATTEMPTS =>
+            {
+                continue;
+            }
             Err(err) => return Err(err.into()),
         }
     }

@@ -12,6 +12,7 @@ pub use reports::{
 };
 
 use aero_shared::auth::principal::Role;
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
@@ -22,6 +23,7 @@ use aero_shared::wire::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -178,6 +180,45 @@ pub enum DeadLetterState {
     All,
 }
 
+/// Which of a site's fields to change; `None` keeps the stored value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SiteChanges {
+    pub name: Option<String>,
+    pub timezone: Option<String>,
+    pub allowed_networks: Option<Vec<IpNet>>,
+}
+
+impl SiteChanges {
+    /// The site after these changes, or `None` when they change nothing. Compared in Rust, not
+    /// in SQL: a case-insensitive collation would call a case-only rename "unchanged".
+    pub fn apply(&self, current: &SiteRecord) -> Option<SiteRecord> {
+        let updated = SiteRecord {
+            name: self.name.clone().unwrap_or_else(|| current.name.clone()),
+            timezone: self
+                .timezone
+                .clone()
+                .unwrap_or_else(|| current.timezone.clone()),
+            allowed_networks: self
+                .allowed_networks
+                .clone()
+                .unwrap_or_else(|| current.allowed_networks.clone()),
+            ..current.clone()
+        };
+        (updated != *current).then_some(updated)
+    }
+}
+
+/// A site's entity tag: what `GET /v1/sites/{id}` sends as `ETag` and `If-Match` is compared to.
+pub fn site_etag(site: &SiteRecord) -> String {
+    aero_shared::etag::etag_of(site)
+}
+
+/// A staff account's entity tag. Every change to the account bumps its token version, so the
+/// version alone tells one state from the next.
+pub fn user_etag(user: &UserRecord) -> String {
+    format!("\"{}.{}\"", user.id.simple(), user.token_version)
+}
+
 /// Which of a staff account's fields to change; `None` keeps the stored value.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UserChanges {
@@ -261,16 +302,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()>;
     async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>>;
     async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>>;
-    /// Replaces a site's name, timezone and allowed networks (its id and `created_at` stay),
-    /// audits `site.update` and replicates the stored row to the site, in one transaction.
-    /// `NotFound` if there is no such site. Writing the values the site already has changes
-    /// nothing and appends nothing (so a retried update is a no-op).
+    /// Changes the fields of a site that `changes` names, and only those columns, if the
+    /// stored site's entity tag is admitted by `if_match`; audits `site.update` and replicates
+    /// the stored row to the site, in one transaction, and returns it. `NotFound` if there is
+    /// no such site, `PreconditionFailed` (writing nothing) if the tag is not admitted.
+    /// Changes that leave the site as it is write nothing (so a retried update is a no-op).
     async fn update_site(
         &self,
         actor: &Actor,
-        site: &SiteRecord,
+        id: Uuid,
+        changes: &SiteChanges,
+        if_match: &IfMatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<SiteRecord>;
 
     // Enrollment.
     async fn create_enrollment_token(

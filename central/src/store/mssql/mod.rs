@@ -38,8 +38,9 @@ mod venue;
 use super::{
     Actor, AuditEntry, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
     EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
-    PushOutcome, Redeemed, RejectedOpRecord, Store, StoreResult, UserChanges,
+    PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult, UserChanges,
 };
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugOverrideRecord, PlugRecord,
@@ -119,10 +120,12 @@ impl Store for MssqlStore {
     async fn update_site(
         &self,
         actor: &Actor,
-        site: &SiteRecord,
+        id: Uuid,
+        changes: &SiteChanges,
+        if_match: &IfMatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sites::update(self, actor, site, at).await
+    ) -> StoreResult<SiteRecord> {
+        sites::update(self, actor, id, changes, if_match, at).await
     }
 
     // -- Enrollment -------------------------------------------------------------------------

@@ -11,9 +11,10 @@ use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
     Actor, AuditEntry, AuditEvent, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
     EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
-    PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError, StoreResult,
-    UserChanges, VenueWrite, user_change_scopes,
+    PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, SiteChanges, Store, StoreError,
+    StoreResult, UserChanges, VenueWrite, site_etag, user_change_scopes,
 };
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, current_request, decide,
 };
@@ -702,35 +703,38 @@ impl Store for SqliteStore {
     async fn update_site(
         &self,
         actor: &Actor,
-        site: &SiteRecord,
+        id: Uuid,
+        changes: &SiteChanges,
+        if_match: &IfMatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let (actor, site) = (actor.clone(), site.clone());
+    ) -> StoreResult<SiteRecord> {
+        let (actor, changes, if_match) = (actor.clone(), changes.clone(), if_match.clone());
         self.write(move |tx| {
+            // The one writer connection serialises this read-compare-write against every other.
             let current = tx
                 .query_row(
                     "SELECT id, name, timezone, allowed_networks, created_at FROM sites WHERE id = ?1",
-                    [site.id],
+                    [id],
                     site_from_row,
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
-            // Only the editable fields change; id and created_at are the stored ones.
-            let updated = SiteRecord {
-                name: site.name.clone(),
-                timezone: site.timezone.clone(),
-                allowed_networks: site.allowed_networks.clone(),
-                ..current.clone()
-            };
-            if updated == current {
-                return Ok(());
+            if !if_match.admits(&site_etag(&current)) {
+                return Err(StoreError::PreconditionFailed);
             }
+            let Some(updated) = changes.apply(&current) else {
+                return Ok(current);
+            };
+            // Only the columns sent: a concurrent edit of another field is never written back.
+            let networks = changes.allowed_networks.as_ref().map(json).transpose()?;
             tx.execute(
-                "UPDATE sites SET name = ?2, timezone = ?3, allowed_networks = ?4 WHERE id = ?1",
-                params![updated.id, updated.name, updated.timezone, json(&updated.allowed_networks)?],
+                "UPDATE sites SET name = COALESCE(?2, name), timezone = COALESCE(?3, timezone),
+                    allowed_networks = COALESCE(?4, allowed_networks) WHERE id = ?1",
+                params![id, changes.name, changes.timezone, networks],
             )?;
-            audit(tx, &actor, AuditEvent { action: "site.update", target: Some(updated.id.to_string()), site_id: Some(updated.id) }, at)?;
-            append_change(tx, Entity::Site, updated.id, Some(updated.id), &updated, at)
+            audit(tx, &actor, AuditEvent { action: "site.update", target: Some(id.to_string()), site_id: Some(id) }, at)?;
+            append_change(tx, Entity::Site, id, Some(id), &updated, at)?;
+            Ok(updated)
         })
         .await
     }
