@@ -1190,3 +1190,51 @@ async fn cors_lets_an_admin_page_send_if_match_and_read_the_etag() {
         .to_ascii_lowercase();
     assert!(exposed.contains("etag"), "{exposed}");
 }
+
+// A 422 names every field
+
+#[tokio::test]
+async fn a_body_with_several_bad_fields_is_one_422_naming_each_and_creates_nothing() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let before = central.get_json(&owner, "/v1/users", 200).await["users"]
+        .as_array()
+        .expect("users")
+        .len();
+    for (body, named) in [
+        (
+            json!({ "username": "kim", "password": 12, "role": "wizard", "site_ids": [] }),
+            vec!["password", "role"],
+        ),
+        (json!({ "role": "staff" }), vec!["password", "username"]),
+        (
+            json!({ "username": "kim", "password": "long enough password", "role": "staff", "site_ids": ["x", "y"], "admin": true }),
+            vec!["admin", "site_ids[0]", "site_ids[1]"],
+        ),
+    ] {
+        let response = central
+            .request(Method::POST, "/v1/users")
+            .bearer_auth(&owner)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let problem = expect_problem(response, 422).await;
+        let mut fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| {
+                assert!(e["message"].is_string(), "{problem}");
+                e["field"].as_str().expect("field")
+            })
+            .collect();
+        fields.sort();
+        assert_eq!(fields, named, "{body}");
+    }
+    let after = central.get_json(&owner, "/v1/users", 200).await["users"]
+        .as_array()
+        .expect("users")
+        .len();
+    assert_eq!(after, before, "a refused body creates nothing");
+}
