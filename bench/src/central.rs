@@ -54,6 +54,7 @@ impl Central {
             site_ids: Vec::new(),
             created_at: chrono::Utc::now(),
             disabled_at: None,
+            token_version: 0,
         };
         store
             .create_user(&Actor::system("aero-bench"), &owner)

@@ -70,7 +70,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
             JWT_AUDIENCE,
             chrono::Duration::minutes(settings.jwt_ttl_minutes.clamp(1, 24 * 60)),
         ),
-        credentials: Arc::new(StoreCredentials(Arc::clone(&store))),
+        credentials: Arc::new(StoreCredentials::new(Arc::clone(&store))),
         limits: RateLimits::new(&settings.limits),
         hq_networks: settings.hq_networks.clone(),
         served_site: None,

@@ -84,6 +84,20 @@ const OPERATIONS: &[(&str, &str, &str, Auth, u16)] = &[
     ("get", "/v1/users", "List staff users", Auth::Staff, 200),
     ("post", "/v1/users", "Create a staff user", Auth::Staff, 201),
     (
+        "get",
+        "/v1/users/{id}",
+        "Read a staff user",
+        Auth::Staff,
+        200,
+    ),
+    (
+        "patch",
+        "/v1/users/{id}",
+        "Change a staff user's role, sites, password or disabled state; earlier tokens are refused",
+        Auth::Staff,
+        200,
+    ),
+    (
         "delete",
         "/v1/users/{id}",
         "Disable a staff user (login refused; the record stays)",

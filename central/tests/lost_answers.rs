@@ -6,13 +6,15 @@
 use aero_central::config::Settings;
 use aero_central::routes::api_router;
 use aero_central::state::AppState;
-use aero_central::store::Store;
+use aero_central::store::{Actor, Store};
 use aero_shared::ApiError;
 use aero_shared::auth::jwt::StaffIdentity;
+use aero_shared::auth::principal::Role;
 use aero_shared::clock::SystemClock;
 use aero_shared::idempotency::{
     Begin, Idempotency, IdempotencyStore, REPLAYED_HEADER, StoredResponse,
 };
+use aero_shared::wire::UserRecord;
 use async_trait::async_trait;
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -80,15 +82,32 @@ impl Hq {
                 security: Arc::clone(&state.security),
             })
             .with_state(state.clone());
+        // A staff token is honoured only while its account exists at the version it names.
+        let owner = UserRecord {
+            id: Uuid::now_v7(),
+            username: "owner".into(),
+            password_hash: String::new(),
+            role: Role::Owner,
+            site_ids: Vec::new(),
+            created_at: chrono::Utc::now(),
+            disabled_at: None,
+            token_version: 0,
+        };
+        state
+            .store
+            .create_user(&Actor::system("test"), &owner)
+            .await
+            .expect("owner account");
         let (bearer, _) = state
             .security
             .jwt
             .issue(
                 StaffIdentity {
-                    sub: Uuid::now_v7(),
+                    sub: owner.id,
                     username: "owner".into(),
                     role: "owner".into(),
                     sites: Vec::new(),
+                    version: owner.token_version,
                 },
                 chrono::Utc::now(),
             )
@@ -203,7 +222,9 @@ async fn every_hq_create_replays_its_answer_after_the_answer_was_lost() {
         }),
     )
     .await;
-    assert_eq!(store.list_users().await.expect("users").len(), 1);
+    let named =
+        |users: Vec<UserRecord>| users.iter().filter(|u| u.username == "leeds.staff").count();
+    assert_eq!(named(store.list_users().await.expect("users")), 1);
 
     hq.created(
         "/v1/products",

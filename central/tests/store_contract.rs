@@ -3,9 +3,10 @@
 
 use aero_central::store::{
     self, Actor, CustomerSearch, DeadLetterState, EnrollmentToken, LeaderboardQuery,
-    NegativeBalance, ProductSales, Redeemed, Store, StoreError,
+    NegativeBalance, ProductSales, Redeemed, SiteChanges, Store, StoreError, UserChanges,
 };
 use aero_shared::auth::principal::{DeviceKind, Role};
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving};
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
@@ -112,6 +113,11 @@ contract!(
     leaderboards_rank_each_customers_best_by_the_games_score_order,
     a_retired_product_stays_listed_inactive_and_replicates,
     customers_are_found_by_phone_email_and_name,
+    a_user_change_bumps_its_token_version_and_reaches_old_and_new_sites,
+    a_user_change_based_on_a_stale_version_writes_nothing,
+    token_versions_are_none_for_disabled_and_unknown_users,
+    concurrent_site_updates_of_different_fields_both_land,
+    a_site_update_with_a_stale_entity_tag_writes_nothing,
 );
 
 fn now() -> DateTime<Utc> {
@@ -164,6 +170,7 @@ fn user(role: Role, site_ids: Vec<Uuid>) -> UserRecord {
         site_ids,
         created_at: now(),
         disabled_at: None,
+        token_version: 0,
     }
 }
 
@@ -307,6 +314,7 @@ async fn usernames_and_skus_are_unique(store: Arc<dyn Store>) {
         site_ids: vec![],
         created_at: now(),
         disabled_at: None,
+        token_version: 0,
     };
     store.create_user(&actor(), &user).await.unwrap();
     let again = UserRecord {
@@ -657,6 +665,15 @@ async fn concurrent_writers_never_make_a_reader_skip_a_change(store: Arc<dyn Sto
     );
 }
 
+/// Every editable field of `site`, as a change.
+fn all_of(site: &SiteRecord) -> SiteChanges {
+    SiteChanges {
+        name: Some(site.name.clone()),
+        timezone: Some(site.timezone.clone()),
+        allowed_networks: Some(site.allowed_networks.clone()),
+    }
+}
+
 async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>) {
     let site = new_site(&store).await;
     let other = new_site(&store).await;
@@ -673,7 +690,10 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
         created_at: now() + Duration::days(1),
         ..site.clone()
     };
-    store.update_site(&actor(), &edited, at).await.unwrap();
+    store
+        .update_site(&actor(), site.id, &all_of(&edited), &IfMatch::Absent, at)
+        .await
+        .unwrap();
     let expected = SiteRecord {
         created_at: site.created_at,
         ..edited.clone()
@@ -711,14 +731,32 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
 
     // Writing what is already stored changes nothing and appends nothing.
     let head = store.change_head().await.unwrap();
-    store.update_site(&actor(), &expected, now()).await.unwrap();
+    store
+        .update_site(
+            &actor(),
+            site.id,
+            &all_of(&expected),
+            &IfMatch::Absent,
+            now(),
+        )
+        .await
+        .unwrap();
     assert_eq!(store.change_head().await.unwrap(), head);
     // A rename that only changes case is a change (whatever the database's collation).
     let shouted = SiteRecord {
         name: expected.name.to_uppercase(),
         ..expected.clone()
     };
-    store.update_site(&actor(), &shouted, now()).await.unwrap();
+    store
+        .update_site(
+            &actor(),
+            site.id,
+            &all_of(&shouted),
+            &IfMatch::Absent,
+            now(),
+        )
+        .await
+        .unwrap();
     assert_eq!(store.get_site(site.id).await.unwrap(), Some(shouted));
     assert!(store.change_head().await.unwrap() > head);
 
@@ -727,7 +765,13 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
         ..expected
     };
     let err = store
-        .update_site(&actor(), &unknown, now())
+        .update_site(
+            &actor(),
+            unknown.id,
+            &all_of(&unknown),
+            &IfMatch::Absent,
+            now(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -758,9 +802,10 @@ async fn disabling_a_user_is_idempotent_keeps_the_row_and_replicates(store: Arc<
         "a second disable appends nothing"
     );
 
-    // The row stays, with the first disable's time.
+    // The row stays, with the first disable's time and its token version bumped once.
     let disabled = UserRecord {
         disabled_at: Some(at),
+        token_version: staff.token_version + 1,
         ..staff.clone()
     };
     assert_eq!(
@@ -1720,7 +1765,10 @@ async fn new_site_in(store: &Arc<dyn Store>, timezone: &str) -> SiteRecord {
         timezone: timezone.into(),
         ..new_site(store).await
     };
-    store.update_site(&actor(), &site, now()).await.unwrap();
+    store
+        .update_site(&actor(), site.id, &all_of(&site), &IfMatch::Absent, now())
+        .await
+        .unwrap();
     site
 }
 
@@ -2618,4 +2666,328 @@ async fn customers_are_found_by_phone_email_and_name(store: Arc<dyn Store>) {
         let found = store.search_customers(&search, 50, now()).await.unwrap();
         assert!(!ids(found).contains(&customer.id), "{search:?}");
     }
+}
+
+/// The last replicated record of `user` that `site` pulls after `head`, with the scope it had.
+async fn last_user_change(
+    store: &Arc<dyn Store>,
+    site: Uuid,
+    head: i64,
+    user: Uuid,
+) -> Option<(Option<Uuid>, UserRecord)> {
+    pull_all(store, site, head)
+        .await
+        .into_iter()
+        .rfind(|c| c.entity == Entity::User && c.entity_id == user)
+        .map(|c| (c.site_id, serde_json::from_value(c.data).unwrap()))
+}
+
+async fn a_user_change_bumps_its_token_version_and_reaches_old_and_new_sites(
+    store: Arc<dyn Store>,
+) {
+    let (a, b, c) = (
+        new_site(&store).await,
+        new_site(&store).await,
+        new_site(&store).await,
+    );
+    let elsewhere = new_site(&store).await;
+    let mut sites = vec![a.id, b.id];
+    sites.sort();
+    let staff = user(Role::Staff, sites);
+    store.create_user(&actor(), &staff).await.unwrap();
+    assert_eq!(store.user_token_version(staff.id).await.unwrap(), Some(0));
+    let head = store.change_head().await.unwrap();
+
+    // Moved from a and b to b and c, and promoted: only what was sent changes.
+    let at = now();
+    let changes = UserChanges {
+        role: Some(Role::Manager),
+        site_ids: Some(vec![c.id, b.id, c.id]),
+        ..UserChanges::default()
+    };
+    let updated = store
+        .update_user(&actor(), staff.id, 0, &changes, at)
+        .await
+        .unwrap();
+    let mut expected_sites = vec![b.id, c.id];
+    expected_sites.sort();
+    let expected = UserRecord {
+        role: Role::Manager,
+        site_ids: expected_sites,
+        token_version: 1,
+        ..staff.clone()
+    };
+    assert_eq!(updated, expected);
+    assert_eq!(
+        store.get_user(staff.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(store.user_token_version(staff.id).await.unwrap(), Some(1));
+
+    // The site it was removed from learns so too; a site it never had does not.
+    for site in [a.id, b.id, c.id] {
+        let (scope, replicated) = last_user_change(&store, site, head, staff.id)
+            .await
+            .expect("the change reaches every site the user had or has");
+        assert_eq!(scope, Some(site));
+        assert_eq!(replicated, expected);
+    }
+    assert!(
+        last_user_change(&store, elsewhere.id, head, staff.id)
+            .await
+            .is_none()
+    );
+    let entries = store
+        .list_audit(Some(expected.site_ids[0]), 1)
+        .await
+        .unwrap();
+    assert_eq!(entries[0].action, "user.update");
+    assert_eq!(entries[0].target, Some(staff.id.to_string()));
+
+    // The same change again changes nothing and writes nothing.
+    let head = store.change_head().await.unwrap();
+    let again = store
+        .update_user(&actor(), staff.id, 1, &changes, now())
+        .await
+        .unwrap();
+    assert_eq!(again, expected);
+    assert_eq!(store.change_head().await.unwrap(), head);
+
+    // A new password bumps the version too.
+    let rehashed = store
+        .update_user(
+            &actor(),
+            staff.id,
+            1,
+            &UserChanges {
+                password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$new$hash".into()),
+                ..UserChanges::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rehashed.password_hash,
+        "$argon2id$v=19$m=19456,t=2,p=1$new$hash"
+    );
+    assert_eq!(rehashed.token_version, 2);
+
+    // Made chain-wide, the account drops its sites and replicates everywhere.
+    let head = store.change_head().await.unwrap();
+    let admin = store
+        .update_user(
+            &actor(),
+            staff.id,
+            2,
+            &UserChanges {
+                role: Some(Role::Admin),
+                ..UserChanges::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((admin.role, admin.site_ids.len()), (Role::Admin, 0));
+    assert_eq!(admin.token_version, 3);
+    let (scope, replicated) = last_user_change(&store, elsewhere.id, head, staff.id)
+        .await
+        .expect("a chain-wide account reaches every site");
+    assert_eq!((scope, replicated), (None, admin));
+}
+
+async fn a_user_change_based_on_a_stale_version_writes_nothing(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let staff = user(Role::Staff, vec![site.id]);
+    store.create_user(&actor(), &staff).await.unwrap();
+    let demote = UserChanges {
+        disabled: Some(true),
+        ..UserChanges::default()
+    };
+    store
+        .update_user(&actor(), staff.id, 0, &demote, now())
+        .await
+        .unwrap();
+    let head = store.change_head().await.unwrap();
+    let err = store
+        .update_user(
+            &actor(),
+            staff.id,
+            0,
+            &UserChanges {
+                role: Some(Role::Manager),
+                ..UserChanges::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "{err:?}");
+    assert_eq!(store.change_head().await.unwrap(), head);
+    let stored = store.get_user(staff.id).await.unwrap().unwrap();
+    assert_eq!((stored.role, stored.token_version), (Role::Staff, 1));
+
+    let err = store
+        .update_user(&actor(), Uuid::now_v7(), 0, &demote, now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(store.change_head().await.unwrap(), head);
+}
+
+async fn token_versions_are_none_for_disabled_and_unknown_users(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let staff = user(Role::Staff, vec![site.id]);
+    store.create_user(&actor(), &staff).await.unwrap();
+    assert_eq!(
+        store.user_token_version(Uuid::now_v7()).await.unwrap(),
+        None
+    );
+
+    let at = now();
+    let disabled = store
+        .update_user(
+            &actor(),
+            staff.id,
+            0,
+            &UserChanges {
+                disabled: Some(true),
+                ..UserChanges::default()
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled.disabled_at, Some(at));
+    assert_eq!(store.user_token_version(staff.id).await.unwrap(), None);
+
+    // Enabled again, under a version no earlier token carries.
+    let enabled = store
+        .update_user(
+            &actor(),
+            staff.id,
+            1,
+            &UserChanges {
+                disabled: Some(false),
+                ..UserChanges::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enabled.disabled_at, None);
+    assert_eq!(store.user_token_version(staff.id).await.unwrap(), Some(2));
+
+    // `disable_user` bumps the version as well.
+    assert!(store.disable_user(&actor(), staff.id, now()).await.unwrap());
+    let stored = store.get_user(staff.id).await.unwrap().unwrap();
+    assert_eq!(stored.token_version, 3);
+    assert_eq!(store.user_token_version(staff.id).await.unwrap(), None);
+}
+
+async fn concurrent_site_updates_of_different_fields_both_land(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let name = unique("renamed");
+    let rename = SiteChanges {
+        name: Some(name.clone()),
+        ..SiteChanges::default()
+    };
+    let move_zone = SiteChanges {
+        timezone: Some("Europe/Dublin".into()),
+        ..SiteChanges::default()
+    };
+    let who = actor();
+    let (a, b) = tokio::join!(
+        store.update_site(&who, site.id, &rename, &IfMatch::Absent, now()),
+        store.update_site(&who, site.id, &move_zone, &IfMatch::Absent, now()),
+    );
+    a.unwrap();
+    b.unwrap();
+    let expected = SiteRecord {
+        name,
+        timezone: "Europe/Dublin".into(),
+        ..site.clone()
+    };
+    assert_eq!(
+        store.get_site(site.id).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // The feed's last entry for the site is the stored row, both edits included.
+    let last = pull_all(&store, site.id, 0)
+        .await
+        .into_iter()
+        .rfind(|c| c.entity == Entity::Site && c.entity_id == site.id)
+        .expect("a change for the site");
+    let replicated: SiteRecord = serde_json::from_value(last.data).unwrap();
+    assert_eq!(replicated, expected);
+}
+
+async fn a_site_update_with_a_stale_entity_tag_writes_nothing(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let read = store::site_etag(&site);
+    let renamed = store
+        .update_site(
+            &actor(),
+            site.id,
+            &SiteChanges {
+                name: Some(unique("first")),
+                ..SiteChanges::default()
+            },
+            &IfMatch::Tags(vec![read.clone()]),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(store::site_etag(&renamed), read);
+
+    // A second edit based on the first read is refused, and nothing of it is written.
+    let head = store.change_head().await.unwrap();
+    let err = store
+        .update_site(
+            &actor(),
+            site.id,
+            &SiteChanges {
+                timezone: Some("Asia/Tokyo".into()),
+                ..SiteChanges::default()
+            },
+            &IfMatch::Tags(vec![read]),
+            now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "{err:?}");
+    assert_eq!(
+        store.get_site(site.id).await.unwrap(),
+        Some(renamed.clone())
+    );
+    assert_eq!(store.change_head().await.unwrap(), head);
+
+    // Based on the current tag, or on any (`*`), it goes ahead.
+    let zoned = store
+        .update_site(
+            &actor(),
+            site.id,
+            &SiteChanges {
+                timezone: Some("Asia/Tokyo".into()),
+                ..SiteChanges::default()
+            },
+            &IfMatch::Tags(vec![store::site_etag(&renamed)]),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(zoned.timezone, "Asia/Tokyo");
+    assert_eq!(zoned.name, renamed.name);
+    let err = store
+        .update_site(
+            &actor(),
+            Uuid::now_v7(),
+            &all_of(&site),
+            &IfMatch::Any,
+            now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }

@@ -110,6 +110,22 @@ impl CredentialStore for ReplicaCredentials {
             .read(move |c| apply::site_networks(c, site_id))
             .await?)
     }
+
+    /// Read from the replica on every request, uncached: a primary-key point read, so a
+    /// revocation takes effect the moment the pulled page carrying it commits. A record from
+    /// a central that predates token versions has none, which reads as 0, as it does there.
+    async fn staff_token_version(&self, user_id: Uuid) -> Result<Option<i64>, ApiError> {
+        Ok(self.replica.read_now(|c| {
+            let version: Option<Option<i64>> = c
+                .prepare_cached(
+                    "SELECT json_extract(data, '$.token_version') FROM users
+                     WHERE id = ?1 AND disabled_at IS NULL",
+                )?
+                .query_row([user_id], |r| r.get(0))
+                .optional()?;
+            Ok(version.map(|v| v.unwrap_or(0)))
+        })?)
+    }
 }
 
 #[derive(Debug)]

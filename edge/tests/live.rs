@@ -11,9 +11,10 @@ use aero_edge::replica::venue::{insert_checkin, insert_score, upsert_game};
 use aero_edge::routes::AppState;
 use aero_shared::auth::api_key::KeyHash;
 use aero_shared::auth::jwt::StaffIdentity;
-use aero_shared::auth::principal::DeviceKind;
+use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::wire::{
     CheckinRecord, CustomerRecord, DeviceRecord, GameRecord, ScoreOrder, ScoreRecord, SiteRecord,
+    UserRecord,
 };
 use chrono::{DateTime, Duration as Span, NaiveDate, Utc};
 use futures_util::{SinkExt, StreamExt};
@@ -140,13 +141,36 @@ impl Venue {
         self.device_at(kind, self.state.site_id).await
     }
 
-    fn staff_token(&self, role: &str) -> String {
-        let identity = StaffIdentity {
-            sub: Uuid::now_v7(),
+    /// A token for a new account of `role` at this venue, which is put in the replica first.
+    async fn staff_token(&self, role: &str) -> String {
+        let user = UserRecord {
+            id: Uuid::now_v7(),
             username: format!("{role}-1"),
+            password_hash: String::new(),
+            role: Role::parse(role).expect("a role"),
+            site_ids: vec![self.state.site_id],
+            created_at: Utc::now(),
+            disabled_at: None,
+            token_version: 0,
+        };
+        let identity = StaffIdentity {
+            sub: user.id,
+            username: user.username.clone(),
             role: role.into(),
             sites: vec![self.state.site_id],
+            version: 0,
         };
+        self.state
+            .writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO users (id, username, disabled_at, data) VALUES (?1, ?2, NULL, ?3)",
+                    rusqlite::params![user.id, user.username, serde_json::to_string(&user)?],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
         self.state
             .security
             .jwt
@@ -367,7 +391,7 @@ async fn each_device_kind_sees_only_its_events_and_staff_see_everything() {
     let game_key = venue.device(DeviceKind::Game).await;
     let scoreboard_key = venue.device(DeviceKind::Scoreboard).await;
     let pos_key = venue.device(DeviceKind::Pos).await;
-    let staff = venue.staff_token("staff");
+    let staff = venue.staff_token("staff").await;
     let game = venue.game(ScoreOrder::HighestWins).await;
     let ada = venue.customer("Ada").await;
 
@@ -429,7 +453,7 @@ fn seqs(events: &[Value]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_replays_what_was_missed_and_a_lost_cursor_resets() {
     let venue = Venue::start().await;
-    let staff = venue.staff_token("manager");
+    let staff = venue.staff_token("manager").await;
     let hub = &venue.state.live;
     for n in 0..5 {
         hub.publish(plug_event(&format!("on-{n}")), Utc::now());
@@ -483,7 +507,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() 
     const BATCH: u64 = 100;
     const TOTAL: u64 = 8 * BATCH;
     let venue = Venue::start_with(|s| s.live.send_timeout_ms = 300).await;
-    let staff = venue.staff_token("staff");
+    let staff = venue.staff_token("staff").await;
     let hub = std::sync::Arc::clone(&venue.state.live);
 
     // A peer with a small receive window that never reads after the handshake.
@@ -624,7 +648,7 @@ async fn browsers_pass_credentials_in_the_query_and_clients_are_bounded() {
     let elsewhere = venue
         .device_at(DeviceKind::Scoreboard, Uuid::now_v7())
         .await;
-    let staff = venue.staff_token("staff");
+    let staff = venue.staff_token("staff").await;
     let refused = |outcome: Result<Ws, tokio_tungstenite::tungstenite::Error>| match outcome {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("expected an HTTP refusal, got {other}"),

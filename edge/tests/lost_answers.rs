@@ -9,12 +9,14 @@ use aero_edge::routes::{AppState, SyncGauges, api_router};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::{JwtKeys, StaffIdentity};
+use aero_shared::auth::principal::Role;
 use aero_shared::idempotency::{
     Begin, Idempotency, IdempotencyStore, REPLAYED_HEADER, StoredResponse,
 };
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::pipeline::LimitSettings;
 use aero_shared::ratelimit::RateLimits;
+use aero_shared::wire::UserRecord;
 use async_trait::async_trait;
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -58,6 +60,26 @@ impl Venue {
         let dir = tempfile::tempdir().expect("tempdir");
         let site_id = Uuid::now_v7();
         let (replica, conn) = Replica::open(dir.path(), site_id, 1).expect("replica");
+        // The manager's account, as a pull from central would have put it in the replica.
+        let manager = UserRecord {
+            id: Uuid::now_v7(),
+            username: "manager".into(),
+            password_hash: String::new(),
+            role: Role::Manager,
+            site_ids: vec![site_id],
+            created_at: chrono::Utc::now(),
+            disabled_at: None,
+            token_version: 0,
+        };
+        conn.execute(
+            "INSERT INTO users (id, username, disabled_at, data) VALUES (?1, ?2, NULL, ?3)",
+            rusqlite::params![
+                manager.id,
+                manager.username,
+                serde_json::to_string(&manager).expect("json")
+            ],
+        )
+        .expect("manager account");
         let writer = Writer::start(conn).expect("writer");
         let jwt = JwtKeys::new(
             &SecretString::from("a test secret of at least thirty-two bytes"),
@@ -68,10 +90,11 @@ impl Venue {
         let (bearer, _) = jwt
             .issue(
                 StaffIdentity {
-                    sub: Uuid::now_v7(),
+                    sub: manager.id,
                     username: "manager".into(),
                     role: "manager".into(),
                     sites: vec![site_id],
+                    version: manager.token_version,
                 },
                 chrono::Utc::now(),
             )

@@ -54,8 +54,8 @@ impl Venue {
     async fn with_settings(start: DateTime<Utc>, plug_settings: PlugSettings) -> Self {
         let clock = ManualClock::new(start);
         let offline = support::offline_edge(&clock);
-        let staff = offline.staff_token("sam", "staff");
-        let manager = offline.staff_token("morgan", "manager");
+        let staff = offline.staff_token("sam", "staff").await;
+        let manager = offline.staff_token("morgan", "manager").await;
         let support::OfflineEdge { edge, site, dir } = offline;
         let reconciler = PlugReconciler::new(
             Arc::clone(&edge.state.replica),

@@ -54,7 +54,7 @@ impl Venue {
     async fn open(start: DateTime<Utc>) -> Self {
         let clock = ManualClock::new(start);
         let offline = support::offline_edge(&clock);
-        let manager = offline.staff_token("morgan", "manager");
+        let manager = offline.staff_token("morgan", "manager").await;
         let support::OfflineEdge { edge, site, dir } = offline;
         let catalog = Catalog {
             pass: Uuid::now_v7(),

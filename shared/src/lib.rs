@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod cron_expr;
 pub mod data_lock;
+pub mod etag;
 pub mod files;
 pub mod idempotency;
 pub mod json;

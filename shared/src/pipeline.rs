@@ -223,7 +223,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static(crate::auth::extract::API_KEY_HEADER),
             HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY_HEADER),
+            header::IF_MATCH,
         ])
+        // A browser client reads the tag of what it loaded to send it back as If-Match.
+        .expose_headers([header::ETAG])
         .max_age(Duration::from_secs(600))
 }
 

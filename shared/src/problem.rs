@@ -49,6 +49,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An `If-Match` (or the version a write was based on) no longer names the stored state.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(&'static str),
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     #[error("unprocessable: {0}")]
@@ -81,6 +84,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Validation(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +98,10 @@ impl ApiError {
         match self {
             Self::BadRequest(d) | Self::Conflict(d) | Self::Unprocessable(d) => d.clone(),
             Self::Unavailable(d) => d.clone(),
-            Self::Unauthorized(d) | Self::Forbidden(d) | Self::NotFound(d) => (*d).to_string(),
+            Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::PreconditionFailed(d) => (*d).to_string(),
             Self::Validation(_) => "one or more fields are invalid".into(),
             Self::RateLimited { retry_after_secs } => {
                 format!("rate limit exceeded; retry after {retry_after_secs} s")

@@ -46,6 +46,11 @@ pub struct UserRecord {
     pub site_ids: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Bumped by every change to the account (disable, role, sites, password); a staff token
+    /// carries the version it was issued at and is refused once the two differ. Records from
+    /// a central that predates it read as 0.
+    #[serde(default)]
+    pub token_version: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

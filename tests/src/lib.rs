@@ -444,6 +444,7 @@ pub async fn create_user(
         site_ids: sites,
         created_at: chrono::Utc::now(),
         disabled_at: None,
+        token_version: 0,
     };
     store
         .create_user(&Actor::system("test"), &user)

@@ -968,3 +968,273 @@ async fn a_disabled_user_and_new_networks_reach_the_edge() {
     )
     .await;
 }
+
+// Field-level PATCH with ETag / If-Match
+
+async fn patch_site_if_match(
+    central: &TestCentral,
+    token: &str,
+    site: Uuid,
+    if_match: &str,
+    body: &Value,
+) -> Response {
+    central
+        .request(Method::PATCH, &format!("/v1/sites/{site}"))
+        .bearer_auth(token)
+        .header("if-match", if_match)
+        .json(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// `GET path` as `token`: the body and its `ETag`.
+async fn get_tagged(central: &TestCentral, token: &str, path: &str) -> (Value, String) {
+    let response = central
+        .request(Method::GET, path)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let etag = response
+        .headers()
+        .get("etag")
+        .expect("an ETag")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    (expect_status(response, 200).await, etag)
+}
+
+#[tokio::test]
+async fn concurrent_patches_of_different_site_fields_both_land() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    for round in 0..5 {
+        let name = format!("Leeds {round}");
+        let networks = json!([format!("10.{round}.0.0/16")]);
+        let (rename, rezone) = (
+            json!({ "name": name }),
+            json!({ "allowed_networks": networks }),
+        );
+        let (renamed, rezoned) = tokio::join!(
+            patch_site(&central, &owner, site, &rename),
+            patch_site(&central, &owner, site, &rezone),
+        );
+        expect_status(renamed, 200).await;
+        expect_status(rezoned, 200).await;
+        let stored = central
+            .get_json(&owner, &format!("/v1/sites/{site}"), 200)
+            .await;
+        assert_eq!(stored["name"], name.as_str(), "round {round}: {stored}");
+        assert_eq!(
+            stored["allowed_networks"], networks,
+            "round {round}: {stored}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stale_if_match_is_412_problem_and_changes_nothing() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    let path = format!("/v1/sites/{site}");
+    let (_, read) = get_tagged(&central, &owner, &path).await;
+
+    // The tag just read admits the write, whose answer carries the new tag.
+    let response = patch_site_if_match(
+        &central,
+        &owner,
+        site,
+        &read,
+        &json!({ "name": "Leeds North" }),
+    )
+    .await;
+    let written = response.headers()["etag"].to_str().unwrap().to_string();
+    let body = expect_status(response, 200).await;
+    assert_eq!(body["name"], "Leeds North");
+    assert_ne!(written, read);
+    let (stored, current) = get_tagged(&central, &owner, &path).await;
+    assert_eq!(current, written);
+
+    // An edit based on the first read is refused and writes nothing.
+    let problem = expect_problem(
+        patch_site_if_match(
+            &central,
+            &owner,
+            site,
+            &read,
+            &json!({ "timezone": "Asia/Tokyo" }),
+        )
+        .await,
+        412,
+    )
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("changed"),
+        "{problem}"
+    );
+    assert_eq!(
+        get_tagged(&central, &owner, &path).await,
+        (stored, current.clone())
+    );
+
+    // A weak tag never matches; a malformed one is a 400; `*` matches whatever is stored.
+    expect_problem(
+        patch_site_if_match(
+            &central,
+            &owner,
+            site,
+            &format!("W/{current}"),
+            &json!({ "timezone": "Asia/Tokyo" }),
+        )
+        .await,
+        412,
+    )
+    .await;
+    expect_problem(
+        patch_site_if_match(&central, &owner, site, "no-quotes", &json!({ "name": "X" })).await,
+        400,
+    )
+    .await;
+    let body = expect_status(
+        patch_site_if_match(
+            &central,
+            &owner,
+            site,
+            "*",
+            &json!({ "timezone": "Asia/Tokyo" }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(body["timezone"], "Asia/Tokyo");
+}
+
+#[tokio::test]
+async fn a_user_change_based_on_a_stale_read_is_412_and_changes_nothing() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    let other = central.create_site(&owner, "York").await;
+    let id = create_staff(&central, &owner, "sam", &[site]).await;
+    let path = format!("/v1/users/{id}");
+    let (_, read) = get_tagged(&central, &owner, &path).await;
+
+    let response = central
+        .request(Method::PATCH, &path)
+        .bearer_auth(&owner)
+        .header("if-match", &read)
+        .json(&json!({ "role": "manager" }))
+        .send()
+        .await
+        .expect("request");
+    let written = response.headers()["etag"].to_str().unwrap().to_string();
+    expect_status(response, 200).await;
+    assert_ne!(written, read);
+
+    let response = central
+        .request(Method::PATCH, &path)
+        .bearer_auth(&owner)
+        .header("if-match", &read)
+        .json(&json!({ "site_ids": [other] }))
+        .send()
+        .await
+        .expect("request");
+    expect_problem(response, 412).await;
+    let (user, current) = get_tagged(&central, &owner, &path).await;
+    assert_eq!(current, written);
+    assert_eq!(user["role"], "manager");
+    assert_eq!(user["site_ids"], json!([site]));
+}
+
+#[tokio::test]
+async fn cors_lets_an_admin_page_send_if_match_and_read_the_etag() {
+    let origin = "https://admin.aerosports.example";
+    let central = TestCentral::start_with(|settings| {
+        settings.cors_origins = vec![origin.into()];
+    })
+    .await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Leeds").await;
+    let path = format!("/v1/sites/{site}");
+    let preflight = central
+        .request(Method::OPTIONS, &path)
+        .header("origin", origin)
+        .header("access-control-request-method", "PATCH")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,if-match",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("if-match"), "{allowed}");
+    let response = central
+        .request(Method::GET, &path)
+        .bearer_auth(&owner)
+        .header("origin", origin)
+        .send()
+        .await
+        .expect("get");
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("etag"), "{exposed}");
+}
+
+// A 422 names every field
+
+#[tokio::test]
+async fn a_body_with_several_bad_fields_is_one_422_naming_each_and_creates_nothing() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let before = central.get_json(&owner, "/v1/users", 200).await["users"]
+        .as_array()
+        .expect("users")
+        .len();
+    for (body, named) in [
+        (
+            json!({ "username": "kim", "password": 12, "role": "wizard", "site_ids": [] }),
+            vec!["password", "role"],
+        ),
+        (json!({ "role": "staff" }), vec!["password", "username"]),
+        (
+            json!({ "username": "kim", "password": "long enough password", "role": "staff", "site_ids": ["x", "y"], "admin": true }),
+            vec!["admin", "site_ids[0]", "site_ids[1]"],
+        ),
+    ] {
+        let response = central
+            .request(Method::POST, "/v1/users")
+            .bearer_auth(&owner)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let problem = expect_problem(response, 422).await;
+        let mut fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| {
+                assert!(e["message"].is_string(), "{problem}");
+                e["field"].as_str().expect("field")
+            })
+            .collect();
+        fields.sort();
+        assert_eq!(fields, named, "{body}");
+    }
+    let after = central.get_json(&owner, "/v1/users", 200).await["users"]
+        .as_array()
+        .expect("users")
+        .len();
+    assert_eq!(after, before, "a refused body creates nothing");
+}

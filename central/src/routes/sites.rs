@@ -1,11 +1,14 @@
 //! Sites (venues), their one-time enrollment tokens and their sync health.
 
 use crate::state::{AppState, actor};
-use crate::store::{DeadLetterState, EnrollmentToken, RejectedOpRecord};
+use crate::store::{
+    DeadLetterState, EnrollmentToken, RejectedOpRecord, SiteChanges, StoreError, site_etag,
+};
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::principal::Permission;
+use aero_shared::etag::{IfMatch, set_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
@@ -13,6 +16,7 @@ use aero_shared::wire::{SiteRecord, SiteSyncStatus};
 use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -99,13 +103,21 @@ async fn list_sites(State(state): State<AppState>, auth: Auth) -> Result<Json<Si
     Ok(Json(SiteList { sites }))
 }
 
+/// One site, with its entity tag as `ETag` for a later `If-Match`.
+fn tagged(site: SiteRecord) -> Response {
+    let etag = site_etag(&site);
+    let mut response = Json(site).into_response();
+    set_etag(response.headers_mut(), &etag);
+    response
+}
+
 async fn get_site(
     State(state): State<AppState>,
     _auth: Auth,
     Path(site_id): Path<Uuid>,
-) -> Result<Json<SiteRecord>, ApiError> {
+) -> Result<Response, ApiError> {
     let site = state.store.get_site(site_id).await?;
-    site.map(Json).ok_or(ApiError::NotFound("no such site"))
+    site.map(tagged).ok_or(ApiError::NotFound("no such site"))
 }
 
 /// `PATCH /v1/sites/{site_id}`: the fields to change; absent (or null) fields keep their value.
@@ -139,33 +151,40 @@ impl Validate for SitePatch {
     }
 }
 
+/// Changes only the fields sent, so two edits of different fields both land; with `If-Match`,
+/// only if the site is still as the client last read it (412 otherwise).
 async fn update_site(
     State(state): State<AppState>,
     auth: Auth,
     Path(site_id): Path<Uuid>,
+    if_match: IfMatch,
     ValidJson(body): ValidJson<SitePatch>,
-) -> Result<Json<SiteRecord>, ApiError> {
-    let mut site = state
+) -> Result<Response, ApiError> {
+    let mut v = Validator::new();
+    let allowed_networks = body
+        .allowed_networks
+        .map(|networks| v.networks("allowed_networks", &networks));
+    v.finish()?;
+    let changes = SiteChanges {
+        name: body.name.map(|name| name.trim().to_string()),
+        timezone: body.timezone,
+        allowed_networks,
+    };
+    let site = state
         .store
-        .get_site(site_id)
-        .await?
-        .ok_or(ApiError::NotFound("no such site"))?;
-    if let Some(name) = body.name {
-        site.name = name.trim().to_string();
-    }
-    if let Some(timezone) = body.timezone {
-        site.timezone = timezone;
-    }
-    if let Some(networks) = body.allowed_networks {
-        let mut v = Validator::new();
-        site.allowed_networks = v.networks("allowed_networks", &networks);
-        v.finish()?;
-    }
-    state
-        .store
-        .update_site(&actor(&auth), &site, state.clock.now())
-        .await?;
-    Ok(Json(site))
+        .update_site(
+            &actor(&auth),
+            site_id,
+            &changes,
+            &if_match,
+            state.clock.now(),
+        )
+        .await
+        .map_err(|err| match err {
+            StoreError::NotFound => ApiError::NotFound("no such site"),
+            other => other.into(),
+        })?;
+    Ok(tagged(site))
 }
 
 #[derive(Serialize)]

@@ -1,10 +1,12 @@
 //! Staff users: owners and admins are chain-wide; managers and staff belong to sites.
 
 use crate::state::{AppState, actor};
+use crate::store::{StoreError, UserChanges, user_etag};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::{Auth, require};
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::{Permission, Principal, Role};
+use aero_shared::etag::{IfMatch, set_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::validate::{Validate, Validator};
@@ -12,7 +14,8 @@ use aero_shared::wire::UserRecord;
 use axum::extract::{Path, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -28,7 +31,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/users/{id}",
-            delete(disable_user.layer(require(Permission::ManageUsers))),
+            get(get_user.layer(require(Permission::ManageUsers)))
+                .patch(update_user.layer(require(Permission::ManageUsers)))
+                .delete(disable_user.layer(require(Permission::ManageUsers))),
         )
 }
 
@@ -44,6 +49,43 @@ pub struct NewUser {
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
+fn check_password(v: &mut Validator, password: &SecretString) {
+    let chars = password.expose_secret().chars().count();
+    v.check(
+        (MIN_PASSWORD_CHARS..=128).contains(&chars),
+        "password",
+        "must be 12 to 128 characters",
+    );
+}
+
+/// Chain-wide roles take no sites; site roles need at least one.
+fn check_assignment(v: &mut Validator, role: Role, site_ids: &[Uuid]) {
+    if role.is_chain_wide() {
+        v.check(
+            site_ids.is_empty(),
+            "site_ids",
+            "owners and admins are chain-wide and take no sites",
+        );
+    } else {
+        v.check(
+            !site_ids.is_empty(),
+            "site_ids",
+            "managers and staff need at least one site",
+        );
+    }
+}
+
+/// Every named site must exist.
+async fn check_sites_exist(state: &AppState, site_ids: &[Uuid]) -> Result<(), ApiError> {
+    let mut v = Validator::new();
+    for (i, site) in site_ids.iter().enumerate() {
+        if state.store.get_site(*site).await?.is_none() {
+            v.error(&format!("site_ids[{i}]"), "no such site");
+        }
+    }
+    v.finish()
+}
+
 impl Validate for NewUser {
     fn validate(&self, v: &mut Validator) {
         v.text("username", &self.username, 64);
@@ -54,25 +96,8 @@ impl Validate for NewUser {
             "username",
             "may contain letters, digits and . _ - @ only",
         );
-        let chars = self.password.expose_secret().chars().count();
-        v.check(
-            (MIN_PASSWORD_CHARS..=128).contains(&chars),
-            "password",
-            "must be 12 to 128 characters",
-        );
-        if self.role.is_chain_wide() {
-            v.check(
-                self.site_ids.is_empty(),
-                "site_ids",
-                "owners and admins are chain-wide and take no sites",
-            );
-        } else {
-            v.check(
-                !self.site_ids.is_empty(),
-                "site_ids",
-                "managers and staff need at least one site",
-            );
-        }
+        check_password(v, &self.password);
+        check_assignment(v, self.role, &self.site_ids);
     }
 }
 
@@ -100,13 +125,17 @@ impl From<UserRecord> for UserView {
     }
 }
 
-/// Builds a user record, hashing the password on a blocking thread (argon2 is deliberately slow).
-pub async fn new_user_record(body: NewUser, now: DateTime<Utc>) -> Result<UserRecord, ApiError> {
-    let password = body.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+/// Hashes a password on a blocking thread (argon2 is deliberately slow).
+async fn hash_on_blocking_thread(password: SecretString) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)
+}
+
+/// Builds a user record, hashing the password.
+pub async fn new_user_record(body: NewUser, now: DateTime<Utc>) -> Result<UserRecord, ApiError> {
+    let password_hash = hash_on_blocking_thread(body.password).await?;
     let mut site_ids = body.site_ids;
     site_ids.sort();
     site_ids.dedup();
@@ -118,6 +147,7 @@ pub async fn new_user_record(body: NewUser, now: DateTime<Utc>) -> Result<UserRe
         site_ids,
         created_at: now,
         disabled_at: None,
+        token_version: 0,
     })
 }
 
@@ -131,13 +161,7 @@ async fn create_user(
             "only an owner can create another owner",
         ));
     }
-    let mut v = Validator::new();
-    for (i, site) in body.site_ids.iter().enumerate() {
-        if state.store.get_site(*site).await?.is_none() {
-            v.error(&format!("site_ids[{i}]"), "no such site");
-        }
-    }
-    v.finish()?;
+    check_sites_exist(&state, &body.site_ids).await?;
     let user = new_user_record(body, state.clock.now()).await?;
     let answer = Answer::json(StatusCode::CREATED, &UserView::from(user.clone()))?;
     answering(&answer, state.store.create_user(&actor(&auth), &user)).await?;
@@ -170,8 +194,8 @@ fn is_owner(auth: &Auth) -> bool {
 }
 
 /// `DELETE /v1/users/{id}`: disables the account (the row stays, for the audit trail). Login
-/// at central and, once the change replicates, at the user's edges is refused from then on;
-/// access tokens already issued stay valid until they expire (minutes).
+/// and the tokens already issued are refused at central within seconds and, once the change
+/// replicates, at the user's edges.
 async fn disable_user(
     State(state): State<AppState>,
     auth: Auth,
@@ -198,5 +222,161 @@ async fn disable_user(
         .store
         .disable_user(&actor(&auth), id, state.clock.now())
         .await?;
+    state.security.credentials.forget_staff(id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One user, with its entity tag as `ETag` for a later `If-Match`.
+fn tagged(user: UserRecord) -> Response {
+    let etag = user_etag(&user);
+    let mut response = Json(UserView::from(user)).into_response();
+    set_etag(response.headers_mut(), &etag);
+    response
+}
+
+async fn get_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let user = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or(ApiError::NotFound("no such user"))?;
+    for site in &user.site_ids {
+        auth.ensure_site(*site).await?;
+    }
+    Ok(tagged(user))
+}
+
+/// `PATCH /v1/users/{id}`: the fields to change; absent (or null) fields keep their value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    #[serde(default)]
+    role: Option<Role>,
+    /// Replaces the user's sites.
+    #[serde(default)]
+    site_ids: Option<Vec<Uuid>>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    /// A new password (an administrator's reset).
+    #[serde(default)]
+    password: Option<SecretString>,
+}
+
+impl Validate for UserPatch {
+    fn validate(&self, v: &mut Validator) {
+        v.check(
+            self.role.is_some()
+                || self.site_ids.is_some()
+                || self.disabled.is_some()
+                || self.password.is_some(),
+            "body",
+            "role, site_ids, disabled or password: at least one field to change",
+        );
+        if let Some(password) = &self.password {
+            check_password(v, password);
+        }
+        if let Some(sites) = &self.site_ids {
+            v.check(sites.len() <= 256, "site_ids", "at most 256 sites");
+        }
+    }
+}
+
+/// Attempts at a change that another writer keeps overtaking before this one gives up with 412.
+const UPDATE_ATTEMPTS: usize = 3;
+
+/// Changes a user's role, sites, password or disabled state. Every change bumps the account's
+/// token version, so tokens issued before it are refused (within seconds, see SECURITY.md)
+/// and the user logs in again with what the account now allows. With `If-Match`, only if the
+/// account is still as the client last read it (412 otherwise).
+async fn update_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    if_match: IfMatch,
+    ValidJson(body): ValidJson<UserPatch>,
+) -> Result<Response, ApiError> {
+    if let Some(sites) = &body.site_ids {
+        check_sites_exist(&state, sites).await?;
+    }
+    let password_hash = match body.password {
+        Some(password) => Some(hash_on_blocking_thread(password).await?),
+        None => None,
+    };
+    let changes = UserChanges {
+        role: body.role,
+        site_ids: body.site_ids,
+        password_hash,
+        disabled: body.disabled,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = state
+            .store
+            .get_user(id)
+            .await?
+            .ok_or(ApiError::NotFound("no such user"))?;
+        if !if_match.admits(&user_etag(&current)) {
+            return Err(StoreError::PreconditionFailed.into());
+        }
+        let now = state.clock.now();
+        // The rules are checked against the record as read; the store writes only if that is
+        // still the stored version, so they hold for what is written.
+        authorize_change(&auth, &current, &changes).await?;
+        if let Some(after) = changes.apply(&current, now) {
+            let mut v = Validator::new();
+            check_assignment(&mut v, after.role, &after.site_ids);
+            v.finish()?;
+        }
+        match state
+            .store
+            .update_user(&actor(&auth), id, current.token_version, &changes, now)
+            .await
+        {
+            Ok(user) => {
+                state.security.credentials.forget_staff(id);
+                return Ok(tagged(user));
+            }
+            // Changed between the read and the write: the rules are checked again against the
+            // new state, unless the client asked for the state it had read.
+            Err(StoreError::PreconditionFailed)
+                if if_match.is_absent() && attempt < UPDATE_ATTEMPTS =>
+            {
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Who may change what: the caller must reach every site the user has and would have, only an
+/// owner touches an owner, and nobody changes their own role, sites or disabled state (a
+/// lock-out nobody could undo); their own password they may.
+async fn authorize_change(
+    auth: &Auth,
+    user: &UserRecord,
+    changes: &UserChanges,
+) -> Result<(), ApiError> {
+    let new_sites = changes.site_ids.iter().flatten();
+    for site in user.site_ids.iter().chain(new_sites) {
+        auth.ensure_site(*site).await?;
+    }
+    let owner_involved = user.role == Role::Owner || changes.role == Some(Role::Owner);
+    if owner_involved && !is_owner(auth) {
+        return Err(ApiError::Forbidden(
+            "only an owner can change an owner or make one",
+        ));
+    }
+    let changes_access =
+        changes.role.is_some() || changes.site_ids.is_some() || changes.disabled.is_some();
+    if auth.principal.id() == user.id && changes_access {
+        return Err(ApiError::Unprocessable(
+            "you cannot change your own role, sites or disabled state".into(),
+        ));
+    }
+    Ok(())
 }

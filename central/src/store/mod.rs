@@ -11,6 +11,8 @@ pub use reports::{
     NegativeBalance, ProductSales,
 };
 
+use aero_shared::auth::principal::Role;
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
@@ -21,6 +23,7 @@ use aero_shared::wire::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +39,9 @@ pub enum StoreError {
     /// Worth retrying: lock contention, deadlock, a dropped connection.
     #[error("transient storage error: {0}")]
     Transient(String),
+    /// The row changed since the version the caller based its write on; nothing was written.
+    #[error("the resource changed since it was read")]
+    PreconditionFailed,
     #[error("storage error: {0:#}")]
     Other(#[from] anyhow::Error),
 }
@@ -48,6 +54,9 @@ impl From<StoreError> for aero_shared::ApiError {
         match err {
             StoreError::NotFound => ApiError::NotFound("no such resource"),
             StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::PreconditionFailed => ApiError::PreconditionFailed(
+                "the resource has changed since it was read; read it again and retry",
+            ),
             StoreError::Transient(why) => {
                 tracing::warn!(error = %why, "storage stayed busy past the retry deadline");
                 ApiError::Unavailable("storage is busy; retry shortly".into())
@@ -178,6 +187,113 @@ pub enum DeadLetterState {
     All,
 }
 
+/// Which of a site's fields to change; `None` keeps the stored value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SiteChanges {
+    pub name: Option<String>,
+    pub timezone: Option<String>,
+    pub allowed_networks: Option<Vec<IpNet>>,
+}
+
+impl SiteChanges {
+    /// The site after these changes, or `None` when they change nothing. Compared in Rust, not
+    /// in SQL: a case-insensitive collation would call a case-only rename "unchanged".
+    pub fn apply(&self, current: &SiteRecord) -> Option<SiteRecord> {
+        let updated = SiteRecord {
+            name: self.name.clone().unwrap_or_else(|| current.name.clone()),
+            timezone: self
+                .timezone
+                .clone()
+                .unwrap_or_else(|| current.timezone.clone()),
+            allowed_networks: self
+                .allowed_networks
+                .clone()
+                .unwrap_or_else(|| current.allowed_networks.clone()),
+            ..current.clone()
+        };
+        (updated != *current).then_some(updated)
+    }
+}
+
+/// A site's entity tag: what `GET /v1/sites/{id}` sends as `ETag` and `If-Match` is compared to.
+pub fn site_etag(site: &SiteRecord) -> String {
+    aero_shared::etag::etag_of(site)
+}
+
+/// A staff account's entity tag. Every change to the account bumps its token version, so the
+/// version alone tells one state from the next.
+pub fn user_etag(user: &UserRecord) -> String {
+    format!("\"{}.{}\"", user.id.simple(), user.token_version)
+}
+
+/// Which of a staff account's fields to change; `None` keeps the stored value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UserChanges {
+    pub role: Option<Role>,
+    /// Replaces the account's sites.
+    pub site_ids: Option<Vec<Uuid>>,
+    /// An argon2id hash of the new password.
+    pub password_hash: Option<String>,
+    /// `true` disables the account (keeping an earlier `disabled_at`), `false` enables it.
+    pub disabled: Option<bool>,
+}
+
+impl UserChanges {
+    /// The account after these changes with its token version bumped, or `None` when they
+    /// change nothing. Decided here once, so both backends write the same record: a change to
+    /// a chain-wide role drops the account's sites unless new ones are named (which the HQ
+    /// route refuses), and sites are kept sorted and unique.
+    pub fn apply(&self, current: &UserRecord, at: DateTime<Utc>) -> Option<UserRecord> {
+        let role = self.role.unwrap_or(current.role);
+        let mut site_ids = match (&self.site_ids, self.role) {
+            (Some(sites), _) => sites.clone(),
+            (None, Some(role)) if role.is_chain_wide() => Vec::new(),
+            (None, _) => current.site_ids.clone(),
+        };
+        site_ids.sort();
+        site_ids.dedup();
+        let disabled_at = match self.disabled {
+            Some(true) => current.disabled_at.or(Some(at)),
+            Some(false) => None,
+            None => current.disabled_at,
+        };
+        let password_hash = self
+            .password_hash
+            .clone()
+            .unwrap_or_else(|| current.password_hash.clone());
+        let updated = UserRecord {
+            role,
+            site_ids,
+            disabled_at,
+            password_hash,
+            ..current.clone()
+        };
+        (updated != *current).then(|| UserRecord {
+            token_version: current.token_version + 1,
+            ..updated
+        })
+    }
+}
+
+/// Where a change to a staff account replicates: every site it had and has, so an edge it was
+/// removed from learns so too; chain-wide (`None`) when either side is chain-wide or has no
+/// site, since every edge may hold the record then.
+pub fn user_change_scopes(before: &UserRecord, after: &UserRecord) -> Vec<Option<Uuid>> {
+    let scoped = |u: &UserRecord| !u.role.is_chain_wide() && !u.site_ids.is_empty();
+    if !scoped(before) || !scoped(after) {
+        return vec![None];
+    }
+    let mut sites: Vec<Uuid> = before
+        .site_ids
+        .iter()
+        .chain(&after.site_ids)
+        .copied()
+        .collect();
+    sites.sort();
+    sites.dedup();
+    sites.into_iter().map(Some).collect()
+}
+
 /// Everything central persists. Every HQ-side write appends to the change log and the audit
 /// log in its own transaction; `push` applies a whole batch in one transaction.
 #[async_trait]
@@ -193,16 +309,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()>;
     async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>>;
     async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>>;
-    /// Replaces a site's name, timezone and allowed networks (its id and `created_at` stay),
-    /// audits `site.update` and replicates the stored row to the site, in one transaction.
-    /// `NotFound` if there is no such site. Writing the values the site already has changes
-    /// nothing and appends nothing (so a retried update is a no-op).
+    /// Changes the fields of a site that `changes` names, and only those columns, if the
+    /// stored site's entity tag is admitted by `if_match`; audits `site.update` and replicates
+    /// the stored row to the site, in one transaction, and returns it. `NotFound` if there is
+    /// no such site, `PreconditionFailed` (writing nothing) if the tag is not admitted.
+    /// Changes that leave the site as it is write nothing (so a retried update is a no-op).
     async fn update_site(
         &self,
         actor: &Actor,
-        site: &SiteRecord,
+        id: Uuid,
+        changes: &SiteChanges,
+        if_match: &IfMatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<SiteRecord>;
 
     // Enrollment.
     async fn create_enrollment_token(
@@ -237,6 +356,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the record to each of the user's sites (chain-wide for owners and admins), in one
     /// transaction. Returns false, writing nothing, if the user is unknown or already disabled.
     async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Applies `changes` (see [`UserChanges::apply`]) to the user whose token version is still
+    /// `expected_version`, bumping it, auditing `user.update` and replicating the record to
+    /// every site the account had or now has (chain-wide if either side is), in one
+    /// transaction; returns the stored record. `NotFound` if there is no such user,
+    /// `PreconditionFailed` (writing nothing) if its version moved. Changes that change
+    /// nothing write nothing and return the record as it is.
+    async fn update_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: i64,
+        changes: &UserChanges,
+        at: DateTime<Utc>,
+    ) -> StoreResult<UserRecord>;
+    /// The user's token version, `None` if the user is unknown or disabled: what every staff
+    /// request is checked against.
+    async fn user_token_version(&self, id: Uuid) -> StoreResult<Option<i64>>;
 
     // Catalog.
     async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()>;

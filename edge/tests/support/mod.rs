@@ -5,7 +5,9 @@
 use aero_edge::config::Settings;
 use aero_edge::credential::Credential;
 use aero_shared::auth::jwt::StaffIdentity;
+use aero_shared::auth::principal::Role;
 use aero_shared::clock::ManualClock;
+use aero_shared::wire::UserRecord;
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -38,14 +40,39 @@ pub fn offline_edge(clock: &ManualClock) -> OfflineEdge {
 }
 
 impl OfflineEdge {
-    /// A token the edge signed for `username` with `role` ("staff", "manager") at its site.
-    pub fn staff_token(&self, username: &str, role: &str) -> String {
+    /// A token the edge signed for `username` with `role` ("staff", "manager") at its site; the
+    /// account is put in the replica first, as a pull from central would, since a staff token
+    /// is only honoured while its account is there at the version it names.
+    pub async fn staff_token(&self, username: &str, role: &str) -> String {
+        let user = UserRecord {
+            id: Uuid::now_v7(),
+            username: username.into(),
+            password_hash: String::new(),
+            role: Role::parse(role).expect("a role"),
+            site_ids: vec![self.site],
+            created_at: chrono::Utc::now(),
+            disabled_at: None,
+            token_version: 0,
+        };
         let identity = StaffIdentity {
-            sub: Uuid::now_v7(),
+            sub: user.id,
             username: username.into(),
             role: role.into(),
             sites: vec![self.site],
+            version: user.token_version,
         };
+        self.edge
+            .state
+            .writer
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO users (id, username, disabled_at, data) VALUES (?1, ?2, NULL, ?3)",
+                    rusqlite::params![user.id, user.username, serde_json::to_string(&user)?],
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("staff account in the replica");
         let (token, _) = self
             .edge
             .state

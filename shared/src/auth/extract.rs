@@ -34,6 +34,12 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn device_for_key(&self, hash: &KeyHash) -> Result<Option<DeviceCredential>, ApiError>;
     /// A site's allowed networks for sensitive operations; `None` if the site does not exist.
     async fn site_networks(&self, site_id: Uuid) -> Result<Option<Vec<IpNet>>, ApiError>;
+    /// A staff account's current token version; `None` if the account is unknown or disabled.
+    /// A token carrying any other version was issued before a revocation and is refused.
+    async fn staff_token_version(&self, user_id: Uuid) -> Result<Option<i64>, ApiError>;
+    /// Forgets anything cached about a staff account this node just changed, so its own
+    /// revocations apply at once rather than when the cache expires.
+    fn forget_staff(&self, _user_id: Uuid) {}
 }
 
 /// Everything the `Auth` extractor needs, shared by all requests of a service.
@@ -239,6 +245,13 @@ pub(crate) async fn identify(parts: &Parts, security: &Security) -> Result<Princ
         _ => ApiError::Unauthorized("the token is invalid"),
     })?;
     let role = Role::parse(&claims.role).ok_or(ApiError::Unauthorized("the token is invalid"))?;
+    // Role and sites come from the token; the version says they are still the account's.
+    let current = security.credentials.staff_token_version(claims.sub).await?;
+    if current != Some(claims.ver) {
+        return Err(ApiError::Unauthorized(
+            "the token has been revoked; log in again",
+        ));
+    }
     Ok(Principal::Staff {
         user_id: claims.sub,
         username: claims.username,
@@ -320,6 +333,10 @@ mod tests {
 
         async fn site_networks(&self, _: Uuid) -> Result<Option<Vec<IpNet>>, ApiError> {
             Ok(Some(Vec::new()))
+        }
+
+        async fn staff_token_version(&self, _: Uuid) -> Result<Option<i64>, ApiError> {
+            Ok(Some(0))
         }
     }
 

@@ -24,6 +24,8 @@ pub struct StaffIdentity {
     pub username: String,
     pub role: String,
     pub sites: Vec<Uuid>,
+    /// The account's token version at issue (see `UserRecord::token_version`).
+    pub version: i64,
 }
 
 /// The claims carried by a staff token.
@@ -33,6 +35,9 @@ pub struct StaffClaims {
     pub username: String,
     pub role: String,
     pub sites: Vec<Uuid>,
+    /// The account's token version at issue: a revocation bumps the stored one, and the token
+    /// is refused from then on.
+    pub ver: i64,
     pub iss: String,
     pub aud: String,
     pub iat: i64,
@@ -118,6 +123,7 @@ impl JwtKeys {
             username: identity.username,
             role: identity.role,
             sites: identity.sites,
+            ver: identity.version,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat,
@@ -188,6 +194,7 @@ mod tests {
             username: "alice".to_owned(),
             role: "manager".to_owned(),
             sites: vec![Uuid::new_v4(), Uuid::new_v4()],
+            version: 3,
         }
     }
 
@@ -208,6 +215,7 @@ mod tests {
         assert_eq!(claims.username, who.username);
         assert_eq!(claims.role, who.role);
         assert_eq!(claims.sites, who.sites);
+        assert_eq!(claims.ver, 3);
         assert_eq!(claims.iss, "aero-central");
         assert_eq!(claims.aud, "aero-hq");
         assert_eq!(claims.iat, now.timestamp());
@@ -290,7 +298,7 @@ mod tests {
     fn other_hmac_algorithm_is_rejected() {
         let now = Utc::now().timestamp();
         let claims = serde_json::json!({
-            "sub": Uuid::new_v4(), "username": "eve", "role": "owner", "sites": [],
+            "sub": Uuid::new_v4(), "username": "eve", "role": "owner", "sites": [], "ver": 0,
             "iss": "aero-central", "aud": "aero-hq", "iat": now, "nbf": now,
             "exp": now + 600, "jti": Uuid::new_v4(),
         });

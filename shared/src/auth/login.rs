@@ -84,6 +84,7 @@ async fn verify_and_issue(
         username: user.username,
         role: user.role.as_str().to_string(),
         sites: user.site_ids,
+        version: user.token_version,
     };
     let (access_token, expires_in) = security
         .jwt

@@ -3,7 +3,7 @@
 
 use super::codec::{int, to_json, ts};
 use super::conn::Conn;
-use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
+use crate::store::{Actor, AuditEvent, StoreError, StoreResult, user_change_scopes};
 use aero_shared::wire::{ChangeOp, Entity, UserRecord};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -63,18 +63,18 @@ impl NewChange {
 
 /// A user replicates to each of its sites, or (chain-wide roles, or no sites) everywhere.
 pub(super) fn user_changes(user: &UserRecord, at: DateTime<Utc>) -> StoreResult<Vec<NewChange>> {
-    if user.role.is_chain_wide() || user.site_ids.is_empty() {
-        return Ok(vec![NewChange::upsert(
-            Entity::User,
-            user.id,
-            None,
-            user,
-            at,
-        )?]);
-    }
-    user.site_ids
-        .iter()
-        .map(|site| NewChange::upsert(Entity::User, user.id, Some(*site), user, at))
+    user_change_changes(user, user, at)
+}
+
+/// A change to a user replicates to every site it had and has (see `user_change_scopes`).
+pub(super) fn user_change_changes(
+    before: &UserRecord,
+    after: &UserRecord,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<NewChange>> {
+    user_change_scopes(before, after)
+        .into_iter()
+        .map(|scope| NewChange::upsert(Entity::User, after.id, scope, after, at))
         .collect()
 }
 

@@ -120,7 +120,7 @@ macro_rules! device_columns {
 }
 macro_rules! user_columns {
     () => {
-        "id, username, password_hash, role, created_at, disabled_at"
+        "id, username, password_hash, role, created_at, disabled_at, token_version"
     };
 }
 macro_rules! product_columns {
@@ -195,6 +195,7 @@ pub(super) fn user_from(row: &Row) -> StoreResult<UserRecord> {
         site_ids: Vec::new(),
         created_at: time(row, 4)?,
         disabled_at: opt_time(row, 5)?,
+        token_version: int(row, 6)?,
     })
 }
 

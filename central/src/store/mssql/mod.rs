@@ -38,8 +38,9 @@ mod venue;
 use super::{
     Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
     EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
-    PushOutcome, Redeemed, RejectedOpRecord, Store, StoreResult,
+    PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult, UserChanges,
 };
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugOverrideRecord, PlugRecord,
@@ -119,10 +120,12 @@ impl Store for MssqlStore {
     async fn update_site(
         &self,
         actor: &Actor,
-        site: &SiteRecord,
+        id: Uuid,
+        changes: &SiteChanges,
+        if_match: &IfMatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        sites::update(self, actor, site, at).await
+    ) -> StoreResult<SiteRecord> {
+        sites::update(self, actor, id, changes, if_match, at).await
     }
 
     // -- Enrollment -------------------------------------------------------------------------
@@ -186,6 +189,21 @@ impl Store for MssqlStore {
 
     async fn disable_user(&self, actor: &Actor, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
         users::disable(self, actor, id, at).await
+    }
+
+    async fn update_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: i64,
+        changes: &UserChanges,
+        at: DateTime<Utc>,
+    ) -> StoreResult<UserRecord> {
+        users::update(self, actor, id, expected_version, changes, at).await
+    }
+
+    async fn user_token_version(&self, id: Uuid) -> StoreResult<Option<i64>> {
+        users::token_version(self, id).await
     }
 
     // -- Catalog ----------------------------------------------------------------------------

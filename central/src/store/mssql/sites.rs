@@ -5,7 +5,8 @@ use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{site_columns, site_from, to_json, ts};
 use super::conn::Conn;
-use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
+use crate::store::{Actor, AuditEvent, SiteChanges, StoreError, StoreResult, site_etag};
+use aero_shared::etag::IfMatch;
 use aero_shared::wire::{Entity, SiteRecord};
 use chrono::{DateTime, Utc};
 use tiberius::Query;
@@ -14,9 +15,11 @@ use uuid::Uuid;
 async fn update_site_tx(
     conn: &mut Conn,
     actor: &Actor,
-    site: &SiteRecord,
+    id: Uuid,
+    changes: &SiteChanges,
+    if_match: &IfMatch,
     at: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<SiteRecord> {
     // Lock the row before reading it: the no-op UPDATE takes an exclusive row lock held until
     // COMMIT on SQL Server and on Babelfish alike (Babelfish ignores table hints by default), so
     // concurrent updates of one site run one after the other and each compares against the
@@ -29,39 +32,38 @@ async fn update_site_tx(
         site_columns!(),
         " FROM sites WHERE id = @P1 AND @found = 1;"
     ));
-    q.bind(site.id);
+    q.bind(id);
     let current = match conn.row(q).await? {
         Some(row) => site_from(&row)?,
         None => return Err(StoreError::NotFound),
     };
-    // Only the editable fields change; id and created_at are the stored ones. Compared in Rust,
-    // not in SQL: a case-insensitive collation would call a case-only rename "unchanged".
-    let updated = SiteRecord {
-        name: site.name.clone(),
-        timezone: site.timezone.clone(),
-        allowed_networks: site.allowed_networks.clone(),
-        ..current.clone()
-    };
-    if updated == current {
-        // Nothing to write (also what a retry finds after a commit whose answer was lost).
-        return Ok(());
+    if !if_match.admits(&site_etag(&current)) {
+        return Err(StoreError::PreconditionFailed);
     }
+    let Some(updated) = changes.apply(&current) else {
+        // Nothing to write (also what a retry finds after a commit whose answer was lost).
+        return Ok(current);
+    };
+    // Only the columns sent: a concurrent edit of another field is never written back.
+    let networks = changes.allowed_networks.as_ref().map(to_json).transpose()?;
     let mut q = Query::new(
-        "UPDATE sites SET name = @P2, timezone = @P3, allowed_networks = @P4 WHERE id = @P1",
+        "UPDATE sites SET name = COALESCE(@P2, name), timezone = COALESCE(@P3, timezone), \
+         allowed_networks = COALESCE(@P4, allowed_networks) WHERE id = @P1",
     );
-    q.bind(updated.id);
-    q.bind(updated.name.as_str());
-    q.bind(updated.timezone.as_str());
-    q.bind(to_json(&updated.allowed_networks)?);
+    q.bind(id);
+    q.bind(changes.name.as_deref());
+    q.bind(changes.timezone.as_deref());
+    q.bind(networks);
     conn.exec(q).await?;
     let event = AuditEvent {
         action: "site.update",
-        target: Some(updated.id.to_string()),
-        site_id: Some(updated.id),
+        target: Some(id.to_string()),
+        site_id: Some(id),
     };
     audit(conn, actor, event, at).await?;
-    let change = NewChange::upsert(Entity::Site, updated.id, Some(updated.id), &updated, at)?;
-    append_changes(conn, &[change]).await
+    let change = NewChange::upsert(Entity::Site, id, Some(id), &updated, at)?;
+    append_changes(conn, &[change]).await?;
+    Ok(updated)
 }
 
 pub(super) async fn create(
@@ -134,10 +136,12 @@ pub(super) async fn get(store: &MssqlStore, id: Uuid) -> StoreResult<Option<Site
 pub(super) async fn update(
     store: &MssqlStore,
     actor: &Actor,
-    site: &SiteRecord,
+    id: Uuid,
+    changes: &SiteChanges,
+    if_match: &IfMatch,
     at: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<SiteRecord> {
     store
-        .transaction(|conn| Box::pin(update_site_tx(conn, actor, site, at)))
+        .transaction(|conn| Box::pin(update_site_tx(conn, actor, id, changes, if_match, at)))
         .await
 }

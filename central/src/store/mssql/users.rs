@@ -1,11 +1,11 @@
-//! Staff users: creating them with their site assignments, looking them up, and disabling
-//! them; each write is audited and replicated to the user's sites (or chain-wide).
+//! Staff users: creating them with their site assignments, looking them up, changing and
+//! disabling them; each write is audited and replicated to the user's sites (or chain-wide).
 
 use super::MssqlStore;
-use super::changelog::{NewChange, append_changes, audit, user_changes};
-use super::codec::{ts, user_columns, user_from, uuid};
+use super::changelog::{NewChange, append_changes, audit, user_change_changes, user_changes};
+use super::codec::{int, ts, user_columns, user_from, uuid};
 use super::conn::Conn;
-use crate::store::{Actor, AuditEvent, StoreResult};
+use crate::store::{Actor, AuditEvent, StoreError, StoreResult, UserChanges};
 use aero_shared::wire::UserRecord;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -54,7 +54,8 @@ async fn disable_user_tx(
     // no longer matches `disabled_at IS NULL`, so exactly one of them audits and replicates.
     let mut q = Query::new(concat!(
         "DECLARE @disabled INT; ",
-        "UPDATE users SET disabled_at = @P2 WHERE id = @P1 AND disabled_at IS NULL; ",
+        "UPDATE users SET disabled_at = @P2, token_version = token_version + 1 ",
+        "WHERE id = @P1 AND disabled_at IS NULL; ",
         "SET @disabled = @@ROWCOUNT; ",
         "SELECT ",
         user_columns!(),
@@ -90,14 +91,15 @@ async fn create_user_tx(
     changes: &[NewChange],
 ) -> StoreResult<()> {
     let mut q = Query::new(
-        "INSERT INTO users (id, username, password_hash, role, created_at, disabled_at) \
-         VALUES (@P1, @P2, @P3, @P4, @P5, NULL)",
+        "INSERT INTO users (id, username, password_hash, role, created_at, disabled_at, token_version) \
+         VALUES (@P1, @P2, @P3, @P4, @P5, NULL, @P6)",
     );
     q.bind(user.id);
     q.bind(user.username.as_str());
     q.bind(user.password_hash.as_str());
     q.bind(user.role.as_str());
     q.bind(ts(user.created_at));
+    q.bind(user.token_version);
     conn.exec(q).await?;
     for site in &user.site_ids {
         let mut q = Query::new("INSERT INTO user_sites (user_id, site_id) VALUES (@P1, @P2)");
@@ -201,5 +203,104 @@ pub(super) async fn disable(
 ) -> StoreResult<bool> {
     store
         .transaction(|conn| Box::pin(disable_user_tx(conn, actor, id, at)))
+        .await
+}
+
+async fn update_user_tx(
+    conn: &mut Conn,
+    actor: &Actor,
+    id: Uuid,
+    expected_version: i64,
+    changes: &UserChanges,
+    at: DateTime<Utc>,
+) -> StoreResult<UserRecord> {
+    // Lock the row before reading it (the no-op UPDATE holds an exclusive row lock until
+    // COMMIT, on Babelfish too), so a concurrent change waits and then sees this one's version.
+    let mut q = Query::new(concat!(
+        "DECLARE @found INT; ",
+        "UPDATE users SET token_version = token_version WHERE id = @P1; ",
+        "SET @found = @@ROWCOUNT; ",
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = @P1 AND @found = 1; ",
+        "SELECT user_id, site_id FROM user_sites WHERE user_id = @P1 AND @found = 1;"
+    ));
+    q.bind(id);
+    let current = one_user(conn.results(q).await?)?.ok_or(StoreError::NotFound)?;
+    if current.token_version != expected_version {
+        return Err(StoreError::PreconditionFailed);
+    }
+    let Some(updated) = changes.apply(&current, at) else {
+        return Ok(current);
+    };
+    let mut q = Query::new(
+        "UPDATE users SET role = @P2, password_hash = @P3, disabled_at = @P4, token_version = @P5 \
+         WHERE id = @P1",
+    );
+    q.bind(id);
+    q.bind(updated.role.as_str());
+    q.bind(updated.password_hash.as_str());
+    q.bind(updated.disabled_at.map(ts));
+    q.bind(updated.token_version);
+    conn.exec(q).await?;
+    if updated.site_ids != current.site_ids {
+        let mut q = Query::new("DELETE FROM user_sites WHERE user_id = @P1");
+        q.bind(id);
+        conn.exec(q).await?;
+        for site in &updated.site_ids {
+            let mut q = Query::new("INSERT INTO user_sites (user_id, site_id) VALUES (@P1, @P2)");
+            q.bind(id);
+            q.bind(*site);
+            conn.exec(q).await?;
+        }
+    }
+    let event = AuditEvent {
+        action: "user.update",
+        target: Some(id.to_string()),
+        site_id: updated
+            .site_ids
+            .first()
+            .or(current.site_ids.first())
+            .copied(),
+    };
+    audit(conn, actor, event, at).await?;
+    append_changes(conn, &user_change_changes(&current, &updated, at)?).await?;
+    Ok(updated)
+}
+
+pub(super) async fn update(
+    store: &MssqlStore,
+    actor: &Actor,
+    id: Uuid,
+    expected_version: i64,
+    changes: &UserChanges,
+    at: DateTime<Utc>,
+) -> StoreResult<UserRecord> {
+    store
+        .transaction(|conn| {
+            Box::pin(update_user_tx(
+                conn,
+                actor,
+                id,
+                expected_version,
+                changes,
+                at,
+            ))
+        })
+        .await
+}
+
+/// `None` for an unknown or disabled user.
+pub(super) async fn token_version(store: &MssqlStore, id: Uuid) -> StoreResult<Option<i64>> {
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(
+                    "SELECT token_version FROM users WHERE id = @P1 AND disabled_at IS NULL",
+                );
+                q.bind(id);
+                conn.row(q).await?.as_ref().map(|r| int(r, 0)).transpose()
+            })
+        })
         .await
 }

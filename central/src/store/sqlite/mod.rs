@@ -11,9 +11,10 @@ use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
     Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerSearch, DailyReport,
     DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance,
-    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, Store, StoreError,
-    StoreResult, VenueWrite,
+    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, SiteChanges, Store,
+    StoreError, StoreResult, UserChanges, VenueWrite, site_etag, user_change_scopes,
 };
+use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, current_request, decide,
 };
@@ -327,11 +328,8 @@ fn append_user_changes(
     user: &UserRecord,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    if user.role.is_chain_wide() || user.site_ids.is_empty() {
-        return append_change(tx, Entity::User, user.id, None, user, at);
-    }
-    for site in &user.site_ids {
-        append_change(tx, Entity::User, user.id, Some(*site), user, at)?;
+    for scope in user_change_scopes(user, user) {
+        append_change(tx, Entity::User, user.id, scope, user, at)?;
     }
     Ok(())
 }
@@ -387,6 +385,7 @@ fn user_from_row(conn: &Connection, row: &Row<'_>) -> rusqlite::Result<UserRecor
         site_ids,
         created_at: parse_ts(&row.get::<_, String>(4)?)?,
         disabled_at: parse_opt_ts(row.get(5)?)?,
+        token_version: row.get(6)?,
     })
 }
 
@@ -704,35 +703,38 @@ impl Store for SqliteStore {
     async fn update_site(
         &self,
         actor: &Actor,
-        site: &SiteRecord,
+        id: Uuid,
+        changes: &SiteChanges,
+        if_match: &IfMatch,
         at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let (actor, site) = (actor.clone(), site.clone());
+    ) -> StoreResult<SiteRecord> {
+        let (actor, changes, if_match) = (actor.clone(), changes.clone(), if_match.clone());
         self.write(move |tx| {
+            // The one writer connection serialises this read-compare-write against every other.
             let current = tx
                 .query_row(
                     "SELECT id, name, timezone, allowed_networks, created_at FROM sites WHERE id = ?1",
-                    [site.id],
+                    [id],
                     site_from_row,
                 )
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
-            // Only the editable fields change; id and created_at are the stored ones.
-            let updated = SiteRecord {
-                name: site.name.clone(),
-                timezone: site.timezone.clone(),
-                allowed_networks: site.allowed_networks.clone(),
-                ..current.clone()
-            };
-            if updated == current {
-                return Ok(());
+            if !if_match.admits(&site_etag(&current)) {
+                return Err(StoreError::PreconditionFailed);
             }
+            let Some(updated) = changes.apply(&current) else {
+                return Ok(current);
+            };
+            // Only the columns sent: a concurrent edit of another field is never written back.
+            let networks = changes.allowed_networks.as_ref().map(json).transpose()?;
             tx.execute(
-                "UPDATE sites SET name = ?2, timezone = ?3, allowed_networks = ?4 WHERE id = ?1",
-                params![updated.id, updated.name, updated.timezone, json(&updated.allowed_networks)?],
+                "UPDATE sites SET name = COALESCE(?2, name), timezone = COALESCE(?3, timezone),
+                    allowed_networks = COALESCE(?4, allowed_networks) WHERE id = ?1",
+                params![id, changes.name, changes.timezone, networks],
             )?;
-            audit(tx, &actor, AuditEvent { action: "site.update", target: Some(updated.id.to_string()), site_id: Some(updated.id) }, at)?;
-            append_change(tx, Entity::Site, updated.id, Some(updated.id), &updated, at)
+            audit(tx, &actor, AuditEvent { action: "site.update", target: Some(id.to_string()), site_id: Some(id) }, at)?;
+            append_change(tx, Entity::Site, id, Some(id), &updated, at)?;
+            Ok(updated)
         })
         .await
     }
@@ -898,8 +900,8 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             exec(
  tx,
-                "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![user.id, user.username, user.password_hash, user.role.as_str(), ts(user.created_at)],
+                "INSERT INTO users (id, username, password_hash, role, created_at, token_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![user.id, user.username, user.password_hash, user.role.as_str(), ts(user.created_at), user.token_version],
             )?;
             for site in &user.site_ids {
                 exec(tx, "INSERT INTO user_sites (user_id, site_id) VALUES (?1, ?2)", params![user.id, site])?;
@@ -914,7 +916,7 @@ impl Store for SqliteStore {
         let username = username.to_string();
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT id, username, password_hash, role, created_at, disabled_at FROM users WHERE username = ?1",
+                "SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users WHERE username = ?1",
                 [username],
                 |row| user_from_row(c, row),
             )
@@ -925,7 +927,7 @@ impl Store for SqliteStore {
 
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
         self.read(|c| {
-            let mut stmt = c.prepare("SELECT id, username, password_hash, role, created_at, disabled_at FROM users ORDER BY username")?;
+            let mut stmt = c.prepare("SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users ORDER BY username")?;
             Ok(stmt.query_map([], |row| user_from_row(c, row))?.collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -934,7 +936,7 @@ impl Store for SqliteStore {
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT id, username, password_hash, role, created_at, disabled_at FROM users WHERE id = ?1",
+                "SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users WHERE id = ?1",
                 [id],
                 |row| user_from_row(c, row),
             )
@@ -947,7 +949,8 @@ impl Store for SqliteStore {
         let actor = actor.clone();
         self.write(move |tx| {
             let changed = tx.execute(
-                "UPDATE users SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+                "UPDATE users SET disabled_at = ?2, token_version = token_version + 1
+                 WHERE id = ?1 AND disabled_at IS NULL",
                 params![id, ts(at)],
             )?;
             if changed == 0 {
@@ -955,7 +958,7 @@ impl Store for SqliteStore {
             }
             // The record as stored, `disabled_at` included: edges refuse its logins when it lands.
             let user = tx.query_row(
-                "SELECT id, username, password_hash, role, created_at, disabled_at FROM users WHERE id = ?1",
+                "SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users WHERE id = ?1",
                 [id],
                 |row| user_from_row(tx, row),
             )?;
@@ -971,6 +974,76 @@ impl Store for SqliteStore {
             )?;
             append_user_changes(tx, &user, at)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: i64,
+        changes: &UserChanges,
+        at: DateTime<Utc>,
+    ) -> StoreResult<UserRecord> {
+        let (actor, changes) = (actor.clone(), changes.clone());
+        self.write(move |tx| {
+            // The one writer connection serialises this read-compare-write against every other.
+            let current = tx
+                .query_row(
+                    "SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users WHERE id = ?1",
+                    [id],
+                    |row| user_from_row(tx, row),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if current.token_version != expected_version {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let Some(updated) = changes.apply(&current, at) else {
+                return Ok(current);
+            };
+            tx.execute(
+                "UPDATE users SET role = ?2, password_hash = ?3, disabled_at = ?4, token_version = ?5 WHERE id = ?1",
+                params![
+                    id,
+                    updated.role.as_str(),
+                    updated.password_hash,
+                    updated.disabled_at.map(ts),
+                    updated.token_version
+                ],
+            )?;
+            if updated.site_ids != current.site_ids {
+                exec(tx, "DELETE FROM user_sites WHERE user_id = ?1", [id])?;
+                for site in &updated.site_ids {
+                    exec(tx, "INSERT INTO user_sites (user_id, site_id) VALUES (?1, ?2)", params![id, site])?;
+                }
+            }
+            audit(
+                tx,
+                &actor,
+                AuditEvent {
+                    action: "user.update",
+                    target: Some(id.to_string()),
+                    site_id: updated.site_ids.first().or(current.site_ids.first()).copied(),
+                },
+                at,
+            )?;
+            for scope in user_change_scopes(&current, &updated) {
+                append_change(tx, Entity::User, id, scope, &updated, at)?;
+            }
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn user_token_version(&self, id: Uuid) -> StoreResult<Option<i64>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT token_version FROM users WHERE id = ?1 AND disabled_at IS NULL",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
         })
         .await
     }
