@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod json;
 pub mod ledger;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod problem;
 pub mod ratelimit;

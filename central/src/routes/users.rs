@@ -2,40 +2,36 @@
 
 use crate::state::{AppState, actor};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::{Permission, Principal, Role};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::UserRecord;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/users",
-            get(list_users.layer(require(Permission::ManageUsers)))
-                .post(create_user.layer(require(Permission::ManageUsers))),
-        )
-        .route(
-            "/v1/users/{id}",
-            delete(disable_user.layer(require(Permission::ManageUsers))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ManageUsers, routes!(list_users)))
+        .routes(guarded(Permission::ManageUsers, routes!(create_user)))
+        .routes(guarded(Permission::ManageUsers, routes!(disable_user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
+    #[schema(value_type = String, format = Password)]
     pub password: SecretString,
     pub role: Role,
     #[serde(default)]
@@ -77,7 +73,7 @@ impl Validate for NewUser {
 }
 
 /// A user as shown to admins: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
     id: Uuid,
     username: String,
@@ -121,6 +117,7 @@ pub async fn new_user_record(body: NewUser, now: DateTime<Utc>) -> Result<UserRe
     })
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Create a staff user", request_body = NewUser, responses((status = 201, description = "Created", body = UserView)))]
 async fn create_user(
     State(state): State<AppState>,
     auth: Auth,
@@ -144,11 +141,12 @@ async fn create_user(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UserList {
     users: Vec<UserView>,
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List staff users", responses((status = 200, description = "OK", body = UserList)))]
 async fn list_users(
     State(state): State<AppState>,
     _auth: Auth,
@@ -172,6 +170,7 @@ fn is_owner(auth: &Auth) -> bool {
 /// `DELETE /v1/users/{id}`: disables the account (the row stays, for the audit trail). Login
 /// at central and, once the change replicates, at the user's edges is refused from then on;
 /// access tokens already issued stay valid until they expire (minutes).
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), responses((status = 204, description = "Disabled")))]
 async fn disable_user(
     State(state): State<AppState>,
     auth: Auth,

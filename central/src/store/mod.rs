@@ -81,7 +81,7 @@ impl Actor {
 }
 
 /// One line of the audit log.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -132,7 +132,7 @@ pub struct PushOutcome {
 }
 
 /// An op central refused for good, as HQ sees it per venue.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RejectedOpRecord {
     pub seq: i64,
     pub op_id: Uuid,
@@ -143,7 +143,7 @@ pub struct RejectedOpRecord {
 }
 
 /// A venue's decision about one of its refused ops, as central recorded it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ResolutionRecord {
     /// `retried` or `discarded`.
     pub how: Resolution,
@@ -160,7 +160,17 @@ pub struct ResolutionRecord {
 }
 
 /// Which of a venue's refused ops to list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadLetterState {
     /// Not yet retried or discarded at the venue.
