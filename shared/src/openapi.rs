@@ -255,6 +255,8 @@ fn complete_operation(operation: &mut Operation, is_post: bool) {
     if has_body {
         add(413, "The body is larger than this service accepts");
         add(415, "The body is not application/json");
+    }
+    if has_body || has_query {
         add(422, "A field is invalid");
     }
     if is_post && secured {

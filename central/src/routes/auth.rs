@@ -14,7 +14,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(login))
 }
 
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", summary = "Log in as HQ staff; returns a Bearer JWT", request_body = LoginRequest, responses((status = 200, description = "OK", body = TokenResponse)))]
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", summary = "Log in as HQ staff; returns a Bearer JWT", request_body = LoginRequest, responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "Unknown user or wrong password", content_type = "application/problem+json", body = aero_shared::Problem), (status = 429, description = "Too many login attempts from this client", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn login(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,

@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LeaderboardPeriod)]
 enum Period {
     Today,
     Week,

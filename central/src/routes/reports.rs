@@ -69,7 +69,7 @@ struct DailyReportView {
     new_customers: i64,
 }
 
-#[utoipa::path(get, path = "/v1/reports/daily", tag = "reports", summary = "A site's local day (?site_id=&date=): orders, gross sales, refunds, revenue, check-ins, new customers", params(DayQuery), responses((status = 200, description = "OK", body = DailyReportView)))]
+#[utoipa::path(get, path = "/v1/reports/daily", tag = "reports", summary = "A site's local day (?site_id=&date=): orders, gross sales, refunds, revenue, check-ins, new customers", params(DayQuery), responses((status = 200, description = "OK", body = DailyReportView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn daily(
     State(state): State<AppState>,
     auth: Auth,
@@ -101,7 +101,7 @@ struct SalesByProductView {
     products: Vec<ProductSales>,
 }
 
-#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DayQuery), responses((status = 200, description = "OK", body = SalesByProductView)))]
+#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DayQuery), responses((status = 200, description = "OK", body = SalesByProductView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn sales_by_product(
     State(state): State<AppState>,
     auth: Auth,
@@ -140,7 +140,7 @@ struct HourView {
     count: i64,
 }
 
-#[utoipa::path(get, path = "/v1/reports/checkins-by-hour", tag = "reports", summary = "A site's local day (?site_id=&date=): check-ins per local hour (23 or 25 on DST days)", params(DayQuery), responses((status = 200, description = "OK", body = CheckinsByHourView)))]
+#[utoipa::path(get, path = "/v1/reports/checkins-by-hour", tag = "reports", summary = "A site's local day (?site_id=&date=): check-ins per local hour (23 or 25 on DST days)", params(DayQuery), responses((status = 200, description = "OK", body = CheckinsByHourView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn checkins_by_hour(
     State(state): State<AppState>,
     auth: Auth,

@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(guarded(Permission::Sync, routes!(notify)))
 }
 
-#[utoipa::path(post, path = "/v1/edge/enroll", tag = "sync", summary = "Trade an enrollment token for the edge's site credential", request_body = EnrollRequest, responses((status = 200, description = "OK", body = EnrollResponse)))]
+#[utoipa::path(post, path = "/v1/edge/enroll", tag = "sync", summary = "Trade an enrollment token for the edge's site credential", request_body = EnrollRequest, responses((status = 200, description = "OK", body = EnrollResponse), (status = 401, description = "The enrollment token is unknown, used or expired", content_type = "application/problem+json", body = aero_shared::Problem), (status = 429, description = "Too many attempts from this client", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn enroll(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,

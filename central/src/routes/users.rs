@@ -170,7 +170,7 @@ fn is_owner(auth: &Auth) -> bool {
 /// `DELETE /v1/users/{id}`: disables the account (the row stays, for the audit trail). Login
 /// at central and, once the change replicates, at the user's edges is refused from then on;
 /// access tokens already issued stay valid until they expire (minutes).
-#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), responses((status = 204, description = "Disabled")))]
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), responses((status = 204, description = "Disabled"), (status = 422, description = "A caller cannot disable their own account", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn disable_user(
     State(state): State<AppState>,
     auth: Auth,

@@ -150,6 +150,7 @@ async fn post_score(
 /// Which scores a leaderboard ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LeaderboardPeriod)]
 pub enum Period {
     /// The site's current local day.
     Today,
@@ -210,7 +211,7 @@ enum Board {
     NoSite,
 }
 
-#[utoipa::path(get, path = "/v1/leaderboards/{game_id}", tag = "scores", summary = "Best score per customer, top 20 (?period=today|week|all&site_id=)", params(("game_id" = Uuid, Path), LeaderboardQuery), responses((status = 200, description = "OK", body = Leaderboard)))]
+#[utoipa::path(get, path = "/v1/leaderboards/{game_id}", tag = "scores", summary = "Best score per customer at this venue (?period=today|week|all&limit=)", params(("game_id" = Uuid, Path), LeaderboardQuery), responses((status = 200, description = "OK", body = Leaderboard)))]
 async fn leaderboard(
     State(state): State<AppState>,
     _auth: Auth,
