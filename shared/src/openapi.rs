@@ -6,6 +6,7 @@ use crate::auth::extract::{API_KEY_HEADER, require};
 use crate::auth::principal::{DeviceKind, Permission, Role};
 use crate::problem::{PROBLEM_JSON, Problem};
 use axum::Extension;
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use std::sync::{Arc, OnceLock};
@@ -96,7 +97,7 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 
 /// The finished document as served; set once the router that it describes is built.
 #[derive(Clone, Debug, Default)]
-pub struct ServedDocument(Arc<OnceLock<String>>);
+pub struct ServedDocument(Arc<OnceLock<Bytes>>);
 
 /// Adds `/openapi.json` and `/docs` (public) to `router`, answering from `served`.
 pub fn document_routes<S>(router: OpenApiRouter<S>, served: &ServedDocument) -> OpenApiRouter<S>
@@ -113,7 +114,11 @@ where
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 async fn openapi_json(Extension(served): Extension<ServedDocument>) -> Response {
-    let body = served.0.get().cloned().unwrap_or_else(|| "{}".into());
+    let body = served
+        .0
+        .get()
+        .cloned()
+        .unwrap_or_else(|| Bytes::from_static(b"{}"));
     (
         [(
             header::CONTENT_TYPE,
@@ -167,12 +172,11 @@ pub fn finish(
         API_KEY.into(),
         RefOr::T(SecurityScheme::ApiKey(ApiKey::Header(
             ApiKeyValue::with_description(
-                "X-Api-Key",
+                API_KEY_HEADER,
                 "A device's API key, shown once when the device is registered",
             ),
         ))),
     );
-    debug_assert_eq!(API_KEY_HEADER, "x-api-key");
     for item in doc.paths.paths.values_mut() {
         if let Some(post) = item.post.as_mut() {
             complete_operation(post, true);
@@ -187,8 +191,8 @@ pub fn finish(
             complete_operation(operation, false);
         }
     }
-    if let Ok(text) = serde_json::to_string(&doc) {
-        let _ = served.0.set(text);
+    if let Ok(text) = serde_json::to_vec(&doc) {
+        let _ = served.0.set(Bytes::from(text));
     }
     doc
 }
