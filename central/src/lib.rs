@@ -7,7 +7,6 @@ pub mod credentials;
 pub mod edge_health;
 pub mod health;
 pub mod hints;
-pub mod openapi;
 pub mod ops;
 pub mod routes;
 pub mod state;
@@ -92,7 +91,8 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
         shutdown: CancellationToken::new(),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
-    let router = routes::api_router()
+    let (router, _) = routes::documented();
+    let router = router
         .layer(Idempotency {
             store: idempotency_store,
             security: Arc::clone(&state.security),

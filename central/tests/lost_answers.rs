@@ -76,7 +76,7 @@ impl Hq {
         let (app, state) = aero_central::build(settings, Arc::new(SystemClock))
             .await
             .expect("build");
-        let lossy = api_router()
+        let lossy = axum::Router::from(api_router())
             .layer(Idempotency {
                 store: Arc::new(LosesAnswers(Arc::clone(&state.store))),
                 security: Arc::clone(&state.security),

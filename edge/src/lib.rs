@@ -110,7 +110,8 @@ pub fn build_with_clock(
         plugs: Arc::default(),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
-    let router = routes::api_router()
+    let (router, _) = routes::documented();
+    let router = router
         .layer(Idempotency {
             store: Arc::clone(&idempotency_store),
             security: Arc::clone(&security),

@@ -128,7 +128,7 @@ impl Venue {
 
     /// The venue API behind the idempotency middleware, keeping keys in `store`.
     fn app(&self, store: Arc<dyn IdempotencyStore>) -> Router {
-        api_router()
+        Router::from(api_router())
             .layer(Idempotency {
                 store,
                 security: Arc::clone(&self.state.security),

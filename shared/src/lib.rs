@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod json;
 pub mod ledger;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod problem;
 pub mod ratelimit;

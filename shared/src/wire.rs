@@ -15,29 +15,31 @@ pub use venue::*;
 /// Most ops one push may carry; edges send smaller batches.
 pub const MAX_PUSH_OPS: usize = 5_000;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteRecord {
     pub id: Uuid,
     pub name: String,
     pub timezone: String,
+    #[schema(value_type = Vec<String>)]
     pub allowed_networks: Vec<ipnet::IpNet>,
     pub created_at: DateTime<Utc>,
 }
 
 /// A device and its API-key hash. Revoked devices stay (with `revoked_at`) for the audit trail.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceRecord {
     pub id: Uuid,
     pub site_id: Uuid,
     pub name: String,
     pub kind: DeviceKind,
+    #[schema(value_type = Vec<String>)]
     pub allowed_networks: Vec<ipnet::IpNet>,
     pub key_hash: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserRecord {
     pub id: Uuid,
     pub username: String,
@@ -53,7 +55,7 @@ pub struct UserRecord {
     pub token_version: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductKind {
     Pass,
@@ -83,7 +85,7 @@ impl ProductKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductRecord {
     pub id: Uuid,
     pub sku: String,
@@ -99,14 +101,14 @@ pub struct ProductRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreOrder {
     HighestWins,
     LowestWins,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GameRecord {
     pub id: Uuid,
     pub name: String,
@@ -114,7 +116,7 @@ pub struct GameRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlugRecord {
     pub id: Uuid,
     pub site_id: Uuid,
@@ -126,14 +128,14 @@ pub struct PlugRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PowerState {
     On,
     Off,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRecord {
     pub id: Uuid,
     pub plug_id: Uuid,
@@ -149,7 +151,7 @@ pub const MAX_PLUG_PROBLEM_CHARS: usize = 500;
 
 /// What a venue last saw of one of its plugs, pushed when its state or reachability changes;
 /// HQ keeps the latest per plug.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlugStatusRecord {
     pub plug_id: Uuid,
     pub site_id: Uuid,
@@ -172,7 +174,7 @@ pub const MAX_OVERRIDE_DAYS: i64 = 31;
 /// A manual "on" or "off" for a plug, holding against its schedules until `until`; set at HQ or
 /// by a venue manager, written once and never edited. Of several, the one set last counts (see
 /// the edge's `plugs::schedule`); from `until` on the schedules govern again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlugOverrideRecord {
     pub id: Uuid,
     pub plug_id: Uuid,
@@ -204,7 +206,7 @@ impl PlugOverrideRecord {
 
 /// The body that sets an override, at HQ (`POST /v1/plugs/{id}/overrides`) or by a venue
 /// manager (`POST /v1/plugs/{id}/power`): the plug on or off until `until`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPlugOverride {
     pub on: bool,
@@ -245,7 +247,7 @@ impl Validate for NewPlugOverride {
 }
 
 /// A customer, chain-wide: registered at one venue, found at every other.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerRecord {
     pub id: Uuid,
     pub first_name: String,
@@ -260,7 +262,7 @@ pub struct CustomerRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaiverRecord {
     pub id: Uuid,
     pub customer_id: Uuid,
@@ -271,7 +273,7 @@ pub struct WaiverRecord {
 }
 
 /// What kind of row a change or an op is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Entity {
     Site,
@@ -347,7 +349,7 @@ impl Entity {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeOp {
     Upsert,
@@ -375,7 +377,7 @@ impl ChangeOp {
 /// Central instances behind one load balancer are upgraded one at a time, so an older instance
 /// may read entries a newer one logged; it serves them by name, and edges that do not know the
 /// entity either keep them as they are.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ChangeEntity {
     Known(Entity),
@@ -408,7 +410,7 @@ impl PartialEq<Entity> for ChangeEntity {
 }
 
 /// One entry of central's change feed: the full new state of a row (or its deletion).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
     pub seq: i64,
     pub entity: ChangeEntity,
@@ -437,7 +439,7 @@ impl Change {
 /// applied; central answers every pull with the anchor it holds at the edge's cursor. A
 /// different (or missing) anchor means central's change log is not the one the edge followed:
 /// it was restored from a backup, and the edge resynchronises its replica.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChangeAnchor {
     pub seq: i64,
     pub entity_id: Uuid,
@@ -445,7 +447,7 @@ pub struct ChangeAnchor {
 }
 
 /// `GET /v1/sync/pull?after=&limit=`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullResponse {
     pub changes: Vec<Change>,
     /// Store this and pass it as `after` next time.
@@ -462,7 +464,7 @@ pub struct PullResponse {
     pub anchor: Option<ChangeAnchor>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
     Upsert,
@@ -472,7 +474,7 @@ pub enum OpKind {
 }
 
 /// One local mutation of an edge, as queued in its outbox.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushOp {
     /// Dense per site, starting at 1.
     pub seq: i64,
@@ -484,7 +486,7 @@ pub struct PushOp {
 }
 
 /// What a venue manager decided about a dead letter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resolution {
     /// The same write was queued again as a new op (`retried_as`).
@@ -513,7 +515,7 @@ impl Resolution {
 /// The data of a `dead_letter` event op: a venue retried or discarded one of its ops central
 /// refused for good. Queued in the edge's outbox in the same transaction as the decision, so
 /// central learns it exactly once; the op's `entity_id` is `op_id`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetterResolution {
     /// The refused op this decision is about.
     pub op_id: Uuid,
@@ -528,7 +530,7 @@ pub struct DeadLetterResolution {
 }
 
 /// `POST /v1/sync/push`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushRequest {
     pub ops: Vec<PushOp>,
     /// The central database the edge is bound to: central refuses the batch (409) if it is
@@ -537,14 +539,14 @@ pub struct PushRequest {
     pub store_id: Option<Uuid>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RejectedOp {
     pub seq: i64,
     pub op_id: Uuid,
     pub reason: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushResponse {
     /// Highest contiguous seq central holds for the site (applied or permanently rejected).
     pub acked_seq: i64,
@@ -563,14 +565,14 @@ pub struct PushResponse {
 }
 
 /// `POST /v1/edge/enroll`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollRequest {
     pub token: String,
     pub name: Option<String>,
 }
 
 /// The edge's credential for its site: shown once, stored by the edge owner-only.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollResponse {
     pub site_id: Uuid,
     pub device_id: Uuid,
@@ -595,7 +597,7 @@ impl std::fmt::Debug for EnrollResponse {
 }
 
 /// `GET /v1/sites/{id}/sync`: a venue's sync health as HQ sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteSyncStatus {
     pub site_id: Uuid,
     pub last_push_at: Option<DateTime<Utc>>,
@@ -607,7 +609,7 @@ pub struct SiteSyncStatus {
 }
 
 /// `GET /v1/status` at the edge.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EdgeStatus {
     pub online: bool,
     pub pending_ops: i64,
@@ -695,6 +697,30 @@ mod tests {
             assert_eq!(Entity::parse(entity.as_str()), Some(entity));
             let json = serde_json::to_value(entity).expect("serialize");
             assert_eq!(json, entity.as_str());
+        }
+    }
+}
+
+/// The body of `/healthz` and `/readyz`: `ok` or `ready`, or `unavailable` with why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HealthStatus {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl HealthStatus {
+    pub fn up(status: &str) -> Self {
+        Self {
+            status: status.into(),
+            detail: None,
+        }
+    }
+
+    pub fn unavailable(detail: &str) -> Self {
+        Self {
+            status: "unavailable".into(),
+            detail: Some(detail.into()),
         }
     }
 }

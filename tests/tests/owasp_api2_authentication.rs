@@ -24,6 +24,7 @@ fn identity(claims: &StaffClaims) -> StaffIdentity {
         username: claims.username.clone(),
         role: claims.role.clone(),
         sites: claims.sites.clone(),
+        version: claims.ver,
     }
 }
 

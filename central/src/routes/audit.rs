@@ -4,33 +4,33 @@ use super::clamp_limit;
 use crate::state::AppState;
 use crate::store::AuditEntry;
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
+use aero_shared::openapi::guarded;
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::handler::Handler;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/audit",
-        get(list_audit.layer(require(Permission::ReadAudit))),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(guarded(Permission::ReadAudit, routes!(list_audit)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     site_id: Option<Uuid>,
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuditList {
     entries: Vec<AuditEntry>,
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", summary = "The audit log, newest first", params(AuditQuery), responses((status = 200, description = "OK", body = AuditList)))]
 async fn list_audit(
     State(state): State<AppState>,
     auth: Auth,

@@ -5,14 +5,16 @@ use aero_shared::ApiError;
 use aero_shared::auth::login::{self, LoginRequest, TokenResponse};
 use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/auth/login", post(login))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login))
 }
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", summary = "Log in as HQ staff; returns a Bearer JWT", request_body = LoginRequest, responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "Unknown user or wrong password", content_type = "application/problem+json", body = aero_shared::Problem), (status = 429, description = "Too many login attempts from this client", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn login(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,

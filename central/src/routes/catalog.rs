@@ -3,40 +3,32 @@
 
 use crate::state::{AppState, actor};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Account, GameRecord, Grant, ProductKind, ProductRecord, ScoreOrder};
+use axum::Json;
 use axum::extract::Path;
 use axum::extract::State;
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/products",
-            get(list_products.layer(require(Permission::ReadCatalog)))
-                .post(create_product.layer(require(Permission::ManageCatalog))),
-        )
-        .route(
-            "/v1/products/{id}/retire",
-            post(retire_product.layer(require(Permission::ManageCatalog))),
-        )
-        .route(
-            "/v1/games",
-            get(list_games.layer(require(Permission::ReadCatalog)))
-                .post(create_game.layer(require(Permission::ManageCatalog))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadCatalog, routes!(list_products)))
+        .routes(guarded(Permission::ManageCatalog, routes!(create_product)))
+        .routes(guarded(Permission::ManageCatalog, routes!(retire_product)))
+        .routes(guarded(Permission::ReadCatalog, routes!(list_games)))
+        .routes(guarded(Permission::ManageCatalog, routes!(create_game)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     sku: String,
@@ -93,6 +85,7 @@ impl Validate for NewProduct {
     }
 }
 
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", summary = "Create a product", request_body = NewProduct, responses((status = 201, description = "Created", body = ProductRecord)))]
 async fn create_product(
     State(state): State<AppState>,
     auth: Auth,
@@ -116,6 +109,7 @@ async fn create_product(
 
 /// `POST /v1/products/{id}/retire`: the product is no longer sold (venues stop selling it once
 /// the change reaches them); it stays listed with `active: false`. Retiring it again is a no-op.
+#[utoipa::path(post, path = "/v1/products/{id}/retire", tag = "catalog", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = ProductRecord)))]
 async fn retire_product(
     State(state): State<AppState>,
     auth: Auth,
@@ -132,11 +126,12 @@ async fn retire_product(
     Ok(Json(product))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ProductList {
     products: Vec<ProductRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", summary = "List products", responses((status = 200, description = "OK", body = ProductList)))]
 async fn list_products(
     State(state): State<AppState>,
     _auth: Auth,
@@ -146,7 +141,7 @@ async fn list_products(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewGame {
     name: String,
@@ -164,6 +159,7 @@ impl Validate for NewGame {
     }
 }
 
+#[utoipa::path(post, path = "/v1/games", tag = "catalog", summary = "Create a game", request_body = NewGame, responses((status = 201, description = "Created", body = GameRecord)))]
 async fn create_game(
     State(state): State<AppState>,
     auth: Auth,
@@ -180,11 +176,12 @@ async fn create_game(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GameList {
     games: Vec<GameRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/games", tag = "catalog", summary = "List games", responses((status = 200, description = "OK", body = GameList)))]
 async fn list_games(
     State(state): State<AppState>,
     _auth: Auth,

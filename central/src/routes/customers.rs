@@ -4,26 +4,25 @@
 use crate::state::AppState;
 use crate::store::{CustomerBalances, CustomerSearch};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::normalize_phone;
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::handler::Handler;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most customers one lookup returns.
 const MAX_MATCHES: u32 = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/customers",
-        get(lookup.layer(require(Permission::ReadReports))),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(guarded(Permission::ReadReports, routes!(lookup)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LookupQuery {
     phone: Option<String>,
     email: Option<String>,
@@ -62,11 +61,12 @@ impl LookupQuery {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Customers {
     customers: Vec<CustomerBalances>,
 }
 
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", summary = "Chain-wide customer lookup (?phone=|email=|name=) with balances", params(LookupQuery), responses((status = 200, description = "OK", body = Customers)))]
 async fn lookup(
     State(state): State<AppState>,
     _auth: Auth,

@@ -3,36 +3,31 @@
 use crate::state::{AppState, actor};
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::ApiKey;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::{DeviceKind, Permission};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::DeviceRecord;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/sites/{site_id}/devices",
-            get(list_devices.layer(require(Permission::ReadSites)))
-                .post(create_device.layer(require(Permission::ManageDevices))),
-        )
-        .route(
-            "/v1/devices/{id}",
-            delete(revoke_device.layer(require(Permission::ManageDevices))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadSites, routes!(list_devices)))
+        .routes(guarded(Permission::ManageDevices, routes!(create_device)))
+        .routes(guarded(Permission::ManageDevices, routes!(revoke_device)))
 }
 
 /// Kinds a venue device may be registered as (the edge's own credential comes from enrollment).
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum RegistrableKind {
     Kiosk,
@@ -54,7 +49,7 @@ impl From<RegistrableKind> for DeviceKind {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     name: String,
@@ -71,12 +66,13 @@ impl Validate for NewDevice {
 }
 
 /// A device without its key hash: what list endpoints and `aero-central devices` show.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     pub id: Uuid,
     pub site_id: Uuid,
     pub name: String,
     pub kind: DeviceKind,
+    #[schema(value_type = Vec<String>)]
     pub allowed_networks: Vec<ipnet::IpNet>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -96,7 +92,7 @@ impl From<DeviceRecord> for DeviceView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct IssuedDevice {
     #[serde(flatten)]
     device: DeviceView,
@@ -104,6 +100,7 @@ struct IssuedDevice {
     api_key: String,
 }
 
+#[utoipa::path(post, path = "/v1/sites/{site_id}/devices", tag = "devices", summary = "Register a device; its API key is shown once", params(("site_id" = Uuid, Path)), request_body = NewDevice, responses((status = 201, description = "Created", body = IssuedDevice)))]
 async fn create_device(
     State(state): State<AppState>,
     auth: Auth,
@@ -140,11 +137,12 @@ async fn create_device(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DeviceList {
     devices: Vec<DeviceView>,
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site_id}/devices", tag = "devices", summary = "List a site's devices", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK", body = DeviceList)))]
 async fn list_devices(
     State(state): State<AppState>,
     _auth: Auth,
@@ -156,6 +154,7 @@ async fn list_devices(
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", summary = "Revoke a device's API key", params(("id" = Uuid, Path)), responses((status = 204, description = "Revoked")))]
 async fn revoke_device(
     State(state): State<AppState>,
     auth: Auth,

@@ -8,29 +8,28 @@ use super::local_time::{self, site_timezone};
 use crate::state::AppState;
 use crate::store::LeaderboardQuery;
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
+use aero_shared::openapi::guarded;
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::handler::Handler;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// How many lines a leaderboard shows.
 const LEADERBOARD_SIZE: u32 = 20;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/leaderboards/{game_id}",
-        get(leaderboard.layer(require(Permission::ReadLeaderboards))),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(guarded(Permission::ReadLeaderboards, routes!(leaderboard)))
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LeaderboardPeriod)]
 enum Period {
     Today,
     Week,
@@ -38,21 +37,22 @@ enum Period {
     All,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LeaderboardParams {
     #[serde(default)]
     period: Period,
     site_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LeaderboardView {
     game_id: Uuid,
     period: Period,
     entries: Vec<EntryView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct EntryView {
     rank: usize,
     customer_id: Uuid,
@@ -62,6 +62,7 @@ struct EntryView {
     at: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/v1/leaderboards/{game_id}", tag = "leaderboards", summary = "Best score per customer, top 20 (?period=today|week|all&site_id=)", params(("game_id" = Uuid, Path), LeaderboardParams), responses((status = 200, description = "OK", body = LeaderboardView)))]
 async fn leaderboard(
     State(state): State<AppState>,
     _auth: Auth,

@@ -15,10 +15,26 @@ mod sync;
 pub mod users;
 
 use crate::state::AppState;
-use axum::Router;
+use aero_shared::openapi;
+use utoipa_axum::router::OpenApiRouter;
 
-pub fn api_router() -> Router<AppState> {
-    Router::new()
+/// The router and the OpenAPI document describing it, from the same declarations; the
+/// router serves the document at `/openapi.json` and renders it at `/docs`.
+pub fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let served = openapi::ServedDocument::default();
+    let (router, doc) = openapi::document_routes(api_router(), &served).split_for_parts();
+    let doc = openapi::finish(
+        doc,
+        "AeroSports central",
+        "The HQ admin API and the sync hub venue edges push to and pull from. Staff log in at `/v1/auth/login` and send `Authorization: Bearer <token>`; edges authenticate with their device key in `X-Api-Key`. Errors are `application/problem+json`.",
+        &served,
+    );
+    (router, doc)
+}
+
+/// Every route of central, each registered with its operation in the OpenAPI document.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(health::router())
         .merge(auth::router())
         .merge(sites::router())

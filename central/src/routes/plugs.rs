@@ -2,42 +2,35 @@
 
 use crate::state::{AppState, actor};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     NewPlugOverride, PlugOverrideRecord, PlugRecord, PlugStatusRecord, PowerState, ScheduleRecord,
 };
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/sites/{site_id}/plugs",
-            get(list_plugs.layer(require(Permission::ReadPlugs)))
-                .post(create_plug.layer(require(Permission::ManagePlugs))),
-        )
-        .route(
-            "/v1/plugs/{id}/schedules",
-            get(list_schedules.layer(require(Permission::ReadPlugs)))
-                .post(create_schedule.layer(require(Permission::ManagePlugs))),
-        )
-        .route(
-            "/v1/plugs/{id}/overrides",
-            get(list_overrides.layer(require(Permission::ReadPlugs)))
-                .post(create_override.layer(require(Permission::ControlPlugs))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadPlugs, routes!(list_plugs)))
+        .routes(guarded(Permission::ManagePlugs, routes!(create_plug)))
+        .routes(guarded(Permission::ReadPlugs, routes!(list_schedules)))
+        .routes(guarded(Permission::ManagePlugs, routes!(create_schedule)))
+        .routes(guarded(Permission::ReadPlugs, routes!(list_overrides)))
+        .routes(guarded(Permission::ControlPlugs, routes!(create_override)))
 }
 
+#[utoipa::path(post, path = "/v1/plugs/{id}/overrides", tag = "plugs", params(("id" = Uuid, Path)), request_body = NewPlugOverride, responses((status = 201, description = "Created", body = PlugOverrideRecord)))]
 async fn create_override(
     State(state): State<AppState>,
     auth: Auth,
@@ -57,11 +50,12 @@ async fn create_override(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OverrideList {
     overrides: Vec<PlugOverrideRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/plugs/{id}/overrides", tag = "plugs", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = OverrideList)))]
 async fn list_overrides(
     State(state): State<AppState>,
     auth: Auth,
@@ -73,7 +67,7 @@ async fn list_overrides(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPlug {
     name: String,
@@ -106,6 +100,7 @@ impl Validate for NewPlug {
     }
 }
 
+#[utoipa::path(post, path = "/v1/sites/{site_id}/plugs", tag = "plugs", summary = "Register a smart plug", params(("site_id" = Uuid, Path)), request_body = NewPlug, responses((status = 201, description = "Created", body = PlugRecord)))]
 async fn create_plug(
     State(state): State<AppState>,
     auth: Auth,
@@ -131,20 +126,21 @@ async fn create_plug(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PlugList {
     plugs: Vec<PlugView>,
 }
 
 /// A plug as HQ sees it: its configuration and what the venue last reported of it (`null`
 /// until the venue first reported).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PlugView {
     #[serde(flatten)]
     plug: PlugRecord,
     status: Option<PlugStatusRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site_id}/plugs", tag = "plugs", summary = "List a site's smart plugs", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK", body = PlugList)))]
 async fn list_plugs(
     State(state): State<AppState>,
     _auth: Auth,
@@ -170,7 +166,7 @@ async fn list_plugs(
     Ok(Json(PlugList { plugs }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     cron: String,
@@ -193,6 +189,7 @@ async fn plug_for(state: &AppState, auth: &Auth, id: Uuid) -> Result<PlugRecord,
     Ok(plug)
 }
 
+#[utoipa::path(post, path = "/v1/plugs/{id}/schedules", tag = "plugs", summary = "Add a cron schedule (site timezone) for a plug", params(("id" = Uuid, Path)), request_body = NewSchedule, responses((status = 201, description = "Created", body = ScheduleRecord)))]
 async fn create_schedule(
     State(state): State<AppState>,
     auth: Auth,
@@ -217,11 +214,12 @@ async fn create_schedule(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ScheduleList {
     schedules: Vec<ScheduleRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/plugs/{id}/schedules", tag = "plugs", summary = "List a plug's schedules", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = ScheduleList)))]
 async fn list_schedules(
     State(state): State<AppState>,
     auth: Auth,

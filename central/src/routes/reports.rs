@@ -8,39 +8,29 @@ use super::local_time::{self, site_timezone};
 use crate::state::AppState;
 use crate::store::{NegativeBalance, ProductSales};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
+use aero_shared::openapi::guarded;
 use aero_shared::wire::SiteRecord;
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::handler::Handler;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/reports/daily",
-            get(daily.layer(require(Permission::ReadReports))),
-        )
-        .route(
-            "/v1/reports/sales-by-product",
-            get(sales_by_product.layer(require(Permission::ReadReports))),
-        )
-        .route(
-            "/v1/reports/checkins-by-hour",
-            get(checkins_by_hour.layer(require(Permission::ReadReports))),
-        )
-        .route(
-            "/v1/reports/negative-balances",
-            get(negative_balances.layer(require(Permission::ReadReports))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadReports, routes!(daily)))
+        .routes(guarded(Permission::ReadReports, routes!(sales_by_product)))
+        .routes(guarded(Permission::ReadReports, routes!(checkins_by_hour)))
+        .routes(guarded(Permission::ReadReports, routes!(negative_balances)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DayQuery {
     site_id: Uuid,
     date: NaiveDate,
@@ -66,7 +56,7 @@ async fn site_day(state: &AppState, auth: &Auth, query: &DayQuery) -> Result<Sit
     Ok(SiteDay { site, tz, from, to })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DailyReportView {
     site_id: Uuid,
     date: NaiveDate,
@@ -79,6 +69,7 @@ struct DailyReportView {
     new_customers: i64,
 }
 
+#[utoipa::path(get, path = "/v1/reports/daily", tag = "reports", summary = "A site's local day (?site_id=&date=): orders, gross sales, refunds, revenue, check-ins, new customers", params(DayQuery), responses((status = 200, description = "OK", body = DailyReportView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn daily(
     State(state): State<AppState>,
     auth: Auth,
@@ -102,7 +93,7 @@ async fn daily(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SalesByProductView {
     site_id: Uuid,
     date: NaiveDate,
@@ -110,6 +101,7 @@ struct SalesByProductView {
     products: Vec<ProductSales>,
 }
 
+#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DayQuery), responses((status = 200, description = "OK", body = SalesByProductView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn sales_by_product(
     State(state): State<AppState>,
     auth: Auth,
@@ -128,7 +120,7 @@ async fn sales_by_product(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CheckinsByHourView {
     site_id: Uuid,
     date: NaiveDate,
@@ -138,7 +130,7 @@ struct CheckinsByHourView {
 
 /// One hour of the local day. On a fall-back day the repeated hour appears twice, told apart
 /// by its UTC offset; on a spring-forward day the skipped hour does not appear.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HourView {
     /// The local time the hour starts at, `HH:MM`.
     hour: String,
@@ -148,6 +140,7 @@ struct HourView {
     count: i64,
 }
 
+#[utoipa::path(get, path = "/v1/reports/checkins-by-hour", tag = "reports", summary = "A site's local day (?site_id=&date=): check-ins per local hour (23 or 25 on DST days)", params(DayQuery), responses((status = 200, description = "OK", body = CheckinsByHourView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn checkins_by_hour(
     State(state): State<AppState>,
     auth: Auth,
@@ -177,11 +170,12 @@ async fn checkins_by_hour(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct NegativeBalancesView {
     balances: Vec<NegativeBalance>,
 }
 
+#[utoipa::path(get, path = "/v1/reports/negative-balances", tag = "reports", summary = "Every customer balance below zero, chain-wide", responses((status = 200, description = "OK", body = NegativeBalancesView)))]
 async fn negative_balances(
     State(state): State<AppState>,
     _auth: Auth,

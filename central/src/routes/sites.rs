@@ -6,51 +6,40 @@ use crate::store::{
 };
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::etag::{IfMatch, set_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{SiteRecord, SiteSyncStatus};
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/sites",
-            get(list_sites.layer(require(Permission::ReadSites)))
-                .post(create_site.layer(require(Permission::ManageSites))),
-        )
-        .route(
-            "/v1/sites/{site_id}",
-            get(get_site.layer(require(Permission::ReadSites)))
-                .patch(update_site.layer(require(Permission::ManageSites))),
-        )
-        .route(
-            "/v1/sites/{site_id}/enrollment-tokens",
-            post(create_enrollment_token.layer(require(Permission::IssueEnrollmentTokens))),
-        )
-        .route(
-            "/v1/sites/{site_id}/sync",
-            get(site_sync.layer(require(Permission::ReadSyncHealth))),
-        )
-        .route(
-            "/v1/sites/{site_id}/dead-letters",
-            get(dead_letters.layer(require(Permission::ReadSyncHealth))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadSites, routes!(list_sites)))
+        .routes(guarded(Permission::ManageSites, routes!(create_site)))
+        .routes(guarded(Permission::ReadSites, routes!(get_site)))
+        .routes(guarded(Permission::ManageSites, routes!(update_site)))
+        .routes(guarded(
+            Permission::IssueEnrollmentTokens,
+            routes!(create_enrollment_token),
+        ))
+        .routes(guarded(Permission::ReadSyncHealth, routes!(site_sync)))
+        .routes(guarded(Permission::ReadSyncHealth, routes!(dead_letters)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
     name: String,
@@ -67,6 +56,7 @@ impl Validate for NewSite {
     }
 }
 
+#[utoipa::path(post, path = "/v1/sites", tag = "sites", summary = "Create a site (name, timezone, allowed networks)", request_body = NewSite, responses((status = 201, description = "Created", body = SiteRecord)))]
 async fn create_site(
     State(state): State<AppState>,
     auth: Auth,
@@ -87,11 +77,12 @@ async fn create_site(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SiteList {
     sites: Vec<SiteRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/sites", tag = "sites", summary = "List the sites the caller can see", responses((status = 200, description = "OK", body = SiteList)))]
 async fn list_sites(State(state): State<AppState>, auth: Auth) -> Result<Json<SiteList>, ApiError> {
     let sites = state
         .store
@@ -111,6 +102,7 @@ fn tagged(site: SiteRecord) -> Response {
     response
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site_id}", tag = "sites", summary = "Get one site", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK, with the site's entity tag in `ETag`", body = SiteRecord)))]
 async fn get_site(
     State(state): State<AppState>,
     _auth: Auth,
@@ -121,7 +113,7 @@ async fn get_site(
 }
 
 /// `PATCH /v1/sites/{site_id}`: the fields to change; absent (or null) fields keep their value.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SitePatch {
     #[serde(default)]
@@ -153,6 +145,7 @@ impl Validate for SitePatch {
 
 /// Changes only the fields sent, so two edits of different fields both land; with `If-Match`,
 /// only if the site is still as the client last read it (412 otherwise).
+#[utoipa::path(patch, path = "/v1/sites/{site_id}", tag = "sites", summary = "Change a site's name, timezone or allowed networks", params(("site_id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The `ETag` of the client's last read: the change is made only if the site is still as read")), request_body = SitePatch, responses((status = 200, description = "OK, with the new entity tag in `ETag`", body = SiteRecord), (status = 412, description = "The site changed since the read named by `If-Match`", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn update_site(
     State(state): State<AppState>,
     auth: Auth,
@@ -187,13 +180,14 @@ async fn update_site(
     Ok(tagged(site))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct IssuedEnrollmentToken {
     token: String,
     expires_at: DateTime<Utc>,
     site_id: Uuid,
 }
 
+#[utoipa::path(post, path = "/v1/sites/{site_id}/enrollment-tokens", tag = "sites", summary = "Issue a one-time edge enrollment token", params(("site_id" = Uuid, Path)), responses((status = 201, description = "Created", body = IssuedEnrollmentToken)))]
 async fn create_enrollment_token(
     State(state): State<AppState>,
     auth: Auth,
@@ -230,6 +224,7 @@ async fn create_enrollment_token(
     Ok(answer)
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site_id}/sync", tag = "sites", summary = "A venue's sync health: last push/pull, acked seq, lag", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK", body = SiteSyncStatus)))]
 async fn site_sync(
     State(state): State<AppState>,
     _auth: Auth,
@@ -243,7 +238,8 @@ async fn site_sync(
     Ok(Json(state.store.site_sync(site_id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
     /// `open` (the default), `resolved` or `all`.
     state: Option<String>,
@@ -251,14 +247,14 @@ struct DeadLetterQuery {
 
 /// A venue's refused op as HQ sees it: still a dead letter at the venue (`open`), or retried or
 /// discarded there (`resolved`, with who decided, when and how).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DeadLetterView {
     state: DeadLetterState,
     #[serde(flatten)]
     op: RejectedOpRecord,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DeadLetterList {
     dead_letters: Vec<DeadLetterView>,
 }
@@ -266,6 +262,7 @@ struct DeadLetterList {
 /// The ops central refused for good from a venue, newest first. Open ones sit in the venue's
 /// dead letters until a manager retries or discards them there; that decision reaches central
 /// through the venue's outbox and is shown with the op (`?state=resolved` or `all`).
+#[utoipa::path(get, path = "/v1/sites/{site_id}/dead-letters", tag = "sites", params(("site_id" = Uuid, Path), DeadLetterQuery), responses((status = 200, description = "OK", body = DeadLetterList)))]
 async fn dead_letters(
     State(state): State<AppState>,
     _auth: Auth,

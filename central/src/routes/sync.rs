@@ -7,22 +7,23 @@ use crate::state::AppState;
 use crate::store::Redeemed;
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{ApiKey, KeyHash};
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::login;
 use aero_shared::auth::principal::{DeviceKind, Permission, Principal};
 use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::wire::{
     DeviceRecord, EnrollRequest, EnrollResponse, PullResponse, PushRequest, PushResponse,
 };
+use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::handler::Handler;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// Most change-feed rows one pull returns.
@@ -30,17 +31,15 @@ pub const MAX_PULL_ROWS: u32 = 5_000;
 /// Roughly how much change data one pull page carries.
 pub const PULL_PAGE_BYTES: usize = 512 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/edge/enroll", post(enroll))
-        .route("/v1/sync/push", post(push.layer(require(Permission::Sync))))
-        .route("/v1/sync/pull", get(pull.layer(require(Permission::Sync))))
-        .route(
-            "/v1/sync/notify",
-            get(notify.layer(require(Permission::Sync))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(enroll))
+        .routes(guarded(Permission::Sync, routes!(push)))
+        .routes(guarded(Permission::Sync, routes!(pull)))
+        .routes(guarded(Permission::Sync, routes!(notify)))
 }
 
+#[utoipa::path(post, path = "/v1/edge/enroll", tag = "sync", summary = "Trade an enrollment token for the edge's site credential", request_body = EnrollRequest, responses((status = 200, description = "OK", body = EnrollResponse), (status = 401, description = "The enrollment token is unknown, used or expired", content_type = "application/problem+json", body = aero_shared::Problem), (status = 429, description = "Too many attempts from this client", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn enroll(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -96,6 +95,7 @@ fn edge_site(auth: &Auth) -> Result<Uuid, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", summary = "Push a batch of outbox ops (idempotent by site and seq)", request_body = PushRequest, responses((status = 200, description = "OK", body = PushResponse)))]
 async fn push(
     State(state): State<AppState>,
     auth: Auth,
@@ -130,13 +130,15 @@ async fn push(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PullQuery {
     #[serde(default)]
     after: i64,
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/sync/pull", tag = "sync", summary = "Pull the site's change feed after a cursor", params(PullQuery), responses((status = 200, description = "OK", body = PullResponse)))]
 async fn pull(
     State(state): State<AppState>,
     auth: Auth,
@@ -177,6 +179,7 @@ async fn pull(
 /// Websocket: sends `{"head": N}` on connecting and whenever the change log grows in the edge's
 /// scope (its own rows or chain-wide ones), and a ping every 20 s so dead connections are
 /// noticed by both sides.
+#[utoipa::path(get, path = "/v1/sync/notify", tag = "sync", responses((status = 101, description = "Switched to a websocket"), (status = 400, description = "Not a websocket handshake", content_type = "application/problem+json", body = aero_shared::Problem), (status = 426, description = "The connection cannot be upgraded", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn notify(
     State(state): State<AppState>,
     auth: Auth,

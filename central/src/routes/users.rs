@@ -3,44 +3,41 @@
 use crate::state::{AppState, actor};
 use crate::store::{StoreError, UserChanges, user_etag};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::{Permission, Principal, Role};
 use aero_shared::etag::{IfMatch, set_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::UserRecord;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/users",
-            get(list_users.layer(require(Permission::ManageUsers)))
-                .post(create_user.layer(require(Permission::ManageUsers))),
-        )
-        .route(
-            "/v1/users/{id}",
-            get(get_user.layer(require(Permission::ManageUsers)))
-                .patch(update_user.layer(require(Permission::ManageUsers)))
-                .delete(disable_user.layer(require(Permission::ManageUsers))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ManageUsers, routes!(list_users)))
+        .routes(guarded(Permission::ManageUsers, routes!(create_user)))
+        .routes(guarded(
+            Permission::ManageUsers,
+            routes!(get_user, update_user, disable_user),
+        ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
+    #[schema(value_type = String, format = Password)]
     pub password: SecretString,
     pub role: Role,
     #[serde(default)]
@@ -102,7 +99,7 @@ impl Validate for NewUser {
 }
 
 /// A user as shown to admins: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
     id: Uuid,
     username: String,
@@ -151,6 +148,7 @@ pub async fn new_user_record(body: NewUser, now: DateTime<Utc>) -> Result<UserRe
     })
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Create a staff user", request_body = NewUser, responses((status = 201, description = "Created", body = UserView)))]
 async fn create_user(
     State(state): State<AppState>,
     auth: Auth,
@@ -168,11 +166,12 @@ async fn create_user(
     Ok(answer)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UserList {
     users: Vec<UserView>,
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List staff users", responses((status = 200, description = "OK", body = UserList)))]
 async fn list_users(
     State(state): State<AppState>,
     _auth: Auth,
@@ -196,6 +195,7 @@ fn is_owner(auth: &Auth) -> bool {
 /// `DELETE /v1/users/{id}`: disables the account (the row stays, for the audit trail). Login
 /// and the tokens already issued are refused at central within seconds and, once the change
 /// replicates, at the user's edges.
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), responses((status = 204, description = "Disabled"), (status = 422, description = "A caller cannot disable their own account", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn disable_user(
     State(state): State<AppState>,
     auth: Auth,
@@ -234,6 +234,7 @@ fn tagged(user: UserRecord) -> Response {
     response
 }
 
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", summary = "Get one user", params(("id" = Uuid, Path)), responses((status = 200, description = "OK, with the account's entity tag in `ETag`", body = UserView)))]
 async fn get_user(
     State(state): State<AppState>,
     auth: Auth,
@@ -251,7 +252,7 @@ async fn get_user(
 }
 
 /// `PATCH /v1/users/{id}`: the fields to change; absent (or null) fields keep their value.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     #[serde(default)]
@@ -263,6 +264,7 @@ pub struct UserPatch {
     disabled: Option<bool>,
     /// A new password (an administrator's reset).
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
     password: Option<SecretString>,
 }
 
@@ -292,6 +294,7 @@ const UPDATE_ATTEMPTS: usize = 3;
 /// token version, so tokens issued before it are refused (within seconds, see SECURITY.md)
 /// and the user logs in again with what the account now allows. With `If-Match`, only if the
 /// account is still as the client last read it (412 otherwise).
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", summary = "Change a user's role, sites, password or disabled state", params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The `ETag` of the client's last read: the change is made only if the account is still as read")), request_body = UserPatch, responses((status = 200, description = "OK, with the new entity tag in `ETag`", body = UserView), (status = 412, description = "The account changed since the read named by `If-Match`, or other writers kept overtaking this change", content_type = "application/problem+json", body = aero_shared::Problem), (status = 422, description = "A change the caller may not make (their own account, an owner)", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn update_user(
     State(state): State<AppState>,
     auth: Auth,

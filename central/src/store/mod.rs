@@ -90,7 +90,7 @@ impl Actor {
 }
 
 /// One line of the audit log.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -148,7 +148,7 @@ pub struct ChangeScope {
 }
 
 /// An op central refused for good, as HQ sees it per venue.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RejectedOpRecord {
     pub seq: i64,
     pub op_id: Uuid,
@@ -159,7 +159,7 @@ pub struct RejectedOpRecord {
 }
 
 /// A venue's decision about one of its refused ops, as central recorded it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ResolutionRecord {
     /// `retried` or `discarded`.
     pub how: Resolution,
@@ -176,7 +176,17 @@ pub struct ResolutionRecord {
 }
 
 /// Which of a venue's refused ops to list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadLetterState {
     /// Not yet retried or discarded at the venue.

@@ -58,7 +58,7 @@ impl DailyReport {
 /// day, the sum of their quantities and of their totals. Refunds do not change it (they give
 /// back money by tender, not products). The SKU and name are the ones the lines copied when
 /// the product was sold.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProductSales {
     pub product_id: Uuid,
     pub sku: String,
@@ -77,7 +77,7 @@ pub fn sort_sales(sales: &mut [ProductSales]) {
 /// together (two venues spending one balance while offline both land, so it can go negative);
 /// for membership visits, what is usable at the report's instant (visits lapse, see
 /// `aero_shared::ledger`), so an overspend is not hidden by last month's unused visits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NegativeBalance {
     pub customer_id: Uuid,
     pub first_name: String,
@@ -101,7 +101,7 @@ pub struct LeaderboardQuery {
 /// One line of a leaderboard: a customer's best score in the window (the highest, or for a
 /// `lowest_wins` game the lowest; of equal bests the earliest), ranked by that score, then by
 /// when it was made (earlier first), then by customer id. One line per customer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LeaderboardEntry {
     pub customer_id: Uuid,
     pub first_name: String,
@@ -123,14 +123,14 @@ pub enum CustomerSearch {
 }
 
 /// A customer with their balance in each account (zero where they have no entries).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CustomerBalances {
     #[serde(flatten)]
     pub customer: CustomerRecord,
     pub balances: Vec<Balance>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Balance {
     pub account: Account,
     pub balance: i64,

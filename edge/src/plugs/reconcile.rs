@@ -88,7 +88,7 @@ impl PlugSettings {
 }
 
 /// One plug as `GET /v1/plugs` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PlugView {
     pub id: Uuid,
     pub name: String,

@@ -195,7 +195,7 @@ pub struct Override {
 }
 
 /// What a plug should be doing, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Desired {
     /// No override in force and no schedule event within the look-back: leave the plug alone.

@@ -97,7 +97,7 @@ pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
 }
 
 /// A customer as the kiosk lookup returns it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
     #[serde(flatten)]
     pub customer: CustomerRecord,

@@ -35,7 +35,7 @@ pub fn wristband_holder(
 }
 
 /// One line of a leaderboard: a customer's best score and when they set it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LeaderboardEntry {
     pub rank: u32,
     pub customer_id: Uuid,

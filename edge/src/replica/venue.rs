@@ -173,7 +173,7 @@ pub fn holds(conn: &Connection, table: &str, id: Uuid) -> anyhow::Result<bool> {
 }
 
 /// A customer's balances: each the sum of its account's ledger entries, chain-wide.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Balances {
     pub stored_value: i64,
     pub arcade_credits: i64,
@@ -256,7 +256,7 @@ pub fn visits_usable(
 }
 
 /// A jump session running now, as the kiosk lookup shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ActiveSession {
     pub id: Uuid,
     pub wristband: String,

@@ -8,37 +8,30 @@ use crate::outbox::append_op;
 use crate::replica::customer;
 use crate::replica::venue::{Balances, balance, balances, insert_ledger_entry};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, OpKind};
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/customers/{id}/balances",
-            get(read.layer(require(Permission::ReadBalances))),
-        )
-        .route(
-            "/v1/customers/{id}/balances/spend",
-            post(spend.layer(require(Permission::SpendBalances))),
-        )
-        .route(
-            "/v1/customers/{id}/balances/adjust",
-            post(adjust.layer(require(Permission::AdjustBalances))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadBalances, routes!(read)))
+        .routes(guarded(Permission::SpendBalances, routes!(spend)))
+        .routes(guarded(Permission::AdjustBalances, routes!(adjust)))
 }
 
+#[utoipa::path(get, path = "/v1/customers/{id}/balances", tag = "balances", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = Balances)))]
 async fn read(
     State(state): State<AppState>,
     _auth: Auth,
@@ -57,7 +50,7 @@ async fn read(
     Ok(Json(found.ok_or(ApiError::NotFound("no such customer"))?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spend {
     pub account: Account,
@@ -81,12 +74,13 @@ impl Validate for Spend {
 }
 
 /// A balance change's answer: the entry written and the balances after it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Changed {
     entry: LedgerEntry,
     balances: Balances,
 }
 
+#[utoipa::path(post, path = "/v1/customers/{id}/balances/spend", tag = "balances", params(("id" = Uuid, Path)), request_body = Spend, responses((status = 201, description = "Created", body = Changed)))]
 async fn spend(
     State(state): State<AppState>,
     auth: Auth,
@@ -143,7 +137,7 @@ async fn spend(
     Ok((StatusCode::CREATED, Json(changed)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Adjust {
     pub account: Account,
@@ -163,6 +157,7 @@ impl Validate for Adjust {
     }
 }
 
+#[utoipa::path(post, path = "/v1/customers/{id}/balances/adjust", tag = "balances", params(("id" = Uuid, Path)), request_body = Adjust, responses((status = 201, description = "Created", body = Changed)))]
 async fn adjust(
     State(state): State<AppState>,
     auth: Auth,

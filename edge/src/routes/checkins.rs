@@ -12,36 +12,31 @@ use crate::replica::venue::{
 };
 use crate::replica::{customer, ts};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     Account, CheckinRecord, Entity, LedgerEntry, LedgerReason, OpKind, ProductKind,
 };
+use axum::Json;
 use axum::extract::State;
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/checkins",
-            post(check_in.layer(require(Permission::CheckIn))),
-        )
-        .route(
-            "/v1/sessions/active",
-            get(active.layer(require(Permission::ReadSessions))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::CheckIn, routes!(check_in)))
+        .routes(guarded(Permission::ReadSessions, routes!(active)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCheckin {
     pub customer_id: Uuid,
@@ -55,6 +50,7 @@ impl Validate for NewCheckin {
     }
 }
 
+#[utoipa::path(post, path = "/v1/checkins", tag = "checkins", request_body = NewCheckin, responses((status = 201, description = "Created", body = CheckinRecord)))]
 async fn check_in(
     State(state): State<AppState>,
     _auth: Auth,
@@ -203,11 +199,12 @@ fn decide(
     Ok((checkin, visit))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Sessions {
     sessions: Vec<CheckinRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/sessions/active", tag = "checkins", responses((status = 200, description = "OK", body = Sessions)))]
 async fn active(State(state): State<AppState>, _auth: Auth) -> Result<Json<Sessions>, ApiError> {
     let now = state.clock.now();
     let sessions = state.replica.read(move |c| active_checkins(c, now)).await?;

@@ -6,35 +6,30 @@ use crate::outbox::append_op;
 use crate::replica::apply::{upsert_customer, upsert_waiver};
 use crate::replica::{CustomerView, customer};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator, normalize_phone};
 use aero_shared::wire::{CustomerRecord, Entity, OpKind, WaiverRecord};
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{Months, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// How long a signed waiver is valid.
 const WAIVER_MONTHS: u32 = 12;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/customers",
-            get(lookup.layer(require(Permission::LookupCustomers)))
-                .post(register.layer(require(Permission::RegisterCustomers))),
-        )
-        .route(
-            "/v1/customers/{id}/waivers",
-            post(sign_waiver.layer(require(Permission::SignWaivers))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::LookupCustomers, routes!(lookup)))
+        .routes(guarded(Permission::RegisterCustomers, routes!(register)))
+        .routes(guarded(Permission::SignWaivers, routes!(sign_waiver)))
 }
 
 /// Most minors one guardian registers at once.
@@ -42,7 +37,7 @@ const MAX_MINORS: usize = 10;
 /// Age of majority: a guardian must have reached it, a minor must not.
 const ADULT_YEARS: u32 = 18;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     pub first_name: String,
@@ -55,7 +50,7 @@ pub struct NewCustomer {
     pub minors: Vec<NewMinor>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMinor {
     pub first_name: String,
@@ -120,13 +115,14 @@ impl Validate for NewCustomer {
 }
 
 /// A registration's answer: the customer, and the minors registered under them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Registered {
     #[serde(flatten)]
     customer: CustomerView,
     minors: Vec<CustomerView>,
 }
 
+#[utoipa::path(post, path = "/v1/customers", tag = "customers", request_body = NewCustomer, responses((status = 201, description = "Created", body = Registered)))]
 async fn register(
     State(state): State<AppState>,
     _auth: Auth,
@@ -183,12 +179,14 @@ async fn register(
         .map_err(super::write_error)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LookupQuery {
     phone: Option<String>,
     email: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", summary = "Chain-wide customer lookup (?phone=|email=|name=) with balances", params(LookupQuery), responses((status = 200, description = "OK", body = Customers)))]
 async fn lookup(
     State(state): State<AppState>,
     _auth: Auth,
@@ -221,12 +219,12 @@ async fn lookup(
 }
 
 /// The lookup's answer, serialized straight from the rows (no intermediate `Value`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Customers {
     customers: Vec<CustomerView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWaiver {
     pub signer_name: String,
@@ -238,6 +236,7 @@ impl Validate for NewWaiver {
     }
 }
 
+#[utoipa::path(post, path = "/v1/customers/{id}/waivers", tag = "customers", params(("id" = Uuid, Path)), request_body = NewWaiver, responses((status = 201, description = "Created", body = WaiverRecord)))]
 async fn sign_waiver(
     State(state): State<AppState>,
     _auth: Auth,

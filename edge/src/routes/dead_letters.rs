@@ -7,37 +7,29 @@
 use super::{AppState, audit, write_error};
 use crate::outbox::{append_op, parse_kind};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
+use aero_shared::openapi::guarded;
 use aero_shared::wire::{DeadLetterResolution, Entity, OpKind, Resolution};
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/dead-letters",
-            get(list.layer(require(Permission::ManageDeadLetters))),
-        )
-        .route(
-            "/v1/dead-letters/{op_id}/retry",
-            post(retry.layer(require(Permission::ManageDeadLetters))),
-        )
-        .route(
-            "/v1/dead-letters/{op_id}/discard",
-            post(discard.layer(require(Permission::ManageDeadLetters))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ManageDeadLetters, routes!(list)))
+        .routes(guarded(Permission::ManageDeadLetters, routes!(retry)))
+        .routes(guarded(Permission::ManageDeadLetters, routes!(discard)))
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub op_id: Uuid,
     pub seq: i64,
@@ -49,11 +41,12 @@ pub struct DeadLetter {
     pub data: serde_json::Value,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DeadLetters {
     dead_letters: Vec<DeadLetter>,
 }
 
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead_letters", responses((status = 200, description = "OK", body = DeadLetters)))]
 async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<DeadLetters>, ApiError> {
     let dead_letters = state
         .replica
@@ -80,7 +73,7 @@ async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<DeadLet
     Ok(Json(DeadLetters { dead_letters }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Retried {
     /// The dead letter's op id.
     retried: Uuid,
@@ -91,6 +84,7 @@ struct Retried {
 
 /// Queues the write again as a new op (central remembers the refused op id, so the same op
 /// would be refused again without being looked at), and tells central which op it became.
+#[utoipa::path(post, path = "/v1/dead-letters/{op_id}/retry", tag = "dead_letters", params(("op_id" = Uuid, Path)), responses((status = 200, description = "Queued again", body = Retried)))]
 async fn retry(
     State(state): State<AppState>,
     auth: Auth,
@@ -127,6 +121,7 @@ async fn retry(
 
 /// Forgets the dead letter for good: what it carried never reaches central, only the decision
 /// (a `dead_letter` event op), with the answer committed in the same transaction.
+#[utoipa::path(post, path = "/v1/dead-letters/{op_id}/discard", tag = "dead_letters", params(("op_id" = Uuid, Path)), responses((status = 204, description = "Discarded")))]
 async fn discard(
     State(state): State<AppState>,
     auth: Auth,

@@ -5,38 +5,39 @@ use super::AppState;
 use crate::live::socket::{self, Ended};
 use crate::live::visibility::Audience;
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{API_KEY_HEADER, Auth, require};
+use aero_shared::auth::extract::{API_KEY_HEADER, Auth};
 use aero_shared::auth::principal::Permission;
-use axum::Router;
+use aero_shared::openapi::guarded;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, Request, State};
-use axum::handler::Handler;
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::{Next, from_fn};
 use axum::response::Response;
-use axum::routing::get;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::UtoipaMethodRouterExt;
+use utoipa_axum::routes;
 
 /// Bytes queued towards one client beyond what its socket took (one message at a time is sent).
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/live",
-        get(live
-            .layer(require(Permission::WatchLive))
-            .layer(from_fn(credentials_from_query))),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(
+        guarded(Permission::WatchLive, routes!(live))
+            .map(|route| route.route_layer(from_fn(credentials_from_query))),
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LiveQuery {
     since: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/v1/live", tag = "live", params(LiveQuery), responses((status = 101, description = "Switched to a websocket"), (status = 400, description = "Not a websocket handshake", content_type = "application/problem+json", body = aero_shared::Problem), (status = 426, description = "The connection cannot be upgraded", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn live(
     State(state): State<AppState>,
     auth: Auth,

@@ -7,15 +7,17 @@ use aero_shared::auth::login::{self, LoginRequest, TokenResponse};
 use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
 use aero_shared::wire::UserRecord;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use rusqlite::OptionalExtension;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/auth/login", post(login))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login))
 }
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "login", summary = "Log in as venue staff (users replicated from HQ); returns a Bearer JWT for this edge", request_body = LoginRequest, responses((status = 200, description = "OK", body = TokenResponse), (status = 401, description = "Unknown user or wrong password", content_type = "application/problem+json", body = aero_shared::Problem), (status = 429, description = "Too many login attempts from this client", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn login(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,

@@ -20,11 +20,12 @@ use crate::replica::Replica;
 use aero_shared::auth::extract::Security;
 use aero_shared::clock::SharedClock;
 use aero_shared::metrics::HttpMetrics;
-use axum::Router;
+use aero_shared::openapi;
 use axum::extract::FromRef;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 /// Sync health as Prometheus gauges, refreshed from the replica at each scrape.
@@ -129,8 +130,23 @@ impl FromRef<AppState> for Arc<Security> {
     }
 }
 
-pub fn api_router() -> Router<AppState> {
-    Router::new()
+/// The router and the OpenAPI document describing it, from the same declarations; the
+/// router serves the document at `/openapi.json` and renders it at `/docs`.
+pub fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let served = openapi::ServedDocument::default();
+    let (router, doc) = openapi::document_routes(api_router(), &served).split_for_parts();
+    let doc = openapi::finish(
+        doc,
+        "AeroSports venue edge",
+        "The venue API, answered from the local replica so terminals keep working while central is unreachable. Staff log in at `/v1/auth/login` and send `Authorization: Bearer <token>`; devices send their API key in `X-Api-Key`. Errors are `application/problem+json`.",
+        &served,
+    );
+    (router, doc)
+}
+
+/// Every route of the edge, each registered with its operation in the OpenAPI document.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(status::router())
         .merge(customers::router())
         .merge(login::router())

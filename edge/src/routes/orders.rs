@@ -12,43 +12,38 @@ use crate::replica::customer;
 use crate::replica::venue::{
     self, balance, insert_ledger_entry, insert_order, order as stored_order, refunds_of,
 };
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_LINE_QUANTITY,
     MAX_ORDER_LINES, OpKind, OrderLine, OrderRecord, RefundRecord, Tender, TenderKind,
 };
 use aero_shared::{ApiError, FieldError};
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/orders",
-            get(list.layer(require(Permission::ReadOrders)))
-                .post(create.layer(require(Permission::CreateOrders))),
-        )
-        .route(
-            "/v1/orders/{id}",
-            get(receipt.layer(require(Permission::CreateOrders))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadOrders, routes!(list)))
+        .routes(guarded(Permission::CreateOrders, routes!(create)))
+        .routes(guarded(Permission::CreateOrders, routes!(receipt)))
 }
 
 /// Longest card terminal reference kept.
 const MAX_REFERENCE: usize = 100;
 
 /// `POST /v1/orders`. Unknown fields (a client's price or total) are refused, not ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     #[serde(default)]
@@ -57,14 +52,14 @@ pub struct NewOrder {
     pub tenders: Vec<NewTender>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLine {
     pub product_id: Uuid,
     pub quantity: i32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTender {
     pub kind: TenderKind,
@@ -127,6 +122,7 @@ impl Validate for NewOrder {
     }
 }
 
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = NewOrder, responses((status = 201, description = "Created", body = OrderRecord)))]
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
@@ -329,7 +325,7 @@ fn build(
 }
 
 /// A receipt: the order and what was refunded of it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Receipt {
     #[serde(flatten)]
     order: OrderRecord,
@@ -338,6 +334,7 @@ struct Receipt {
     net_cents: i64,
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = Receipt)))]
 async fn receipt(
     State(state): State<AppState>,
     _auth: Auth,
@@ -363,19 +360,21 @@ async fn receipt(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DateQuery {
     /// `YYYY-MM-DD` in the site's timezone; today when absent.
     pub date: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DayOrders {
     site_id: Uuid,
     date: NaiveDate,
     orders: Vec<OrderRecord>,
 }
 
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(DateQuery), responses((status = 200, description = "OK", body = DayOrders)))]
 async fn list(
     State(state): State<AppState>,
     _auth: Auth,

@@ -6,32 +6,31 @@ use super::audit::{actor_name, record};
 use super::{AppState, refuse, write_error};
 use crate::plugs::reconcile::{self, PlugView};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::wire::{NewPlugOverride, PlugOverrideRecord};
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/plugs", get(list.layer(require(Permission::ReadPlugs))))
-        .route(
-            "/v1/plugs/{id}/power",
-            post(power.layer(require(Permission::ControlPlugs))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadPlugs, routes!(list)))
+        .routes(guarded(Permission::ControlPlugs, routes!(power)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Plugs {
     plugs: Vec<PlugView>,
 }
 
+#[utoipa::path(get, path = "/v1/plugs", tag = "plugs", responses((status = 200, description = "OK", body = Plugs)))]
 async fn list(State(state): State<AppState>, _auth: Auth) -> Json<Plugs> {
     Json(Plugs {
         plugs: state.plugs.list(),
@@ -41,6 +40,7 @@ async fn list(State(state): State<AppState>, _auth: Auth) -> Json<Plugs> {
 /// A manager switches a plug by hand until a given time (`{"on", "until"}`), even with central
 /// unreachable: stored and queued for HQ in one transaction, audited, and applied by the
 /// reconcile loop at once; from `until` on the plug's schedules govern again.
+#[utoipa::path(post, path = "/v1/plugs/{id}/power", tag = "plugs", params(("id" = Uuid, Path)), request_body = NewPlugOverride, responses((status = 201, description = "Created", body = PlugOverrideRecord)))]
 async fn power(
     State(state): State<AppState>,
     auth: Auth,

@@ -7,38 +7,36 @@ use super::{AppState, refuse, write_error};
 use crate::outbox::append_op;
 use crate::replica::venue::{insert_ledger_entry, insert_refund, order, refunds_of};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, OpKind,
     RefundRecord, RefundTender, TenderKind,
 };
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::SubsecRound;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/orders/{id}/refund",
-        post(refund.layer(require(Permission::RefundOrders))),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(guarded(Permission::RefundOrders, routes!(refund)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRefund {
     pub tenders: Vec<NewRefundTender>,
     pub reason: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRefundTender {
     pub kind: TenderKind,
@@ -63,6 +61,7 @@ impl Validate for NewRefund {
     }
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/refund", tag = "refunds", params(("id" = Uuid, Path)), request_body = NewRefund, responses((status = 201, description = "Created", body = RefundRecord)))]
 async fn refund(
     State(state): State<AppState>,
     auth: Auth,

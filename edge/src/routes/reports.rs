@@ -15,29 +15,24 @@ use super::orders::DateQuery;
 use crate::replica::ts;
 use crate::replica::venue::{orders_between, site_timezone};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::clock::{local_date, local_day};
+use aero_shared::openapi::guarded;
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::handler::Handler;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::params;
 use serde::Serialize;
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/reports/daily",
-            get(daily.layer(require(Permission::ReadReports))),
-        )
-        .route(
-            "/v1/reports/sales-by-product",
-            get(sales_by_product.layer(require(Permission::ReadReports))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::ReadReports, routes!(daily)))
+        .routes(guarded(Permission::ReadReports, routes!(sales_by_product)))
 }
 
 /// One local day of the site, as UTC bounds.
@@ -68,7 +63,7 @@ pub(super) async fn resolve_day(state: &AppState, date: Option<&str>) -> Result<
     Ok(Day { date, from, to })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DailyReport {
     site_id: Uuid,
     date: NaiveDate,
@@ -80,6 +75,7 @@ struct DailyReport {
     new_customers: i64,
 }
 
+#[utoipa::path(get, path = "/v1/reports/daily", tag = "reports", summary = "A site's local day (?site_id=&date=): orders, gross sales, refunds, revenue, check-ins, new customers", params(DateQuery), responses((status = 200, description = "OK", body = DailyReport)))]
 async fn daily(
     State(state): State<AppState>,
     _auth: Auth,
@@ -133,7 +129,7 @@ async fn daily(
     Ok(Json(report))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ProductSales {
     product_id: Uuid,
     sku: String,
@@ -142,13 +138,14 @@ struct ProductSales {
     sales_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SalesByProduct {
     site_id: Uuid,
     date: NaiveDate,
     products: Vec<ProductSales>,
 }
 
+#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DateQuery), responses((status = 200, description = "OK", body = SalesByProduct)))]
 async fn sales_by_product(
     State(state): State<AppState>,
     _auth: Auth,

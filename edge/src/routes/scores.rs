@@ -8,20 +8,21 @@ use crate::replica::scores::{self, LeaderboardEntry};
 use crate::replica::venue::insert_score;
 use crate::replica::{customer, site};
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::{Permission, Principal};
 use aero_shared::clock::start_of_local_day;
 use aero_shared::json::ValidJson;
+use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Entity, OpKind, ScoreOrder, ScoreRecord};
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Datelike, Days, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// The highest score a game station may post.
@@ -30,20 +31,14 @@ const MAX_SCORE: i64 = 1_000_000_000_000;
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/scores",
-            post(post_score.layer(require(Permission::PostScores))),
-        )
-        .route(
-            "/v1/leaderboards/{game_id}",
-            get(leaderboard.layer(require(Permission::ReadLeaderboards))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(guarded(Permission::PostScores, routes!(post_score)))
+        .routes(guarded(Permission::ReadLeaderboards, routes!(leaderboard)))
 }
 
 /// A score for a customer, named directly or by the wristband of their running session.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewScore {
     pub game_id: Uuid,
@@ -89,6 +84,7 @@ impl From<Unknown> for ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/scores", tag = "scores", request_body = NewScore, responses((status = 201, description = "Created", body = ScoreRecord)))]
 async fn post_score(
     State(state): State<AppState>,
     auth: Auth,
@@ -152,8 +148,9 @@ async fn post_score(
 }
 
 /// Which scores a leaderboard ranks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LeaderboardPeriod)]
 pub enum Period {
     /// The site's current local day.
     Today,
@@ -190,13 +187,14 @@ impl Period {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LeaderboardQuery {
     period: Option<String>,
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Leaderboard {
     game_id: Uuid,
     period: Period,
@@ -213,6 +211,7 @@ enum Board {
     NoSite,
 }
 
+#[utoipa::path(get, path = "/v1/leaderboards/{game_id}", tag = "scores", summary = "Best score per customer at this venue (?period=today|week|all&limit=)", params(("game_id" = Uuid, Path), LeaderboardQuery), responses((status = 200, description = "OK", body = Leaderboard)))]
 async fn leaderboard(
     State(state): State<AppState>,
     _auth: Auth,

@@ -2,43 +2,39 @@
 
 use super::AppState;
 use aero_shared::ApiError;
-use aero_shared::auth::extract::{Auth, require};
+use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
-use aero_shared::wire::{EdgeStatus, ProductRecord};
+use aero_shared::openapi::guarded;
+use aero_shared::wire::{EdgeStatus, HealthStatus, ProductRecord};
+use axum::Json;
 use axum::extract::State;
-use axum::handler::Handler;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde::Serialize;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/status",
-            get(status.layer(require(Permission::ReadStatus))),
-        )
-        .route(
-            "/v1/products",
-            get(products.layer(require(Permission::ReadCatalog))),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(guarded(Permission::ReadStatus, routes!(status)))
+        .routes(guarded(Permission::ReadCatalog, routes!(products)))
 }
 
 /// Healthy when the database writer commits and the replica reads: the same check that feeds
 /// the systemd watchdog.
-async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/healthz", tag = "status", responses((status = 200, description = "OK", body = HealthStatus)))]
+async fn healthz(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     let health = crate::health::EdgeHealth {
         writer: state.writer.clone(),
         replica: Arc::clone(&state.replica),
     };
     match aero_shared::systemd::probe(&health, crate::health::HTTP_CHECK_TIMEOUT).await {
-        Ok(()) => Ok(Json(json!({ "status": "ok" }))),
+        Ok(()) => Ok(Json(HealthStatus::up("ok"))),
         Err(reason) => {
             tracing::warn!(%reason, "health check failed");
             Err(ApiError::Unavailable(
@@ -50,7 +46,8 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
 
 /// Ready when the replica answers and holds this edge's own site, i.e. the first pull landed
 /// and device keys can be checked.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "status", responses((status = 200, description = "OK", body = HealthStatus)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     let site = state.site_id;
     let known = state
         .replica
@@ -58,7 +55,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         .await?
         .is_some();
     if known {
-        Ok(Json(json!({ "status": "ready" })))
+        Ok(Json(HealthStatus::up("ready")))
     } else {
         Err(ApiError::Unavailable(
             "the replica has not received this site from central yet".into(),
@@ -66,15 +63,29 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     }
 }
 
+/// Sync health: whether central is reachable, pending ops, dead letters, replica lag.
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, description = "OK", body = EdgeStatus)))]
 async fn status(State(state): State<AppState>, _auth: Auth) -> Result<Json<EdgeStatus>, ApiError> {
     Ok(Json(state.replica.status(Utc::now()).await?))
 }
 
-async fn products(State(state): State<AppState>, _auth: Auth) -> Result<Json<Value>, ApiError> {
-    let products: Vec<ProductRecord> = state.replica.active_products().await?;
-    Ok(Json(json!({ "products": products })))
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProductList {
+    products: Vec<ProductRecord>,
 }
 
+/// The products this venue sells now.
+#[utoipa::path(get, path = "/v1/products", tag = "status", responses((status = 200, description = "OK", body = ProductList)))]
+async fn products(
+    State(state): State<AppState>,
+    _auth: Auth,
+) -> Result<Json<ProductList>, ApiError> {
+    let products = state.replica.active_products().await?;
+    Ok(Json(ProductList { products }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "status", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let now = Utc::now();
     let status = state.replica.status(now).await?;

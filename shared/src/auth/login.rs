@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// `POST /v1/auth/login`
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
+    #[schema(value_type = String, format = Password)]
     pub password: SecretString,
 }
 
@@ -26,7 +27,7 @@ impl Validate for LoginRequest {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 /// Staff roles. Owners and admins are chain-wide (HQ); managers and staff belong to sites.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,
@@ -93,7 +93,7 @@ impl Role {
 
 /// Kinds of machine that hold an API key. `Edge` is a venue's edge node itself: it is issued by
 /// enrollment, never through the device API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     Kiosk,

@@ -22,7 +22,19 @@ pub const MAX_AMOUNT_CENTS: i64 = 100_000_000;
 
 /// A balance a customer holds, chain-wide. Never stored as a number: the balance is the sum of
 /// the account's ledger entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Account {
     /// Money loaded on the customer's account, in cents; spent as an order tender.
@@ -50,7 +62,7 @@ impl Account {
 }
 
 /// What selling one unit of a product adds to the buyer's balances (credit packs, memberships).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     pub account: Account,
     pub amount: i64,
@@ -62,7 +74,7 @@ pub struct Grant {
 }
 
 /// How long a membership's visits last, in the venue's calendar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Day,
@@ -102,7 +114,7 @@ impl Period {
 }
 
 /// Why a ledger entry was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerReason {
     /// A product with a grant was sold (`ref_id`: the order).
@@ -135,7 +147,7 @@ impl LedgerReason {
 /// One signed change of one balance. Append-only, chain-wide: every venue sees every entry, and
 /// two venues spending one balance while offline both land, so the balance is their sum (and
 /// may go negative, which HQ sees in its negative-balance report).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub id: Uuid,
     pub customer_id: Uuid,
@@ -168,7 +180,7 @@ impl LedgerEntry {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenderKind {
     Cash,
@@ -191,7 +203,7 @@ impl TenderKind {
 /// A sold line, priced by the venue from its replica of the catalog (a client's price is never
 /// trusted). The product's name and kind are copied so old orders read the same after the
 /// catalog changes or the product is retired.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
     pub product_id: Uuid,
     pub sku: String,
@@ -204,7 +216,7 @@ pub struct OrderLine {
 }
 
 /// How part of an order was paid.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tender {
     pub kind: TenderKind,
     /// What this tender pays of the total.
@@ -218,7 +230,7 @@ pub struct Tender {
 }
 
 /// A sale at a venue. Its tenders pay its total exactly.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderRecord {
     pub id: Uuid,
     pub site_id: Uuid,
@@ -298,7 +310,7 @@ impl OrderRecord {
 }
 
 /// Money given back on one tender kind of an order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RefundTender {
     pub kind: TenderKind,
     pub amount_cents: i64,
@@ -306,7 +318,7 @@ pub struct RefundTender {
 
 /// A full or partial refund of an order: never more, per tender kind, than the order's tenders
 /// of that kind paid less what earlier refunds gave back.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RefundRecord {
     pub id: Uuid,
     pub order_id: Uuid,
@@ -361,7 +373,7 @@ impl RefundRecord {
 
 /// A jump session started at the gate: a wristband, a customer and the pass (or membership
 /// visit) it used.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckinRecord {
     pub id: Uuid,
     pub site_id: Uuid,
@@ -393,7 +405,7 @@ impl CheckinRecord {
 }
 
 /// A score posted by a game station.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreRecord {
     pub id: Uuid,
     pub site_id: Uuid,
