@@ -201,14 +201,7 @@ async fn disable_user(
     auth: Auth,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let user = state
-        .store
-        .get_user(id)
-        .await?
-        .ok_or(ApiError::NotFound("no such user"))?;
-    for site in &user.site_ids {
-        auth.ensure_site(*site).await?;
-    }
+    let user = visible_user(&state, &auth, id).await?;
     if auth.principal.id() == user.id {
         return Err(ApiError::Unprocessable(
             "you cannot disable your own account".into(),
@@ -240,6 +233,11 @@ async fn get_user(
     auth: Auth,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
+    Ok(tagged(visible_user(&state, &auth, id).await?))
+}
+
+/// The user `id`, if every site of theirs is one the caller may manage.
+async fn visible_user(state: &AppState, auth: &Auth, id: Uuid) -> Result<UserRecord, ApiError> {
     let user = state
         .store
         .get_user(id)
@@ -248,7 +246,7 @@ async fn get_user(
     for site in &user.site_ids {
         auth.ensure_site(*site).await?;
     }
-    Ok(tagged(user))
+    Ok(user)
 }
 
 /// `PATCH /v1/users/{id}`: the fields to change; absent (or null) fields keep their value.
