@@ -4,9 +4,10 @@
 
 use crate::problem::ApiError;
 use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -19,11 +20,13 @@ pub fn etag_of<T: Serialize>(record: &T) -> String {
     format!("\"{hex}\"")
 }
 
-/// Sets `ETag` on a response's headers.
-pub fn set_etag(headers: &mut HeaderMap, etag: &str) {
+/// The answer `body`, with `etag` as its `ETag`.
+pub fn with_etag(body: impl IntoResponse, etag: &str) -> Response {
+    let mut response = body.into_response();
     if let Ok(value) = HeaderValue::from_str(etag) {
-        headers.insert(ETAG, value);
+        response.headers_mut().insert(ETAG, value);
     }
+    response
 }
 
 /// A request's `If-Match` precondition.

@@ -309,17 +309,16 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if request.method() != Method::POST
-            || !request.headers().contains_key(IDEMPOTENCY_KEY_HEADER)
-        {
-            return Box::pin(self.inner.call(request));
-        }
+        let key = match request.headers().get(IDEMPOTENCY_KEY_HEADER) {
+            Some(key) if request.method() == Method::POST => key.clone(),
+            _ => return Box::pin(self.inner.call(request)),
+        };
         // The service polled ready goes with the request; a fresh clone stays for the next one.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
         let state = self.state.clone();
         Box::pin(async move {
-            Ok(match run(state, request, ready).await {
+            Ok(match run(state, key, request, ready).await {
                 Ok(response) | Err(response) => response,
             })
         })
@@ -337,17 +336,17 @@ where
     }
 }
 
-async fn run<S>(state: Idempotency, request: Request, next: S) -> Result<Response, Response>
+/// A keyed POST: replayed, refused or served and recorded.
+async fn run<S>(
+    state: Idempotency,
+    key: HeaderValue,
+    request: Request,
+    next: S,
+) -> Result<Response, Response>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     let store = state.store;
-    let Some(key) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
-        return Ok(pass(next, request).await);
-    };
-    if request.method() != Method::POST {
-        return Ok(pass(next, request).await);
-    }
     let key = key
         .to_str()
         .ok()

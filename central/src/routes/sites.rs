@@ -8,7 +8,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
-use aero_shared::etag::{IfMatch, set_etag};
+use aero_shared::etag::{IfMatch, with_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
@@ -17,7 +17,7 @@ use aero_shared::wire::{SiteRecord, SiteSyncStatus};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -97,9 +97,7 @@ async fn list_sites(State(state): State<AppState>, auth: Auth) -> Result<Json<Si
 /// One site, with its entity tag as `ETag` for a later `If-Match`.
 fn tagged(site: SiteRecord) -> Response {
     let etag = site_etag(&site);
-    let mut response = Json(site).into_response();
-    set_etag(response.headers_mut(), &etag);
-    response
+    with_etag(Json(site), &etag)
 }
 
 #[utoipa::path(get, path = "/v1/sites/{site_id}", tag = "sites", summary = "Get one site", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK, with the site's entity tag in `ETag`", body = SiteRecord)))]

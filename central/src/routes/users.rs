@@ -6,7 +6,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::password::hash_password;
 use aero_shared::auth::principal::{Permission, Principal, Role};
-use aero_shared::etag::{IfMatch, set_etag};
+use aero_shared::etag::{IfMatch, with_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
@@ -15,7 +15,7 @@ use aero_shared::wire::UserRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -222,9 +222,7 @@ async fn disable_user(
 /// One user, with its entity tag as `ETag` for a later `If-Match`.
 fn tagged(user: UserRecord) -> Response {
     let etag = user_etag(&user);
-    let mut response = Json(UserView::from(user)).into_response();
-    set_etag(response.headers_mut(), &etag);
-    response
+    with_etag(Json(UserView::from(user)), &etag)
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", summary = "Get one user", params(("id" = Uuid, Path)), responses((status = 200, description = "OK, with the account's entity tag in `ETag`", body = UserView)))]
