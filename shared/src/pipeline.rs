@@ -1,12 +1,14 @@
 //! The outer request pipeline both services share: request id + tracing span, body limit,
 //! timeout, CORS, HTTP metrics, the client address behind trusted proxies, security headers on
-//! every response, and problem+json for every error the framework produces itself.
+//! every response, problem+json for every error the framework produces itself, and a 500
+//! problem for a handler that panics.
 
 mod framework_problems;
 mod record_metrics;
 
 use crate::client_ip::{TrustedProxies, resolve_client};
 use crate::metrics::HttpMetrics;
+use crate::problem::ApiError;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -17,6 +19,7 @@ use record_metrics::RecordMetricsLayer;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
@@ -150,6 +153,7 @@ pub fn apply(
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(RecordMetricsLayer(metrics))
         .layer(FrameworkProblemsLayer)
+        .layer(CatchPanicLayer::custom(panic_as_problem))
         .map_request(move |request| resolve_client(&trusted, request))
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(settings.body_bytes))
@@ -159,6 +163,19 @@ pub fn apply(
             Duration::from_secs(settings.request_timeout_secs.max(1)),
         ));
     router.layer(stack)
+}
+
+/// A handler that panics answers 500 problem+json, logged with the panic's message, instead of
+/// the connection closing without an answer; the service and other requests carry on.
+fn panic_as_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    axum::response::IntoResponse::into_response(ApiError::internal(anyhow::anyhow!(
+        "the handler panicked: {message}"
+    )))
 }
 
 /// Headers every answer carries, errors and framework rejections included (this is the outermost
@@ -256,6 +273,54 @@ mod tests {
             page.headers().get_all(header::CACHE_CONTROL).iter().count(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_500_problem_json_and_the_service_carries_on() {
+        use tower::ServiceExt;
+        async fn panicking_handler() -> &'static str {
+            panic!("a bug in a handler")
+        }
+        let router = Router::new()
+            .route("/panics", axum::routing::get(panicking_handler))
+            .route("/works", axum::routing::get(|| async { "fine" }));
+        let app = apply(
+            router,
+            &LimitSettings::default(),
+            &[],
+            &[],
+            Arc::new(HttpMetrics::register(
+                &mut prometheus_client::registry::Registry::default(),
+            )),
+        );
+        let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+        let panicked = app.clone().oneshot(get("/panics")).await.expect("answer");
+        assert_eq!(
+            panicked.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            panicked.headers()[header::CONTENT_TYPE],
+            crate::problem::PROBLEM_JSON
+        );
+        assert_eq!(
+            panicked.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+        let body = axum::body::to_bytes(panicked.into_body(), 4096)
+            .await
+            .expect("body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("problem json");
+        assert_eq!(problem["status"], 500);
+        assert!(
+            !problem["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("a bug in a handler"),
+            "the panic message is logged, not shown: {problem}"
+        );
+        let after = app.oneshot(get("/works")).await.expect("answer");
+        assert_eq!(after.status(), axum::http::StatusCode::OK);
     }
 
     #[test]

@@ -220,6 +220,12 @@ async fn stored_value_and_credits_are_ledger_entries_spent_once() {
     let adjust = format!("/v1/customers/{ada}/balances/adjust");
     let body = json!({ "account": "arcade_credits", "delta": 5, "reason": "machine ate a coin" });
     expect_problem(venue.post(&venue.pos, &adjust, body.clone()).await, 403).await;
+    // Out-of-range corrections are refused by name, the extremes of an i64 included.
+    for delta in [i64::MIN, i64::MAX, -100_000_001, 0] {
+        let wild = json!({ "account": "arcade_credits", "delta": delta, "reason": "" });
+        let problem = expect_problem(venue.manager_post(&adjust, wild).await, 422).await;
+        assert_eq!(field_of(&problem), "delta", "delta {delta}");
+    }
     let adjusted = expect_status(venue.manager_post(&adjust, body).await, 201).await;
     assert_eq!(adjusted["balances"]["arcade_credits"], 75);
 

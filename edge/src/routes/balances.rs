@@ -149,7 +149,7 @@ pub struct Adjust {
 impl Validate for Adjust {
     fn validate(&self, v: &mut Validator) {
         v.check(
-            self.delta != 0 && self.delta.abs() <= MAX_AMOUNT_CENTS,
+            self.delta != 0 && self.delta.unsigned_abs() <= MAX_AMOUNT_CENTS.unsigned_abs(),
             "delta",
             "must be non-zero and at most 100000000 either way",
         );

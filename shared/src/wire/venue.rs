@@ -167,7 +167,7 @@ pub struct LedgerEntry {
 
 impl LedgerEntry {
     pub fn check(&self) -> Result<(), String> {
-        if self.delta == 0 || self.delta.abs() > MAX_AMOUNT_CENTS {
+        if self.delta == 0 || self.delta.unsigned_abs() > MAX_AMOUNT_CENTS.unsigned_abs() {
             return Err("a ledger entry changes a balance by a non-zero, bounded amount".into());
         }
         if self.expires_at.is_some() && self.delta < 0 {
@@ -274,12 +274,14 @@ impl OrderRecord {
                 return Err("a tender pays a positive, bounded amount".into());
             }
             let expected_change = match (tender.kind, tender.received_cents) {
-                (TenderKind::Cash, Some(received)) if received >= tender.amount_cents => {
+                (TenderKind::Cash, Some(received))
+                    if (tender.amount_cents..=MAX_AMOUNT_CENTS).contains(&received) =>
+                {
                     received - tender.amount_cents
                 }
                 (TenderKind::Cash, None) => 0,
                 (TenderKind::Cash, Some(_)) => {
-                    return Err("cash received is less than the cash tendered".into());
+                    return Err("cash received is at least the cash tendered, and bounded".into());
                 }
                 (_, Some(_)) => return Err("only cash is received and changed".into()),
                 (_, None) => 0,
@@ -337,12 +339,25 @@ impl RefundRecord {
         if self.order_id != order.id || self.site_id != order.site_id {
             return Err("a refund belongs to an order of its own site".into());
         }
-        if self.tenders.is_empty() || self.reason.trim().is_empty() || self.reason.len() > 500 {
-            return Err("a refund gives back at least one tender and says why".into());
+        if self.tenders.is_empty()
+            || self.tenders.len() > MAX_ORDER_LINES
+            || self.reason.trim().is_empty()
+            || self.reason.len() > 500
+        {
+            return Err(format!(
+                "a refund gives back 1 to {MAX_ORDER_LINES} tenders and says why"
+            ));
+        }
+        if self
+            .tenders
+            .iter()
+            .any(|t| !(1..=MAX_AMOUNT_CENTS).contains(&t.amount_cents))
+        {
+            return Err("a refund's tenders give back positive, bounded amounts".into());
         }
         let total: i64 = self.tenders.iter().map(|t| t.amount_cents).sum();
-        if self.tenders.iter().any(|t| t.amount_cents <= 0) || total != self.total_cents {
-            return Err("a refund's tenders are positive and add up to its total".into());
+        if total != self.total_cents {
+            return Err("a refund's tenders add up to its total".into());
         }
         for kind in [TenderKind::Cash, TenderKind::Card, TenderKind::StoredValue] {
             let asked: i64 = self.refunded(kind);
@@ -429,6 +444,34 @@ impl ScoreRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ledger_entry_beyond_the_bound_either_way_is_refused_the_extremes_of_i64_included() {
+        let at = utc("2026-06-01T12:00:00Z");
+        let entry = |delta| LedgerEntry {
+            id: Uuid::nil(),
+            customer_id: Uuid::nil(),
+            account: Account::StoredValue,
+            delta,
+            reason: LedgerReason::Adjustment,
+            ref_id: None,
+            site_id: Uuid::nil(),
+            created_at: at,
+            expires_at: None,
+        };
+        for delta in [
+            i64::MIN,
+            i64::MAX,
+            MAX_AMOUNT_CENTS + 1,
+            -MAX_AMOUNT_CENTS - 1,
+            0,
+        ] {
+            assert!(entry(delta).check().is_err(), "delta {delta}");
+        }
+        for delta in [MAX_AMOUNT_CENTS, -MAX_AMOUNT_CENTS, 1, -1] {
+            assert!(entry(delta).check().is_ok(), "delta {delta}");
+        }
+    }
 
     fn utc(text: &str) -> DateTime<Utc> {
         text.parse().expect("instant")
