@@ -9,11 +9,11 @@ use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving};
 use aero_shared::wire::{
-    Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
-    Entity, GameRecord, Grant, LedgerEntry, LedgerReason, OpKind, OrderLine, OrderRecord, Period,
-    PlugOverrideRecord, PlugRecord, PlugStatusRecord, PowerState, ProductKind, ProductRecord,
-    PushOp, RefundRecord, RefundTender, Resolution, ScoreOrder, ScoreRecord, SiteRecord, Tender,
-    TenderKind, UserRecord, WaiverRecord,
+    Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterAction, DeadLetterRequest,
+    DeadLetterResolution, DeviceRecord, Entity, GameRecord, Grant, LedgerEntry, LedgerReason,
+    OpKind, OrderLine, OrderRecord, Period, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
+    PowerState, ProductKind, ProductRecord, PushOp, RefundRecord, RefundTender, Resolution,
+    ScoreOrder, ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -100,6 +100,7 @@ contract!(
     a_new_customer_from_another_home_site_is_rejected,
     a_request_whose_write_committed_is_never_run_again,
     dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops,
+    hq_dead_letter_requests_reach_only_their_site_and_stop_once_resolved,
     the_answer_of_a_request_commits_with_its_write,
     venue_records_are_applied_once_and_published_to_their_scope,
     references_must_exist_at_central,
@@ -1438,6 +1439,109 @@ async fn seqs_in(store: &Arc<dyn Store>, site: Uuid, state: DeadLetterState) -> 
         .iter()
         .map(|r| r.seq)
         .collect()
+}
+
+async fn hq_dead_letter_requests_reach_only_their_site_and_stop_once_resolved(
+    store: Arc<dyn Store>,
+) {
+    let venue = new_site(&store).await;
+    let other = new_site(&store).await;
+    let mut broken = customer_op(venue.id, 1);
+    broken.data["last_name"] = serde_json::json!("");
+    let outcome = store
+        .push(venue.id, std::slice::from_ref(&broken), now())
+        .await
+        .unwrap();
+    assert_eq!(outcome.rejected.len(), 1);
+    let head = store.change_head().await.unwrap();
+    let request = |site_id, op_id, action| DeadLetterRequest {
+        op_id,
+        site_id,
+        action,
+        requested_by: "hq-admin".into(),
+        requested_at: now(),
+    };
+
+    // Only an op central refused from that very site can be asked about.
+    for unknown in [
+        request(venue.id, Uuid::now_v7(), DeadLetterAction::Retry),
+        request(other.id, broken.op_id, DeadLetterAction::Retry),
+    ] {
+        let refused = store.request_dead_letter_action(&actor(), &unknown).await;
+        assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+    }
+    assert_eq!(store.change_head().await.unwrap(), head, "nothing written");
+
+    // A request is listed with the open dead letter, audited, and published to the site alone;
+    // a later request replaces it.
+    let retry = request(venue.id, broken.op_id, DeadLetterAction::Retry);
+    store
+        .request_dead_letter_action(&actor(), &retry)
+        .await
+        .unwrap();
+    let discard = request(venue.id, broken.op_id, DeadLetterAction::Discard);
+    store
+        .request_dead_letter_action(&actor(), &discard)
+        .await
+        .unwrap();
+    let open = store
+        .rejected_ops(venue.id, DeadLetterState::Open, 10)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].request.as_ref(), Some(&discard));
+    let published: Vec<DeadLetterRequest> = pull_all(&store, venue.id, head)
+        .await
+        .into_iter()
+        .filter(|c| c.entity == ChangeEntity::Known(Entity::DeadLetterRequest))
+        .map(|c| {
+            assert_eq!(c.entity_id, broken.op_id);
+            serde_json::from_value(c.data).unwrap()
+        })
+        .collect();
+    assert_eq!(published, [retry.clone(), discard.clone()]);
+    assert!(
+        pull_all(&store, other.id, head)
+            .await
+            .iter()
+            .all(|c| c.entity != ChangeEntity::Known(Entity::DeadLetterRequest)),
+        "another venue never sees the request"
+    );
+    let audited: Vec<String> = store
+        .list_audit(Some(venue.id), 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            "dead_letter.discard_requested",
+            "dead_letter.retry_requested"
+        ]
+    );
+
+    // Once the venue's decision arrives, the dead letter is resolved and HQ's request stays
+    // with it; asking again is a conflict that writes nothing.
+    let decided = store
+        .push(
+            venue.id,
+            &[resolution_op(2, broken.op_id, None, "hq-admin")],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert!(decided.rejected.is_empty(), "{:?}", decided.rejected);
+    let resolved = store
+        .rejected_ops(venue.id, DeadLetterState::Resolved, 10)
+        .await
+        .unwrap();
+    assert_eq!(resolved[0].request.as_ref(), Some(&discard));
+    let head = store.change_head().await.unwrap();
+    let late = store.request_dead_letter_action(&actor(), &retry).await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    assert_eq!(store.change_head().await.unwrap(), head, "nothing written");
 }
 
 async fn dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops(store: Arc<dyn Store>) {

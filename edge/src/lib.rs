@@ -2,10 +2,12 @@
 //! terminals from it, records every local mutation in a transactional outbox, and syncs with
 //! central (push first, then pull) whenever central is reachable.
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod credential;
+pub mod dead_letters;
 pub mod health;
 pub mod live;
 pub mod ops;

@@ -299,9 +299,34 @@ pub enum Entity {
     /// A manual "on" or "off" for a plug until a given time, set at HQ or by a venue manager:
     /// see [`PlugOverrideRecord`].
     PlugOverride,
+    /// HQ asks a venue to retry or discard one of its dead letters (central's change feed only,
+    /// never pushed): see [`DeadLetterRequest`].
+    DeadLetterRequest,
 }
 
 impl Entity {
+    /// Every entity this version knows.
+    pub const ALL: [Entity; 18] = [
+        Self::Site,
+        Self::Device,
+        Self::User,
+        Self::Product,
+        Self::Game,
+        Self::Plug,
+        Self::PlugSchedule,
+        Self::Customer,
+        Self::Waiver,
+        Self::Order,
+        Self::Refund,
+        Self::LedgerEntry,
+        Self::Checkin,
+        Self::Score,
+        Self::DeadLetter,
+        Self::PlugStatus,
+        Self::PlugOverride,
+        Self::DeadLetterRequest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Site => "site",
@@ -321,31 +346,12 @@ impl Entity {
             Self::DeadLetter => "dead_letter",
             Self::PlugStatus => "plug_status",
             Self::PlugOverride => "plug_override",
+            Self::DeadLetterRequest => "dead_letter_request",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Site,
-            Self::Device,
-            Self::User,
-            Self::Product,
-            Self::Game,
-            Self::Plug,
-            Self::PlugSchedule,
-            Self::Customer,
-            Self::Waiver,
-            Self::Order,
-            Self::Refund,
-            Self::LedgerEntry,
-            Self::Checkin,
-            Self::Score,
-            Self::DeadLetter,
-            Self::PlugStatus,
-            Self::PlugOverride,
-        ]
-        .into_iter()
-        .find(|e| e.as_str() == text)
+        Self::ALL.into_iter().find(|e| e.as_str() == text)
     }
 }
 
@@ -510,6 +516,48 @@ impl Resolution {
             _ => None,
         }
     }
+}
+
+/// What HQ asks a venue to do with one of its dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterAction {
+    /// Queue the same write again as a new op.
+    Retry,
+    /// Drop the write.
+    Discard,
+}
+
+impl DeadLetterAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Discard => "discard",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "retry" => Some(Self::Retry),
+            "discard" => Some(Self::Discard),
+            _ => None,
+        }
+    }
+}
+
+/// HQ's request that a venue retry or discard one of its dead letters, carried to the venue by
+/// central's change feed (entity `dead_letter_request`, `entity_id` = `op_id`). The venue acts
+/// on it when it pulls it, as a manager there would, and its decision comes back as a
+/// [`DeadLetterResolution`]; a dead letter the venue already resolved is left as it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeadLetterRequest {
+    /// The refused op this request is about.
+    pub op_id: Uuid,
+    pub site_id: Uuid,
+    pub action: DeadLetterAction,
+    /// Who asked, at HQ (their username).
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
 }
 
 /// The data of a `dead_letter` event op: a venue retried or discarded one of its ops central

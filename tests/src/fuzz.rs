@@ -17,27 +17,6 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-/// Every entity of the wire, venue-owned or not: a fuzzed op or change may name any of them.
-pub const ENTITIES: [Entity; 17] = [
-    Entity::Site,
-    Entity::Device,
-    Entity::User,
-    Entity::Product,
-    Entity::Game,
-    Entity::Plug,
-    Entity::PlugSchedule,
-    Entity::Customer,
-    Entity::Waiver,
-    Entity::Order,
-    Entity::Refund,
-    Entity::LedgerEntry,
-    Entity::Checkin,
-    Entity::Score,
-    Entity::DeadLetter,
-    Entity::PlugStatus,
-    Entity::PlugOverride,
-];
-
 /// A record of one entity, as JSON, with the id it is pushed or pulled under.
 #[derive(Clone, Debug)]
 pub struct Sample {
@@ -229,7 +208,7 @@ pub fn mutation() -> impl Strategy<Value = Mutation> {
         6 => (any::<usize>(), json_value()).prop_map(|(i, v)| Mutation::Replace(i, v)),
         1 => ("[a-z_]{1,10}", json_value()).prop_map(|(k, v)| Mutation::Add(k, v)),
         1 => json_value().prop_map(Mutation::Whole),
-        1 => prop::sample::select(ENTITIES.to_vec()).prop_map(Mutation::Rename),
+        1 => prop::sample::select(Entity::ALL.to_vec()).prop_map(Mutation::Rename),
     ]
 }
 

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod catalog;
 mod customers;
+mod dead_letters;
 pub mod devices;
 mod health;
 mod leaderboards;
@@ -38,6 +39,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(auth::router())
         .merge(sites::router())
+        .merge(dead_letters::router())
         .merge(devices::router())
         .merge(users::router())
         .merge(catalog::router())

@@ -1,11 +1,13 @@
 //! The central store: one trait speaking domain types, with a SQLite backend (the default) and
 //! a SQL Server backend (production), chosen by the database URL.
 
+mod dead_letters;
 pub mod mssql;
 pub mod push_rules;
 pub mod reports;
 pub mod sqlite;
 
+pub use dead_letters::{DeadLetterState, RejectedOpRecord, ResolutionRecord};
 pub use reports::{
     CustomerBalances, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
     NegativeBalance, ProductSales,
@@ -15,11 +17,11 @@ use aero_shared::auth::principal::Role;
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterResolution, DeviceRecord,
-    GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, MAX_PLUG_PROBLEM_CHARS,
-    OrderRecord, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp,
-    RefundRecord, RejectedOp, Resolution, ScheduleRecord, ScoreRecord, SiteRecord, SiteSyncStatus,
-    UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterRequest, DeadLetterResolution,
+    DeviceRecord, GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES,
+    MAX_PLUG_PROBLEM_CHARS, OrderRecord, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
+    ProductRecord, PushOp, RefundRecord, RejectedOp, Resolution, ScheduleRecord, ScoreRecord,
+    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -145,56 +147,6 @@ pub struct PushOutcome {
 pub struct ChangeScope {
     pub seq: i64,
     pub site_id: Option<Uuid>,
-}
-
-/// An op central refused for good, as HQ sees it per venue.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct RejectedOpRecord {
-    pub seq: i64,
-    pub op_id: Uuid,
-    pub reason: String,
-    pub rejected_at: DateTime<Utc>,
-    /// What the venue decided about it; `None` while it is still an open dead letter there.
-    pub resolution: Option<ResolutionRecord>,
-}
-
-/// A venue's decision about one of its refused ops, as central recorded it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct ResolutionRecord {
-    /// `retried` or `discarded`.
-    pub how: Resolution,
-    /// The new op that carries the same write again, when it was retried.
-    pub retried_as: Option<Uuid>,
-    /// Who decided, at the venue.
-    pub by: String,
-    /// When the venue decided (the edge's clock).
-    pub at: DateTime<Utc>,
-    /// The op that carried the decision to central.
-    pub resolution_op_id: Uuid,
-    /// When central recorded it.
-    pub recorded_at: DateTime<Utc>,
-}
-
-/// Which of a venue's refused ops to list.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    serde::Serialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum DeadLetterState {
-    /// Not yet retried or discarded at the venue.
-    #[default]
-    Open,
-    /// Retried or discarded at the venue.
-    Resolved,
-    All,
 }
 
 /// Which of a site's fields to change; `None` keeps the stored value.
@@ -448,6 +400,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         state: DeadLetterState,
         limit: u32,
     ) -> StoreResult<Vec<RejectedOpRecord>>;
+    /// Records HQ's request that a site retry or discard one of its dead letters, audits it
+    /// and queues it in the site's change feed, in one transaction. `NotFound` if central
+    /// refused no such op from the site; `Conflict` once the venue has resolved it.
+    async fn request_dead_letter_action(
+        &self,
+        actor: &Actor,
+        request: &DeadLetterRequest,
+    ) -> StoreResult<()>;
     /// Records a site's pull, for HQ's view of its health.
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()>;
     /// Applies a batch by the rules of [`push_rules`], in one transaction.

@@ -81,7 +81,7 @@ pub fn settle(
         );
         settled.realigned = true;
     }
-    apply::release_held(conn)?;
+    apply::release_held(conn, now)?;
     conn.prepare_cached(
         "UPDATE sync_state SET last_push_at = ?1, online = 1, push_error = NULL, last_error = NULL WHERE id = 1",
     )?

@@ -108,7 +108,7 @@ pub fn apply_page(
             outcome.held += 1;
             continue;
         }
-        match apply_change(conn, &change) {
+        match apply_change(conn, &change, now) {
             Ok(()) => outcome.applied += 1,
             Err(err) => {
                 skip(conn, value, &format!("{err:#}"), now)?;
@@ -201,7 +201,7 @@ fn skip(
 }
 
 /// Applies the held changes of rows that no longer have pending local ops. Returns how many.
-pub fn release_held(conn: &Connection) -> anyhow::Result<usize> {
+pub fn release_held(conn: &Connection, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let ready: Vec<(String, Uuid, String)> = conn
         .prepare_cached(
             "SELECT entity, entity_id, change FROM held_changes h
@@ -211,7 +211,7 @@ pub fn release_held(conn: &Connection) -> anyhow::Result<usize> {
         .collect::<Result<_, _>>()?;
     for (entity, id, text) in &ready {
         let change: RawChange = serde_json::from_str(text)?;
-        if let Err(err) = apply_change(conn, &change) {
+        if let Err(err) = apply_change(conn, &change, now) {
             tracing::warn!(seq = change.seq, error = %format!("{err:#}"), "a held change could not be applied");
         }
         conn.prepare_cached("DELETE FROM held_changes WHERE entity = ?1 AND entity_id = ?2")?
@@ -271,7 +271,8 @@ fn table(entity: Entity) -> Option<&'static str> {
         | Entity::PlugSchedule
         | Entity::PlugOverride
         | Entity::DeadLetter
-        | Entity::PlugStatus => None,
+        | Entity::PlugStatus
+        | Entity::DeadLetterRequest => None,
     }
 }
 
@@ -283,7 +284,7 @@ fn is_venue_record(entity: Entity) -> bool {
     )
 }
 
-fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
+fn apply_change(conn: &Connection, change: &RawChange, now: DateTime<Utc>) -> anyhow::Result<()> {
     let id = change.entity_id;
     let entity = Entity::parse(&change.entity);
     match change.op.as_str() {
@@ -366,6 +367,14 @@ fn apply_change(conn: &Connection, change: &RawChange) -> anyhow::Result<()> {
         }
         Entity::Score => {
             venue::insert_score(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::DeadLetterRequest => {
+            // Acted on, not kept: the decision itself goes back to central through the outbox.
+            crate::dead_letters::carry_out(
+                conn,
+                &serde_json::from_value(change.data.clone())?,
+                now,
+            )?;
         }
         Entity::Plug
         | Entity::PlugSchedule
@@ -559,7 +568,7 @@ mod tests {
 
         // The local op is dead-lettered: central's version of the row is applied after all.
         conn.execute("DELETE FROM outbox", []).expect("dead-letter");
-        assert_eq!(release_held(&conn).expect("release"), 1);
+        assert_eq!(release_held(&conn, Utc::now()).expect("release"), 1);
         assert_eq!(first_name(&conn, local.id).as_deref(), Some("Central"));
         // Email lookups are case-insensitive; the record keeps what was typed.
         let found: i64 = conn

@@ -2,8 +2,8 @@
 //! their ledger, spent at game stations and the counter, corrected by managers. Every change is
 //! a new signed ledger entry with its own outbox op; nothing is ever overwritten.
 
-use super::audit::record;
 use super::{AppState, refuse, write_error};
+use crate::audit::record;
 use crate::outbox::append_op;
 use crate::replica::customer;
 use crate::replica::venue::{Balances, balance, balances, insert_ledger_entry};

@@ -1,22 +1,19 @@
-//! Dead letters: ops central refused for good. A manager lists them, and retries one (queued
-//! again as a new op, after whatever made central refuse it was fixed) or discards it. Both are
-//! audited, and both queue a `dead_letter` event op in the same transaction, so central records
-//! the decision exactly once: HQ sees each venue's refusals, open or resolved, at
-//! `GET /v1/sites/{id}/dead-letters`.
+//! Dead letters at the venue: a manager lists them, and retries or discards one (see
+//! [`crate::dead_letters`]). HQ sees each venue's refusals, open or resolved, at
+//! `GET /v1/sites/{id}/dead-letters` on central, and can ask for the same decisions there.
 
-use super::{AppState, audit, write_error};
-use crate::outbox::{append_op, parse_kind};
+use super::{AppState, write_error};
+use crate::audit::Actor;
+use crate::dead_letters;
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
 use aero_shared::openapi::guarded;
-use aero_shared::wire::{DeadLetterResolution, Entity, OpKind, Resolution};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension};
+use chrono::Utc;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -94,24 +91,14 @@ async fn retry(
     state
         .writer
         .mutate_answering(move |c| {
-            let (entity, entity_id, kind, data) =
-                take(c, op_id)?.ok_or(ApiError::NotFound("no such dead letter"))?;
-            let entity = Entity::parse(&entity)
-                .ok_or_else(|| anyhow::anyhow!("unknown entity {entity:?}"))?;
-            let value: serde_json::Value = serde_json::from_str(&data)?;
-            let seq = append_op(c, entity, entity_id, parse_kind(&kind)?, &value, now)?;
-            let new_id: Uuid =
-                c.query_row("SELECT op_id FROM outbox WHERE seq = ?1", [seq], |r| {
-                    r.get(0)
-                })?;
-            resolve(c, &auth, op_id, Some(new_id), now)?;
-            audit::record(c, &auth, "dead_letter.retry", &op_id.to_string(), now)?;
+            let new = dead_letters::retry(c, &Actor::of(&auth), op_id, now)?
+                .ok_or(ApiError::NotFound("no such dead letter"))?;
             Ok(Answer::json(
                 StatusCode::OK,
                 &Retried {
                     retried: op_id,
-                    op_id: new_id,
-                    seq,
+                    op_id: new.op_id,
+                    seq: new.seq,
                 },
             )?)
         })
@@ -131,45 +118,11 @@ async fn discard(
     state
         .writer
         .mutate_answering(move |c| {
-            take(c, op_id)?.ok_or(ApiError::NotFound("no such dead letter"))?;
-            resolve(c, &auth, op_id, None, now)?;
-            audit::record(c, &auth, "dead_letter.discard", &op_id.to_string(), now)?;
+            if !dead_letters::discard(c, &Actor::of(&auth), op_id, now)? {
+                return Err(ApiError::NotFound("no such dead letter").into());
+            }
             Ok(Answer::empty(StatusCode::NO_CONTENT))
         })
         .await
         .map_err(write_error)
-}
-
-/// Removes a dead letter, returning (entity, entity_id, kind, data).
-fn take(c: &Connection, op_id: Uuid) -> anyhow::Result<Option<(String, Uuid, String, String)>> {
-    Ok(c.query_row(
-        "DELETE FROM dead_letters WHERE op_id = ?1 RETURNING entity, entity_id, kind, data",
-        [op_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )
-    .optional()?)
-}
-
-/// Queues the decision about dead letter `op_id` for central, in the caller's transaction: it
-/// is delivered exactly once, like any other op, and central records it on the refused op.
-fn resolve(
-    c: &Connection,
-    auth: &Auth,
-    op_id: Uuid,
-    retried_as: Option<Uuid>,
-    at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let resolution = DeadLetterResolution {
-        op_id,
-        resolution: if retried_as.is_some() {
-            Resolution::Retried
-        } else {
-            Resolution::Discarded
-        },
-        retried_as,
-        by: audit::actor_name(auth),
-        at,
-    };
-    append_op(c, Entity::DeadLetter, op_id, OpKind::Event, &resolution, at)?;
-    Ok(())
 }

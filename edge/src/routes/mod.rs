@@ -1,7 +1,6 @@
 //! The venue API. Every request is answered from the local replica: no request ever waits for
 //! central, so terminals keep working through an outage.
 
-pub mod audit;
 pub mod balances;
 pub mod checkins;
 pub mod customers;

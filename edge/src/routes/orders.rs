@@ -3,9 +3,9 @@
 //! causes: stored value spent and balances granted become ledger entries, and every record gets
 //! its own outbox op. Receipts and a day's orders are read back from the replica.
 
-use super::audit::actor;
 use super::reports::resolve_day;
 use super::{AppState, refuse, write_error};
+use crate::audit::actor;
 use crate::live::LiveEvent;
 use crate::outbox::append_op;
 use crate::replica::customer;

@@ -2,8 +2,8 @@
 //! what each should be doing; `GET /v1/plugs`, answered from memory, never from the network),
 //! and a manager's override (`POST /v1/plugs/{id}/power`).
 
-use super::audit::{actor_name, record};
 use super::{AppState, refuse, write_error};
+use crate::audit::{actor_name, record};
 use crate::plugs::reconcile::{self, PlugView};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;

@@ -2,8 +2,8 @@
 //! paid less earlier refunds. Stored value goes back onto the customer's ledger. A refund is its
 //! own record (the order is never edited), audited, with an outbox op per record.
 
-use super::audit::{actor, record};
 use super::{AppState, refuse, write_error};
+use crate::audit::{actor, record};
 use crate::outbox::append_op;
 use crate::replica::venue::{insert_ledger_entry, insert_refund, order, refunds_of};
 use aero_shared::ApiError;

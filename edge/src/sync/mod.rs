@@ -361,6 +361,8 @@ impl SyncEngine {
             };
             let touches_devices = touches(&["device"]);
             let touches_plugs = touches(&["plug", "plug_schedule", "plug_override", "site"]);
+            // HQ's decisions about dead letters queue ops (a retried write, the decision).
+            let queues_ops = touches(&["dead_letter_request"]);
             let outcome = self
                 .writer
                 .write(move |c| take_page(c, cursor, anchor, known_acked, &page))
@@ -375,6 +377,9 @@ impl SyncEngine {
             }
             match outcome? {
                 Taken::Applied(page) => {
+                    if queues_ops {
+                        self.push_wanted.notify_one();
+                    }
                     applied += page.applied;
                     if let Some(progress) = progress.as_deref_mut() {
                         progress.page(page.applied, next_cursor, head);

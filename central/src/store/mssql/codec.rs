@@ -3,8 +3,9 @@
 
 use crate::store::{AuditEntry, RejectedOpRecord, ResolutionRecord, StoreError, StoreResult};
 use aero_shared::wire::{
-    Account, Change, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, GameRecord, Grant,
-    Period, PlugRecord, ProductRecord, ScheduleRecord, SiteRecord, UserRecord, WaiverRecord,
+    Account, Change, ChangeEntity, ChangeOp, CustomerRecord, DeadLetterRequest, DeviceRecord,
+    GameRecord, Grant, Period, PlugRecord, ProductRecord, ScheduleRecord, SiteRecord, UserRecord,
+    WaiverRecord,
 };
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike as _, Utc};
 use serde::Serialize;
@@ -320,10 +321,12 @@ pub(super) fn change_from(row: &Row) -> StoreResult<Change> {
     })
 }
 
-/// A refused op with the venue's resolution, if any: `seq, op_id, rejected, applied_at`, then
-/// the resolution's `resolution, retried_as, resolved_by, resolved_at, resolution_op_id,
-/// recorded_at` (all NULL while the op is open).
-pub(super) fn rejected_op_from(row: &Row) -> StoreResult<RejectedOpRecord> {
+/// A refused op with the venue's resolution and HQ's request, if any: `seq, op_id, rejected,
+/// applied_at`, then the resolution's `resolution, retried_as, resolved_by, resolved_at,
+/// resolution_op_id, recorded_at` (all NULL while the op is open), then the request's `action,
+/// requested_by, requested_at` (all NULL if HQ asked nothing).
+pub(super) fn rejected_op_from(row: &Row, site_id: Uuid) -> StoreResult<RejectedOpRecord> {
+    let op_id = uuid(row, 1)?;
     let resolution = match opt_text(row, 4)? {
         None => None,
         Some(_) => Some(ResolutionRecord {
@@ -335,12 +338,23 @@ pub(super) fn rejected_op_from(row: &Row) -> StoreResult<RejectedOpRecord> {
             recorded_at: time(row, 9)?,
         }),
     };
+    let request = match opt_text(row, 10)? {
+        None => None,
+        Some(_) => Some(DeadLetterRequest {
+            op_id,
+            site_id,
+            action: enum_col(row, 10)?,
+            requested_by: text(row, 11)?,
+            requested_at: time(row, 12)?,
+        }),
+    };
     Ok(RejectedOpRecord {
         seq: int(row, 0)?,
-        op_id: uuid(row, 1)?,
+        op_id,
         reason: text(row, 2)?,
         rejected_at: time(row, 3)?,
         resolution,
+        request,
     })
 }
 

@@ -23,6 +23,7 @@ mod changelog;
 mod codec;
 mod conn;
 mod customers;
+mod dead_letters;
 mod devices;
 mod enrollment;
 mod errors;
@@ -43,9 +44,9 @@ use super::{
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
-    Change, ChangeAnchor, CustomerRecord, DeviceRecord, GameRecord, PlugOverrideRecord, PlugRecord,
-    PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus,
-    UserRecord, WaiverRecord,
+    Change, ChangeAnchor, CustomerRecord, DeadLetterRequest, DeviceRecord, GameRecord,
+    PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord,
+    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -311,7 +312,15 @@ impl Store for MssqlStore {
         state: DeadLetterState,
         limit: u32,
     ) -> StoreResult<Vec<RejectedOpRecord>> {
-        sync::rejected_ops(self, site_id, state, limit).await
+        dead_letters::rejected_ops(self, site_id, state, limit).await
+    }
+
+    async fn request_dead_letter_action(
+        &self,
+        actor: &Actor,
+        request: &DeadLetterRequest,
+    ) -> StoreResult<()> {
+        dead_letters::request_action(self, actor, request).await
     }
 
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {

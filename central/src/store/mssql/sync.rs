@@ -6,17 +6,14 @@
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes};
 use super::codec::{
-    change_from, customer_columns, customer_from, get, int, opt_text, opt_time, rejected_op_from,
-    req, time, ts, uuid, waiver_columns,
+    change_from, customer_columns, customer_from, get, int, opt_text, opt_time, req, time, ts,
+    uuid, waiver_columns,
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
-use crate::store::{
-    ChangeScope, DeadLetterState, PushOutcome, RejectedOpRecord, StoreError, StoreResult,
-    VenueWrite,
-};
+use crate::store::{ChangeScope, PushOutcome, StoreError, StoreResult, VenueWrite};
 use aero_shared::wire::{Change, ChangeAnchor, Entity, PushOp, SiteSyncStatus};
 use chrono::{DateTime, Datelike as _, Utc};
 use std::collections::HashMap;
@@ -603,40 +600,6 @@ pub(super) async fn acked_seq(store: &MssqlStore, site_id: Uuid) -> StoreResult<
                     Some(row) => int(&row, 0),
                     None => Ok(0),
                 }
-            })
-        })
-        .await
-}
-
-pub(super) async fn rejected_ops(
-    store: &MssqlStore,
-    site_id: Uuid,
-    state: DeadLetterState,
-    limit: u32,
-) -> StoreResult<Vec<RejectedOpRecord>> {
-    let filter = match state {
-        DeadLetterState::Open => "AND r.op_id IS NULL ",
-        DeadLetterState::Resolved => "AND r.op_id IS NOT NULL ",
-        DeadLetterState::All => "",
-    };
-    store
-        .with_connection(|conn| {
-            Box::pin(async move {
-                let mut q = Query::new(format!(
-                    "SELECT TOP (@P2) a.seq, a.op_id, a.rejected, a.applied_at, \
-                            r.resolution, r.retried_as, r.resolved_by, r.resolved_at, \
-                            r.resolution_op_id, r.recorded_at \
-                       FROM applied_ops a \
-                       LEFT JOIN dead_letter_resolutions r ON r.site_id = a.site_id AND r.op_id = a.op_id \
-                     WHERE a.site_id = @P1 AND a.rejected IS NOT NULL \
-                       AND NOT EXISTS (SELECT 1 FROM applied_ops b \
-                                        WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq) \
-                       {filter}\
-                     ORDER BY a.seq DESC"
-                ));
-                q.bind(site_id);
-                q.bind(i64::from(limit));
-                conn.rows(q).await?.iter().map(rejected_op_from).collect()
             })
         })
         .await

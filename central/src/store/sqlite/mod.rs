@@ -2,8 +2,10 @@
 //! commit order) and a few reader connections, driven from blocking threads.
 //!
 //! This file holds the connections, the codecs and the HQ-owned entities; `venue` stores the
-//! venue records edges push and `reports` answers HQ's reads of them.
+//! venue records edges push, `reports` answers HQ's reads of them and `dead_letters` holds
+//! what HQ sees and asks of a venue's refused ops.
 
+mod dead_letters;
 mod reports;
 mod venue;
 
@@ -11,17 +13,17 @@ use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
     Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerSearch, DailyReport,
     DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance,
-    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, ResolutionRecord, SiteChanges, Store,
-    StoreError, StoreResult, UserChanges, VenueWrite, site_etag, user_change_scopes,
+    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreError,
+    StoreResult, UserChanges, VenueWrite, site_etag, user_change_scopes,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, current_request, decide,
 };
 use aero_shared::wire::{
-    Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeviceRecord, Entity, GameRecord,
-    Grant, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord,
-    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeadLetterRequest, DeviceRecord,
+    Entity, GameRecord, Grant, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord,
+    PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -1395,48 +1397,18 @@ impl Store for SqliteStore {
         state: DeadLetterState,
         limit: u32,
     ) -> StoreResult<Vec<RejectedOpRecord>> {
-        let filter = match state {
-            DeadLetterState::Open => "AND r.op_id IS NULL",
-            DeadLetterState::Resolved => "AND r.op_id IS NOT NULL",
-            DeadLetterState::All => "",
-        };
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT a.seq, a.op_id, a.rejected, a.applied_at,
-                        r.resolution, r.retried_as, r.resolved_by, r.resolved_at,
-                        r.resolution_op_id, r.recorded_at
-                   FROM applied_ops a
-                   LEFT JOIN dead_letter_resolutions r ON r.site_id = a.site_id AND r.op_id = a.op_id
-                 WHERE a.site_id = ?1 AND a.rejected IS NOT NULL
-                   -- an alias (the same op at a later seq, after a fork) is one refusal, not two
-                   AND NOT EXISTS (SELECT 1 FROM applied_ops b
-                                    WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq)
-                   {filter}
-                 ORDER BY a.seq DESC LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![site_id, limit], |r| {
-                let resolution = match r.get::<_, Option<String>>(4)? {
-                    None => None,
-                    Some(how) => Some(ResolutionRecord {
-                        how: parse_enum(&how)?,
-                        retried_as: r.get(5)?,
-                        by: r.get(6)?,
-                        at: parse_ts(&r.get::<_, String>(7)?)?,
-                        resolution_op_id: r.get(8)?,
-                        recorded_at: parse_ts(&r.get::<_, String>(9)?)?,
-                    }),
-                };
-                Ok(RejectedOpRecord {
-                    seq: r.get(0)?,
-                    op_id: r.get(1)?,
-                    reason: r.get(2)?,
-                    rejected_at: parse_ts(&r.get::<_, String>(3)?)?,
-                    resolution,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
+        self.read(move |c| dead_letters::rejected_ops(c, site_id, state, limit))
+            .await
+    }
+
+    async fn request_dead_letter_action(
+        &self,
+        actor: &Actor,
+        request: &DeadLetterRequest,
+    ) -> StoreResult<()> {
+        let (actor, request) = (actor.clone(), request.clone());
+        self.write(move |tx| dead_letters::request_action(tx, &actor, &request))
+            .await
     }
 
     async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {

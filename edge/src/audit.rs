@@ -8,6 +8,39 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
+/// Who an audit entry names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// `user` or `device` for a request at the venue; `hq` for a request HQ made at central.
+    pub kind: &'static str,
+    pub id: Option<Uuid>,
+    pub name: String,
+    /// The client address, for a request at the venue.
+    pub ip: Option<String>,
+}
+
+impl Actor {
+    /// The staff member or device behind a request at the venue.
+    pub fn of(auth: &Auth) -> Self {
+        Self {
+            kind: auth.principal.kind_label(),
+            id: Some(auth.principal.id()),
+            name: actor_name(auth),
+            ip: Some(auth.client.to_string()),
+        }
+    }
+
+    /// A member of HQ staff (by username) whose request reached the venue through central.
+    pub fn hq(username: &str) -> Self {
+        Self {
+            kind: "hq",
+            id: None,
+            name: username.to_string(),
+            ip: None,
+        }
+    }
+}
+
 /// Appends one audit entry; `target` names what was acted on (and, for a correction, why).
 pub fn record(
     c: &Connection,
@@ -16,7 +49,17 @@ pub fn record(
     target: &str,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let name = actor_name(auth);
+    record_as(c, &Actor::of(auth), action, target, at)
+}
+
+/// Appends one audit entry naming `actor`.
+pub fn record_as(
+    c: &Connection,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
     c.prepare_cached(
         "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, ip, action, target)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -24,14 +67,14 @@ pub fn record(
     .execute(params![
         Uuid::now_v7(),
         ts(at),
-        auth.principal.kind_label(),
-        auth.principal.id(),
-        name,
-        auth.client.to_string(),
+        actor.kind,
+        actor.id,
+        actor.name,
+        actor.ip,
         action,
         target
     ])?;
-    tracing::info!(action, target, actor = %name, "audited");
+    tracing::info!(action, target, actor = %actor.name, "audited");
     Ok(())
 }
 
