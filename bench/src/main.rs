@@ -15,10 +15,16 @@ mod edge;
 mod hints;
 mod load;
 mod procfs;
+// The end-to-end tests' link proxy, compiled in from their crate rather than copied: it needs
+// only tokio, and the soak uses a part of what the tests use.
+#[allow(dead_code)]
+#[path = "../../tests/src/proxy.rs"]
+mod proxy;
+mod soak;
 
 use crate::central::{Central, seeded_phone};
 use crate::edge::EdgeProcess;
-use crate::load::{MakeRequest, Outcome, Stop};
+use crate::load::{Expect, MakeRequest, Outcome, Stop};
 use crate::procfs::{CpuSnapshot, CpuUse, Rss};
 use aero_plugsim::{Fault, Model, SimPlug};
 use anyhow::Context;
@@ -55,6 +61,10 @@ enum Scenario {
     /// Central alone: `--venues` simulated edges on the change-hint socket, pulling when
     /// hinted, while one venue's data changes per second (not part of `all`).
     Hints,
+    /// `--minutes` of mixed venue traffic at half the measured maximum while the link to
+    /// central flaps; errors, latency and memory over time, then nothing lost or doubled at
+    /// central (not part of `all`).
+    Soak,
 }
 
 #[derive(Parser, Debug)]
@@ -95,6 +105,24 @@ struct Cli {
     /// Threads of that `wrk` run.
     #[arg(long, default_value_t = 2)]
     wrk_threads: usize,
+    /// Soak: minutes of open-loop traffic.
+    #[arg(long, default_value_t = 10)]
+    minutes: u64,
+    /// Soak: requests per second (default: half of what a closed-loop calibration answers).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Soak: seconds of the closed-loop calibration that measures the maximum.
+    #[arg(long, default_value_t = 15)]
+    calibrate_seconds: u64,
+    /// Soak: seconds the link to central stays up between cuts.
+    #[arg(long, default_value_t = 45)]
+    link_up_seconds: u64,
+    /// Soak: seconds each cut of the link to central lasts.
+    #[arg(long, default_value_t = 30)]
+    link_down_seconds: u64,
+    /// Soak: seconds between two sample rows.
+    #[arg(long, default_value_t = 10)]
+    sample_seconds: u64,
     /// Where the temporary data directories go (default: the system temp dir). Use a real
     /// disk: on tmpfs an fsync costs nothing and the write numbers mean nothing.
     #[arg(long)]
@@ -167,9 +195,17 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
     );
     flush();
 
-    // Bootstrap: a new edge pulls everything from cursor 0.
+    // Bootstrap: a new edge pulls everything from cursor 0. The soak's edge reaches central
+    // through a link it can cut.
+    let link = match cli.scenario {
+        Scenario::Soak => Some(proxy::TcpProxy::start(central.addr).await),
+        _ => None,
+    };
+    let central_url = link
+        .as_ref()
+        .map_or_else(|| central.url(), proxy::TcpProxy::url);
     let edge_dir = work.path().join("edge");
-    let enroll = edge::enroll(&edge_dir, &central.url(), &token)?;
+    let enroll = edge::enroll(&edge_dir, &central_url, &token)?;
     let started = Instant::now();
     let before = CpuSnapshot::take(None);
     let edge = EdgeProcess::serve(&edge_dir).await?;
@@ -211,6 +247,23 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
     println!();
     flush();
     if cli.scenario == Scenario::Bootstrap {
+        edge.stop();
+        return Ok(());
+    }
+    if let Some(link) = &link {
+        let tablet = central.create_device(site, "tablet").await?;
+        let venue = soak::Venue {
+            central: &central,
+            site,
+            edge: &edge,
+            kiosk: &kiosk,
+            pos: &pos,
+            tablet: &tablet,
+            catalog: &catalog,
+            jumpers: &jumpers,
+        };
+        soak::run(cli, &load, &venue, link).await?;
+        print_edge_log_warnings(&edge);
         edge.stop();
         return Ok(());
     }
@@ -280,15 +333,7 @@ async fn lookup(cli: &Cli, load: &Handle, edge: &EdgeProcess, kiosk: &str) -> an
     let customers = cli.customers.max(1);
     let host = edge.addr.to_string();
     let key = kiosk.to_string();
-    let make: MakeRequest = Arc::new(move |r| {
-        // `%2B` is the `+`; a literal `+` in a query string decodes as a space.
-        let phone = &seeded_phone(r % customers)[1..];
-        Request::get(format!("/v1/customers?phone=%2B{phone}"))
-            .header("host", &host)
-            .header("x-api-key", &key)
-            .body(Full::new(Bytes::new()))
-            .expect("valid request")
-    });
+    let make: MakeRequest = Arc::new(move |r| lookup_request(&host, &key, r % customers));
     let measured = measure(
         cli,
         load,
@@ -308,6 +353,17 @@ async fn lookup(cli: &Cli, load: &Handle, edge: &EdgeProcess, kiosk: &str) -> an
     }
     flush();
     Ok(())
+}
+
+/// A kiosk lookup of seeded customer `i` by phone.
+fn lookup_request(host: &str, key: &str, i: u64) -> Request<Full<Bytes>> {
+    // `%2B` is the `+`; a literal `+` in a query string decodes as a space.
+    let phone = &seeded_phone(i)[1..];
+    Request::get(format!("/v1/customers?phone=%2B{phone}"))
+        .header("host", host)
+        .header("x-api-key", key)
+        .body(Full::new(Bytes::new()))
+        .expect("valid request")
 }
 
 /// The edge's reconcile period (its default), which the plugs scenario measures against.
@@ -520,19 +576,90 @@ async fn sales(
         "## Durable orders and check-ins, central online ({} jumpers with a waiver)\n",
         jumpers.len()
     );
+    let seeded = sell_passes(cli, load, edge, pos, catalog, jumpers).await?;
     let jumpers: Arc<Vec<Uuid>> = Arc::new(jumpers.to_vec());
-    let host = edge.addr.to_string();
-    let post = {
-        let (host, key) = (host.clone(), pos.to_string());
-        move |path: &str, body: String| {
-            Request::post(path)
-                .header("host", &host)
-                .header("x-api-key", &key)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .expect("valid request")
-        }
+    let post = poster(edge, pos);
+
+    let orders = {
+        let (jumpers, post) = (Arc::clone(&jumpers), post.clone());
+        let (pass, socks) = (catalog.pass, catalog.socks);
+        Arc::new(move |r: u64| {
+            let customer = jumpers[(r % jumpers.len() as u64) as usize];
+            post("/v1/orders", order_body(customer, pass, socks))
+        }) as MakeRequest
     };
+    let timed = Stop::Timed {
+        warmup: Duration::from_secs(cli.warmup),
+        measure: Duration::from_secs(cli.seconds),
+    };
+    let measured_orders = measure(cli, load, edge, timed, orders, 201).await?;
+
+    let next = Arc::new(AtomicU64::new(0));
+    let checkins = {
+        let (jumpers, post, pass) = (Arc::clone(&jumpers), post.clone(), catalog.pass);
+        Arc::new(move |_| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let customer = jumpers[(n % jumpers.len() as u64) as usize];
+            post(
+                "/v1/checkins",
+                checkin_body(customer, &format!("BENCH-{n}"), pass),
+            )
+        }) as MakeRequest
+    };
+    let measured_checkins = measure(cli, load, edge, timed, checkins, 201).await?;
+    print_table(&[
+        (
+            "POST /v1/orders (100 passes per jumper, untimed setup)",
+            &seeded,
+        ),
+        ("POST /v1/orders, central online", &measured_orders),
+        ("POST /v1/checkins, central online", &measured_checkins),
+    ]);
+    println!();
+    flush();
+    Ok(())
+}
+
+/// Builds JSON POSTs to `path` from the device holding `key`.
+fn poster(
+    edge: &EdgeProcess,
+    key: &str,
+) -> impl Fn(&str, String) -> Request<Full<Bytes>> + Clone + Send + Sync + 'static {
+    let (host, key) = (edge.addr.to_string(), key.to_string());
+    move |path: &str, body: String| {
+        Request::post(path)
+            .header("host", &host)
+            .header("x-api-key", &key)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request")
+    }
+}
+
+/// An order of two passes and a pair of socks, paid in cash with change.
+fn order_body(customer: Uuid, pass: Uuid, socks: Uuid) -> String {
+    format!(
+        r#"{{"customer_id":"{customer}","lines":[{{"product_id":"{pass}","quantity":2}},{{"product_id":"{socks}","quantity":1}}],"tenders":[{{"kind":"cash","amount_cents":3300,"received_cents":4000}}]}}"#
+    )
+}
+
+/// A check-in of `wristband` (unused: one at a time per wristband) spending one pass.
+fn checkin_body(customer: Uuid, wristband: &str, pass: Uuid) -> String {
+    format!(r#"{{"customer_id":"{customer}","wristband":"{wristband}","product_id":"{pass}"}}"#)
+}
+
+/// Untimed: waits until the edge holds the jumpers (and their waivers), then sells each
+/// [`PASSES_PER_JUMPER`] passes in one order at the POS, so that they can check in.
+async fn sell_passes(
+    cli: &Cli,
+    load: &Handle,
+    edge: &EdgeProcess,
+    pos: &str,
+    catalog: &SalesCatalog,
+    jumpers: &[Uuid],
+) -> anyhow::Result<Measured> {
+    let jumpers: Arc<Vec<Uuid>> = Arc::new(jumpers.to_vec());
+    let post = poster(edge, pos);
     // The edge must hold the jumpers (and their waivers) before it can sell to them.
     let last = *jumpers.last().context("no jumpers")?;
     let probe = reqwest::Client::builder().no_proxy().build()?;
@@ -586,52 +713,7 @@ async fn sales(
         "selling the passes failed: {:?}",
         seeded.outcome.unexpected
     );
-
-    let orders = {
-        let (jumpers, post) = (Arc::clone(&jumpers), post.clone());
-        let (pass, socks) = (catalog.pass, catalog.socks);
-        Arc::new(move |r: u64| {
-            let customer = jumpers[(r % jumpers.len() as u64) as usize];
-            post(
-                "/v1/orders",
-                format!(
-                    r#"{{"customer_id":"{customer}","lines":[{{"product_id":"{pass}","quantity":2}},{{"product_id":"{socks}","quantity":1}}],"tenders":[{{"kind":"cash","amount_cents":3300,"received_cents":4000}}]}}"#
-                ),
-            )
-        }) as MakeRequest
-    };
-    let timed = Stop::Timed {
-        warmup: Duration::from_secs(cli.warmup),
-        measure: Duration::from_secs(cli.seconds),
-    };
-    let measured_orders = measure(cli, load, edge, timed, orders, 201).await?;
-
-    let next = Arc::new(AtomicU64::new(0));
-    let checkins = {
-        let (jumpers, post, pass) = (Arc::clone(&jumpers), post.clone(), catalog.pass);
-        Arc::new(move |_| {
-            let n = next.fetch_add(1, Ordering::Relaxed);
-            let customer = jumpers[(n % jumpers.len() as u64) as usize];
-            post(
-                "/v1/checkins",
-                format!(
-                    r#"{{"customer_id":"{customer}","wristband":"BENCH-{n}","product_id":"{pass}"}}"#
-                ),
-            )
-        }) as MakeRequest
-    };
-    let measured_checkins = measure(cli, load, edge, timed, checkins, 201).await?;
-    print_table(&[
-        (
-            "POST /v1/orders (100 passes per jumper, untimed setup)",
-            &seeded,
-        ),
-        ("POST /v1/orders, central online", &measured_orders),
-        ("POST /v1/checkins, central online", &measured_checkins),
-    ]);
-    println!();
-    flush();
-    Ok(())
+    Ok(seeded)
 }
 
 /// A registration with a fresh name and phone per request; `tag` keeps scenarios apart.
@@ -639,10 +721,7 @@ fn register_request(edge: &EdgeProcess, kiosk: &str, tag: u8) -> MakeRequest {
     let host = edge.addr.to_string();
     let key = kiosk.to_string();
     Arc::new(move |r| {
-        let n = r % 100_000_000;
-        let body = format!(
-            r#"{{"first_name":"Bench","last_name":"Writer{tag}x{n}","birth_date":"1990-01-01","phone":"+44{tag}8{n:08}","email":null}}"#
-        );
+        let body = register_body(tag, r % 100_000_000);
         Request::post("/v1/customers")
             .header("host", &host)
             .header("x-api-key", &key)
@@ -650,6 +729,13 @@ fn register_request(edge: &EdgeProcess, kiosk: &str, tag: u8) -> MakeRequest {
             .body(Full::new(Bytes::from(body)))
             .expect("valid request")
     })
+}
+
+/// A new customer whose name and phone are unique for each `n` below 10^8 within a `tag`.
+fn register_body(tag: u8, n: u64) -> String {
+    format!(
+        r#"{{"first_name":"Bench","last_name":"Writer{tag}x{n}","birth_date":"1990-01-01","phone":"+44{tag}8{n:08}","email":null}}"#
+    )
 }
 
 struct Measured {
@@ -695,7 +781,13 @@ async fn measure(
         }
     };
     let outcome = load
-        .spawn(load::run(edge.addr, cli.connections, stop, make, expect))
+        .spawn(load::run(
+            edge.addr,
+            cli.connections,
+            stop,
+            make,
+            Expect::Status(expect),
+        ))
         .await??;
     let after = CpuSnapshot::take(Some(pid));
     sampling.store(false, Ordering::Relaxed);
