@@ -205,6 +205,7 @@ async fn signing_in_sets_an_httponly_samesite_cookie_and_signing_out_clears_it()
         .unwrap();
     assert_eq!(refused.status(), 401);
     assert!(set_cookie(&refused, "aero_console").is_none());
+    assert!(refused.text().await.unwrap().contains("password is wrong"));
     // A login form posted without its double-submit cookie (cross-site) is refused.
     let forged = stranger
         .client
@@ -327,7 +328,10 @@ async fn a_manager_sees_only_their_venues() {
     assert_eq!(page.status(), 200);
     let refused = browser.get(&format!("/console/venues/{other}")).await;
     assert_eq!(refused.status(), 403);
-    assert!(!refused.text().await.unwrap().contains("Someone Else"));
+    assert_eq!(refused.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("Not permitted"), "{html}");
+    assert!(!html.contains("Someone Else"));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 const HTMX: &[u8] = include_bytes!("../../console-assets/htmx.min.js");
 const CSS: &[u8] = include_bytes!("../../console-assets/console.css");
 const JS: &[u8] = include_bytes!("../../console-assets/console.js");
+const ICON: &[u8] = include_bytes!("../../console-assets/favicon.svg");
 
 /// Assets change only with a new binary; an hour keeps pages fast without pinning an old
 /// script for long after an upgrade.
@@ -21,6 +22,7 @@ pub async fn serve(Path(name): Path<String>) -> Response {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
         "console.css" => (CSS, "text/css; charset=utf-8"),
+        "favicon.svg" => (ICON, "image/svg+xml"),
         _ => return super::layout::error_page(StatusCode::NOT_FOUND, "No such file."),
     };
     let mut response = body.into_response();

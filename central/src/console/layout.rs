@@ -34,6 +34,7 @@ pub fn page(title: &str, section: Section, session: Option<&Session>, content: M
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="htmx-config" content=(HTMX_CONFIG);
                 title { (title) " · AeroSports HQ" }
+                link rel="icon" href="/console/assets/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/console/assets/console.css";
                 script src="/console/assets/htmx.min.js" defer {}
                 script src="/console/assets/console.js" defer {}
