@@ -212,6 +212,40 @@ test("the venue goes online when its edge enrolls, offline within 5 s when it st
   await page.context().close();
 });
 
+test("override a plug on until a time", async () => {
+  assert.ok(venueA, "the venue from an earlier test");
+  const owner = (await api("POST", "/v1/auth/login", null, { username: "owner", password: ownerPassword }))
+    .access_token;
+  await api("POST", `/v1/sites/${venueA}/plugs`, owner, {
+    name: "Laser room",
+    host: "127.0.0.1",
+    port: 9999,
+    child_id: null,
+  });
+  const page = await newPage();
+  await signIn(page, "owner", ownerPassword);
+  await page.goto(`${base}/console/venues/${venueA}`);
+  const row = page.getByRole("row", { name: /Laser room/ });
+  await row.getByLabel("on", { exact: true }).check();
+  // Two hours from now, as a clock at the venue (Europe/London) reads.
+  const until = new Date(Date.now() + 2 * 3600 * 1000)
+    .toLocaleString("sv-SE", { timeZone: "Europe/London" })
+    .replace(" ", "T")
+    .slice(0, 16);
+  await row.getByLabel("until (venue time)").fill(until);
+  await row.getByRole("button", { name: "Override Laser room" }).click();
+  await page.getByRole("status").filter({ hasText: "The override was set" }).waitFor();
+  const overrides = await api("GET", `/v1/plugs/${(await api("GET", `/v1/sites/${venueA}/plugs`, owner)).plugs[0].id}/overrides`, owner);
+  assert.equal(overrides.overrides[0].state, "on");
+  const stored = new Date(overrides.overrides[0].until)
+    .toLocaleString("sv-SE", { timeZone: "Europe/London" })
+    .replace(" ", "T")
+    .slice(0, 16);
+  assert.equal(stored, until);
+  await checkPage(page, "venue-plugs");
+  await page.context().close();
+});
+
 test("a manager sees only their venues", async () => {
   assert.ok(venueA, "the venue from the earlier test");
   const owner = (await api("POST", "/v1/auth/login", null, { username: "owner", password: ownerPassword }))

@@ -460,3 +460,92 @@ async fn the_chain_status_follows_the_edge_hint_socket() {
         .collect();
     assert_eq!(names, ["Elsewhere"]);
 }
+
+#[tokio::test]
+async fn a_plug_override_is_set_in_the_venue_timezone_and_needs_the_csrf_token() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central
+        .post_json(
+            &owner,
+            "/v1/sites",
+            &json!({"name": "Plug Venue", "timezone": "Europe/London", "allowed_networks": ["127.0.0.0/8"]}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plug = central
+        .post_json(
+            &owner,
+            &format!("/v1/sites/{site}/plugs"),
+            &json!({"name": "Laser room", "host": "127.0.0.1", "port": 9999, "child_id": null}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let page = format!("/console/venues/{site}");
+    assert!(
+        browser
+            .get(&page)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Laser room")
+    );
+    let until = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .with_timezone(&chrono_tz::Europe::London)
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let path = format!("/console/plugs/{plug}/override");
+    let fields = [
+        ("site_id", site.as_str()),
+        ("on", "true"),
+        ("until", until.as_str()),
+    ];
+    assert_eq!(browser.post(&path, &fields).await.status(), 403);
+    let overrides = format!("/v1/plugs/{plug}/overrides");
+    assert_eq!(
+        central.get_json(&owner, &overrides, 200).await["overrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let csrf = browser.csrf(&page).await;
+    let mut signed = fields.to_vec();
+    signed.push(("csrf", &csrf));
+    let set = browser.post(&path, &signed).await;
+    assert_eq!(set.status(), 303);
+    let listed = central.get_json(&owner, &overrides, 200).await;
+    assert_eq!(listed["overrides"][0]["state"], "on");
+    let stored: chrono::DateTime<chrono::Utc> = listed["overrides"][0]["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let local = stored
+        .with_timezone(&chrono_tz::Europe::London)
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    assert_eq!(local, until);
+
+    // A time that is not one changes nothing.
+    let mut bad = signed.clone();
+    bad[2] = ("until", "soon");
+    assert_eq!(browser.post(&path, &bad).await.status(), 422);
+    assert_eq!(
+        central.get_json(&owner, &overrides, 200).await["overrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -11,6 +11,7 @@ mod devices;
 mod layout;
 mod login;
 mod overview;
+mod plugs;
 mod session;
 mod venue;
 
@@ -59,6 +60,10 @@ pub fn router(api: Router, csrf_key: [u8; 32], secure_cookies: bool) -> Router {
             post(devices::enrollment_token),
         )
         .route("/console/devices/{device_id}/revoke", post(devices::revoke))
+        .route(
+            "/console/plugs/{plug_id}/override",
+            post(plugs::set_override),
+        )
         .route("/console/assets/{name}", get(assets::serve))
         .with_state(console)
 }

@@ -1,5 +1,5 @@
-//! A venue's page: its edge's health, devices and their keys, staff, and the day's report with
-//! sales by product (today in the venue's timezone, or `?date=`).
+//! A venue's page: its edge's health, devices and their keys, smart plugs, staff, and the day's
+//! report with sales by product (today in the venue's timezone, or `?date=`).
 
 use super::api::{Api, ApiFailure};
 use super::layout::{self, Section, money, when};
@@ -107,6 +107,10 @@ pub async fn page(
 ) -> Response {
     let done = match query.done.as_deref() {
         Some("revoked") => Some("The device's key was revoked.".to_string()),
+        Some("override") => Some(
+            "The override was set; the venue's edge applies it once it pulls the change."
+                .to_string(),
+        ),
         _ => None,
     };
     render(
@@ -169,6 +173,7 @@ async fn content(
             &format!("/v1/reports/sales-by-product?site_id={site_id}&date={date}"),
         )
         .await;
+    let plugs = super::plugs::section(session, api, site_id, now).await?;
     for failure in [
         devices.as_ref().err(),
         users.as_ref().err(),
@@ -242,6 +247,10 @@ async fn content(
                 input id="device-networks" name="allowed_networks" type="text";
                 button type="submit" { "Register and issue a key" }
             }
+        }
+        section aria-labelledby="plugs-heading" {
+            h2 id="plugs-heading" { "Smart plugs" }
+            (plugs)
         }
         section aria-labelledby="staff-heading" {
             h2 id="staff-heading" { "Staff" }
