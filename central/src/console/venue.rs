@@ -75,6 +75,18 @@ struct ProductSales {
     sales_cents: i64,
 }
 
+#[derive(Deserialize)]
+struct DeadLetterList {
+    dead_letters: Vec<DeadLetter>,
+}
+
+#[derive(Deserialize)]
+struct DeadLetter {
+    seq: i64,
+    reason: String,
+    rejected_at: DateTime<Utc>,
+}
+
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     date: Option<NaiveDate>,
@@ -174,8 +186,15 @@ async fn content(
         )
         .await;
     let plugs = super::plugs::section(session, api, site_id, now).await?;
+    let dead_letters: Result<DeadLetterList, _> = api
+        .get(
+            token,
+            &format!("/v1/sites/{site_id}/dead-letters?state=open"),
+        )
+        .await;
     for failure in [
         devices.as_ref().err(),
+        dead_letters.as_ref().err(),
         users.as_ref().err(),
         daily.as_ref().err(),
         sales.as_ref().err(),
@@ -224,6 +243,24 @@ async fn content(
             form.inline method="post" action=(format!("/console/venues/{}/enrollment-tokens", site.id)) {
                 input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
                 button type="submit" { "Issue an edge enrollment token" }
+            }
+        }
+        section aria-labelledby="dead-letters-heading" {
+            h2 id="dead-letters-heading" { "Dead letters" }
+            p.hint { "Writes of this venue that central refused for good. Staff retry or discard them at the venue; the decision then shows here." }
+            @match &dead_letters {
+                Ok(list) if list.dead_letters.is_empty() => { p { "None open." } }
+                Ok(list) => {
+                    div.scroll { table {
+                        thead { tr { th scope="col" { "Outbox seq" } th scope="col" { "Refused" } th scope="col" { "Reason" } } }
+                        tbody {
+                            @for d in &list.dead_letters {
+                                tr { th scope="row" { (d.seq) } td { (when(Some(d.rejected_at), now)) } td { (d.reason) } }
+                            }
+                        }
+                    } }
+                }
+                Err(failure) => { p.notice.error { (failure.message()) } }
             }
         }
         section aria-labelledby="devices-heading" {
