@@ -3,11 +3,13 @@
 
 pub mod backup;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod edge_health;
 pub mod health;
 pub mod hints;
 pub mod ops;
+pub mod presence;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -79,6 +81,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
     let sync_metrics = Arc::new(SyncMetrics::register(&mut registry));
     let hints = ChangeHints::start(Arc::clone(&store)).await?;
     spawn_housekeeping(Arc::clone(&security), &store);
+    let presence = presence::EdgePresence::new(Arc::clone(&clock));
     let state = AppState {
         store: Arc::clone(&store),
         security,
@@ -88,16 +91,29 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
         http_metrics: Arc::clone(&http_metrics),
         sync_metrics,
         hints,
+        presence,
         shutdown: CancellationToken::new(),
     };
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
     let (router, _) = routes::documented();
-    let router = router
+    let api = router
         .layer(Idempotency {
             store: idempotency_store,
             security: Arc::clone(&state.security),
         })
         .with_state(state.clone());
+    // The console forwards its data requests to `api` itself, inside the pipeline it already
+    // passed; its pages are HTML, outside the documented JSON API.
+    let secure_cookies = settings
+        .public_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("https://"));
+    let console = console::router(
+        api.clone(),
+        console::csrf_key(jwt_secret.expose_secret()),
+        secure_cookies,
+    );
+    let router = api.merge(console);
     let router = pipeline::apply(
         router,
         &settings.limits,

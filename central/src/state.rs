@@ -25,6 +25,8 @@ pub struct AppState {
     /// Which venues the change log grew for, watched from the database itself so every
     /// instance behind a load balancer hints its edges of every change, whichever wrote it.
     pub hints: ChangeHints,
+    /// The venues whose edges hold a hint socket open to this instance.
+    pub presence: crate::presence::EdgePresence,
     /// Cancelled when the server begins to shut down, so long-lived websockets end too.
     pub shutdown: CancellationToken,
 }

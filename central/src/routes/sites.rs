@@ -1,4 +1,5 @@
-//! Sites (venues), their one-time enrollment tokens and their sync health.
+//! Sites (venues), their one-time enrollment tokens and their sync health, one by one and
+//! chain-wide.
 
 use crate::state::{AppState, actor};
 use crate::store::{
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             Permission::IssueEnrollmentTokens,
             routes!(create_enrollment_token),
         ))
+        .routes(guarded(Permission::ReadSyncHealth, routes!(chain_status)))
         .routes(guarded(Permission::ReadSyncHealth, routes!(site_sync)))
         .routes(guarded(Permission::ReadSyncHealth, routes!(dead_letters)))
 }
@@ -234,6 +236,90 @@ async fn site_sync(
         .await?
         .ok_or(ApiError::NotFound("no such site"))?;
     Ok(Json(state.store.site_sync(site_id).await?))
+}
+
+/// One venue's health as HQ's chain overview shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct VenueStatus {
+    site_id: Uuid,
+    name: String,
+    timezone: String,
+    /// The venue's edge holds its change-hint socket open, or pushed or pulled within the last
+    /// few seconds.
+    online: bool,
+    /// Since when the edge has been out of contact (its socket closed, or its last push or
+    /// pull, whichever is latest); `null` while online or when it never made contact.
+    offline_since: Option<DateTime<Utc>>,
+    /// Since when the current hint socket has been open, when this instance holds it.
+    connected_since: Option<DateTime<Utc>>,
+    last_push_at: Option<DateTime<Utc>>,
+    last_pull_at: Option<DateTime<Utc>>,
+    acked_seq: i64,
+    /// Changes in the venue's scope its edge has not pulled yet.
+    pull_lag: i64,
+    /// Ops central refused from the venue that are still dead letters there.
+    dead_letters: i64,
+    /// What the edge named itself in `X-Aero-Edge-Version` when its socket opened.
+    edge_version: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ChainStatus {
+    /// As of when the figures were read.
+    at: DateTime<Utc>,
+    sites: Vec<VenueStatus>,
+}
+
+/// Every venue the caller may see with its edge's health: what the HQ overview polls.
+#[utoipa::path(get, path = "/v1/sites/status", tag = "sites", summary = "Every visible venue's edge health: online, offline since, last push/pull, lag, dead letters, version", responses((status = 200, description = "OK", body = ChainStatus)))]
+async fn chain_status(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<ChainStatus>, ApiError> {
+    let now = state.clock.now();
+    let mut sites = Vec::new();
+    for site in state.store.list_sites().await? {
+        if !auth.principal.can_access_site(site.id) {
+            continue;
+        }
+        let sync = state.store.site_sync(site.id).await?;
+        let dead_letters = state
+            .store
+            .rejected_ops(site.id, DeadLetterState::Open, 1000)
+            .await?
+            .len() as i64;
+        let presence = state.presence.of(site.id);
+        let last_contact = [
+            presence.disconnected_at,
+            sync.last_push_at,
+            sync.last_pull_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        // A socket that closed here after the last push or pull is the latest word.
+        let last_sync = sync.last_push_at.max(sync.last_pull_at);
+        let online = presence.sockets > 0
+            || last_sync.is_some_and(|at| {
+                now - at < crate::presence::RECENT_CONTACT
+                    && presence.disconnected_at.is_none_or(|closed| at > closed)
+            });
+        sites.push(VenueStatus {
+            site_id: site.id,
+            name: site.name,
+            timezone: site.timezone,
+            online,
+            offline_since: if online { None } else { last_contact },
+            connected_since: presence.connected_since,
+            last_push_at: sync.last_push_at,
+            last_pull_at: sync.last_pull_at,
+            acked_seq: sync.acked_seq,
+            pull_lag: sync.pull_lag,
+            dead_letters,
+            edge_version: presence.edge_version,
+        });
+    }
+    Ok(Json(ChainStatus { at: now, sites }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -19,12 +19,18 @@ use aero_shared::wire::{
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
+
+/// The header an edge names its version in when it opens the hint socket.
+pub const EDGE_VERSION_HEADER: &str = "x-aero-edge-version";
+/// Longest edge version kept; a longer (or non-ASCII) one is ignored.
+const MAX_EDGE_VERSION_LEN: usize = 40;
 
 /// Most change-feed rows one pull returns.
 pub const MAX_PULL_ROWS: u32 = 5_000;
@@ -178,19 +184,34 @@ async fn pull(
 
 /// Websocket: sends `{"head": N}` on connecting and whenever the change log grows in the edge's
 /// scope (its own rows or chain-wide ones), and a ping every 20 s so dead connections are
-/// noticed by both sides.
-#[utoipa::path(get, path = "/v1/sync/notify", tag = "sync", responses((status = 101, description = "Switched to a websocket"), (status = 400, description = "Not a websocket handshake", content_type = "application/problem+json", body = aero_shared::Problem), (status = 426, description = "The connection cannot be upgraded", content_type = "application/problem+json", body = aero_shared::Problem)))]
+/// noticed by both sides. An edge may name its version in `X-Aero-Edge-Version`; while the
+/// socket is open the venue shows as online in `GET /v1/sites/status`.
+#[utoipa::path(get, path = "/v1/sync/notify", tag = "sync", params(("X-Aero-Edge-Version" = Option<String>, Header, description = "The edge's version, shown on HQ's chain status")), responses((status = 101, description = "Switched to a websocket"), (status = 400, description = "Not a websocket handshake", content_type = "application/problem+json", body = aero_shared::Problem), (status = 426, description = "The connection cannot be upgraded", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn notify(
     State(state): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let site_id = edge_site(&auth)?;
+    let edge_version = headers
+        .get(EDGE_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| {
+            (1..=MAX_EDGE_VERSION_LEN).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string);
     // Subscribed before the first head is read, so no change falls between the two.
     let hints = state.hints.subscribe(site_id);
     let head = state.hints.head();
     let closing = state.shutdown.clone();
-    Ok(upgrade.on_upgrade(move |socket| stream_hints(socket, head, hints, closing)))
+    let presence = state.presence.clone();
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        // Online on HQ's overview for exactly as long as the socket is open.
+        let _connected = presence.connect(site_id, edge_version);
+        stream_hints(socket, head, hints, closing).await;
+    }))
 }
 
 async fn stream_hints(

@@ -615,6 +615,11 @@ impl SyncEngine {
         request
             .headers_mut()
             .insert(REQUEST_ID_HEADER, HeaderValue::from_str(&request_id)?);
+        // HQ's chain overview shows which version each venue runs.
+        request.headers_mut().insert(
+            "x-aero-edge-version",
+            HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+        );
         tracing::debug!(%request_id, "opening the change-hint socket");
         let (mut socket, _) =
             tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))

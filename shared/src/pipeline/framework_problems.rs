@@ -1,5 +1,6 @@
 //! Errors produced by the framework or tower layers (404, 405, 408, 413, path rejections)
-//! arrive as plain text; clients get the same problem+json shape as from handlers.
+//! arrive as plain text; clients get the same problem+json shape as from handlers. An HTML
+//! page (the HQ console's error pages) is an answer meant for a person and is left as it is.
 
 use crate::problem::{PROBLEM_JSON, Problem, problem_response, problem_type};
 use axum::BoxError;
@@ -63,7 +64,7 @@ async fn as_problem(response: Response<Body>) -> Response<Body> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.starts_with(PROBLEM_JSON) {
+    if content_type.starts_with(PROBLEM_JSON) || content_type.starts_with("text/html") {
         return response;
     }
     let plain = content_type.is_empty() || content_type.starts_with("text/plain");

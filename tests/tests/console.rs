@@ -1,0 +1,551 @@
+//! The HQ console's server side over real HTTP: the session cookie's attributes, CSRF on
+//! every form, the API's permissions showing through (a manager sees only their venues),
+//! escaping of user-provided text, the chain status it polls, and its page headers.
+
+use aero_shared::auth::principal::Role;
+use aero_tests::{OWNER, OWNER_PASSWORD, TestCentral, TestEdge, create_user, wait_until};
+use reqwest::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE,
+};
+use reqwest::{Client, Response, redirect};
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A browser-like client: no redirects followed, cookies sent by hand so the test sees them.
+struct Browser<'a> {
+    central: &'a TestCentral,
+    client: Client,
+    session: Option<String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(central: &'a TestCentral) -> Self {
+        Self {
+            central,
+            client: Client::builder()
+                .no_proxy()
+                .redirect(redirect::Policy::none())
+                .build()
+                .expect("client"),
+            session: None,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        let mut request = self.client.get(self.central.url(path));
+        if let Some(session) = &self.session {
+            request = request.header(COOKIE, format!("aero_console={session}"));
+        }
+        request.send().await.expect("GET")
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .client
+            .post(self.central.url(path))
+            .header(CONTENT_TYPE, FORM)
+            .body(encode(form));
+        if let Some(session) = &self.session {
+            request = request.header(COOKIE, format!("aero_console={session}"));
+        }
+        request.send().await.expect("POST")
+    }
+
+    /// Signs in through the login form; returns the session cookie's full `Set-Cookie` line.
+    async fn sign_in(&mut self, username: &str, password: &str) -> String {
+        let form = self
+            .client
+            .get(self.central.url("/console/login"))
+            .send()
+            .await
+            .expect("login form");
+        assert_eq!(form.status(), 200);
+        let nonce_cookie = set_cookie(&form, "aero_console_login").expect("login csrf cookie");
+        let nonce = cookie_value(&nonce_cookie);
+        let page = form.text().await.expect("form");
+        assert!(
+            page.contains(&format!("value=\"{nonce}\"")),
+            "the form carries the nonce"
+        );
+        let answer = self
+            .client
+            .post(self.central.url("/console/login"))
+            .header(COOKIE, format!("aero_console_login={nonce}"))
+            .header(CONTENT_TYPE, FORM)
+            .body(encode(&[
+                ("username", username),
+                ("password", password),
+                ("csrf", &nonce),
+            ]))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(answer.status(), 303, "signed in and sent on");
+        assert_eq!(answer.headers()[LOCATION], "/console");
+        let line = set_cookie(&answer, "aero_console").expect("session cookie");
+        self.session = Some(cookie_value(&line));
+        line
+    }
+
+    /// The CSRF token the page's forms carry.
+    async fn csrf(&self, path: &str) -> String {
+        let page = self.get(path).await.text().await.expect("page");
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.find(marker).expect("a form with a csrf field") + marker.len();
+        page[start..start + 64].to_string()
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A form body as a browser encodes it.
+fn encode(fields: &[(&str, &str)]) -> String {
+    let escape = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn set_cookie(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
+fn cookie_value(line: &str) -> String {
+    let pair = line.split(';').next().expect("pair");
+    pair.split_once('=').expect("name=value").1.to_string()
+}
+
+async fn sites(central: &TestCentral, token: &str) -> Vec<Value> {
+    central.get_json(token, "/v1/sites", 200).await["sites"]
+        .as_array()
+        .expect("sites")
+        .clone()
+}
+
+#[tokio::test]
+async fn signing_in_sets_an_httponly_samesite_cookie_and_signing_out_clears_it() {
+    let central = TestCentral::start().await;
+    let mut browser = Browser::new(&central);
+    assert_eq!(
+        browser.get("/console").await.headers()[LOCATION],
+        "/console/login"
+    );
+    let line = browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    assert!(line.contains("HttpOnly"), "{line}");
+    assert!(line.contains("SameSite=Strict"), "{line}");
+    assert!(line.contains("Path=/console"), "{line}");
+    assert!(!line.contains("Secure"), "plain HTTP on loopback: {line}");
+
+    let page = browser.get("/console").await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    let csp = page.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers()[CACHE_CONTROL], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Chain overview"));
+    assert!(!html.contains("<script>"), "no inline script");
+
+    let asset = browser.get("/console/assets/htmx.min.js").await;
+    assert_eq!(asset.status(), 200);
+    assert!(
+        asset.headers()[CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+
+    // A wrong password is refused with the form again, and no session.
+    let mut stranger = Browser::new(&central);
+    let form = stranger
+        .client
+        .get(central.url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let nonce = cookie_value(&set_cookie(&form, "aero_console_login").unwrap());
+    let refused = stranger
+        .client
+        .post(central.url("/console/login"))
+        .header(COOKIE, format!("aero_console_login={nonce}"))
+        .header(CONTENT_TYPE, FORM)
+        .body(encode(&[
+            ("username", OWNER),
+            ("password", "wrong"),
+            ("csrf", &nonce),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(set_cookie(&refused, "aero_console").is_none());
+    assert!(refused.text().await.unwrap().contains("password is wrong"));
+    // A login form posted without its double-submit cookie (cross-site) is refused.
+    let forged = stranger
+        .client
+        .post(central.url("/console/login"))
+        .header(CONTENT_TYPE, FORM)
+        .body(encode(&[
+            ("username", OWNER),
+            ("password", OWNER_PASSWORD),
+            ("csrf", &nonce),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    stranger.session = None;
+
+    let csrf = browser.csrf("/console").await;
+    let out = browser.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status(), 303);
+    let cleared = set_cookie(&out, "aero_console").expect("cleared cookie");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[tokio::test]
+async fn a_form_without_the_right_csrf_token_is_refused_and_changes_nothing() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let venue = [
+        ("name", "Forged Venue"),
+        ("timezone", "UTC"),
+        ("allowed_networks", ""),
+    ];
+
+    let missing = browser.post("/console/venues", &venue).await;
+    assert_eq!(missing.status(), 403);
+    let mut wrong = venue.to_vec();
+    let bogus = "0".repeat(64);
+    wrong.push(("csrf", &bogus));
+    assert_eq!(browser.post("/console/venues", &wrong).await.status(), 403);
+    // Another session's token does not fit this one.
+    let mut other = Browser::new(&central);
+    other.sign_in(OWNER, OWNER_PASSWORD).await;
+    let theirs = other.csrf("/console").await;
+    let mut crossed = venue.to_vec();
+    crossed.push(("csrf", &theirs));
+    if other.session != browser.session {
+        assert_eq!(
+            browser.post("/console/venues", &crossed).await.status(),
+            403
+        );
+    }
+    assert!(
+        sites(&central, &owner).await.is_empty(),
+        "no venue was created"
+    );
+
+    let site = central.create_site(&owner, "Real Venue").await;
+    let (device, _) = central.create_device(&owner, site, "kiosk").await;
+    let revoke = format!("/console/devices/{device}/revoke");
+    let site_text = site.to_string();
+    assert_eq!(
+        browser
+            .post(&revoke, &[("site_id", &site_text)])
+            .await
+            .status(),
+        403
+    );
+    let devices = central
+        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
+        .await;
+    assert!(
+        devices["devices"][0]["revoked_at"].is_null(),
+        "the key still works"
+    );
+
+    // With its token, the same form does what it says.
+    let csrf = browser.csrf("/console").await;
+    let mut good = venue.to_vec();
+    good.push(("csrf", &csrf));
+    let created = browser.post("/console/venues", &good).await;
+    assert_eq!(created.status(), 303);
+    let revoked = browser
+        .post(&revoke, &[("site_id", &site_text), ("csrf", &csrf)])
+        .await;
+    assert_eq!(revoked.status(), 303);
+    let devices = central
+        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
+        .await;
+    assert!(!devices["devices"][0]["revoked_at"].is_null());
+}
+
+#[tokio::test]
+async fn a_manager_sees_only_their_venues() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let mine = central.create_site(&owner, "Managed Venue").await;
+    let other = central.create_site(&owner, "Someone Else's Venue").await;
+    create_user(
+        &central.settings(),
+        "manager",
+        "a long manager password",
+        Role::Manager,
+        vec![mine],
+    )
+    .await;
+
+    let mut browser = Browser::new(&central);
+    browser.sign_in("manager", "a long manager password").await;
+    let table = browser
+        .get("/console/overview/table")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(table.contains("Managed Venue"), "{table}");
+    assert!(!table.contains("Someone Else"), "{table}");
+    let page = browser.get(&format!("/console/venues/{mine}")).await;
+    assert_eq!(page.status(), 200);
+    let refused = browser.get(&format!("/console/venues/{other}")).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("Not permitted"), "{html}");
+    assert!(!html.contains("Someone Else"));
+}
+
+#[tokio::test]
+async fn user_provided_text_is_escaped() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let name = "<script>alert('x')</script> & \"Co\"";
+    let site = central
+        .post_json(
+            &owner,
+            "/v1/sites",
+            &json!({"name": name, "timezone": "UTC", "allowed_networks": ["127.0.0.0/8"]}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    central
+        .post_json(
+            &owner,
+            &format!("/v1/sites/{site}/devices"),
+            &json!({"name": "<img src=x onerror=alert(1)>", "kind": "kiosk"}),
+            201,
+        )
+        .await;
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    for path in ["/console".to_string(), format!("/console/venues/{site}")] {
+        let html = browser.get(&path).await.text().await.unwrap();
+        assert!(!html.contains("<script>alert"), "{path}");
+        assert!(!html.contains("<img src=x"), "{path}");
+        assert!(html.contains("&lt;script&gt;alert"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn issuing_a_key_shows_it_once_and_it_works() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Key Venue").await;
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let path = format!("/console/venues/{site}");
+    let csrf = browser.csrf(&path).await;
+    let answer = browser
+        .post(
+            &format!("{path}/devices"),
+            &[
+                ("csrf", &csrf),
+                ("name", "Front kiosk"),
+                ("kind", "kiosk"),
+                ("allowed_networks", ""),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status(), 201);
+    let html = answer.text().await.unwrap();
+    let marker = "id=\"secret-value\" type=\"text\" readonly value=\"";
+    let start = html.find(marker).expect("the key is shown") + marker.len();
+    let key = &html[start..start + html[start..].find('"').unwrap()];
+    let listed = central
+        .get_json(&owner, &format!("/v1/sites/{site}/devices"), 200)
+        .await;
+    assert_eq!(listed["devices"][0]["name"], "Front kiosk");
+    // Shown once: the page read again does not have it.
+    let again = browser.get(&path).await.text().await.unwrap();
+    assert!(!again.contains(key));
+    assert!(again.contains("Front kiosk"));
+}
+
+#[tokio::test]
+async fn the_chain_status_follows_the_edge_hint_socket() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Live Venue").await;
+    let status = |token: String| {
+        let central = &central;
+        async move {
+            let body = central.get_json(&token, "/v1/sites/status", 200).await;
+            body["sites"][0].clone()
+        }
+    };
+    let before = status(owner.clone()).await;
+    assert_eq!(before["online"], false);
+    assert!(before["offline_since"].is_null(), "never connected");
+
+    let token = central.enrollment_token(&owner, site).await;
+    let mut edge = TestEdge::start(&central, &token).await;
+    wait_until("the venue online", Duration::from_secs(10), || {
+        let owner = owner.clone();
+        let status = &status;
+        async move { status(owner).await["online"] == true }
+    })
+    .await;
+    let online = status(owner.clone()).await;
+    assert_eq!(online["edge_version"], env!("CARGO_PKG_VERSION"));
+
+    edge.stop().await;
+    wait_until("the venue offline", Duration::from_secs(5), || {
+        let owner = owner.clone();
+        let status = &status;
+        async move { status(owner).await["online"] == false }
+    })
+    .await;
+    assert!(!status(owner.clone()).await["offline_since"].is_null());
+
+    // The manager of another venue does not see this one.
+    let elsewhere = central.create_site(&owner, "Elsewhere").await;
+    create_user(
+        &central.settings(),
+        "mgr",
+        "a long manager password",
+        Role::Manager,
+        vec![elsewhere],
+    )
+    .await;
+    let manager = central.login("mgr", "a long manager password").await;
+    let seen = central.get_json(&manager, "/v1/sites/status", 200).await;
+    let names: Vec<&str> = seen["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Elsewhere"]);
+}
+
+#[tokio::test]
+async fn a_plug_override_is_set_in_the_venue_timezone_and_needs_the_csrf_token() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central
+        .post_json(
+            &owner,
+            "/v1/sites",
+            &json!({"name": "Plug Venue", "timezone": "Europe/London", "allowed_networks": ["127.0.0.0/8"]}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plug = central
+        .post_json(
+            &owner,
+            &format!("/v1/sites/{site}/plugs"),
+            &json!({"name": "Laser room", "host": "127.0.0.1", "port": 9999, "child_id": null}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let page = format!("/console/venues/{site}");
+    assert!(
+        browser
+            .get(&page)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Laser room")
+    );
+    let until = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .with_timezone(&chrono_tz::Europe::London)
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let path = format!("/console/plugs/{plug}/override");
+    let fields = [
+        ("site_id", site.as_str()),
+        ("on", "true"),
+        ("until", until.as_str()),
+    ];
+    assert_eq!(browser.post(&path, &fields).await.status(), 403);
+    let overrides = format!("/v1/plugs/{plug}/overrides");
+    assert_eq!(
+        central.get_json(&owner, &overrides, 200).await["overrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let csrf = browser.csrf(&page).await;
+    let mut signed = fields.to_vec();
+    signed.push(("csrf", &csrf));
+    let set = browser.post(&path, &signed).await;
+    assert_eq!(set.status(), 303);
+    let listed = central.get_json(&owner, &overrides, 200).await;
+    assert_eq!(listed["overrides"][0]["state"], "on");
+    let stored: chrono::DateTime<chrono::Utc> = listed["overrides"][0]["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let local = stored
+        .with_timezone(&chrono_tz::Europe::London)
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    assert_eq!(local, until);
+
+    // A time that is not one changes nothing.
+    let mut bad = signed.clone();
+    bad[2] = ("until", "soon");
+    assert_eq!(browser.post(&path, &bad).await.status(), 422);
+    assert_eq!(
+        central.get_json(&owner, &overrides, 200).await["overrides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
