@@ -2,16 +2,17 @@
 
 use crate::state::{AppState, actor};
 use crate::store::{
-    DeadLetterState, EnrollmentToken, RejectedOpRecord, SiteChanges, StoreError, site_etag,
+    DeadLetterState, EnrollmentToken, NameKey, RejectedOpRecord, SiteChanges, StoreError, site_etag,
 };
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
 use aero_shared::auth::extract::Auth;
-use aero_shared::auth::principal::Permission;
+use aero_shared::auth::principal::{Permission, Principal};
 use aero_shared::etag::{IfMatch, with_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{SiteRecord, SiteSyncStatus};
 use axum::Json;
@@ -80,18 +81,41 @@ async fn create_site(
 #[derive(Serialize, utoipa::ToSchema)]
 struct SiteList {
     sites: Vec<SiteRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/sites", tag = "sites", summary = "List the sites the caller can see", responses((status = 200, description = "OK", body = SiteList)))]
-async fn list_sites(State(state): State<AppState>, auth: Auth) -> Result<Json<SiteList>, ApiError> {
-    let sites = state
-        .store
-        .list_sites()
-        .await?
-        .into_iter()
-        .filter(|s| auth.principal.can_access_site(s.id))
-        .collect();
-    Ok(Json(SiteList { sites }))
+#[utoipa::path(get, path = "/v1/sites", tag = "sites", summary = "List the sites the caller can see, by name", params(PageQuery), responses((status = 200, description = "OK", body = SiteList)))]
+async fn list_sites(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<SiteList>, ApiError> {
+    let page = paging.page::<NameKey>()?;
+    let key = |s: &SiteRecord| (s.name.clone(), s.id);
+    let paged = match &auth.principal {
+        principal if principal.is_chain_wide() => page.finish(
+            state
+                .store
+                .list_sites(page.after.as_ref(), page.fetch())
+                .await?,
+            key,
+        ),
+        // A site-bound caller sees the few sites it is bound to, read one by one.
+        Principal::Staff { sites: ids, .. } => {
+            let mut sites = Vec::with_capacity(ids.len());
+            for id in ids {
+                sites.extend(state.store.get_site(*id).await?);
+            }
+            sites.sort_by_key(key);
+            page.slice(sites, key)
+        }
+        Principal::Device { site_id, .. } => page.slice(state.store.get_site(*site_id).await?, key),
+    };
+    Ok(Json(SiteList {
+        sites: paged.rows,
+        next_after: paged.next_after,
+    }))
 }
 
 /// One site, with its entity tag as `ETag` for a later `If-Match`.
@@ -255,18 +279,22 @@ struct DeadLetterView {
 #[derive(Serialize, utoipa::ToSchema)]
 struct DeadLetterList {
     dead_letters: Vec<DeadLetterView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
 /// The ops central refused for good from a venue, newest first. Open ones sit in the venue's
 /// dead letters until a manager retries or discards them there; that decision reaches central
 /// through the venue's outbox and is shown with the op (`?state=resolved` or `all`).
-#[utoipa::path(get, path = "/v1/sites/{site_id}/dead-letters", tag = "sites", params(("site_id" = Uuid, Path), DeadLetterQuery), responses((status = 200, description = "OK", body = DeadLetterList)))]
+#[utoipa::path(get, path = "/v1/sites/{site_id}/dead-letters", tag = "sites", params(("site_id" = Uuid, Path), DeadLetterQuery, PageQuery), responses((status = 200, description = "OK", body = DeadLetterList)))]
 async fn dead_letters(
     State(state): State<AppState>,
     _auth: Auth,
     Path(site_id): Path<Uuid>,
     Query(query): Query<DeadLetterQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
+    let page = paging.page::<i64>()?;
     let wanted = match query.state.as_deref() {
         None | Some("open") => DeadLetterState::Open,
         Some("resolved") => DeadLetterState::Resolved,
@@ -278,10 +306,13 @@ async fn dead_letters(
         .get_site(site_id)
         .await?
         .ok_or(ApiError::NotFound("no such site"))?;
-    let dead_letters = state
+    let ops = state
         .store
-        .rejected_ops(site_id, wanted, 1000)
-        .await?
+        .rejected_ops(site_id, wanted, page.after, page.fetch())
+        .await?;
+    let paged = page.finish(ops, |op| op.seq);
+    let dead_letters = paged
+        .rows
         .into_iter()
         .map(|op| DeadLetterView {
             state: if op.resolution.is_some() {
@@ -292,5 +323,8 @@ async fn dead_letters(
             op,
         })
         .collect();
-    Ok(Json(DeadLetterList { dead_letters }))
+    Ok(Json(DeadLetterList {
+        dead_letters,
+        next_after: paged.next_after,
+    }))
 }
