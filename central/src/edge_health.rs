@@ -5,7 +5,8 @@
 //! (the worst site, and how many sites are stale), which is what an alert needs; the per-site
 //! detail is one request away at `GET /v1/sites/{site_id}/sync`.
 
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreResult, listing};
+use aero_shared::wire::SiteRecord;
 use chrono::{DateTime, Duration, Utc};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -52,7 +53,11 @@ impl EdgeHealth {
 
     /// Reads every site's sync state (one store read per site) and sets the gauges as of `now`.
     pub async fn refresh(&self, store: &dyn Store, now: DateTime<Utc>) -> StoreResult<()> {
-        let sites = store.list_sites().await?;
+        let sites = listing::every(
+            |after, limit| async move { store.list_sites(after.as_ref(), limit).await },
+            |s: &SiteRecord| (s.name.clone(), s.id),
+        )
+        .await?;
         let mut summary = Summary::default();
         for site in &sites {
             let sync = store.site_sync(site.id).await?;

@@ -191,7 +191,7 @@ async fn every_hq_create_replays_its_answer_after_the_answer_was_lost() {
             json!({ "name": "Leeds", "timezone": "Europe/London" }),
         )
         .await;
-    assert_eq!(store.list_sites().await.expect("sites").len(), 1);
+    assert_eq!(store.list_sites(None, 500).await.expect("sites").len(), 1);
     let site_id = site["id"].as_str().expect("site id");
 
     let token = hq
@@ -208,7 +208,11 @@ async fn every_hq_create_replays_its_answer_after_the_answer_was_lost() {
     assert!(device["api_key"].as_str().is_some());
     let site_uuid: Uuid = site_id.parse().expect("uuid");
     assert_eq!(
-        store.list_devices(site_uuid).await.expect("devices").len(),
+        store
+            .list_devices(site_uuid, None, 500)
+            .await
+            .expect("devices")
+            .len(),
         1
     );
 
@@ -224,18 +228,25 @@ async fn every_hq_create_replays_its_answer_after_the_answer_was_lost() {
     .await;
     let named =
         |users: Vec<UserRecord>| users.iter().filter(|u| u.username == "leeds.staff").count();
-    assert_eq!(named(store.list_users().await.expect("users")), 1);
+    assert_eq!(named(store.list_users(None, 500).await.expect("users")), 1);
 
     hq.created(
         "/v1/products",
         json!({ "sku": "JUMP60", "name": "One hour", "kind": "pass", "price_cents": 1500, "duration_minutes": 60 }),
     )
     .await;
-    assert_eq!(store.list_products().await.expect("products").len(), 1);
+    assert_eq!(
+        store
+            .list_products(None, 500)
+            .await
+            .expect("products")
+            .len(),
+        1
+    );
 
     hq.created("/v1/games", json!({ "name": "Dodgeball" }))
         .await;
-    assert_eq!(store.list_games().await.expect("games").len(), 1);
+    assert_eq!(store.list_games(None, 500).await.expect("games").len(), 1);
 
     let plug = hq
         .created(
@@ -252,7 +263,7 @@ async fn every_hq_create_replays_its_answer_after_the_answer_was_lost() {
     let plug_uuid: Uuid = plug_id.parse().expect("uuid");
     assert_eq!(
         store
-            .list_schedules(plug_uuid)
+            .list_schedules(plug_uuid, None, 500)
             .await
             .expect("schedules")
             .len(),

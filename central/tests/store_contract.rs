@@ -77,6 +77,7 @@ macro_rules! contract {
 
 contract!(
     a_product_keeps_what_it_grants,
+    product_pages_resume_after_their_last_key,
     sites_round_trip_and_appear_in_the_change_feed,
     device_keys_resolve_until_revoked,
     usernames_and_skus_are_unique,
@@ -226,7 +227,7 @@ async fn sites_round_trip_and_appear_in_the_change_feed(store: Arc<dyn Store>) {
     let head = store.change_head().await.unwrap();
     let site = new_site(&store).await;
     assert_eq!(store.get_site(site.id).await.unwrap(), Some(site.clone()));
-    assert!(store.list_sites().await.unwrap().contains(&site));
+    assert!(store.list_sites(None, 500).await.unwrap().contains(&site));
     let changes = pull_all(&store, site.id, head).await;
     let change = changes
         .iter()
@@ -288,7 +289,7 @@ async fn a_product_keeps_what_it_grants(store: Arc<dyn Store>) {
     for p in [&pack, &membership, &pass] {
         store.create_product(&actor(), p).await.unwrap();
     }
-    let listed = store.list_products().await.unwrap();
+    let listed = store.list_products(None, 500).await.unwrap();
     let find = |id: Uuid| listed.iter().find(|p| p.id == id).cloned().unwrap();
     assert_eq!(find(pack.id), pack);
     assert_eq!(find(membership.id), membership);
@@ -817,7 +818,13 @@ async fn disabling_a_user_is_idempotent_keeps_the_row_and_replicates(store: Arc<
         store.user_by_username(&staff.username).await.unwrap(),
         Some(disabled.clone())
     );
-    assert!(store.list_users().await.unwrap().contains(&disabled));
+    assert!(
+        store
+            .list_users(None, 500)
+            .await
+            .unwrap()
+            .contains(&disabled)
+    );
 
     // Each of the user's sites pulls the disabled record; other sites do not.
     for site in [a.id, b.id] {
@@ -912,7 +919,7 @@ async fn a_seq_held_under_another_op_id_is_a_fork_and_applies_nothing(store: Arc
     assert_eq!(store.site_sync(site.id).await.unwrap().acked_seq, 3);
     assert!(
         store
-            .rejected_ops(site.id, DeadLetterState::All, 10)
+            .rejected_ops(site.id, DeadLetterState::All, None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -1193,7 +1200,7 @@ async fn rejected_ops_are_listed_newest_first(store: Arc<dyn Store>) {
     assert_eq!(outcome.acked_seq, 3);
 
     let listed = store
-        .rejected_ops(site.id, DeadLetterState::All, 10)
+        .rejected_ops(site.id, DeadLetterState::All, None, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -1206,13 +1213,13 @@ async fn rejected_ops_are_listed_newest_first(store: Arc<dyn Store>) {
         assert_eq!(record.rejected_at, at);
     }
     let newest = store
-        .rejected_ops(site.id, DeadLetterState::All, 1)
+        .rejected_ops(site.id, DeadLetterState::All, None, 1)
         .await
         .unwrap();
     assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
     assert!(
         store
-            .rejected_ops(other.id, DeadLetterState::All, 10)
+            .rejected_ops(other.id, DeadLetterState::All, None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -1433,7 +1440,7 @@ fn resolution_op(seq: i64, resolved: Uuid, retried_as: Option<Uuid>, by: &str) -
 
 async fn seqs_in(store: &Arc<dyn Store>, site: Uuid, state: DeadLetterState) -> Vec<i64> {
     store
-        .rejected_ops(site, state, 100)
+        .rejected_ops(site, state, None, 100)
         .await
         .unwrap()
         .iter()
@@ -1485,7 +1492,7 @@ async fn hq_dead_letter_requests_reach_only_their_site_and_stop_once_resolved(
         .await
         .unwrap();
     let open = store
-        .rejected_ops(venue.id, DeadLetterState::Open, 10)
+        .rejected_ops(venue.id, DeadLetterState::Open, None, 10)
         .await
         .unwrap();
     assert_eq!(open.len(), 1);
@@ -1534,7 +1541,7 @@ async fn hq_dead_letter_requests_reach_only_their_site_and_stop_once_resolved(
         .unwrap();
     assert!(decided.rejected.is_empty(), "{:?}", decided.rejected);
     let resolved = store
-        .rejected_ops(venue.id, DeadLetterState::Resolved, 10)
+        .rejected_ops(venue.id, DeadLetterState::Resolved, None, 10)
         .await
         .unwrap();
     assert_eq!(resolved[0].request.as_ref(), Some(&discard));
@@ -1605,7 +1612,7 @@ async fn dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops(stor
             .is_empty()
     );
     let resolved = store
-        .rejected_ops(visitor.id, DeadLetterState::Resolved, 100)
+        .rejected_ops(visitor.id, DeadLetterState::Resolved, None, 100)
         .await
         .unwrap();
     assert_eq!(
@@ -1641,7 +1648,7 @@ async fn dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops(stor
     let outcome = store.push(visitor.id, &[renumbered], later).await.unwrap();
     assert_eq!((outcome.acked_seq, outcome.rejected.len()), (6, 0));
     let again = store
-        .rejected_ops(visitor.id, DeadLetterState::Resolved, 100)
+        .rejected_ops(visitor.id, DeadLetterState::Resolved, None, 100)
         .await
         .unwrap();
     assert_eq!(again, resolved, "a replayed resolution is applied once");
@@ -1689,7 +1696,7 @@ async fn dead_letter_resolutions_are_recorded_once_and_only_for_refused_ops(stor
         .await
         .unwrap();
     let resolved = store
-        .rejected_ops(visitor.id, DeadLetterState::Resolved, 100)
+        .rejected_ops(visitor.id, DeadLetterState::Resolved, None, 100)
         .await
         .unwrap();
     let latest = resolved[0].resolution.as_ref().expect("resolution");
@@ -2134,7 +2141,7 @@ async fn refunds_are_checked_against_their_order_and_earlier_refunds(store: Arc<
         vec![6]
     );
     let listed = store
-        .rejected_ops(site.id, DeadLetterState::All, 10)
+        .rejected_ops(site.id, DeadLetterState::All, None, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -2192,6 +2199,7 @@ async fn ledger_entries_from_two_sites_are_kept_and_negative_balances_reported(
     let found = store
         .search_customers(
             &CustomerSearch::Phone(customer.phone.clone().unwrap()),
+            None,
             10,
             now(),
         )
@@ -2269,6 +2277,7 @@ async fn lapsed_visits_do_not_hide_an_overspent_membership(store: Arc<dyn Store>
     let found = store
         .search_customers(
             &CustomerSearch::Phone(customer.phone.clone().unwrap()),
+            None,
             10,
             at,
         )
@@ -2284,6 +2293,7 @@ async fn lapsed_visits_do_not_hide_an_overspent_membership(store: Arc<dyn Store>
     let then = store
         .search_customers(
             &CustomerSearch::Phone(customer.phone.clone().unwrap()),
+            None,
             10,
             at - Duration::days(39),
         )
@@ -2404,7 +2414,7 @@ async fn plug_overrides_from_hq_and_the_venue_are_kept_once_and_replicated(store
         .collect();
     assert_eq!(refused, vec![3, 4], "{:?}", rejections(&outcome));
     let listed: Vec<Uuid> = store
-        .plug_overrides(ours.id)
+        .plug_overrides(ours.id, None, 500)
         .await
         .unwrap()
         .iter()
@@ -2698,7 +2708,13 @@ async fn a_retired_product_stays_listed_inactive_and_replicates(store: Arc<dyn S
         ..p.clone()
     };
     assert_eq!(retired, expected);
-    assert!(store.list_products().await.unwrap().contains(&expected));
+    assert!(
+        store
+            .list_products(None, 500)
+            .await
+            .unwrap()
+            .contains(&expected)
+    );
     let change = pull_all(&store, site.id, head)
         .await
         .into_iter()
@@ -2757,7 +2773,10 @@ async fn customers_are_found_by_phone_email_and_name(store: Arc<dyn Store>) {
         CustomerSearch::Name(last[..last.len() - 3].to_string()),
         CustomerSearch::Name(format!("fay {last}")),
     ] {
-        let found = store.search_customers(&search, 50, now()).await.unwrap();
+        let found = store
+            .search_customers(&search, None, 50, now())
+            .await
+            .unwrap();
         assert_eq!(ids(found), vec![customer.id], "{search:?}");
     }
     for search in [
@@ -2767,7 +2786,10 @@ async fn customers_are_found_by_phone_email_and_name(store: Arc<dyn Store>) {
         CustomerSearch::Name(format!("{}%", &last[..6])),
         CustomerSearch::Name(format!("{}_", &last[..6])),
     ] {
-        let found = store.search_customers(&search, 50, now()).await.unwrap();
+        let found = store
+            .search_customers(&search, None, 50, now())
+            .await
+            .unwrap();
         assert!(!ids(found).contains(&customer.id), "{search:?}");
     }
 }
@@ -3094,4 +3116,27 @@ async fn a_site_update_with_a_stale_entity_tag_writes_nothing(store: Arc<dyn Sto
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+async fn product_pages_resume_after_their_last_key(store: Arc<dyn Store>) {
+    for _ in 0..5 {
+        store
+            .create_product(&actor(), &product(&unique("PAGE")))
+            .await
+            .unwrap();
+    }
+    let all = store.list_products(None, 500).await.unwrap();
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_products(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        after = page.last().map(|p| (p.sku.clone(), p.id));
+        let done = page.len() < 2;
+        paged.extend(page);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(paged, all, "every product once, in SKU order");
 }

@@ -13,6 +13,7 @@ pub mod json;
 pub mod ledger;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod pipeline;
 pub mod problem;
 pub mod ratelimit;

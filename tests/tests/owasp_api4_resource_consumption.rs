@@ -1,6 +1,7 @@
 //! OWASP API4:2023 (unrestricted resource consumption): request bodies over the limit are 413
-//! and write nothing, list pages are capped whatever `limit` a client asks for, and one
-//! credential sending too fast gets 429 with `Retry-After` without slowing another.
+//! and write nothing, a list page never holds more than its maximum (a `limit` beyond it is a
+//! 422) and its cursor walks every row once, and one credential sending too fast gets 429 with
+//! `Retry-After` without slowing another.
 
 use aero_central::store::Actor;
 use aero_shared::wire::{ProductKind, ProductRecord};
@@ -60,7 +61,7 @@ async fn oversized_bodies_are_413_problems_and_write_nothing() {
 }
 
 #[tokio::test]
-async fn list_pages_are_capped_whatever_limit_is_asked() {
+async fn list_pages_are_capped_and_their_cursor_walks_every_row_once() {
     let central = TestCentral::start().await;
     let owner = central.owner_token().await;
     // 1,100 audited changes, made through the store as `aero-central` itself would.
@@ -86,14 +87,27 @@ async fn list_pages_are_capped_whatever_limit_is_asked() {
             .expect("create product");
     }
     let count = |body: &serde_json::Value| body["entries"].as_array().expect("entries").len();
-    let asked_for_everything = central
-        .get_json(&owner, "/v1/audit?limit=4294967295", 200)
-        .await;
-    assert_eq!(count(&asked_for_everything), 1000, "audit page cap");
     let default_page = central.get_json(&owner, "/v1/audit", 200).await;
     assert_eq!(count(&default_page), 100, "default audit page");
-    let at_least_one = central.get_json(&owner, "/v1/audit?limit=0", 200).await;
-    assert_eq!(count(&at_least_one), 1, "limit=0");
+    let largest = central.get_json(&owner, "/v1/audit?limit=1000", 200).await;
+    assert_eq!(count(&largest), 1000, "audit page cap");
+    for refused in [
+        "/v1/audit?limit=1001",
+        "/v1/audit?limit=0",
+        "/v1/products?limit=501",
+    ] {
+        let response = central
+            .request(Method::GET, refused)
+            .bearer_auth(&owner)
+            .send()
+            .await
+            .expect("request");
+        let problem = expect_problem(response, 422).await;
+        assert_eq!(
+            problem["errors"][0]["field"], "limit",
+            "{refused}: {problem}"
+        );
+    }
     let not_a_number = central
         .request(Method::GET, "/v1/audit?limit=99999999999999999999")
         .bearer_auth(&owner)
@@ -101,6 +115,30 @@ async fn list_pages_are_capped_whatever_limit_is_asked() {
         .await
         .expect("request");
     expect_problem(not_a_number, 400).await;
+
+    // More products than the largest page: the first page is capped and carries a cursor, and
+    // following the cursors yields every product exactly once, in SKU order.
+    let first = central.get_json(&owner, "/v1/products", 200).await;
+    assert_eq!(first["products"].as_array().expect("products").len(), 100);
+    assert!(first["next_after"].is_string(), "{}", first["next_after"]);
+    let mut skus = Vec::new();
+    let mut path = "/v1/products?limit=500".to_string();
+    loop {
+        let page = central.get_json(&owner, &path, 200).await;
+        let rows = page["products"].as_array().expect("products");
+        assert!(rows.len() <= 500);
+        skus.extend(
+            rows.iter()
+                .map(|p| p["sku"].as_str().expect("sku").to_string()),
+        );
+        match page["next_after"].as_str() {
+            Some(cursor) => path = format!("/v1/products?limit=500&after={cursor}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..1100).map(|n| format!("SKU{n}")).collect();
+    expected.sort();
+    assert_eq!(skus, expected);
 }
 
 #[tokio::test]

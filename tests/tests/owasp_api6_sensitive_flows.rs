@@ -171,7 +171,7 @@ async fn hq_administration_and_plug_overrides_are_refused_outside_allowed_networ
         .expect("lookup")
         .expect("morgan")
         .id;
-    let users_before = store.list_users().await.expect("users").len();
+    let users_before = store.list_users(None, 500).await.expect("users").len();
     // Adding plugs is HQ's catalog work, not plug control: allowed from here.
     let plug = central
         .post_json(
@@ -254,7 +254,10 @@ async fn hq_administration_and_plug_overrides_are_refused_outside_allowed_networ
         .get_json(&owner, &format!("/v1/sites/{}/devices", site.id), 200)
         .await;
     assert_eq!(devices["devices"], json!([]));
-    assert_eq!(store.list_users().await.expect("users").len(), users_before);
+    assert_eq!(
+        store.list_users(None, 500).await.expect("users").len(),
+        users_before
+    );
     let morgan = store
         .get_user(morgan)
         .await

@@ -3,8 +3,9 @@
 
 use super::{cell_networks, cell_time};
 use crate::routes::devices::DeviceView;
-use crate::store::Store;
+use crate::store::{Store, listing};
 use aero_shared::table;
+use aero_shared::wire::DeviceRecord;
 use uuid::Uuid;
 
 /// Prints the site's devices as a table, or as `{"devices":[...]}` with `json`.
@@ -13,12 +14,12 @@ pub async fn run(store: &dyn Store, site_id: Uuid, json: bool) -> anyhow::Result
         store.get_site(site_id).await?.is_some(),
         "no site {site_id}: `aero-central sites` lists them"
     );
-    let devices: Vec<DeviceView> = store
-        .list_devices(site_id)
-        .await?
-        .into_iter()
-        .map(DeviceView::from)
-        .collect();
+    let devices = listing::every(
+        |after, limit| async move { store.list_devices(site_id, after.as_ref(), limit).await },
+        |d: &DeviceRecord| (d.created_at, d.id),
+    )
+    .await?;
+    let devices: Vec<DeviceView> = devices.into_iter().map(DeviceView::from).collect();
     if json {
         println!(
             "{}",

@@ -2,7 +2,7 @@
 //! changes its edge has yet to pull).
 
 use super::{cell_networks, cell_time};
-use crate::store::Store;
+use crate::store::{Store, listing};
 use aero_shared::table;
 use aero_shared::wire::{SiteRecord, SiteSyncStatus};
 use serde::Serialize;
@@ -18,7 +18,12 @@ pub struct SiteListing {
 /// The listing, sites in the store's order.
 pub async fn list(store: &dyn Store) -> anyhow::Result<Vec<SiteListing>> {
     let mut listing = Vec::new();
-    for site in store.list_sites().await? {
+    let sites = listing::every(
+        |after, limit| async move { store.list_sites(after.as_ref(), limit).await },
+        |s: &SiteRecord| (s.name.clone(), s.id),
+    )
+    .await?;
+    for site in sites {
         let sync = store.site_sync(site.id).await?;
         listing.push(SiteListing { site, sync });
     }

@@ -1,12 +1,12 @@
 //! `GET /v1/audit`: who did what, from where, newest first.
 
-use super::clamp_limit;
 use crate::state::AppState;
 use crate::store::AuditEntry;
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::openapi::guarded;
+use aero_shared::page;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
     site_id: Option<Uuid>,
-    limit: Option<u32>,
+    /// Entries in the answer: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -36,6 +38,7 @@ async fn list_audit(
     auth: Auth,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
+    let limit = page::limit(query.limit, 100, 1000).map_err(|e| ApiError::Validation(vec![e]))?;
     match query.site_id {
         Some(site) => auth.ensure_site(site).await?,
         None if !auth.principal.is_chain_wide() => {
@@ -43,9 +46,6 @@ async fn list_audit(
         }
         None => {}
     }
-    let entries = state
-        .store
-        .list_audit(query.site_id, clamp_limit(query.limit, 100, 1000))
-        .await?;
+    let entries = state.store.list_audit(query.site_id, limit).await?;
     Ok(Json(AuditList { entries }))
 }

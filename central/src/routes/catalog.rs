@@ -2,17 +2,18 @@
 //! and the games venues score.
 
 use crate::state::{AppState, actor};
+use crate::store::NameKey;
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{Account, GameRecord, Grant, ProductKind, ProductRecord, ScoreOrder};
 use axum::Json;
-use axum::extract::Path;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -129,15 +130,25 @@ async fn retire_product(
 #[derive(Serialize, utoipa::ToSchema)]
 struct ProductList {
     products: Vec<ProductRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/products", tag = "catalog", summary = "List products", responses((status = 200, description = "OK", body = ProductList)))]
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", summary = "List products, by SKU", params(PageQuery), responses((status = 200, description = "OK", body = ProductList)))]
 async fn list_products(
     State(state): State<AppState>,
     _auth: Auth,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<ProductList>, ApiError> {
+    let page = paging.page::<NameKey>()?;
+    let products = state
+        .store
+        .list_products(page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(products, |p| (p.sku.clone(), p.id));
     Ok(Json(ProductList {
-        products: state.store.list_products().await?,
+        products: paged.rows,
+        next_after: paged.next_after,
     }))
 }
 
@@ -179,15 +190,25 @@ async fn create_game(
 #[derive(Serialize, utoipa::ToSchema)]
 struct GameList {
     games: Vec<GameRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/games", tag = "catalog", summary = "List games", responses((status = 200, description = "OK", body = GameList)))]
+#[utoipa::path(get, path = "/v1/games", tag = "catalog", summary = "List games, by name", params(PageQuery), responses((status = 200, description = "OK", body = GameList)))]
 async fn list_games(
     State(state): State<AppState>,
     _auth: Auth,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<GameList>, ApiError> {
+    let page = paging.page::<NameKey>()?;
+    let games = state
+        .store
+        .list_games(page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(games, |g| (g.name.clone(), g.id));
     Ok(Json(GameList {
-        games: state.store.list_games().await?,
+        games: paged.rows,
+        next_after: paged.next_after,
     }))
 }
 

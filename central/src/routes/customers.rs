@@ -2,20 +2,18 @@
 //! Customers are chain-wide (every venue replicates them), so any reader of reports may look.
 
 use crate::state::AppState;
-use crate::store::{CustomerBalances, CustomerSearch};
+use crate::store::{CustomerBalances, CustomerKey, CustomerSearch};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::normalize_phone;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Most customers one lookup returns.
-const MAX_MATCHES: u32 = 50;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(guarded(Permission::ReadReports, routes!(lookup)))
@@ -64,17 +62,34 @@ impl LookupQuery {
 #[derive(Serialize, utoipa::ToSchema)]
 struct Customers {
     customers: Vec<CustomerBalances>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/customers", tag = "customers", summary = "Chain-wide customer lookup (?phone=|email=|name=) with balances", params(LookupQuery), responses((status = 200, description = "OK", body = Customers)))]
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", summary = "Chain-wide customer lookup (?phone=|email=|name=) with balances, by last name, first name", params(LookupQuery, PageQuery), responses((status = 200, description = "OK", body = Customers)))]
 async fn lookup(
     State(state): State<AppState>,
     _auth: Auth,
     Query(query): Query<LookupQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<Customers>, ApiError> {
-    let customers = state
+    let search = query.search()?;
+    let page = paging.page::<CustomerKey>()?;
+    let found = state
         .store
-        .search_customers(&query.search()?, MAX_MATCHES, state.clock.now())
+        .search_customers(
+            &search,
+            page.after.as_ref(),
+            page.fetch(),
+            state.clock.now(),
+        )
         .await?;
-    Ok(Json(Customers { customers }))
+    let paged = page.finish(found, |c| {
+        let c = &c.customer;
+        (c.last_name.clone(), c.first_name.clone(), c.id)
+    });
+    Ok(Json(Customers {
+        customers: paged.rows,
+        next_after: paged.next_after,
+    }))
 }

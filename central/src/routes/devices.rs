@@ -1,6 +1,7 @@
 //! Venue devices and their API keys: issued once, stored hashed, revocable.
 
 use crate::state::{AppState, actor};
+use crate::store::TimeKey;
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::ApiKey;
 use aero_shared::auth::extract::Auth;
@@ -8,10 +9,11 @@ use aero_shared::auth::principal::{DeviceKind, Permission};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::DeviceRecord;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,17 +142,26 @@ async fn create_device(
 #[derive(Serialize, utoipa::ToSchema)]
 struct DeviceList {
     devices: Vec<DeviceView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/sites/{site_id}/devices", tag = "devices", summary = "List a site's devices", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK", body = DeviceList)))]
+#[utoipa::path(get, path = "/v1/sites/{site_id}/devices", tag = "devices", summary = "List a site's devices, oldest first", params(("site_id" = Uuid, Path), PageQuery), responses((status = 200, description = "OK", body = DeviceList)))]
 async fn list_devices(
     State(state): State<AppState>,
     _auth: Auth,
     Path(site_id): Path<Uuid>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    let devices = state.store.list_devices(site_id).await?;
+    let page = paging.page::<TimeKey>()?;
+    let devices = state
+        .store
+        .list_devices(site_id, page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(devices, |d| (d.created_at, d.id));
     Ok(Json(DeviceList {
-        devices: devices.into_iter().map(DeviceView::from).collect(),
+        devices: paged.rows.into_iter().map(DeviceView::from).collect(),
+        next_after: paged.next_after,
     }))
 }
 

@@ -6,11 +6,12 @@
 
 use super::local_time::{self, site_timezone};
 use crate::state::AppState;
-use crate::store::LeaderboardQuery;
+use crate::store::{LeaderboardQuery, listing};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::openapi::guarded;
+use aero_shared::wire::GameRecord;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
@@ -69,10 +70,13 @@ async fn leaderboard(
     Path(game_id): Path<Uuid>,
     Query(params): Query<LeaderboardParams>,
 ) -> Result<Json<LeaderboardView>, ApiError> {
-    let game = state
-        .store
-        .list_games()
-        .await?
+    let store = &state.store;
+    let games = listing::every(
+        |after, limit| async move { store.list_games(after.as_ref(), limit).await },
+        |g: &GameRecord| (g.name.clone(), g.id),
+    )
+    .await?;
+    let game = games
         .into_iter()
         .find(|g| g.id == game_id)
         .ok_or(ApiError::NotFound("no such game"))?;

@@ -50,8 +50,3 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(customers::router())
         .merge(sync::router())
 }
-
-/// Pagination caps shared by list endpoints.
-pub(crate) fn clamp_limit(limit: Option<u32>, default: u32, max: u32) -> u32 {
-    limit.unwrap_or(default).clamp(1, max)
-}

@@ -1,18 +1,20 @@
 //! Smart plugs and their power schedules, as data: each venue's edge drives the plugs.
 
 use crate::state::{AppState, actor};
+use crate::store::{NameKey, TimeKey};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     NewPlugOverride, PlugOverrideRecord, PlugRecord, PlugStatusRecord, PowerState, ScheduleRecord,
 };
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -53,17 +55,27 @@ async fn create_override(
 #[derive(Serialize, utoipa::ToSchema)]
 struct OverrideList {
     overrides: Vec<PlugOverrideRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/plugs/{id}/overrides", tag = "plugs", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = OverrideList)))]
+#[utoipa::path(get, path = "/v1/plugs/{id}/overrides", tag = "plugs", summary = "A plug's overrides, the one set last first", params(("id" = Uuid, Path), PageQuery), responses((status = 200, description = "OK", body = OverrideList)))]
 async fn list_overrides(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<OverrideList>, ApiError> {
+    let page = paging.page::<TimeKey>()?;
     let plug = plug_for(&state, &auth, id).await?;
+    let overrides = state
+        .store
+        .plug_overrides(plug.id, page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(overrides, |o| (o.set_at, o.id));
     Ok(Json(OverrideList {
-        overrides: state.store.plug_overrides(plug.id).await?,
+        overrides: paged.rows,
+        next_after: paged.next_after,
     }))
 }
 
@@ -129,6 +141,8 @@ async fn create_plug(
 #[derive(Serialize, utoipa::ToSchema)]
 struct PlugList {
     plugs: Vec<PlugView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
 /// A plug as HQ sees it: its configuration and what the venue last reported of it (`null`
@@ -140,12 +154,14 @@ struct PlugView {
     status: Option<PlugStatusRecord>,
 }
 
-#[utoipa::path(get, path = "/v1/sites/{site_id}/plugs", tag = "plugs", summary = "List a site's smart plugs", params(("site_id" = Uuid, Path)), responses((status = 200, description = "OK", body = PlugList)))]
+#[utoipa::path(get, path = "/v1/sites/{site_id}/plugs", tag = "plugs", summary = "List a site's smart plugs, by name", params(("site_id" = Uuid, Path), PageQuery), responses((status = 200, description = "OK", body = PlugList)))]
 async fn list_plugs(
     State(state): State<AppState>,
     _auth: Auth,
     Path(site_id): Path<Uuid>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<PlugList>, ApiError> {
+    let page = paging.page::<NameKey>()?;
     let mut statuses: HashMap<Uuid, PlugStatusRecord> = state
         .store
         .plug_statuses(site_id)
@@ -155,15 +171,21 @@ async fn list_plugs(
         .collect();
     let plugs = state
         .store
-        .list_plugs(site_id)
-        .await?
+        .list_plugs(site_id, page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(plugs, |p| (p.name.clone(), p.id));
+    let plugs = paged
+        .rows
         .into_iter()
         .map(|plug| PlugView {
             status: statuses.remove(&plug.id),
             plug,
         })
         .collect();
-    Ok(Json(PlugList { plugs }))
+    Ok(Json(PlugList {
+        plugs,
+        next_after: paged.next_after,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -217,16 +239,26 @@ async fn create_schedule(
 #[derive(Serialize, utoipa::ToSchema)]
 struct ScheduleList {
     schedules: Vec<ScheduleRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/plugs/{id}/schedules", tag = "plugs", summary = "List a plug's schedules", params(("id" = Uuid, Path)), responses((status = 200, description = "OK", body = ScheduleList)))]
+#[utoipa::path(get, path = "/v1/plugs/{id}/schedules", tag = "plugs", summary = "List a plug's schedules, oldest first", params(("id" = Uuid, Path), PageQuery), responses((status = 200, description = "OK", body = ScheduleList)))]
 async fn list_schedules(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<Uuid>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<ScheduleList>, ApiError> {
+    let page = paging.page::<TimeKey>()?;
     let plug = plug_for(&state, &auth, id).await?;
+    let schedules = state
+        .store
+        .list_schedules(plug.id, page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(schedules, |s| (s.created_at, s.id));
     Ok(Json(ScheduleList {
-        schedules: state.store.list_schedules(plug.id).await?,
+        schedules: paged.rows,
+        next_after: paged.next_after,
     }))
 }

@@ -11,6 +11,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::wire::SiteRecord;
 use axum::Json;
 use axum::extract::{Query, State};
@@ -99,24 +100,30 @@ struct SalesByProductView {
     date: NaiveDate,
     timezone: String,
     products: Vec<ProductSales>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DayQuery), responses((status = 200, description = "OK", body = SalesByProductView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
+#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DayQuery, PageQuery), responses((status = 200, description = "OK", body = SalesByProductView), (status = 404, description = "No such site", content_type = "application/problem+json", body = aero_shared::Problem)))]
 async fn sales_by_product(
     State(state): State<AppState>,
     auth: Auth,
     Query(query): Query<DayQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<SalesByProductView>, ApiError> {
+    let page = paging.page::<(String, Uuid)>()?;
     let day = site_day(&state, &auth, &query).await?;
-    let products = state
+    let sales = state
         .store
         .sales_by_product(day.site.id, day.from, day.to)
         .await?;
+    let paged = page.slice(sales, |s| (s.sku.clone(), s.product_id));
     Ok(Json(SalesByProductView {
         site_id: day.site.id,
         date: query.date,
         timezone: day.site.timezone,
-        products,
+        products: paged.rows,
+        next_after: paged.next_after,
     }))
 }
 
@@ -173,14 +180,23 @@ async fn checkins_by_hour(
 #[derive(Serialize, utoipa::ToSchema)]
 struct NegativeBalancesView {
     balances: Vec<NegativeBalance>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/reports/negative-balances", tag = "reports", summary = "Every customer balance below zero, chain-wide", responses((status = 200, description = "OK", body = NegativeBalancesView)))]
+#[utoipa::path(get, path = "/v1/reports/negative-balances", tag = "reports", summary = "Every customer balance below zero, chain-wide, lowest first", params(PageQuery), responses((status = 200, description = "OK", body = NegativeBalancesView)))]
 async fn negative_balances(
     State(state): State<AppState>,
     _auth: Auth,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<NegativeBalancesView>, ApiError> {
+    let page = paging.page::<(i64, Uuid, String)>()?;
+    let balances = state.store.negative_balances(state.clock.now()).await?;
+    let paged = page.slice(balances, |b| {
+        (b.balance, b.customer_id, b.account.as_str().to_string())
+    });
     Ok(Json(NegativeBalancesView {
-        balances: state.store.negative_balances(state.clock.now()).await?,
+        balances: paged.rows,
+        next_after: paged.next_after,
     }))
 }

@@ -3,16 +3,17 @@
 
 use crate::state::{AppState, actor};
 use crate::store::{
-    DeadLetterState, EnrollmentToken, RejectedOpRecord, SiteChanges, StoreError, site_etag,
+    DeadLetterState, EnrollmentToken, NameKey, RejectedOpRecord, SiteChanges, StoreError, site_etag,
 };
 use aero_shared::ApiError;
 use aero_shared::auth::api_key::{KeyHash, generate_token};
 use aero_shared::auth::extract::Auth;
-use aero_shared::auth::principal::Permission;
+use aero_shared::auth::principal::{Permission, Principal};
 use aero_shared::etag::{IfMatch, with_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{SiteRecord, SiteSyncStatus};
 use axum::Json;
@@ -82,18 +83,41 @@ async fn create_site(
 #[derive(Serialize, utoipa::ToSchema)]
 struct SiteList {
     sites: Vec<SiteRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/sites", tag = "sites", summary = "List the sites the caller can see", responses((status = 200, description = "OK", body = SiteList)))]
-async fn list_sites(State(state): State<AppState>, auth: Auth) -> Result<Json<SiteList>, ApiError> {
-    let sites = state
-        .store
-        .list_sites()
-        .await?
-        .into_iter()
-        .filter(|s| auth.principal.can_access_site(s.id))
-        .collect();
-    Ok(Json(SiteList { sites }))
+#[utoipa::path(get, path = "/v1/sites", tag = "sites", summary = "List the sites the caller can see, by name", params(PageQuery), responses((status = 200, description = "OK", body = SiteList)))]
+async fn list_sites(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<SiteList>, ApiError> {
+    let page = paging.page::<NameKey>()?;
+    let key = |s: &SiteRecord| (s.name.clone(), s.id);
+    let paged = match &auth.principal {
+        principal if principal.is_chain_wide() => page.finish(
+            state
+                .store
+                .list_sites(page.after.as_ref(), page.fetch())
+                .await?,
+            key,
+        ),
+        // A site-bound caller sees the few sites it is bound to, read one by one.
+        Principal::Staff { sites: ids, .. } => {
+            let mut sites = Vec::with_capacity(ids.len());
+            for id in ids {
+                sites.extend(state.store.get_site(*id).await?);
+            }
+            sites.sort_by_key(key);
+            page.slice(sites, key)
+        }
+        Principal::Device { site_id, .. } => page.slice(state.store.get_site(*site_id).await?, key),
+    };
+    Ok(Json(SiteList {
+        sites: paged.rows,
+        next_after: paged.next_after,
+    }))
 }
 
 /// One site, with its entity tag as `ETag` for a later `If-Match`.
@@ -278,14 +302,20 @@ async fn chain_status(
 ) -> Result<Json<ChainStatus>, ApiError> {
     let now = state.clock.now();
     let mut sites = Vec::new();
-    for site in state.store.list_sites().await? {
+    let store = state.store.as_ref();
+    let every_site = crate::store::listing::every(
+        |after, limit| async move { store.list_sites(after.as_ref(), limit).await },
+        |s: &SiteRecord| (s.name.clone(), s.id),
+    )
+    .await?;
+    for site in every_site {
         if !auth.principal.can_access_site(site.id) {
             continue;
         }
         let sync = state.store.site_sync(site.id).await?;
         let dead_letters = state
             .store
-            .rejected_ops(site.id, DeadLetterState::Open, 1000)
+            .rejected_ops(site.id, DeadLetterState::Open, None, 1000)
             .await?
             .len() as i64;
         let presence = state.presence.of(site.id);
@@ -341,18 +371,22 @@ struct DeadLetterView {
 #[derive(Serialize, utoipa::ToSchema)]
 struct DeadLetterList {
     dead_letters: Vec<DeadLetterView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
 /// The ops central refused for good from a venue, newest first. Open ones sit in the venue's
 /// dead letters until a manager retries or discards them there; that decision reaches central
 /// through the venue's outbox and is shown with the op (`?state=resolved` or `all`).
-#[utoipa::path(get, path = "/v1/sites/{site_id}/dead-letters", tag = "sites", params(("site_id" = Uuid, Path), DeadLetterQuery), responses((status = 200, description = "OK", body = DeadLetterList)))]
+#[utoipa::path(get, path = "/v1/sites/{site_id}/dead-letters", tag = "sites", params(("site_id" = Uuid, Path), DeadLetterQuery, PageQuery), responses((status = 200, description = "OK", body = DeadLetterList)))]
 async fn dead_letters(
     State(state): State<AppState>,
     _auth: Auth,
     Path(site_id): Path<Uuid>,
     Query(query): Query<DeadLetterQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
+    let page = paging.page::<i64>()?;
     let wanted = match query.state.as_deref() {
         None | Some("open") => DeadLetterState::Open,
         Some("resolved") => DeadLetterState::Resolved,
@@ -364,10 +398,13 @@ async fn dead_letters(
         .get_site(site_id)
         .await?
         .ok_or(ApiError::NotFound("no such site"))?;
-    let dead_letters = state
+    let ops = state
         .store
-        .rejected_ops(site_id, wanted, 1000)
-        .await?
+        .rejected_ops(site_id, wanted, page.after, page.fetch())
+        .await?;
+    let paged = page.finish(ops, |op| op.seq);
+    let dead_letters = paged
+        .rows
         .into_iter()
         .map(|op| DeadLetterView {
             state: if op.resolution.is_some() {
@@ -378,5 +415,8 @@ async fn dead_letters(
             op,
         })
         .collect();
-    Ok(Json(DeadLetterList { dead_letters }))
+    Ok(Json(DeadLetterList {
+        dead_letters,
+        next_after: paged.next_after,
+    }))
 }

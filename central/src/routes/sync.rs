@@ -1,7 +1,6 @@
 //! The edges' side of central: enrollment, outbox push, change-feed pull, and the websocket
 //! that hints "something changed" so a venue pulls within about a second.
 
-use super::clamp_limit;
 use crate::hints::HintReceiver;
 use crate::state::AppState;
 use crate::store::Redeemed;
@@ -152,7 +151,8 @@ async fn pull(
 ) -> Result<Json<PullResponse>, ApiError> {
     let site_id = edge_site(&auth)?;
     let after = query.after.max(0);
-    let limit = clamp_limit(query.limit, 1000, MAX_PULL_ROWS);
+    // An edge asks for what it can apply; the page is bounded here whatever it asks.
+    let limit = query.limit.unwrap_or(1000).clamp(1, MAX_PULL_ROWS);
     let changes = state
         .store
         .pull(site_id, after, limit, PULL_PAGE_BYTES)

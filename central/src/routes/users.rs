@@ -1,7 +1,7 @@
 //! Staff users: owners and admins are chain-wide; managers and staff belong to sites.
 
 use crate::state::{AppState, actor};
-use crate::store::{StoreError, UserChanges, user_etag};
+use crate::store::{NameKey, StoreError, UserChanges, user_etag};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::password::hash_password;
@@ -10,10 +10,11 @@ use aero_shared::etag::{IfMatch, with_etag};
 use aero_shared::idempotency::{Answer, answering};
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::UserRecord;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -169,16 +170,25 @@ async fn create_user(
 #[derive(Serialize, utoipa::ToSchema)]
 struct UserList {
     users: Vec<UserView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List staff users", responses((status = 200, description = "OK", body = UserList)))]
+#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List staff users, by username", params(PageQuery), responses((status = 200, description = "OK", body = UserList)))]
 async fn list_users(
     State(state): State<AppState>,
     _auth: Auth,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<UserList>, ApiError> {
-    let users = state.store.list_users().await?;
+    let page = paging.page::<NameKey>()?;
+    let users = state
+        .store
+        .list_users(page.after.as_ref(), page.fetch())
+        .await?;
+    let paged = page.finish(users, |u| (u.username.clone(), u.id));
     Ok(Json(UserList {
-        users: users.into_iter().map(UserView::from).collect(),
+        users: paged.rows.into_iter().map(UserView::from).collect(),
+        next_after: paged.next_after,
     }))
 }
 

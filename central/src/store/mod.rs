@@ -2,12 +2,14 @@
 //! a SQL Server backend (production), chosen by the database URL.
 
 mod dead_letters;
+pub mod listing;
 pub mod mssql;
 pub mod push_rules;
 pub mod reports;
 pub mod sqlite;
 
 pub use dead_letters::{DeadLetterState, RejectedOpRecord, ResolutionRecord};
+pub use listing::{CustomerKey, NameKey, TimeKey};
 pub use reports::{
     CustomerBalances, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
     NegativeBalance, ProductSales,
@@ -269,7 +271,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // Sites.
     async fn create_site(&self, actor: &Actor, site: &SiteRecord) -> StoreResult<()>;
-    async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>>;
+    /// Sites by name, then id: at most `limit` after `after`.
+    async fn list_sites(&self, after: Option<&NameKey>, limit: u32)
+    -> StoreResult<Vec<SiteRecord>>;
     async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>>;
     /// Changes the fields of a site that `changes` names, and only those columns, if the
     /// stored site's entity tag is admitted by `if_match`; audits `site.update` and replicates
@@ -303,7 +307,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // Devices.
     async fn create_device(&self, actor: &Actor, device: &DeviceRecord) -> StoreResult<()>;
     async fn get_device(&self, id: Uuid) -> StoreResult<Option<DeviceRecord>>;
-    async fn list_devices(&self, site_id: Uuid) -> StoreResult<Vec<DeviceRecord>>;
+    /// The site's devices by creation time, then id: at most `limit` after `after`.
+    async fn list_devices(
+        &self,
+        site_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceRecord>>;
     /// The live device for a key hash (revoked devices are not returned).
     async fn device_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<DeviceRecord>>;
     /// Returns false if the device was already revoked.
@@ -312,7 +322,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // Staff users.
     async fn create_user(&self, actor: &Actor, user: &UserRecord) -> StoreResult<()>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
-    async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+    /// Users by username, then id: at most `limit` after `after`.
+    async fn list_users(&self, after: Option<&NameKey>, limit: u32)
+    -> StoreResult<Vec<UserRecord>>;
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
     /// Disables a user (the row stays, with `disabled_at`), audits `user.disable` and replicates
     /// the record to each of the user's sites (chain-wide for owners and admins), in one
@@ -338,7 +350,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // Catalog.
     async fn create_product(&self, actor: &Actor, product: &ProductRecord) -> StoreResult<()>;
-    async fn list_products(&self) -> StoreResult<Vec<ProductRecord>>;
+    /// Products by SKU, then id: at most `limit` after `after`.
+    async fn list_products(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ProductRecord>>;
     /// Retires a product (`active = false`: no longer sold, still listed, old orders still name
     /// it), audits `product.retire` and replicates the stored row chain-wide, in one
     /// transaction; returns the stored product. `NotFound` if there is no such product.
@@ -350,25 +367,45 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<ProductRecord>;
     async fn create_game(&self, actor: &Actor, game: &GameRecord) -> StoreResult<()>;
-    async fn list_games(&self) -> StoreResult<Vec<GameRecord>>;
+    /// Games by name, then id: at most `limit` after `after`.
+    async fn list_games(&self, after: Option<&NameKey>, limit: u32)
+    -> StoreResult<Vec<GameRecord>>;
 
     // Plugs and schedules (data only; the edge drives the plugs).
     async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()>;
     async fn get_plug(&self, id: Uuid) -> StoreResult<Option<PlugRecord>>;
-    async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>>;
+    /// The site's plugs by name, then id: at most `limit` after `after`.
+    async fn list_plugs(
+        &self,
+        site_id: Uuid,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PlugRecord>>;
     /// Sets an override at HQ: stored, audited and replicated to the plug's site.
     async fn create_plug_override(
         &self,
         actor: &Actor,
         set: &PlugOverrideRecord,
     ) -> StoreResult<()>;
-    /// The plug's overrides, from HQ and its venue, the one set last first.
-    async fn plug_overrides(&self, plug_id: Uuid) -> StoreResult<Vec<PlugOverrideRecord>>;
+    /// The plug's overrides, from HQ and its venue, the one set last first (by `set_at`,
+    /// then id, descending): at most `limit` after `after`.
+    async fn plug_overrides(
+        &self,
+        plug_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PlugOverrideRecord>>;
     /// What the site's venue last reported of each of its plugs (plugs it never reported on
     /// have none).
     async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>>;
     async fn create_schedule(&self, actor: &Actor, schedule: &ScheduleRecord) -> StoreResult<()>;
-    async fn list_schedules(&self, plug_id: Uuid) -> StoreResult<Vec<ScheduleRecord>>;
+    /// The plug's schedules by creation time, then id: at most `limit` after `after`.
+    async fn list_schedules(
+        &self,
+        plug_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ScheduleRecord>>;
 
     // Audit log, newest first.
     async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
@@ -393,11 +430,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The highest contiguous seq central holds for the site (0 before its first push).
     async fn acked_seq(&self, site_id: Uuid) -> StoreResult<i64>;
     /// The ops central refused for good from the site in `state`, newest first, each with the
-    /// venue's resolution once it was recorded (see [`VenueWrite::DeadLetterResolved`]).
+    /// venue's resolution once it was recorded (see [`VenueWrite::DeadLetterResolved`]): at
+    /// most `limit` with a seq below `before`.
     async fn rejected_ops(
         &self,
         site_id: Uuid,
         state: DeadLetterState,
+        before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<RejectedOpRecord>>;
     /// Records HQ's request that a site retry or discard one of its dead letters, audits it
@@ -424,11 +463,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn customers_by_phone(&self, phone: &str) -> StoreResult<Vec<CustomerRecord>>;
     async fn count_customers(&self) -> StoreResult<i64>;
     async fn waivers_for(&self, customer_id: Uuid) -> StoreResult<Vec<WaiverRecord>>;
-    /// Customers matching `search` (at most `limit`, by last name, first name, id), each with
-    /// their balances at `now`.
+    /// Customers matching `search` (by last name, first name, id: at most `limit` after
+    /// `after`), each with their balances at `now`.
     async fn search_customers(
         &self,
         search: &CustomerSearch,
+        after: Option<&CustomerKey>,
         limit: u32,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<CustomerBalances>>;

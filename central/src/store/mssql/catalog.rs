@@ -6,7 +6,8 @@ use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{
     enum_text, game_from, int, product_columns, product_from, product_from_offset, ts,
 };
-use crate::store::{Actor, AuditEvent, StoreError, StoreResult};
+use super::pages::keyset_sql;
+use crate::store::{Actor, AuditEvent, NameKey, StoreError, StoreResult};
 use aero_shared::wire::{Entity, GameRecord, ProductRecord};
 use chrono::{DateTime, Utc};
 use tiberius::Query;
@@ -58,18 +59,31 @@ pub(super) async fn create_product(
         .await
 }
 
-pub(super) async fn list_products(store: &MssqlStore) -> StoreResult<Vec<ProductRecord>> {
+pub(super) async fn list_products(
+    store: &MssqlStore,
+    after: Option<&NameKey>,
+    limit: u32,
+) -> StoreResult<Vec<ProductRecord>> {
+    let sql = keyset_sql(
+        product_columns!(),
+        "products",
+        None,
+        0,
+        &["sku", "id"],
+        false,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let rows = conn
-                    .rows(Query::new(concat!(
-                        "SELECT ",
-                        product_columns!(),
-                        " FROM products ORDER BY sku"
-                    )))
-                    .await?;
-                rows.iter().map(product_from).collect()
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
+                if let Some((sku, id)) = after {
+                    q.bind(sku.as_str());
+                    q.bind(*id);
+                }
+                conn.rows(q).await?.iter().map(product_from).collect()
             })
         })
         .await
@@ -144,16 +158,31 @@ pub(super) async fn create_game(
         .await
 }
 
-pub(super) async fn list_games(store: &MssqlStore) -> StoreResult<Vec<GameRecord>> {
+pub(super) async fn list_games(
+    store: &MssqlStore,
+    after: Option<&NameKey>,
+    limit: u32,
+) -> StoreResult<Vec<GameRecord>> {
+    let sql = keyset_sql(
+        "id, name, score_order, created_at",
+        "games",
+        None,
+        0,
+        &["name", "id"],
+        false,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let rows = conn
-                    .rows(Query::new(
-                        "SELECT id, name, score_order, created_at FROM games ORDER BY name",
-                    ))
-                    .await?;
-                rows.iter().map(game_from).collect()
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
+                if let Some((name, id)) = after {
+                    q.bind(name.as_str());
+                    q.bind(*id);
+                }
+                conn.rows(q).await?.iter().map(game_from).collect()
             })
         })
         .await

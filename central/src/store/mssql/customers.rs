@@ -2,10 +2,11 @@
 //! balances (the rows themselves arrive through `sync::push`).
 
 use super::codec::{customer_columns, customer_from, int, uuid, waiver_columns, waiver_from};
+use super::pages::keyset_sql;
 use super::sync::placeholders;
 use super::{MssqlStore, reports};
 use crate::store::reports::{self as store_reports, like_prefix};
-use crate::store::{CustomerBalances, CustomerSearch, StoreResult};
+use crate::store::{CustomerBalances, CustomerKey, CustomerSearch, StoreResult};
 use aero_shared::wire::{Account, CustomerRecord, WaiverRecord};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -86,35 +87,41 @@ pub(super) async fn waivers_for(
 pub(super) async fn search(
     store: &MssqlStore,
     search: &CustomerSearch,
+    after: Option<&CustomerKey>,
     limit: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<CustomerBalances>> {
     // The name columns and email compare ignoring case (their collation, V5).
     let (filter, value) = match search {
-        CustomerSearch::Phone(phone) => ("phone = @P1", phone.clone()),
-        CustomerSearch::Email(email) => ("email = @P1", email.clone()),
+        CustomerSearch::Phone(phone) => ("phone = @P2", phone.clone()),
+        CustomerSearch::Email(email) => ("email = @P2", email.clone()),
         CustomerSearch::Name(name) => (
-            "first_name LIKE @P1 ESCAPE N'\\' OR last_name LIKE @P1 ESCAPE N'\\' \
-             OR (first_name + N' ' + last_name) LIKE @P1 ESCAPE N'\\'",
+            "first_name LIKE @P2 ESCAPE N'\\' OR last_name LIKE @P2 ESCAPE N'\\' \
+             OR (first_name + N' ' + last_name) LIKE @P2 ESCAPE N'\\'",
             like_prefix(name, true),
         ),
     };
-    let sql = format!(
-        concat!(
-            "SELECT TOP (@P2) ",
-            customer_columns!(),
-            " FROM customers WHERE {} ",
-            "ORDER BY last_name, first_name, CONVERT(CHAR(36), id)"
-        ),
-        filter
+    let sql = keyset_sql(
+        customer_columns!(),
+        "customers",
+        Some(filter),
+        1,
+        &["last_name", "first_name", "id"],
+        false,
+        after.is_some(),
     );
     let (sql, value) = (sql.as_str(), value.as_str());
     store
         .with_connection(|conn| {
             Box::pin(async move {
                 let mut q = Query::new(sql);
-                q.bind(value);
                 q.bind(i64::from(limit));
+                q.bind(value);
+                if let Some((last, first, id)) = after {
+                    q.bind(last.as_str());
+                    q.bind(first.as_str());
+                    q.bind(*id);
+                }
                 let customers = conn
                     .rows(q)
                     .await?

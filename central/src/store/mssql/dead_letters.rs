@@ -15,6 +15,7 @@ pub(super) async fn rejected_ops(
     store: &MssqlStore,
     site_id: Uuid,
     state: DeadLetterState,
+    before: Option<i64>,
     limit: u32,
 ) -> StoreResult<Vec<RejectedOpRecord>> {
     let filter = match state {
@@ -36,11 +37,13 @@ pub(super) async fn rejected_ops(
                      WHERE a.site_id = @P1 AND a.rejected IS NOT NULL \
                        AND NOT EXISTS (SELECT 1 FROM applied_ops b \
                                         WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq) \
+                       AND a.seq < @P3 \
                        {filter}\
                      ORDER BY a.seq DESC"
                 ));
                 q.bind(site_id);
                 q.bind(i64::from(limit));
+                q.bind(before.unwrap_or(i64::MAX));
                 conn.rows(q)
                     .await?
                     .iter()

@@ -5,7 +5,8 @@ use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{device_columns, device_from, to_json, ts};
 use super::conn::Conn;
-use crate::store::{Actor, AuditEvent, StoreResult};
+use super::pages::keyset_sql;
+use crate::store::{Actor, AuditEvent, StoreResult, TimeKey};
 use aero_shared::wire::{DeviceRecord, Entity};
 use chrono::{DateTime, Utc};
 use tiberius::Query;
@@ -117,17 +118,32 @@ pub(super) async fn get(store: &MssqlStore, id: Uuid) -> StoreResult<Option<Devi
         .await
 }
 
-pub(super) async fn list(store: &MssqlStore, site_id: Uuid) -> StoreResult<Vec<DeviceRecord>> {
+pub(super) async fn list(
+    store: &MssqlStore,
+    site_id: Uuid,
+    after: Option<&TimeKey>,
+    limit: u32,
+) -> StoreResult<Vec<DeviceRecord>> {
+    let sql = keyset_sql(
+        device_columns!(),
+        "devices",
+        Some("site_id = @P2"),
+        1,
+        &["created_at", "id"],
+        false,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q = Query::new(concat!(
-                    "SELECT ",
-                    device_columns!(),
-                    " FROM devices WHERE site_id = @P1 ",
-                    "ORDER BY created_at, CONVERT(CHAR(36), id)"
-                ));
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
                 q.bind(site_id);
+                if let Some((at, id)) = after {
+                    q.bind(ts(*at));
+                    q.bind(*id);
+                }
                 conn.rows(q).await?.iter().map(device_from).collect()
             })
         })

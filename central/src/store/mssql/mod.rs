@@ -29,6 +29,7 @@ mod enrollment;
 mod errors;
 mod idempotency;
 mod migrate;
+mod pages;
 mod plugs;
 mod reports;
 mod sites;
@@ -37,9 +38,10 @@ mod users;
 mod venue;
 
 use super::{
-    Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerSearch, DailyReport, DeadLetterState,
-    EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance, ProductSales,
-    PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult, UserChanges,
+    Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch, DailyReport,
+    DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey, NegativeBalance,
+    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult,
+    TimeKey, UserChanges,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
@@ -110,8 +112,12 @@ impl Store for MssqlStore {
         sites::create(self, actor, site).await
     }
 
-    async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>> {
-        sites::list(self).await
+    async fn list_sites(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<SiteRecord>> {
+        sites::list(self, after, limit).await
     }
 
     async fn get_site(&self, id: Uuid) -> StoreResult<Option<SiteRecord>> {
@@ -158,8 +164,13 @@ impl Store for MssqlStore {
         devices::get(self, id).await
     }
 
-    async fn list_devices(&self, site_id: Uuid) -> StoreResult<Vec<DeviceRecord>> {
-        devices::list(self, site_id).await
+    async fn list_devices(
+        &self,
+        site_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        devices::list(self, site_id, after, limit).await
     }
 
     async fn device_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<DeviceRecord>> {
@@ -180,8 +191,12 @@ impl Store for MssqlStore {
         users::by_username(self, username).await
     }
 
-    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        users::list(self).await
+    async fn list_users(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRecord>> {
+        users::list(self, after, limit).await
     }
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
@@ -213,8 +228,12 @@ impl Store for MssqlStore {
         catalog::create_product(self, actor, product).await
     }
 
-    async fn list_products(&self) -> StoreResult<Vec<ProductRecord>> {
-        catalog::list_products(self).await
+    async fn list_products(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ProductRecord>> {
+        catalog::list_products(self, after, limit).await
     }
 
     async fn retire_product(
@@ -230,8 +249,12 @@ impl Store for MssqlStore {
         catalog::create_game(self, actor, game).await
     }
 
-    async fn list_games(&self) -> StoreResult<Vec<GameRecord>> {
-        catalog::list_games(self).await
+    async fn list_games(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<GameRecord>> {
+        catalog::list_games(self, after, limit).await
     }
 
     // -- Plugs and schedules ----------------------------------------------------------------
@@ -244,8 +267,13 @@ impl Store for MssqlStore {
         plugs::get(self, id).await
     }
 
-    async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
-        plugs::list(self, site_id).await
+    async fn list_plugs(
+        &self,
+        site_id: Uuid,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PlugRecord>> {
+        plugs::list(self, site_id, after, limit).await
     }
 
     async fn create_plug_override(
@@ -256,8 +284,13 @@ impl Store for MssqlStore {
         plugs::create_override(self, actor, set).await
     }
 
-    async fn plug_overrides(&self, plug_id: Uuid) -> StoreResult<Vec<PlugOverrideRecord>> {
-        plugs::overrides(self, plug_id).await
+    async fn plug_overrides(
+        &self,
+        plug_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PlugOverrideRecord>> {
+        plugs::overrides(self, plug_id, after, limit).await
     }
 
     async fn plug_statuses(&self, site_id: Uuid) -> StoreResult<Vec<PlugStatusRecord>> {
@@ -268,8 +301,13 @@ impl Store for MssqlStore {
         plugs::create_schedule(self, actor, schedule).await
     }
 
-    async fn list_schedules(&self, plug_id: Uuid) -> StoreResult<Vec<ScheduleRecord>> {
-        plugs::list_schedules(self, plug_id).await
+    async fn list_schedules(
+        &self,
+        plug_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ScheduleRecord>> {
+        plugs::list_schedules(self, plug_id, after, limit).await
     }
 
     // -- Audit log --------------------------------------------------------------------------
@@ -310,9 +348,10 @@ impl Store for MssqlStore {
         &self,
         site_id: Uuid,
         state: DeadLetterState,
+        before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<RejectedOpRecord>> {
-        dead_letters::rejected_ops(self, site_id, state, limit).await
+        dead_letters::rejected_ops(self, site_id, state, before, limit).await
     }
 
     async fn request_dead_letter_action(
@@ -361,10 +400,11 @@ impl Store for MssqlStore {
     async fn search_customers(
         &self,
         search: &CustomerSearch,
+        after: Option<&CustomerKey>,
         limit: u32,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<CustomerBalances>> {
-        customers::search(self, search, limit, now).await
+        customers::search(self, search, after, limit, now).await
     }
 
     // -- Reports ----------------------------------------------------------------------------

@@ -5,8 +5,9 @@ use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{
     enum_text, json_col, plug_columns, plug_from, schedule_columns, schedule_from, ts,
 };
+use super::pages::keyset_sql;
 use super::{MssqlStore, venue};
-use crate::store::{Actor, AuditEvent, StoreResult};
+use crate::store::{Actor, AuditEvent, NameKey, StoreResult, TimeKey};
 use aero_shared::wire::{Entity, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ScheduleRecord};
 use tiberius::Query;
 use uuid::Uuid;
@@ -68,16 +69,32 @@ pub(super) async fn get(store: &MssqlStore, id: Uuid) -> StoreResult<Option<Plug
         .await
 }
 
-pub(super) async fn list(store: &MssqlStore, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
+pub(super) async fn list(
+    store: &MssqlStore,
+    site_id: Uuid,
+    after: Option<&NameKey>,
+    limit: u32,
+) -> StoreResult<Vec<PlugRecord>> {
+    let sql = keyset_sql(
+        plug_columns!(),
+        "plugs",
+        Some("site_id = @P2"),
+        1,
+        &["name", "id"],
+        false,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q = Query::new(concat!(
-                    "SELECT ",
-                    plug_columns!(),
-                    " FROM plugs WHERE site_id = @P1 ORDER BY name"
-                ));
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
                 q.bind(site_id);
+                if let Some((name, id)) = after {
+                    q.bind(name.as_str());
+                    q.bind(*id);
+                }
                 conn.rows(q).await?.iter().map(plug_from).collect()
             })
         })
@@ -111,15 +128,29 @@ pub(super) async fn create_override(
 pub(super) async fn overrides(
     store: &MssqlStore,
     plug_id: Uuid,
+    after: Option<&TimeKey>,
+    limit: u32,
 ) -> StoreResult<Vec<PlugOverrideRecord>> {
+    let sql = keyset_sql(
+        "data",
+        "plug_overrides",
+        Some("plug_id = @P2"),
+        1,
+        &["set_at", "id"],
+        true,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q = Query::new(
-                    "SELECT data FROM plug_overrides WHERE plug_id = @P1 \
-                      ORDER BY set_at DESC, CONVERT(CHAR(36), id) DESC",
-                );
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
                 q.bind(plug_id);
+                if let Some((at, id)) = after {
+                    q.bind(ts(*at));
+                    q.bind(*id);
+                }
                 conn.rows(q)
                     .await?
                     .iter()
@@ -193,17 +224,29 @@ pub(super) async fn create_schedule(
 pub(super) async fn list_schedules(
     store: &MssqlStore,
     plug_id: Uuid,
+    after: Option<&TimeKey>,
+    limit: u32,
 ) -> StoreResult<Vec<ScheduleRecord>> {
+    let sql = keyset_sql(
+        schedule_columns!(),
+        "plug_schedules",
+        Some("plug_id = @P2"),
+        1,
+        &["created_at", "id"],
+        false,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut q = Query::new(concat!(
-                    "SELECT ",
-                    schedule_columns!(),
-                    " FROM plug_schedules WHERE plug_id = @P1 ",
-                    "ORDER BY created_at, CONVERT(CHAR(36), id)"
-                ));
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
                 q.bind(plug_id);
+                if let Some((at, id)) = after {
+                    q.bind(ts(*at));
+                    q.bind(*id);
+                }
                 conn.rows(q).await?.iter().map(schedule_from).collect()
             })
         })

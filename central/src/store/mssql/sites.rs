@@ -5,7 +5,8 @@ use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{site_columns, site_from, to_json, ts};
 use super::conn::Conn;
-use crate::store::{Actor, AuditEvent, SiteChanges, StoreError, StoreResult, site_etag};
+use super::pages::keyset_sql;
+use crate::store::{Actor, AuditEvent, NameKey, SiteChanges, StoreError, StoreResult, site_etag};
 use aero_shared::etag::IfMatch;
 use aero_shared::wire::{Entity, SiteRecord};
 use chrono::{DateTime, Utc};
@@ -100,18 +101,31 @@ pub(super) async fn create(
         .await
 }
 
-pub(super) async fn list(store: &MssqlStore) -> StoreResult<Vec<SiteRecord>> {
+pub(super) async fn list(
+    store: &MssqlStore,
+    after: Option<&NameKey>,
+    limit: u32,
+) -> StoreResult<Vec<SiteRecord>> {
+    let sql = keyset_sql(
+        site_columns!(),
+        "sites",
+        None,
+        0,
+        &["name", "id"],
+        false,
+        after.is_some(),
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let rows = conn
-                    .rows(Query::new(concat!(
-                        "SELECT ",
-                        site_columns!(),
-                        " FROM sites ORDER BY name, CONVERT(CHAR(36), id)"
-                    )))
-                    .await?;
-                rows.iter().map(site_from).collect()
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
+                if let Some((name, id)) = after {
+                    q.bind(name.as_str());
+                    q.bind(*id);
+                }
+                conn.rows(q).await?.iter().map(site_from).collect()
             })
         })
         .await

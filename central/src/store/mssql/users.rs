@@ -5,7 +5,8 @@ use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit, user_change_changes, user_changes};
 use super::codec::{int, ts, user_columns, user_from, uuid};
 use super::conn::Conn;
-use crate::store::{Actor, AuditEvent, StoreError, StoreResult, UserChanges};
+use super::pages::keyset_sql;
+use crate::store::{Actor, AuditEvent, NameKey, StoreError, StoreResult, UserChanges};
 use aero_shared::wire::UserRecord;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -152,19 +153,37 @@ pub(super) async fn by_username(
         .await
 }
 
-pub(super) async fn list(store: &MssqlStore) -> StoreResult<Vec<UserRecord>> {
+pub(super) async fn list(
+    store: &MssqlStore,
+    after: Option<&NameKey>,
+    limit: u32,
+) -> StoreResult<Vec<UserRecord>> {
+    let page = keyset_sql(
+        user_columns!(),
+        "users",
+        None,
+        0,
+        &["username", "id"],
+        false,
+        after.is_some(),
+    );
+    // The page's site links come from the same page, selected again (`TOP` with `ORDER BY` is
+    // allowed in a derived table).
+    let sql = format!(
+        "{page}; SELECT user_id, site_id FROM user_sites \
+          WHERE user_id IN (SELECT id FROM ({page}) AS page);"
+    );
+    let sql = sql.as_str();
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                let mut sets = conn
-                    .results(Query::new(concat!(
-                        "SELECT ",
-                        user_columns!(),
-                        " FROM users ORDER BY username; ",
-                        "SELECT user_id, site_id FROM user_sites;"
-                    )))
-                    .await?
-                    .into_iter();
+                let mut q = Query::new(sql);
+                q.bind(i64::from(limit));
+                if let Some((username, id)) = after {
+                    q.bind(username.as_str());
+                    q.bind(*id);
+                }
+                let mut sets = conn.results(q).await?.into_iter();
                 let rows = sets.next().unwrap_or_default();
                 let links = sets.next().unwrap_or_default();
                 let mut users = rows

@@ -14,6 +14,7 @@ pub(super) fn rejected_ops(
     c: &Connection,
     site_id: Uuid,
     state: DeadLetterState,
+    before: Option<i64>,
     limit: u32,
 ) -> StoreResult<Vec<RejectedOpRecord>> {
     let filter = match state {
@@ -33,10 +34,11 @@ pub(super) fn rejected_ops(
            -- an alias (the same op at a later seq, after a fork) is one refusal, not two
            AND NOT EXISTS (SELECT 1 FROM applied_ops b
                             WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq)
+           AND a.seq < ?3
            {filter}
          ORDER BY a.seq DESC LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![site_id, limit], |r| {
+    let rows = stmt.query_map(params![site_id, limit, before.unwrap_or(i64::MAX)], |r| {
         let op_id: Uuid = r.get(1)?;
         let resolution = match r.get::<_, Option<String>>(4)? {
             None => None,

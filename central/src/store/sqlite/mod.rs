@@ -6,15 +6,16 @@
 //! what HQ sees and asks of a venue's refused ops.
 
 mod dead_letters;
+mod pages;
 mod reports;
 mod venue;
 
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
-    Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerSearch, DailyReport,
-    DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NegativeBalance,
-    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreError,
-    StoreResult, UserChanges, VenueWrite, site_etag, user_change_scopes,
+    Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
+    DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey,
+    NegativeBalance, ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store,
+    StoreError, StoreResult, TimeKey, UserChanges, VenueWrite, site_etag, user_change_scopes,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{
@@ -29,7 +30,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use backon::{BlockingRetryable, ExponentialBuilder};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, params};
+use pages::keyset_sql;
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction, params, params_from_iter,
+};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -248,6 +252,19 @@ fn parse_ts(text: &str) -> rusqlite::Result<DateTime<Utc>> {
         .map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
         })
+}
+
+/// A time key as the text the columns hold, so the cursor compares as the rows sort.
+fn time_key(key: Option<&TimeKey>) -> Option<(String, Uuid)> {
+    key.map(|(at, id)| (ts(*at), *id))
+}
+
+/// Binds a cursor of a text (or time, see [`time_key`]) column and an id.
+fn push_name_key<'a>(values: &mut Vec<&'a dyn ToSql>, after: &'a Option<(String, Uuid)>) {
+    if let Some((text, id)) = after {
+        values.push(text);
+        values.push(id);
+    }
 }
 
 fn parse_opt_ts(text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -682,10 +699,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_sites(&self) -> StoreResult<Vec<SiteRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT id, name, timezone, allowed_networks, created_at FROM sites ORDER BY name, id")?;
-            Ok(stmt.query_map([], site_from_row)?.collect::<rusqlite::Result<_>>()?)
+    async fn list_sites(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<SiteRecord>> {
+        let after = after.cloned();
+        self.read(move |c| {
+            let sql = keyset_sql(
+                "SELECT id, name, timezone, allowed_networks, created_at FROM sites",
+                None,
+                0,
+                &["name", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
+            Ok(stmt
+                .query_map(params_from_iter(values), site_from_row)?
+                .collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -842,13 +876,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_devices(&self, site_id: Uuid) -> StoreResult<Vec<DeviceRecord>> {
+    async fn list_devices(
+        &self,
+        site_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        let after = time_key(after);
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE site_id = ?1 ORDER BY created_at, id"
-            ))?;
+            let sql = keyset_sql(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices"),
+                Some("site_id = ?1"),
+                1,
+                &["created_at", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&site_id, &limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
             Ok(stmt
-                .query_map([site_id], device_from_row)?
+                .query_map(params_from_iter(values), device_from_row)?
                 .collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -927,10 +975,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare("SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users ORDER BY username")?;
-            Ok(stmt.query_map([], |row| user_from_row(c, row))?.collect::<rusqlite::Result<_>>()?)
+    async fn list_users(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<UserRecord>> {
+        let after = after.cloned();
+        self.read(move |c| {
+            let sql = keyset_sql(
+                "SELECT id, username, password_hash, role, created_at, disabled_at, token_version FROM users",
+                None,
+                0,
+                &["username", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
+            Ok(stmt
+                .query_map(params_from_iter(values), |row| user_from_row(c, row))?
+                .collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -1066,13 +1131,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_products(&self) -> StoreResult<Vec<ProductRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY sku"
-            ))?;
+    async fn list_products(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ProductRecord>> {
+        let after = after.cloned();
+        self.read(move |c| {
+            let sql = keyset_sql(
+                &format!("SELECT {PRODUCT_COLUMNS} FROM products"),
+                None,
+                0,
+                &["sku", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
             Ok(stmt
-                .query_map([], product_from_row)?
+                .query_map(params_from_iter(values), product_from_row)?
                 .collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -1141,13 +1219,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_games(&self) -> StoreResult<Vec<GameRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, name, score_order, created_at FROM games ORDER BY name",
-            )?;
+    async fn list_games(
+        &self,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<GameRecord>> {
+        let after = after.cloned();
+        self.read(move |c| {
+            let sql = keyset_sql(
+                "SELECT id, name, score_order, created_at FROM games",
+                None,
+                0,
+                &["name", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
             Ok(stmt
-                .query_map([], |r| {
+                .query_map(params_from_iter(values), |r| {
                     Ok(GameRecord {
                         id: r.get(0)?,
                         name: r.get(1)?,
@@ -1182,10 +1273,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_plugs(&self, site_id: Uuid) -> StoreResult<Vec<PlugRecord>> {
+    async fn list_plugs(
+        &self,
+        site_id: Uuid,
+        after: Option<&NameKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PlugRecord>> {
+        let after = after.cloned();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached("SELECT id, site_id, name, host, port, child_id, created_at FROM plugs WHERE site_id = ?1 ORDER BY name")?;
-            Ok(stmt.query_map([site_id], plug_from_row)?.collect::<rusqlite::Result<_>>()?)
+            let sql = keyset_sql(
+                "SELECT id, site_id, name, host, port, child_id, created_at FROM plugs",
+                Some("site_id = ?1"),
+                1,
+                &["name", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&site_id, &limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
+            Ok(stmt
+                .query_map(params_from_iter(values), plug_from_row)?
+                .collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -1212,12 +1321,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn plug_overrides(&self, plug_id: Uuid) -> StoreResult<Vec<PlugOverrideRecord>> {
+    async fn plug_overrides(
+        &self,
+        plug_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<PlugOverrideRecord>> {
+        let after = time_key(after);
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT data FROM plug_overrides WHERE plug_id = ?1 ORDER BY set_at DESC, id DESC",
-            )?;
-            let rows = stmt.query_map([plug_id], |r| r.get::<_, String>(0))?;
+            let sql = keyset_sql(
+                "SELECT data FROM plug_overrides",
+                Some("plug_id = ?1"),
+                1,
+                &["set_at", "id"],
+                true,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&plug_id, &limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
             rows.map(|data| Ok(parse_json(&data?)?)).collect()
         })
         .await
@@ -1246,11 +1369,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_schedules(&self, plug_id: Uuid) -> StoreResult<Vec<ScheduleRecord>> {
+    async fn list_schedules(
+        &self,
+        plug_id: Uuid,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ScheduleRecord>> {
+        let after = time_key(after);
         self.read(move |c| {
-            let mut stmt = c.prepare_cached("SELECT id, plug_id, site_id, cron, state, created_at FROM plug_schedules WHERE plug_id = ?1 ORDER BY created_at, id")?;
+            let sql = keyset_sql(
+                "SELECT id, plug_id, site_id, cron, state, created_at FROM plug_schedules",
+                Some("plug_id = ?1"),
+                1,
+                &["created_at", "id"],
+                false,
+                after.is_some(),
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&plug_id, &limit];
+            push_name_key(&mut values, &after);
+            let mut stmt = c.prepare_cached(&sql)?;
             Ok(stmt
-                .query_map([plug_id], |r| {
+                .query_map(params_from_iter(values), |r| {
                     Ok(ScheduleRecord {
                         id: r.get(0)?,
                         plug_id: r.get(1)?,
@@ -1395,9 +1534,10 @@ impl Store for SqliteStore {
         &self,
         site_id: Uuid,
         state: DeadLetterState,
+        before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<RejectedOpRecord>> {
-        self.read(move |c| dead_letters::rejected_ops(c, site_id, state, limit))
+        self.read(move |c| dead_letters::rejected_ops(c, site_id, state, before, limit))
             .await
     }
 
@@ -1514,11 +1654,12 @@ impl Store for SqliteStore {
     async fn search_customers(
         &self,
         search: &CustomerSearch,
+        after: Option<&CustomerKey>,
         limit: u32,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<CustomerBalances>> {
-        let search = search.clone();
-        self.read(move |c| reports::search_customers(c, &search, limit, now))
+        let (search, after) = (search.clone(), after.cloned());
+        self.read(move |c| reports::search_customers(c, &search, after.as_ref(), limit, now))
             .await
     }
 

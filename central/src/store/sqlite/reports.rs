@@ -2,16 +2,17 @@
 //! check-ins per interval, negative balances, leaderboards, and the chain-wide customer lookup
 //! with balances.
 
+use super::pages::keyset_sql;
 use super::{CUSTOMER_COLUMNS, customer_from_row, parse_enum, parse_ts, ts};
 use crate::store::reports::{self, VisitEntry, like_prefix};
 use crate::store::{
-    CustomerBalances, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
+    CustomerBalances, CustomerKey, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
     NegativeBalance, ProductSales, StoreResult,
 };
 use aero_shared::wire::{Account, ScoreOrder};
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, ToSql, params, params_from_iter};
 use uuid::Uuid;
 
 pub(super) fn daily(
@@ -188,6 +189,7 @@ pub(super) fn leaderboard(
 pub(super) fn search_customers(
     c: &Connection,
     search: &CustomerSearch,
+    after: Option<&CustomerKey>,
     limit: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<CustomerBalances>> {
@@ -200,12 +202,21 @@ pub(super) fn search_customers(
             like_prefix(name, false),
         ),
     };
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE {filter}
-          ORDER BY last_name, first_name, id LIMIT ?2"
-    ))?;
-    let customers = stmt
-        .query_map(params![value, limit], customer_from_row)?
+    let sql = keyset_sql(
+        &format!("SELECT {CUSTOMER_COLUMNS} FROM customers"),
+        Some(filter),
+        1,
+        &["last_name", "first_name", "id"],
+        false,
+        after.is_some(),
+    );
+    let mut values: Vec<&dyn ToSql> = vec![&value, &limit];
+    if let Some((last, first, id)) = after {
+        values.extend([last as &dyn ToSql, first, id]);
+    }
+    let customers = c
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), customer_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut sums = c.prepare_cached(
         "SELECT account, SUM(delta) FROM ledger_entries
