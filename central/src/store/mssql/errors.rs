@@ -52,6 +52,7 @@ pub(super) const DUPLICATES: &[(&str, &str)] = &[
     ("pk_audit_log", "audit entry"),
     ("pk_idempotency_keys", "idempotency key"),
     ("pk_dead_letter_resolutions", "dead-letter resolution"),
+    ("pk_dead_letter_requests", "dead-letter request"),
     ("pk_plug_status", "plug status"),
     ("pk_plug_overrides", "plug override"),
 ];
