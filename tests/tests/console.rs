@@ -549,3 +549,85 @@ async fn a_plug_override_is_set_in_the_venue_timezone_and_needs_the_csrf_token()
         1
     );
 }
+
+#[tokio::test]
+async fn hq_asks_a_venue_to_retry_a_dead_letter_from_its_page() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Dead Letter Venue").await;
+    // The venue pushed a customer without a last name: refused for good, a dead letter.
+    let customer = aero_shared::wire::CustomerRecord {
+        id: Uuid::now_v7(),
+        first_name: "Ada".into(),
+        last_name: String::new(),
+        birth_date: chrono::NaiveDate::from_ymd_opt(1990, 1, 2).unwrap(),
+        phone: None,
+        email: None,
+        guardian_id: None,
+        home_site_id: site,
+        created_at: chrono::Utc::now(),
+    };
+    let op = aero_shared::wire::PushOp {
+        seq: 1,
+        op_id: Uuid::now_v7(),
+        entity: aero_shared::wire::Entity::Customer,
+        entity_id: customer.id,
+        kind: aero_shared::wire::OpKind::Upsert,
+        data: serde_json::to_value(&customer).unwrap(),
+    };
+    let store = aero_central::open_store(&central.settings()).await.unwrap();
+    let pushed = store
+        .push(site, std::slice::from_ref(&op), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(pushed.rejected.len(), 1);
+
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let page = format!("/console/venues/{site}");
+    let action = format!("/console/venues/{site}/dead-letters/{}", op.op_id);
+    let html = browser.get(&page).await.text().await.unwrap();
+    assert!(html.contains(&action), "the dead letter has its actions");
+    assert!(html.contains("Retry dead letter 1"));
+
+    let listed = format!("/v1/sites/{site}/dead-letters");
+    let request_of = |list: &Value| list["dead_letters"][0]["request"].clone();
+    assert_eq!(
+        browser.post(&action, &[("action", "retry")]).await.status(),
+        403
+    );
+    assert_eq!(
+        request_of(&central.get_json(&owner, &listed, 200).await),
+        Value::Null,
+        "refused without the CSRF token: nothing asked"
+    );
+    let csrf = browser.csrf(&page).await;
+    assert_eq!(
+        browser
+            .post(&action, &[("action", "resend"), ("csrf", &csrf)])
+            .await
+            .status(),
+        422
+    );
+    let asked = browser
+        .post(&action, &[("action", "retry"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(asked.status(), 303);
+    assert_eq!(
+        asked.headers()[LOCATION],
+        format!("/console/venues/{site}?done=retry-requested").as_str()
+    );
+    let request = request_of(&central.get_json(&owner, &listed, 200).await);
+    assert_eq!(
+        (request["action"].as_str(), request["requested_by"].as_str()),
+        (Some("retry"), Some(OWNER))
+    );
+    let html = browser
+        .get(&format!("{page}?done=retry-requested"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("The venue was asked to retry it"));
+    assert!(html.contains(&format!("retry by {OWNER}")));
+}

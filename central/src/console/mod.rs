@@ -7,6 +7,7 @@
 
 mod api;
 mod assets;
+mod dead_letters;
 mod devices;
 mod layout;
 mod login;
@@ -60,6 +61,10 @@ pub fn router(api: Router, csrf_key: [u8; 32], secure_cookies: bool) -> Router {
             post(devices::enrollment_token),
         )
         .route("/console/devices/{device_id}/revoke", post(devices::revoke))
+        .route(
+            "/console/venues/{site_id}/dead-letters/{op_id}",
+            post(dead_letters::decide),
+        )
         .route(
             "/console/plugs/{plug_id}/override",
             post(plugs::set_override),

@@ -83,8 +83,17 @@ struct DeadLetterList {
 #[derive(Deserialize)]
 struct DeadLetter {
     seq: i64,
+    op_id: Uuid,
     reason: String,
     rejected_at: DateTime<Utc>,
+    request: Option<DeadLetterRequest>,
+}
+
+#[derive(Deserialize)]
+struct DeadLetterRequest {
+    action: String,
+    requested_by: String,
+    requested_at: DateTime<Utc>,
 }
 
 #[derive(Deserialize, Default)]
@@ -119,6 +128,14 @@ pub async fn page(
 ) -> Response {
     let done = match query.done.as_deref() {
         Some("revoked") => Some("The device's key was revoked.".to_string()),
+        Some("retry-requested") => Some(
+            "The venue was asked to retry it; its edge does so once it pulls the request."
+                .to_string(),
+        ),
+        Some("discard-requested") => Some(
+            "The venue was asked to discard it; its edge does so once it pulls the request."
+                .to_string(),
+        ),
         Some("override") => Some(
             "The override was set; the venue's edge applies it once it pulls the change."
                 .to_string(),
@@ -247,15 +264,33 @@ async fn content(
         }
         section aria-labelledby="dead-letters-heading" {
             h2 id="dead-letters-heading" { "Dead letters" }
-            p.hint { "Writes of this venue that central refused for good. Staff retry or discard them at the venue; the decision then shows here." }
+            p.hint { "Writes of this venue that central refused for good. Retry one once its cause is fixed, or discard it: the venue acts when it next pulls (staff there can decide too), and the dead letter then leaves this list." }
             @match &dead_letters {
                 Ok(list) if list.dead_letters.is_empty() => { p { "None open." } }
                 Ok(list) => {
                     div.scroll { table {
-                        thead { tr { th scope="col" { "Outbox seq" } th scope="col" { "Refused" } th scope="col" { "Reason" } } }
+                        thead { tr { th scope="col" { "Outbox seq" } th scope="col" { "Refused" } th scope="col" { "Reason" } th scope="col" { "Requested" } th scope="col" { "Action" } } }
                         tbody {
                             @for d in &list.dead_letters {
-                                tr { th scope="row" { (d.seq) } td { (when(Some(d.rejected_at), now)) } td { (d.reason) } }
+                                tr {
+                                    th scope="row" { (d.seq) }
+                                    td { (when(Some(d.rejected_at), now)) }
+                                    td { (d.reason) }
+                                    td {
+                                        @match &d.request {
+                                            Some(r) => { (r.action) " by " (r.requested_by) ", " (when(Some(r.requested_at), now)) }
+                                            None => { "Nothing yet" }
+                                        }
+                                    }
+                                    td {
+                                        form.inline method="post" action=(format!("/console/venues/{}/dead-letters/{}", site.id, d.op_id)) {
+                                            input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
+                                            button type="submit" name="action" value="retry" aria-label=(format!("Retry dead letter {}", d.seq)) { "Retry" }
+                                            " "
+                                            button type="submit" name="action" value="discard" aria-label=(format!("Discard dead letter {}", d.seq)) { "Discard" }
+                                        }
+                                    }
+                                }
                             }
                         }
                     } }
