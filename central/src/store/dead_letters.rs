@@ -71,6 +71,16 @@ pub fn admit_request(refused: Option<Option<Resolution>>) -> StoreResult<()> {
     }
 }
 
+/// The condition on the venue's resolution (joined as `r`) that picks the refused ops in
+/// `state`; the same SQL on every backend.
+pub fn state_filter(state: DeadLetterState) -> &'static str {
+    match state {
+        DeadLetterState::Open => "AND r.op_id IS NULL",
+        DeadLetterState::Resolved => "AND r.op_id IS NOT NULL",
+        DeadLetterState::All => "",
+    }
+}
+
 /// The audit action for a request.
 pub fn request_audit_action(request: &DeadLetterRequest) -> &'static str {
     match request.action {

@@ -5,7 +5,7 @@ use super::MssqlStore;
 use super::changelog::{NewChange, append_changes, audit};
 use super::codec::{decode_error, opt_text, rejected_op_from, ts};
 use super::errors::race_is_transient;
-use crate::store::dead_letters::{admit_request, request_audit_action};
+use crate::store::dead_letters::{admit_request, request_audit_action, state_filter};
 use crate::store::{Actor, AuditEvent, DeadLetterState, RejectedOpRecord, StoreResult};
 use aero_shared::wire::{DeadLetterRequest, Entity, Resolution};
 use tiberius::Query;
@@ -18,11 +18,7 @@ pub(super) async fn rejected_ops(
     before: Option<i64>,
     limit: u32,
 ) -> StoreResult<Vec<RejectedOpRecord>> {
-    let filter = match state {
-        DeadLetterState::Open => "AND r.op_id IS NULL ",
-        DeadLetterState::Resolved => "AND r.op_id IS NOT NULL ",
-        DeadLetterState::All => "",
-    };
+    let filter = state_filter(state);
     store
         .with_connection(|conn| {
             Box::pin(async move {
@@ -38,7 +34,7 @@ pub(super) async fn rejected_ops(
                        AND NOT EXISTS (SELECT 1 FROM applied_ops b \
                                         WHERE b.site_id = a.site_id AND b.op_id = a.op_id AND b.seq < a.seq) \
                        AND a.seq < @P3 \
-                       {filter}\
+                       {filter} \
                      ORDER BY a.seq DESC"
                 ));
                 q.bind(site_id);

@@ -2,7 +2,7 @@
 //! each, and HQ's requests themselves.
 
 use super::{append_change, audit, exec, parse_enum, parse_ts, ts};
-use crate::store::dead_letters::{admit_request, request_audit_action};
+use crate::store::dead_letters::{admit_request, request_audit_action, state_filter};
 use crate::store::{
     Actor, AuditEvent, DeadLetterState, RejectedOpRecord, ResolutionRecord, StoreResult,
 };
@@ -17,11 +17,7 @@ pub(super) fn rejected_ops(
     before: Option<i64>,
     limit: u32,
 ) -> StoreResult<Vec<RejectedOpRecord>> {
-    let filter = match state {
-        DeadLetterState::Open => "AND r.op_id IS NULL",
-        DeadLetterState::Resolved => "AND r.op_id IS NOT NULL",
-        DeadLetterState::All => "",
-    };
+    let filter = state_filter(state);
     let mut stmt = c.prepare_cached(&format!(
         "SELECT a.seq, a.op_id, a.rejected, a.applied_at,
                 r.resolution, r.retried_as, r.resolved_by, r.resolved_at,
