@@ -22,6 +22,7 @@ pub struct EdgeHealth {
     pub max_pull_age_seconds: Gauge,
     pub max_push_age_seconds: Gauge,
     pub max_pull_lag_changes: Gauge,
+    pub max_oldest_pending_age_seconds: Gauge,
 }
 
 impl EdgeHealth {
@@ -48,6 +49,11 @@ impl EdgeHealth {
             "Changes in its scope the furthest-behind edge has not pulled yet",
             health.max_pull_lag_changes.clone(),
         );
+        registry.register(
+            "edge_max_oldest_pending_age_seconds",
+            "Seconds the oldest op any edge reported waiting in its outbox has waited",
+            health.max_oldest_pending_age_seconds.clone(),
+        );
         health
     }
 
@@ -61,10 +67,12 @@ impl EdgeHealth {
         let mut summary = Summary::default();
         for site in &sites {
             let sync = store.site_sync(site.id).await?;
+            let age = |t: Option<DateTime<Utc>>| t.map(|t| (now - t).num_seconds().max(0));
             summary.add(
-                sync.last_pull_at.map(|t| (now - t).num_seconds().max(0)),
-                sync.last_push_at.map(|t| (now - t).num_seconds().max(0)),
+                age(sync.last_pull_at),
+                age(sync.last_push_at),
                 sync.pull_lag,
+                age(sync.outbox.and_then(|o| o.oldest_pending_at)),
             );
         }
         self.sites.set(sites.len() as i64);
@@ -72,6 +80,8 @@ impl EdgeHealth {
         self.max_pull_age_seconds.set(summary.max_pull_age);
         self.max_push_age_seconds.set(summary.max_push_age);
         self.max_pull_lag_changes.set(summary.max_pull_lag);
+        self.max_oldest_pending_age_seconds
+            .set(summary.max_oldest_pending_age);
         Ok(())
     }
 }
@@ -82,16 +92,26 @@ struct Summary {
     max_pull_age: i64,
     max_push_age: i64,
     max_pull_lag: i64,
+    max_oldest_pending_age: i64,
 }
 
 impl Summary {
-    fn add(&mut self, pull_age: Option<i64>, push_age: Option<i64>, pull_lag: i64) {
+    fn add(
+        &mut self,
+        pull_age: Option<i64>,
+        push_age: Option<i64>,
+        pull_lag: i64,
+        oldest_pending_age: Option<i64>,
+    ) {
         if pull_age.is_none_or(|age| age >= STALE_AFTER.num_seconds()) {
             self.stale += 1;
         }
         self.max_pull_age = self.max_pull_age.max(pull_age.unwrap_or(0));
         self.max_push_age = self.max_push_age.max(push_age.unwrap_or(0));
         self.max_pull_lag = self.max_pull_lag.max(pull_lag);
+        self.max_oldest_pending_age = self
+            .max_oldest_pending_age
+            .max(oldest_pending_age.unwrap_or(0));
     }
 }
 
@@ -102,9 +122,9 @@ mod tests {
     #[test]
     fn the_worst_site_and_the_stale_count_summarise_the_chain() {
         let mut summary = Summary::default();
-        summary.add(Some(10), Some(20), 0);
-        summary.add(Some(400), None, 7);
-        summary.add(None, None, 3);
+        summary.add(Some(10), Some(20), 0, None);
+        summary.add(Some(400), None, 7, Some(90));
+        summary.add(None, None, 3, Some(30));
         assert_eq!(
             summary,
             Summary {
@@ -112,6 +132,7 @@ mod tests {
                 max_pull_age: 400,
                 max_push_age: 20,
                 max_pull_lag: 7,
+                max_oldest_pending_age: 90,
             }
         );
     }

@@ -11,9 +11,9 @@ use aero_shared::idempotency::{Answer, Begin, StoredResponse, answering, serving
 use aero_shared::wire::{
     Account, ChangeEntity, CheckinRecord, CustomerRecord, DeadLetterAction, DeadLetterRequest,
     DeadLetterResolution, DeviceRecord, Entity, GameRecord, Grant, LedgerEntry, LedgerReason,
-    OpKind, OrderLine, OrderRecord, Period, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
-    PowerState, ProductKind, ProductRecord, PushOp, RefundRecord, RefundTender, Resolution,
-    ScoreOrder, ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord, WaiverRecord,
+    OpKind, OrderLine, OrderRecord, OutboxBacklog, Period, PlugOverrideRecord, PlugRecord,
+    PlugStatusRecord, PowerState, ProductKind, ProductRecord, PushOp, RefundRecord, RefundTender,
+    Resolution, ScoreOrder, ScoreRecord, SiteRecord, Tender, TenderKind, UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use std::collections::BTreeSet;
@@ -120,6 +120,7 @@ contract!(
     token_versions_are_none_for_disabled_and_unknown_users,
     concurrent_site_updates_of_different_fields_both_land,
     a_site_update_with_a_stale_entity_tag_writes_nothing,
+    a_pull_keeps_the_outbox_backlog_the_edge_reported,
 );
 
 fn now() -> DateTime<Utc> {
@@ -3139,4 +3140,41 @@ async fn product_pages_resume_after_their_last_key(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(paged, all, "every product once, in SKU order");
+}
+
+async fn a_pull_keeps_the_outbox_backlog_the_edge_reported(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    assert_eq!(store.site_sync(site.id).await.unwrap().outbox, None);
+
+    let oldest = now() - chrono::Duration::minutes(42);
+    let backlog = OutboxBacklog {
+        pending_ops: 17,
+        oldest_pending_at: Some(oldest),
+    };
+    let at = now();
+    store
+        .record_pull(site.id, 5, at, Some(backlog))
+        .await
+        .unwrap();
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!((sync.pull_cursor, sync.last_pull_at), (5, Some(at)));
+    assert_eq!(sync.outbox, Some(backlog));
+
+    // A pull that says nothing of the outbox leaves the last report as it was.
+    store.record_pull(site.id, 6, now(), None).await.unwrap();
+    assert_eq!(
+        store.site_sync(site.id).await.unwrap().outbox,
+        Some(backlog)
+    );
+
+    let empty = OutboxBacklog {
+        pending_ops: 0,
+        oldest_pending_at: None,
+    };
+    store
+        .record_pull(site.id, 7, now(), Some(empty))
+        .await
+        .unwrap();
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!((sync.pull_cursor, sync.outbox), (7, Some(empty)));
 }

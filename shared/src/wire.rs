@@ -654,6 +654,16 @@ pub struct SiteSyncStatus {
     pub pull_cursor: i64,
     /// Changes in the feed for this site beyond its pull cursor.
     pub pull_lag: i64,
+    /// The edge's outbox as it reported it at its last pull; `null` before its first report.
+    pub outbox: Option<OutboxBacklog>,
+}
+
+/// What an edge says of its outbox when it pulls: the ops waiting to be pushed and when the
+/// oldest of them was written (`null` when none waits).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutboxBacklog {
+    pub pending_ops: i64,
+    pub oldest_pending_at: Option<DateTime<Utc>>,
 }
 
 /// `GET /v1/status` at the edge.

@@ -294,7 +294,7 @@ async fn a_cloned_box_is_fenced_once_the_other_enrolls_again_and_nothing_is_lost
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_push_failing_for_good_never_stops_pulls() {
+async fn a_push_failing_for_good_never_stops_pulls_and_hq_sees_the_stuck_op() {
     let central = TestCentral::start().await;
     let owner = central.owner_token().await;
     let (site, mut edge, tablet) = venue(&central, &owner, "Stuckford").await;
@@ -327,6 +327,33 @@ async fn a_push_failing_for_good_never_stops_pulls() {
     assert_eq!(status.pending_ops, 1, "{status:?}");
     assert!(status.pull_error.is_none(), "{status:?}");
     assert!(status.push_error.is_some(), "{status:?}");
+
+    // Each pull tells central what waits in the outbox: HQ sees the stuck op and its age.
+    let venue_status = || async {
+        let chain = central.get_json(&owner, "/v1/sites/status", 200).await;
+        chain["sites"]
+            .as_array()
+            .and_then(|sites| sites.iter().find(|s| s["site_id"] == site.to_string()))
+            .cloned()
+            .expect("the venue in the chain status")
+    };
+    wait_until(
+        "HQ to see the pending op",
+        Duration::from_secs(5),
+        || async { venue_status().await["pending_ops"] == 1 },
+    )
+    .await;
+    let seen = venue_status().await;
+    let age = seen["oldest_pending_age_seconds"].as_i64().expect("an age");
+    assert!(age > 86_400, "the op was written on 2026-01-01: {seen}");
+    let sync = central
+        .get_json(&owner, &format!("/v1/sites/{site}/sync"), 200)
+        .await;
+    assert_eq!(sync["outbox"]["pending_ops"], 1, "{sync}");
+    assert_eq!(
+        sync["outbox"]["oldest_pending_at"], "2026-01-01T00:00:00Z",
+        "{sync}"
+    );
 }
 
 /// Another venue as central sees it: a box enrolled for its own site whose ops the test pushes

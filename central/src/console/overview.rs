@@ -35,13 +35,39 @@ pub struct VenueStatus {
     pub last_pull_at: Option<DateTime<Utc>>,
     pub pull_lag: i64,
     pub dead_letters: i64,
+    pub pending_ops: Option<i64>,
+    pub oldest_pending_age_seconds: Option<i64>,
     pub edge_version: Option<String>,
 }
 
+/// An op waiting this long in a venue's outbox means its writes are not reaching central.
+const STUCK_PENDING_SECS: i64 = 300;
+
 impl VenueStatus {
-    /// Offline, or holding dead letters.
+    /// Offline, holding dead letters, or with writes waiting for more than a few minutes.
     fn unhealthy(&self) -> bool {
-        !self.online || self.dead_letters > 0
+        !self.online || self.dead_letters > 0 || self.pending_stuck()
+    }
+
+    fn pending_stuck(&self) -> bool {
+        self.oldest_pending_age_seconds
+            .is_some_and(|age| age >= STUCK_PENDING_SECS)
+    }
+}
+
+/// A venue's outbox as the tables show it: the count, and how long the oldest op has waited.
+pub fn pending_markup(site: &VenueStatus) -> Markup {
+    html! {
+        @match (site.pending_ops, site.oldest_pending_age_seconds) {
+            (None, _) => { "unknown" }
+            (Some(0), _) => { "0" }
+            (Some(n), Some(age)) if site.pending_stuck() => {
+                span.badge.warn { span aria-hidden="true" { "! " } (n) }
+                " " span.since { "oldest " (ago(chrono::Duration::seconds(age))) }
+            }
+            (Some(n), Some(age)) => { (n) " " span.since { "oldest " (ago(chrono::Duration::seconds(age))) } }
+            (Some(n), None) => { (n) }
+        }
     }
 }
 
@@ -57,6 +83,7 @@ pub enum SortKey {
     LastPull,
     DeadLetters,
     PullLag,
+    Pending,
 }
 
 impl SortKey {
@@ -68,6 +95,7 @@ impl SortKey {
             Self::LastPull => "last_pull",
             Self::DeadLetters => "dead_letters",
             Self::PullLag => "pull_lag",
+            Self::Pending => "pending",
         }
     }
 }
@@ -98,12 +126,21 @@ fn compare(a: &VenueStatus, b: &VenueStatus, key: SortKey) -> Ordering {
             // Longest offline first; a venue never seen (no date) is the oldest problem.
             .then(a.offline_since.cmp(&b.offline_since))
             .then(b.dead_letters.cmp(&a.dead_letters))
+            .then(
+                b.oldest_pending_age_seconds
+                    .cmp(&a.oldest_pending_age_seconds),
+            )
             .then_with(by_name),
         SortKey::Name => by_name(),
         SortKey::LastPush => a.last_push_at.cmp(&b.last_push_at).then_with(by_name),
         SortKey::LastPull => a.last_pull_at.cmp(&b.last_pull_at).then_with(by_name),
         SortKey::DeadLetters => a.dead_letters.cmp(&b.dead_letters).then_with(by_name),
         SortKey::PullLag => a.pull_lag.cmp(&b.pull_lag).then_with(by_name),
+        SortKey::Pending => a
+            .oldest_pending_age_seconds
+            .cmp(&b.oldest_pending_age_seconds)
+            .then(a.pending_ops.cmp(&b.pending_ops))
+            .then_with(by_name),
     }
 }
 
@@ -252,6 +289,7 @@ async fn table_markup(
                             (header(SortKey::Health, "Status"))
                             (header(SortKey::LastPush, "Last push"))
                             (header(SortKey::LastPull, "Last pull"))
+                            (header(SortKey::Pending, "Pending ops"))
                             (header(SortKey::PullLag, "Pull lag"))
                             (header(SortKey::DeadLetters, "Dead letters"))
                             th scope="col" { "Edge version" }
@@ -274,6 +312,7 @@ async fn table_markup(
                                 }
                                 td { (when(site.last_push_at, now)) }
                                 td { (when(site.last_pull_at, now)) }
+                                td { (pending_markup(site)) }
                                 td { (site.pull_lag) }
                                 td {
                                     @if site.dead_letters > 0 {
@@ -364,6 +403,8 @@ mod tests {
             last_pull_at: None,
             pull_lag: 0,
             dead_letters: dead,
+            pending_ops: None,
+            oldest_pending_age_seconds: None,
             edge_version: None,
         }
     }
@@ -382,5 +423,24 @@ mod tests {
         assert_eq!(names, ["Echo", "Delta", "Bravo", "Charlie", "Alpha"]);
         sort(&mut sites, SortKey::Name, Direction::Desc);
         assert_eq!(sites[0].name, "Echo");
+    }
+
+    #[test]
+    fn an_online_venue_whose_writes_wait_for_minutes_counts_as_unhealthy() {
+        let mut stuck = venue("Foxtrot", true, None, 0);
+        stuck.pending_ops = Some(12);
+        stuck.oldest_pending_age_seconds = Some(STUCK_PENDING_SECS);
+        let mut busy = venue("Golf", true, None, 0);
+        busy.pending_ops = Some(40);
+        busy.oldest_pending_age_seconds = Some(2);
+        let mut sites = vec![busy, venue("Alpha", true, None, 0), stuck];
+        sort(&mut sites, SortKey::Health, Direction::Asc);
+        let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Foxtrot", "Golf", "Alpha"]);
+        assert!(
+            pending_markup(&sites[0])
+                .into_string()
+                .contains("oldest 5 min")
+        );
     }
 }

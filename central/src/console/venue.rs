@@ -251,6 +251,7 @@ async fn content(
                         } }
                         div.figure { dt { "Last push" } dd { (when(h.last_push_at, now)) } }
                         div.figure { dt { "Last pull" } dd { (when(h.last_pull_at, now)) } }
+                        div.figure { dt { "Pending ops" } dd id="edge-pending" { (super::overview::pending_markup(h)) } }
                         div.figure { dt { "Dead letters" } dd { (h.dead_letters) } }
                         div.figure { dt { "Version" } dd { (h.edge_version.as_deref().unwrap_or("unknown")) } }
                     }

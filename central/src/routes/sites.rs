@@ -283,6 +283,11 @@ struct VenueStatus {
     pull_lag: i64,
     /// Ops central refused from the venue that are still dead letters there.
     dead_letters: i64,
+    /// Ops waiting in the edge's outbox when it last pulled; `null` before its first report.
+    pending_ops: Option<i64>,
+    /// How long the oldest of those ops has waited, as of now: it keeps growing while a venue
+    /// that held pending ops is offline.
+    oldest_pending_age_seconds: Option<i64>,
     /// What the edge named itself in `X-Aero-Edge-Version` when its socket opened.
     edge_version: Option<String>,
 }
@@ -346,6 +351,11 @@ async fn chain_status(
             acked_seq: sync.acked_seq,
             pull_lag: sync.pull_lag,
             dead_letters,
+            pending_ops: sync.outbox.map(|o| o.pending_ops),
+            oldest_pending_age_seconds: sync
+                .outbox
+                .and_then(|o| o.oldest_pending_at)
+                .map(|at| (now - at).num_seconds().max(0)),
             edge_version: presence.edge_version,
         });
     }

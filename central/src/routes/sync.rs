@@ -12,14 +12,17 @@ use aero_shared::auth::principal::{DeviceKind, Permission, Principal};
 use aero_shared::client_ip::ClientAddr;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::problem::FieldError;
 use aero_shared::wire::{
-    DeviceRecord, EnrollRequest, EnrollResponse, PullResponse, PushRequest, PushResponse,
+    DeviceRecord, EnrollRequest, EnrollResponse, OutboxBacklog, PullResponse, PushRequest,
+    PushResponse,
 };
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
@@ -141,6 +144,28 @@ struct PullQuery {
     #[serde(default)]
     after: i64,
     limit: Option<u32>,
+    /// Ops waiting in the edge's outbox, shown on HQ's chain status.
+    #[param(minimum = 0)]
+    pending_ops: Option<i64>,
+    /// When the oldest op in the edge's outbox was written; omitted when none waits.
+    oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+impl PullQuery {
+    /// What the edge said of its outbox, if it said anything; a negative count is a 422.
+    fn outbox(&self) -> Result<Option<OutboxBacklog>, ApiError> {
+        match self.pending_ops {
+            None => Ok(None),
+            Some(n) if n < 0 => Err(ApiError::Validation(vec![FieldError::new(
+                "pending_ops",
+                "must be 0 or more",
+            )])),
+            Some(pending_ops) => Ok(Some(OutboxBacklog {
+                pending_ops,
+                oldest_pending_at: self.oldest_pending_at.filter(|_| pending_ops > 0),
+            })),
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/sync/pull", tag = "sync", summary = "Pull the site's change feed after a cursor", params(PullQuery), responses((status = 200, description = "OK", body = PullResponse)))]
@@ -150,6 +175,7 @@ async fn pull(
     Query(query): Query<PullQuery>,
 ) -> Result<Json<PullResponse>, ApiError> {
     let site_id = edge_site(&auth)?;
+    let outbox = query.outbox()?;
     let after = query.after.max(0);
     // An edge asks for what it can apply; the page is bounded here whatever it asks.
     let limit = query.limit.unwrap_or(1000).clamp(1, MAX_PULL_ROWS);
@@ -167,7 +193,7 @@ async fn pull(
     let acked_seq = state.store.acked_seq(site_id).await?;
     state
         .store
-        .record_pull(site_id, next_cursor, state.clock.now())
+        .record_pull(site_id, next_cursor, state.clock.now(), outbox)
         .await?;
     Ok(Json(PullResponse {
         // The global head may belong to other sites' rows: `more` can be a harmless maybe,

@@ -21,9 +21,9 @@ use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CheckinRecord, CustomerRecord, DeadLetterRequest, DeadLetterResolution,
     DeviceRecord, GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES,
-    MAX_PLUG_PROBLEM_CHARS, OrderRecord, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
-    ProductRecord, PushOp, RefundRecord, RejectedOp, Resolution, ScheduleRecord, ScoreRecord,
-    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    MAX_PLUG_PROBLEM_CHARS, OrderRecord, OutboxBacklog, PlugOverrideRecord, PlugRecord,
+    PlugStatusRecord, ProductRecord, PushOp, RefundRecord, RejectedOp, Resolution, ScheduleRecord,
+    ScoreRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -447,8 +447,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         actor: &Actor,
         request: &DeadLetterRequest,
     ) -> StoreResult<()>;
-    /// Records a site's pull, for HQ's view of its health.
-    async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Records a site's pull, for HQ's view of its health, with what the edge said of its
+    /// outbox (kept as it was when the edge said nothing).
+    async fn record_pull(
+        &self,
+        site_id: Uuid,
+        cursor: i64,
+        at: DateTime<Utc>,
+        outbox: Option<OutboxBacklog>,
+    ) -> StoreResult<()>;
     /// Applies a batch by the rules of [`push_rules`], in one transaction.
     async fn push(
         &self,

@@ -12,9 +12,9 @@
 
 pub mod settle;
 
-use crate::replica::ts;
+use crate::replica::{parse_ts, ts};
 use aero_shared::idempotency::{Answer, KeyedRequest, current_request};
-use aero_shared::wire::{Entity, OpKind, PushOp};
+use aero_shared::wire::{Entity, OpKind, OutboxBacklog, PushOp};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -515,6 +515,24 @@ pub(crate) fn parse_kind(text: &str) -> anyhow::Result<OpKind> {
         "ledger_append" => OpKind::LedgerAppend,
         "event" => OpKind::Event,
         other => anyhow::bail!("unknown op kind {other:?}"),
+    })
+}
+
+/// How many ops wait to be pushed and when the oldest was written. Terminals poll the status
+/// this feeds and a venue offline for days holds a long outbox: the count walks the small entity
+/// index, not the ops' data, and the oldest op is the first by seq (seqs follow creation order,
+/// renumbering included).
+pub fn backlog(conn: &Connection) -> anyhow::Result<OutboxBacklog> {
+    let pending_ops: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM outbox INDEXED BY outbox_entity")?
+        .query_row([], |r| r.get(0))?;
+    let oldest: Option<String> = conn
+        .prepare_cached("SELECT created_at FROM outbox ORDER BY seq LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(OutboxBacklog {
+        pending_ops,
+        oldest_pending_at: oldest.map(|t| parse_ts(&t)).transpose()?,
     })
 }
 

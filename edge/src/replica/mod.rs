@@ -366,25 +366,15 @@ pub fn status(c: &Connection, now: DateTime<Utc>) -> anyhow::Result<EdgeStatus> 
             )?;
         let skipped_changes: i64 =
             c.query_row("SELECT COUNT(*) FROM skipped_changes", [], |r| r.get(0))?;
-        // Terminals poll this for their offline banner, and a venue offline for days holds a
-        // long outbox: the count walks the small entity index, not the ops' data, and the
-        // oldest op is the first by seq (seqs follow creation order, renumbering included).
-        let pending_ops: i64 = c
-            .prepare_cached("SELECT COUNT(*) FROM outbox INDEXED BY outbox_entity")?
-            .query_row([], |r| r.get(0))?;
-        let oldest: Option<String> = c
-            .prepare_cached("SELECT created_at FROM outbox ORDER BY seq LIMIT 1")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
+        let backlog = crate::outbox::backlog(c)?;
         let dead_letters: i64 =
             c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
-        let oldest_pending_age_seconds = oldest
-            .map(|t| parse_ts(&t))
-            .transpose()?
+        let oldest_pending_age_seconds = backlog
+            .oldest_pending_at
             .map(|t| (now - t).num_seconds().max(0));
         Ok(EdgeStatus {
             online,
-            pending_ops,
+            pending_ops: backlog.pending_ops,
             oldest_pending_age_seconds,
             last_push_at: last_push_at.map(|t| parse_ts(&t)).transpose()?,
             last_pull_at: last_pull_at.map(|t| parse_ts(&t)).transpose()?,

@@ -21,7 +21,7 @@ use crate::replica::apply::{self, PageOutcome, PulledPage};
 use crate::sync::progress::PullProgress;
 use aero_shared::auth::extract::API_KEY_HEADER;
 use aero_shared::pipeline::REQUEST_ID_HEADER;
-use aero_shared::wire::{ChangeAnchor, PushRequest, PushResponse};
+use aero_shared::wire::{ChangeAnchor, OutboxBacklog, PushRequest, PushResponse};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -331,14 +331,21 @@ impl SyncEngine {
     ) -> Result<usize, SyncError> {
         let mut applied = 0;
         loop {
-            let ((cursor, anchor), known_acked) = self
+            let ((cursor, anchor), known_acked, backlog) = self
                 .replica
-                .read(|c| Ok((read_cursor(c)?, recovery::highest_acked(c)?)))
+                .read(|c| {
+                    Ok((
+                        read_cursor(c)?,
+                        recovery::highest_acked(c)?,
+                        crate::outbox::backlog(c)?,
+                    ))
+                })
                 .await?;
             let page: PulledPage = self
-                .send(self.http.get(self.url(&format!(
-                    "/v1/sync/pull?after={cursor}&limit={}",
-                    self.settings.pull_page_rows.max(1)
+                .send(self.http.get(self.url(&pull_path(
+                    cursor,
+                    self.settings.pull_page_rows.max(1),
+                    &backlog,
                 ))))
                 .await?
                 .json()
@@ -650,6 +657,21 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// The pull request for the page after `cursor`, telling central what waits in the outbox so
+/// HQ sees the venue's backlog.
+fn pull_path(cursor: i64, limit: u32, backlog: &OutboxBacklog) -> String {
+    let mut path = format!(
+        "/v1/sync/pull?after={cursor}&limit={limit}&pending_ops={}",
+        backlog.pending_ops
+    );
+    if let Some(oldest) = backlog.oldest_pending_at {
+        // UTC with a `Z`: nothing in it needs escaping in a query string.
+        path.push_str("&oldest_pending_at=");
+        path.push_str(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    path
 }
 
 fn read_cursor(c: &rusqlite::Connection) -> anyhow::Result<(i64, Option<ChangeAnchor>)> {

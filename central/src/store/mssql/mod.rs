@@ -47,8 +47,8 @@ use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CustomerRecord, DeadLetterRequest, DeviceRecord, GameRecord,
-    PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp, ScheduleRecord,
-    SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    OutboxBacklog, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp,
+    ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -362,8 +362,14 @@ impl Store for MssqlStore {
         dead_letters::request_action(self, actor, request).await
     }
 
-    async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {
-        sync::record_pull(self, site_id, cursor, at).await
+    async fn record_pull(
+        &self,
+        site_id: Uuid,
+        cursor: i64,
+        at: DateTime<Utc>,
+        outbox: Option<OutboxBacklog>,
+    ) -> StoreResult<()> {
+        sync::record_pull(self, site_id, cursor, at, outbox).await
     }
 
     async fn push(

@@ -6,15 +6,15 @@
 use super::MssqlStore;
 use super::changelog::{NewChange, append_changes};
 use super::codec::{
-    change_from, customer_columns, customer_from, get, int, opt_text, opt_time, req, time, ts,
-    uuid, waiver_columns,
+    change_from, customer_columns, customer_from, get, int, opt_int, opt_text, opt_time, req, time,
+    ts, uuid, waiver_columns,
 };
 use super::conn::Conn;
 use super::errors::race_is_transient;
 use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
 use crate::store::{ChangeScope, PushOutcome, StoreError, StoreResult, VenueWrite};
-use aero_shared::wire::{Change, ChangeAnchor, Entity, PushOp, SiteSyncStatus};
+use aero_shared::wire::{Change, ChangeAnchor, Entity, OutboxBacklog, PushOp, SiteSyncStatus};
 use chrono::{DateTime, Datelike as _, Utc};
 use std::collections::HashMap;
 use tiberius::{Query, Row};
@@ -431,16 +431,22 @@ async fn record_pull_tx(
     site_id: Uuid,
     cursor: i64,
     at: DateTime<Utc>,
+    outbox: Option<OutboxBacklog>,
 ) -> StoreResult<()> {
     let mut q = Query::new(
         "UPDATE site_sync WITH (UPDLOCK, SERIALIZABLE) SET pull_cursor = @P2, last_pull_at = @P3 \
           WHERE site_id = @P1; \
          IF @@ROWCOUNT = 0 \
-             INSERT INTO site_sync (site_id, acked_seq, pull_cursor, last_pull_at) VALUES (@P1, 0, @P2, @P3);",
+             INSERT INTO site_sync (site_id, acked_seq, pull_cursor, last_pull_at) VALUES (@P1, 0, @P2, @P3); \
+         IF @P4 = 1 \
+             UPDATE site_sync SET pending_ops = @P5, oldest_pending_at = @P6 WHERE site_id = @P1;",
     );
     q.bind(site_id);
     q.bind(cursor);
     q.bind(ts(at));
+    q.bind(i32::from(outbox.is_some()));
+    q.bind(outbox.map(|o| o.pending_ops));
+    q.bind(outbox.and_then(|o| o.oldest_pending_at).map(ts));
     conn.exec(q).await
 }
 
@@ -529,11 +535,12 @@ pub(super) async fn record_pull(
     site_id: Uuid,
     cursor: i64,
     at: DateTime<Utc>,
+    outbox: Option<OutboxBacklog>,
 ) -> StoreResult<()> {
     store
         .transaction(|conn| {
             Box::pin(async move {
-                record_pull_tx(conn, site_id, cursor, at)
+                record_pull_tx(conn, site_id, cursor, at, outbox)
                     .await
                     .map_err(race_is_transient)
             })
@@ -610,7 +617,8 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
         .with_connection(|conn| {
             Box::pin(async move {
                 let mut q = Query::new(
-                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at FROM site_sync WHERE site_id = @P1; \
+                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at, pending_ops, oldest_pending_at \
+                       FROM site_sync WHERE site_id = @P1; \
                      SELECT COUNT_BIG(*) FROM change_log \
                       WHERE seq > ISNULL((SELECT pull_cursor FROM site_sync WHERE site_id = @P1), 0) \
                         AND (site_id IS NULL OR site_id = @P1);",
@@ -619,9 +627,21 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
                 let mut sets = conn.results(q).await?.into_iter();
                 let sync = sets.next().unwrap_or_default();
                 let lag = sets.next().unwrap_or_default();
-                let (acked_seq, pull_cursor, last_push_at, last_pull_at) = match sync.first() {
-                    Some(row) => (int(row, 0)?, int(row, 1)?, opt_time(row, 2)?, opt_time(row, 3)?),
-                    None => (0, 0, None, None),
+                let (acked_seq, pull_cursor, last_push_at, last_pull_at, outbox) = match sync.first() {
+                    Some(row) => (
+                        int(row, 0)?,
+                        int(row, 1)?,
+                        opt_time(row, 2)?,
+                        opt_time(row, 3)?,
+                        match opt_int(row, 4)? {
+                            Some(pending_ops) => Some(OutboxBacklog {
+                                pending_ops,
+                                oldest_pending_at: opt_time(row, 5)?,
+                            }),
+                            None => None,
+                        },
+                    ),
+                    None => (0, 0, None, None, None),
                 };
                 let pull_lag = match lag.first() {
                     Some(row) => int(row, 0)?,
@@ -634,6 +654,7 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
                     acked_seq,
                     pull_cursor,
                     pull_lag,
+                    outbox,
                 })
             })
         })

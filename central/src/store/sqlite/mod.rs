@@ -23,8 +23,8 @@ use aero_shared::idempotency::{
 };
 use aero_shared::wire::{
     Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeadLetterRequest, DeviceRecord,
-    Entity, GameRecord, Grant, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord,
-    PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    Entity, GameRecord, Grant, OutboxBacklog, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
+    ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -1551,14 +1551,27 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_pull(&self, site_id: Uuid, cursor: i64, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn record_pull(
+        &self,
+        site_id: Uuid,
+        cursor: i64,
+        at: DateTime<Utc>,
+        outbox: Option<OutboxBacklog>,
+    ) -> StoreResult<()> {
         self.write(move |tx| {
             exec(
- tx,
+                tx,
                 "INSERT INTO site_sync (site_id, pull_cursor, last_pull_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (site_id) DO UPDATE SET pull_cursor = excluded.pull_cursor, last_pull_at = excluded.last_pull_at",
                 params![site_id, cursor, ts(at)],
             )?;
+            if let Some(outbox) = outbox {
+                exec(
+                    tx,
+                    "UPDATE site_sync SET pending_ops = ?2, oldest_pending_at = ?3 WHERE site_id = ?1",
+                    params![site_id, outbox.pending_ops, outbox.oldest_pending_at.map(ts)],
+                )?;
+            }
             Ok(())
         })
         .await
@@ -1577,14 +1590,18 @@ impl Store for SqliteStore {
 
     async fn site_sync(&self, site_id: Uuid) -> StoreResult<SiteSyncStatus> {
         self.read(move |c| {
-            let row: Option<(i64, i64, Option<String>, Option<String>)> = c
+            type Row = (i64, i64, Option<String>, Option<String>, Option<i64>, Option<String>);
+            let row: Option<Row> = c
                 .query_row(
-                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at FROM site_sync WHERE site_id = ?1",
+                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at, pending_ops, oldest_pending_at
+                       FROM site_sync WHERE site_id = ?1",
                     [site_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .optional()?;
-            let (acked_seq, pull_cursor, push, pull) = row.unwrap_or((0, 0, None, None));
+            let (acked_seq, pull_cursor, push, pull, pending_ops, oldest) =
+                row.unwrap_or((0, 0, None, None, None, None));
+            let oldest_pending_at = parse_opt_ts(oldest)?;
             let pull_lag = c.query_row(
                 "SELECT COUNT(*) FROM change_log WHERE seq > ?1 AND (site_id IS NULL OR site_id = ?2)",
                 params![pull_cursor, site_id],
@@ -1597,6 +1614,10 @@ impl Store for SqliteStore {
                 acked_seq,
                 pull_cursor,
                 pull_lag,
+                outbox: pending_ops.map(|pending_ops| OutboxBacklog {
+                    pending_ops,
+                    oldest_pending_at,
+                }),
             })
         })
         .await
