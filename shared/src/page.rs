@@ -10,13 +10,20 @@ use crate::ApiError;
 use crate::problem::FieldError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 /// Rows a list answers when the caller names no `limit`.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// The most rows one page of a list holds.
 pub const MAX_LIMIT: u32 = 500;
+
+/// A row's place in a list ordered by a text column (name, SKU, username), then id.
+pub type NameKey = (String, Uuid);
+/// A row's place in a list ordered by a time, then id.
+pub type TimeKey = (DateTime<Utc>, Uuid);
 
 /// The paging parameters every list takes.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -130,7 +137,6 @@ fn decode<K: DeserializeOwned>(text: &str) -> Option<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     fn query(limit: Option<i64>, after: Option<&str>) -> PageQuery {
         PageQuery {

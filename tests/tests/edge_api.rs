@@ -288,7 +288,7 @@ async fn step_functions_push_dead_letter_rejections_and_pull() {
     let found = edge
         .state
         .replica
-        .customers_by_phone("+447700900001".into(), chrono::Utc::now())
+        .customers_by_phone("+447700900001".into(), None, 2, chrono::Utc::now())
         .await
         .expect("lookup");
     assert_eq!(found.len(), 1);

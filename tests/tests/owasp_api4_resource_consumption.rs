@@ -1,7 +1,7 @@
 //! OWASP API4:2023 (unrestricted resource consumption): request bodies over the limit are 413
-//! and write nothing, a list page never holds more than its maximum (a `limit` beyond it is a
-//! 422) and its cursor walks every row once, and one credential sending too fast gets 429 with
-//! `Retry-After` without slowing another.
+//! and write nothing, a list page at central or at the edge never holds more than its maximum
+//! (a `limit` beyond it is a 422) and its cursor walks every row once, and one credential
+//! sending too fast gets 429 with `Retry-After` without slowing another.
 
 use aero_central::store::Actor;
 use aero_shared::wire::{ProductKind, ProductRecord};
@@ -139,6 +139,68 @@ async fn list_pages_are_capped_and_their_cursor_walks_every_row_once() {
     let mut expected: Vec<String> = (0..1100).map(|n| format!("SKU{n}")).collect();
     expected.sort();
     assert_eq!(skus, expected);
+}
+
+#[tokio::test]
+async fn edge_list_pages_are_capped_and_their_cursor_walks_every_row_once() {
+    let venue = Venue::open().await;
+    // More customers on one phone number than a default page holds: the kiosk lookup matches
+    // the whole normalized number, so all of them answer it.
+    let phone = "+447700900402";
+    let mut registered = Vec::new();
+    for n in 0..130 {
+        registered.push(venue.customer(&format!("Jumper{n}"), phone, false).await);
+    }
+    let lookup = "/v1/customers?phone=%2B447700900402";
+
+    let first = expect_status(venue.get(&venue.kiosk, lookup).await, 200).await;
+    assert_eq!(first["customers"].as_array().expect("customers").len(), 100);
+    assert!(first["next_after"].is_string(), "{}", first["next_after"]);
+
+    // Every list the edge serves refuses a page size outside 1 to 500, naming `limit`.
+    let lists = [
+        "/v1/customers?phone=%2B447700900402&",
+        "/v1/orders?",
+        "/v1/products?",
+        "/v1/plugs?",
+        "/v1/dead-letters?",
+        "/v1/sessions/active?",
+        "/v1/reports/sales-by-product?",
+    ];
+    for list in lists {
+        for limit in [0, 501] {
+            let path = format!("{list}limit={limit}");
+            let problem = expect_problem(venue.manager_get(&path).await, 422).await;
+            assert_eq!(problem["errors"][0]["field"], "limit", "{path}: {problem}");
+        }
+        let path = format!("{list}after=not-a-cursor");
+        let problem = expect_problem(venue.manager_get(&path).await, 422).await;
+        assert_eq!(problem["errors"][0]["field"], "after", "{path}: {problem}");
+        let largest = format!("{list}limit=500");
+        expect_status(venue.manager_get(&largest).await, 200).await;
+    }
+
+    // Following the cursor yields every customer once, in registration order, and the last
+    // page says so with a null cursor.
+    let mut walked = Vec::new();
+    let mut pages = 0;
+    let mut path = format!("{lookup}&limit=50");
+    loop {
+        let page = expect_status(venue.get(&venue.kiosk, &path).await, 200).await;
+        let rows = page["customers"].as_array().expect("customers");
+        assert!(rows.len() <= 50, "{}", rows.len());
+        walked.extend(
+            rows.iter()
+                .map(|c| c["id"].as_str().expect("id").parse::<Uuid>().expect("uuid")),
+        );
+        pages += 1;
+        match page["next_after"].as_str() {
+            Some(cursor) => path = format!("{lookup}&limit=50&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(walked, registered);
 }
 
 #[tokio::test]

@@ -3,14 +3,10 @@
 //! own readers (health gauges, ops commands) that need a whole list.
 
 use super::StoreResult;
-use chrono::{DateTime, Utc};
 use std::future::Future;
 use uuid::Uuid;
 
-/// A row's place in a list ordered by a text column (name, SKU, username), then id.
-pub type NameKey = (String, Uuid);
-/// A row's place in a list ordered by a time, then id.
-pub type TimeKey = (DateTime<Utc>, Uuid);
+pub use aero_shared::page::{NameKey, TimeKey};
 /// A customer's place in a search ordered by last name, first name, id.
 pub type CustomerKey = (String, String, Uuid);
 

@@ -10,11 +10,12 @@ pub mod apply;
 pub mod scores;
 pub mod venue;
 
+use aero_shared::page::{NameKey, TimeKey};
 use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, SiteRecord, WaiverRecord};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params, params_from_iter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -234,33 +235,54 @@ impl Replica {
         self.read(move |c| status(c, now)).await
     }
 
-    /// Indexed lookup (at most 50 rows): runs in place, see [`Replica::read_now`].
+    /// Indexed lookup of one page (at most `limit` rows after `after`, oldest registration
+    /// first): runs in place, see [`Replica::read_now`].
     pub async fn customers_by_phone(
         self: &Arc<Self>,
         phone: String,
+        after: Option<&TimeKey>,
+        limit: u32,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<CustomerView>> {
-        self.read_now(|c| customers_where(c, "phone", &phone, now))
+        self.read_now(|c| customers_where(c, "phone", &phone, after, limit, now))
     }
 
-    /// Indexed lookup (at most 50 rows): runs in place, see [`Replica::read_now`].
+    /// Indexed lookup of one page (at most `limit` rows after `after`, oldest registration
+    /// first): runs in place, see [`Replica::read_now`].
     pub async fn customers_by_email(
         self: &Arc<Self>,
         email: String,
+        after: Option<&TimeKey>,
+        limit: u32,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<CustomerView>> {
-        self.read_now(|c| customers_where(c, "email", &email, now))
+        self.read_now(|c| customers_where(c, "email", &email, after, limit, now))
     }
 
     pub async fn customer(self: &Arc<Self>, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {
         self.read(move |c| customer(c, id)).await
     }
 
-    pub async fn active_products(self: &Arc<Self>) -> anyhow::Result<Vec<ProductRecord>> {
-        self.read(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT data FROM products WHERE active = 1 ORDER BY sku, id")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    /// One page of the products this venue sells now, by SKU: at most `limit` after `after`.
+    pub async fn active_products(
+        self: &Arc<Self>,
+        after: Option<NameKey>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ProductRecord>> {
+        self.read(move |c| {
+            let cursor = if after.is_some() {
+                "AND (sku, id) > (?2, ?3)"
+            } else {
+                ""
+            };
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT data FROM products WHERE active = 1 {cursor} ORDER BY sku, id LIMIT ?1"
+            ))?;
+            let mut values: Vec<&dyn ToSql> = vec![&limit];
+            if let Some((sku, id)) = &after {
+                values.extend([sku as &dyn ToSql, id]);
+            }
+            let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
             rows.map(|text| Ok(serde_json::from_str(&text?)?)).collect()
         })
         .await
@@ -279,6 +301,8 @@ fn customers_where(
     c: &Connection,
     column: &str,
     value: &str,
+    after: Option<&TimeKey>,
+    limit: u32,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<CustomerView>> {
     // The kiosk's hottest read: one statement answers the common case (balances and whether any
@@ -286,6 +310,11 @@ fn customers_where(
     // a running session or membership visits, or a minor without a waiver of their own, costs
     // another query.
     // `column` is one of two constants chosen by the caller, never request input.
+    let cursor = if after.is_some() {
+        "AND (created_at, id) > (?4, ?5)"
+    } else {
+        ""
+    };
     let mut stmt = c.prepare_cached(&format!(
         "SELECT data,
             EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2),
@@ -293,11 +322,16 @@ fn customers_where(
             (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'arcade_credits'),
             EXISTS (SELECT 1 FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
             EXISTS (SELECT 1 FROM checkins k WHERE k.customer_id = customers.id AND k.ends_at > ?2)
-         FROM customers WHERE {column} = ?1 ORDER BY created_at, id LIMIT 50"
+         FROM customers WHERE {column} = ?1 {cursor} ORDER BY created_at, id LIMIT ?3"
     ))?;
     let now_at = now;
     let now = ts(now);
-    let mut rows = stmt.query(params![value, now])?;
+    let after = after.map(|(at, id)| (ts(*at), *id));
+    let mut values: Vec<&dyn ToSql> = vec![&value, &now, &limit];
+    if let Some((at, id)) = &after {
+        values.extend([at as &dyn ToSql, id]);
+    }
+    let mut rows = stmt.query(params_from_iter(values))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         let customer: CustomerRecord = serde_json::from_str(row.get_ref(0)?.as_str()?)?;

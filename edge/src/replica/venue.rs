@@ -5,13 +5,14 @@
 
 use super::{parse_ts, ts};
 use aero_shared::ledger::{Movement, usable_at};
+use aero_shared::page::TimeKey;
 use aero_shared::wire::{
     Account, CheckinRecord, GameRecord, LedgerEntry, OrderRecord, ProductKind, ProductRecord,
     RefundRecord, ScoreRecord, SiteRecord,
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -287,14 +288,29 @@ pub fn active_sessions_of(
     .collect()
 }
 
-/// Every session of the venue that ends after `now`, soonest end first.
+/// One page of the venue's sessions that end after `now`, soonest end first: at most `limit`,
+/// following `after`.
 pub fn active_checkins(
     conn: &Connection,
     now: DateTime<Utc>,
+    after: Option<&TimeKey>,
+    limit: u32,
 ) -> anyhow::Result<Vec<CheckinRecord>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT data FROM checkins WHERE ends_at > ?1 ORDER BY ends_at, id")?;
-    let rows = stmt.query_map([ts(now)], |r| r.get::<_, String>(0))?;
+    let cursor = if after.is_some() {
+        "AND (ends_at, id) > (?3, ?4)"
+    } else {
+        ""
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT data FROM checkins WHERE ends_at > ?1 {cursor} ORDER BY ends_at, id LIMIT ?2"
+    ))?;
+    let now = ts(now);
+    let after = after.map(|(at, id)| (ts(*at), *id));
+    let mut values: Vec<&dyn ToSql> = vec![&now, &limit];
+    if let Some((at, id)) = &after {
+        values.extend([at as &dyn ToSql, id]);
+    }
+    let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
     rows.map(|data| Ok(serde_json::from_str(&data?)?)).collect()
 }
 
@@ -384,6 +400,37 @@ pub fn orders_between(
     Ok(orders)
 }
 
+/// One page of the orders of `site_id` created in `[from, to)`, oldest first: at most `limit`,
+/// following `after`.
+pub fn orders_page(
+    conn: &Connection,
+    site_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    after: Option<&TimeKey>,
+    limit: u32,
+) -> anyhow::Result<Vec<OrderRecord>> {
+    let cursor = if after.is_some() {
+        "AND (created_at, id) > (?5, ?6)"
+    } else {
+        ""
+    };
+    // The replica holds this venue's history; the site filter keeps the list to its own site.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT data FROM orders
+          WHERE created_at >= ?1 AND created_at < ?2 AND json_extract(data, '$.site_id') = ?3
+          {cursor} ORDER BY created_at, id LIMIT ?4"
+    ))?;
+    let (from, to, site) = (ts(from), ts(to), site_id.to_string());
+    let after = after.map(|(at, id)| (ts(*at), *id));
+    let mut values: Vec<&dyn ToSql> = vec![&from, &to, &site, &limit];
+    if let Some((at, id)) = &after {
+        values.extend([at as &dyn ToSql, id]);
+    }
+    let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
+    rows.map(|data| Ok(serde_json::from_str(&data?)?)).collect()
+}
+
 /// A site's timezone from the replicated `sites` row.
 pub fn site_timezone(conn: &Connection, site_id: Uuid) -> anyhow::Result<Option<Tz>> {
     let data: Option<String> = conn
@@ -404,6 +451,7 @@ pub fn site_timezone(conn: &Connection, site_id: Uuid) -> anyhow::Result<Option<
 mod tests {
     use super::*;
     use aero_shared::wire::{OrderLine, RefundTender, Tender, TenderKind};
+    use chrono::SubsecRound;
 
     fn order(customer: Uuid, pass: Uuid, quantity: i32, minutes_ago: i64) -> OrderRecord {
         let total = 1500 * i64::from(quantity);
@@ -464,6 +512,95 @@ mod tests {
             refunded_by: "user:x".into(),
             created_at: Utc::now(),
         }
+    }
+
+    /// Every page of a keyset list, `limit` rows at a time, following each page's cursor.
+    fn walk<T>(
+        limit: u32,
+        key: impl Fn(&T) -> TimeKey,
+        mut read: impl FnMut(Option<&TimeKey>, u32) -> Vec<T>,
+    ) -> Vec<T> {
+        use aero_shared::page::{Page, PageQuery};
+        let mut all = Vec::new();
+        let mut page = Page::first(limit);
+        loop {
+            let rows = read(page.after.as_ref(), page.fetch());
+            let paged = page.finish(rows, &key);
+            assert!(paged.rows.len() <= limit as usize);
+            all.extend(paged.rows);
+            let Some(cursor) = paged.next_after else {
+                return all;
+            };
+            let query = PageQuery {
+                limit: Some(i64::from(limit)),
+                after: Some(cursor),
+            };
+            page = query.page().expect("the cursor of a page");
+        }
+    }
+
+    #[test]
+    fn pages_of_orders_and_sessions_visit_each_row_once_ties_included() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_replica, conn) =
+            super::super::Replica::open(dir.path(), Uuid::now_v7(), 1).expect("replica");
+        let (customer, pass) = (Uuid::now_v7(), Uuid::now_v7());
+        let now = Utc::now();
+        // Five orders in one millisecond (ordered by id), two earlier, one of another site and
+        // one before the day asked for.
+        let same_ms = now.trunc_subsecs(3);
+        let mut ours: Vec<OrderRecord> = (0..5)
+            .map(|_| OrderRecord {
+                created_at: same_ms,
+                ..order(customer, pass, 1, 0)
+            })
+            .chain([order(customer, pass, 1, 5), order(customer, pass, 1, 9)])
+            .collect();
+        let elsewhere = OrderRecord {
+            site_id: Uuid::now_v7(),
+            ..order(customer, pass, 1, 3)
+        };
+        let before = order(customer, pass, 1, 120);
+        for o in ours.iter().chain([&elsewhere, &before]) {
+            insert_order(&conn, o).expect("order");
+        }
+        ours.sort_by_key(|o| (ts(o.created_at), o.id));
+        let (from, to) = (
+            now - chrono::Duration::minutes(60),
+            now + chrono::Duration::minutes(1),
+        );
+        let walked = walk(
+            2,
+            |o: &OrderRecord| (o.created_at, o.id),
+            |after, limit| orders_page(&conn, Uuid::nil(), from, to, after, limit).expect("page"),
+        );
+        let ids = |orders: &[OrderRecord]| orders.iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(ids(&walked), ids(&ours));
+
+        // Sessions: four ending in the same millisecond, and one already over.
+        let order_id = ours[0].id;
+        let mut running: Vec<CheckinRecord> = (0..4)
+            .map(|_| CheckinRecord {
+                ends_at: same_ms + chrono::Duration::minutes(30),
+                ..checkin(customer, pass, order_id)
+            })
+            .chain([checkin(customer, pass, order_id)])
+            .collect();
+        let over = CheckinRecord {
+            ends_at: now - chrono::Duration::minutes(1),
+            ..checkin(customer, pass, order_id)
+        };
+        for k in running.iter().chain([&over]) {
+            insert_checkin(&conn, k).expect("check-in");
+        }
+        running.sort_by_key(|k| (ts(k.ends_at), k.id));
+        let walked = walk(
+            3,
+            |k: &CheckinRecord| (k.ends_at, k.id),
+            |after, limit| active_checkins(&conn, now, after, limit).expect("page"),
+        );
+        let ids: Vec<Uuid> = walked.iter().map(|k| k.id).collect();
+        assert_eq!(ids, running.iter().map(|k| k.id).collect::<Vec<_>>());
     }
 
     #[test]

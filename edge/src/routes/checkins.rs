@@ -16,12 +16,13 @@ use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     Account, CheckinRecord, Entity, LedgerEntry, LedgerReason, OpKind, ProductKind,
 };
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rusqlite::Connection;
@@ -202,11 +203,26 @@ fn decide(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Sessions {
     sessions: Vec<CheckinRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/sessions/active", tag = "checkins", responses((status = 200, description = "OK", body = Sessions)))]
-async fn active(State(state): State<AppState>, _auth: Auth) -> Result<Json<Sessions>, ApiError> {
+#[utoipa::path(get, path = "/v1/sessions/active", tag = "checkins", summary = "The sessions running now, soonest end first", params(PageQuery), responses((status = 200, description = "OK", body = Sessions)))]
+async fn active(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Sessions>, ApiError> {
+    let page = paging.page::<TimeKey>()?;
     let now = state.clock.now();
-    let sessions = state.replica.read(move |c| active_checkins(c, now)).await?;
-    Ok(Json(Sessions { sessions }))
+    let (after, fetch) = (page.after, page.fetch());
+    let sessions = state
+        .replica
+        .read(move |c| active_checkins(c, now, after.as_ref(), fetch))
+        .await?;
+    let paged = page.finish(sessions, |s| (s.ends_at, s.id));
+    Ok(Json(Sessions {
+        sessions: paged.rows,
+        next_after: paged.next_after,
+    }))
 }

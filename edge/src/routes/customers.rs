@@ -11,6 +11,7 @@ use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator, normalize_phone};
 use aero_shared::wire::{CustomerRecord, Entity, OpKind, WaiverRecord};
 use axum::Json;
@@ -186,12 +187,15 @@ struct LookupQuery {
     email: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/customers", tag = "customers", summary = "Chain-wide customer lookup (?phone=|email=|name=) with balances", params(LookupQuery), responses((status = 200, description = "OK", body = Customers)))]
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", summary = "Chain-wide customer lookup (?phone=|email=) with balances, oldest registration first", params(LookupQuery, PageQuery), responses((status = 200, description = "OK", body = Customers)))]
 async fn lookup(
     State(state): State<AppState>,
     _auth: Auth,
     Query(query): Query<LookupQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<Customers>, ApiError> {
+    let page = paging.page::<TimeKey>()?;
+    let (after, fetch) = (page.after.as_ref(), page.fetch());
     let now = state.clock.now();
     let customers = match (query.phone, query.email) {
         (Some(phone), None) => {
@@ -199,14 +203,20 @@ async fn lookup(
             if phone.is_empty() {
                 return Err(ApiError::field("phone", "must contain digits"));
             }
-            state.replica.customers_by_phone(phone, now).await?
+            state
+                .replica
+                .customers_by_phone(phone, after, fetch, now)
+                .await?
         }
         (None, Some(email)) => {
             let email = email.trim().to_lowercase();
             if email.is_empty() {
                 return Err(ApiError::field("email", "must not be blank"));
             }
-            state.replica.customers_by_email(email, now).await?
+            state
+                .replica
+                .customers_by_email(email, after, fetch, now)
+                .await?
         }
         _ => {
             return Err(ApiError::field(
@@ -215,13 +225,19 @@ async fn lookup(
             ));
         }
     };
-    Ok(Json(Customers { customers }))
+    let paged = page.finish(customers, |c| (c.customer.created_at, c.customer.id));
+    Ok(Json(Customers {
+        customers: paged.rows,
+        next_after: paged.next_after,
+    }))
 }
 
 /// The lookup's answer, serialized straight from the rows (no intermediate `Value`).
 #[derive(Serialize, utoipa::ToSchema)]
 struct Customers {
     customers: Vec<CustomerView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -10,10 +10,12 @@ use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
 use aero_shared::openapi::guarded;
+use aero_shared::page::PageQuery;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
+use rusqlite::{ToSql, params_from_iter};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,18 +43,40 @@ pub struct DeadLetter {
 #[derive(Serialize, utoipa::ToSchema)]
 struct DeadLetters {
     dead_letters: Vec<DeadLetter>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead_letters", responses((status = 200, description = "OK", body = DeadLetters)))]
-async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<DeadLetters>, ApiError> {
+/// A dead letter's place in the list, newest refusal first: when it was refused, its seq, and
+/// its op id (a seq may be used again after a fork).
+type DeadLetterKey = (String, i64, Uuid);
+
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead_letters", summary = "The ops central refused for good, newest refusal first", params(PageQuery), responses((status = 200, description = "OK", body = DeadLetters)))]
+async fn list(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let page = paging.page::<DeadLetterKey>()?;
+    let (after, fetch) = (page.after.clone(), page.fetch());
     let dead_letters = state
         .replica
-        .read(|c| {
-            let mut stmt = c.prepare(
+        .read(move |c| {
+            let cursor = if after.is_some() {
+                "WHERE (rejected_at, seq, op_id) < (?2, ?3, ?4)"
+            } else {
+                ""
+            };
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT op_id, seq, entity, entity_id, kind, reason, rejected_at, data
-                   FROM dead_letters ORDER BY rejected_at DESC, seq DESC LIMIT 1000",
-            )?;
-            let rows = stmt.query_map([], |r| {
+                   FROM dead_letters {cursor}
+                  ORDER BY rejected_at DESC, seq DESC, op_id DESC LIMIT ?1"
+            ))?;
+            let mut values: Vec<&dyn ToSql> = vec![&fetch];
+            if let Some((rejected_at, seq, op_id)) = &after {
+                values.extend([rejected_at as &dyn ToSql, seq, op_id]);
+            }
+            let rows = stmt.query_map(params_from_iter(values), |r| {
                 Ok(DeadLetter {
                     op_id: r.get(0)?,
                     seq: r.get(1)?,
@@ -67,7 +91,11 @@ async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Json<DeadLet
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await?;
-    Ok(Json(DeadLetters { dead_letters }))
+    let paged = page.finish(dead_letters, |d| (d.rejected_at.clone(), d.seq, d.op_id));
+    Ok(Json(DeadLetters {
+        dead_letters: paged.rows,
+        next_after: paged.next_after,
+    }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

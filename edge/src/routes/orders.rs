@@ -16,6 +16,7 @@ use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_LINE_QUANTITY,
@@ -372,23 +373,30 @@ struct DayOrders {
     site_id: Uuid,
     date: NaiveDate,
     orders: Vec<OrderRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(DateQuery), responses((status = 200, description = "OK", body = DayOrders)))]
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", summary = "A local day's orders (?date=, today when absent), oldest first", params(DateQuery, PageQuery), responses((status = 200, description = "OK", body = DayOrders)))]
 async fn list(
     State(state): State<AppState>,
     _auth: Auth,
     Query(query): Query<DateQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<DayOrders>, ApiError> {
+    let page = paging.page::<TimeKey>()?;
     let day = resolve_day(&state, query.date.as_deref()).await?;
     let site_id = state.site_id;
+    let (after, fetch) = (page.after, page.fetch());
     let orders = state
         .replica
-        .read(move |c| venue::orders_between(c, site_id, day.from, day.to))
+        .read(move |c| venue::orders_page(c, site_id, day.from, day.to, after.as_ref(), fetch))
         .await?;
+    let paged = page.finish(orders, |o| (o.created_at, o.id));
     Ok(Json(DayOrders {
         site_id,
         date: day.date,
-        orders,
+        orders: paged.rows,
+        next_after: paged.next_after,
     }))
 }

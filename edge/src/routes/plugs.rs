@@ -10,9 +10,10 @@ use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
+use aero_shared::page::{NameKey, PageQuery};
 use aero_shared::wire::{NewPlugOverride, PlugOverrideRecord};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,13 +29,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Serialize, utoipa::ToSchema)]
 struct Plugs {
     plugs: Vec<PlugView>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/plugs", tag = "plugs", responses((status = 200, description = "OK", body = Plugs)))]
-async fn list(State(state): State<AppState>, _auth: Auth) -> Json<Plugs> {
-    Json(Plugs {
-        plugs: state.plugs.list(),
-    })
+/// The venue's plugs by name, paged from what the reconcile loop last found.
+#[utoipa::path(get, path = "/v1/plugs", tag = "plugs", params(PageQuery), responses((status = 200, description = "OK", body = Plugs)))]
+async fn list(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Plugs>, ApiError> {
+    let page = paging.page::<NameKey>()?;
+    let paged = page.slice(state.plugs.list(), |p| (p.name.clone(), p.id));
+    Ok(Json(Plugs {
+        plugs: paged.rows,
+        next_after: paged.next_after,
+    }))
 }
 
 /// A manager switches a plug by hand until a given time (`{"on", "until"}`), even with central

@@ -19,6 +19,7 @@ use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::clock::{local_date, local_day};
 use aero_shared::openapi::guarded;
+use aero_shared::page::{NameKey, PageQuery};
 use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -143,14 +144,20 @@ struct SalesByProduct {
     site_id: Uuid,
     date: NaiveDate,
     products: Vec<ProductSales>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DateQuery), responses((status = 200, description = "OK", body = SalesByProduct)))]
+/// The day's figures are summed from every order of the day, then paged: a page holds one row
+/// per product sold, so the rows are bounded by the catalog rather than by the day's sales.
+#[utoipa::path(get, path = "/v1/reports/sales-by-product", tag = "reports", summary = "A site's local day (?site_id=&date=): quantity and sales per product, by SKU", params(DateQuery, PageQuery), responses((status = 200, description = "OK", body = SalesByProduct)))]
 async fn sales_by_product(
     State(state): State<AppState>,
     _auth: Auth,
     Query(query): Query<DateQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<SalesByProduct>, ApiError> {
+    let page = paging.page::<NameKey>()?;
     let day = resolve_day(&state, query.date.as_deref()).await?;
     let site_id = state.site_id;
     let orders = state
@@ -176,9 +183,11 @@ async fn sales_by_product(
     }
     let mut products: Vec<ProductSales> = by_product.into_values().collect();
     products.sort_by(|a, b| a.sku.cmp(&b.sku).then(a.product_id.cmp(&b.product_id)));
+    let paged = page.slice(products, |p| (p.sku.clone(), p.product_id));
     Ok(Json(SalesByProduct {
         site_id,
         date: day.date,
-        products,
+        products: paged.rows,
+        next_after: paged.next_after,
     }))
 }

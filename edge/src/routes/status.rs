@@ -5,9 +5,10 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::openapi::guarded;
+use aero_shared::page::{NameKey, PageQuery};
 use aero_shared::wire::{EdgeStatus, HealthStatus, ProductRecord};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::Utc;
@@ -72,16 +73,27 @@ async fn status(State(state): State<AppState>, _auth: Auth) -> Result<Json<EdgeS
 #[derive(Serialize, utoipa::ToSchema)]
 struct ProductList {
     products: Vec<ProductRecord>,
+    /// The `after` of the next page; null on the last page.
+    next_after: Option<String>,
 }
 
-/// The products this venue sells now.
-#[utoipa::path(get, path = "/v1/products", tag = "status", responses((status = 200, description = "OK", body = ProductList)))]
+/// The products this venue sells now, by SKU.
+#[utoipa::path(get, path = "/v1/products", tag = "status", params(PageQuery), responses((status = 200, description = "OK", body = ProductList)))]
 async fn products(
     State(state): State<AppState>,
     _auth: Auth,
+    Query(paging): Query<PageQuery>,
 ) -> Result<Json<ProductList>, ApiError> {
-    let products = state.replica.active_products().await?;
-    Ok(Json(ProductList { products }))
+    let page = paging.page::<NameKey>()?;
+    let products = state
+        .replica
+        .active_products(page.after.clone(), page.fetch())
+        .await?;
+    let paged = page.finish(products, |p| (p.sku.clone(), p.id));
+    Ok(Json(ProductList {
+        products: paged.rows,
+        next_after: paged.next_after,
+    }))
 }
 
 /// Prometheus metrics.
