@@ -631,3 +631,64 @@ async fn hq_asks_a_venue_to_retry_a_dead_letter_from_its_page() {
     assert!(html.contains("The venue was asked to retry it"));
     assert!(html.contains(&format!("retry by {OWNER}")));
 }
+
+#[tokio::test]
+async fn the_venue_page_shows_its_leaderboards_by_period() {
+    let venue = aero_tests::venue::Venue::open().await;
+    let ada = venue.customer("Ada", "+447700900611", true).await;
+    let bo = venue.customer("Bo", "+447700900612", true).await;
+    for (customer, score) in [(ada, 1200), (bo, 1500), (ada, 900)] {
+        let body = json!({ "game_id": venue.game_id, "customer_id": customer, "score": score });
+        aero_tests::expect_status(venue.post(&venue.game, "/v1/scores", body).await, 201).await;
+    }
+    let owner = venue.central.owner_token().await;
+    let board = format!(
+        "/v1/leaderboards/{}?site_id={}&period=all",
+        venue.game_id, venue.site
+    );
+    aero_tests::wait_until(
+        "the scores to reach central",
+        Duration::from_secs(10),
+        || async {
+            venue.central.get_json(&owner, &board, 200).await["entries"]
+                .as_array()
+                .is_some_and(|e| e.len() == 2)
+        },
+    )
+    .await;
+
+    let mut browser = Browser::new(&venue.central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let page = format!("/console/venues/{}", venue.site);
+    let html = browser.get(&page).await.text().await.unwrap();
+    assert!(html.contains("Leaderboards"), "{html}");
+    let rows = |html: &str| {
+        html.split("<tr>")
+            .filter_map(|row| {
+                let name = ["Ada", "Bo"]
+                    .into_iter()
+                    .find(|n| row.contains(&format!(">{n}<")))?;
+                let score = ["1500", "1200", "900"]
+                    .into_iter()
+                    .find(|s| row.contains(&format!(">{s}<")))?;
+                Some((name, score))
+            })
+            .collect::<Vec<_>>()
+    };
+    // Today by default: each player's best, best first.
+    assert_eq!(rows(&html), [("Bo", "1500"), ("Ada", "1200")], "{html}");
+    assert!(html.contains(r#"aria-current="true">Today<"#), "{html}");
+    let all = browser
+        .get(&format!("{page}?board=all"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rows(&all), [("Bo", "1500"), ("Ada", "1200")]);
+    assert!(all.contains(r#"aria-current="true">All time<"#), "{all}");
+    // An unknown period is refused, not guessed.
+    assert_eq!(
+        browser.get(&format!("{page}?board=year")).await.status(),
+        400
+    );
+}

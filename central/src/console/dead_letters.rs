@@ -40,7 +40,7 @@ pub async fn decide(
                 error: Some("Choose retry or discard.".into()),
                 ..Extras::default()
             };
-            return venue::render(&session, &api, site_id, None, extras).await;
+            return venue::render(&session, &api, site_id, &venue::View::default(), extras).await;
         }
     };
     let path = format!("/v1/sites/{site_id}/dead-letters/{op_id}/{action}");
@@ -56,7 +56,7 @@ pub async fn decide(
                 error: Some(failure.message()),
                 ..Extras::default()
             };
-            venue::render(&session, &api, site_id, None, extras).await
+            venue::render(&session, &api, site_id, &venue::View::default(), extras).await
         }
     }
 }

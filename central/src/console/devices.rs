@@ -82,7 +82,7 @@ pub async fn issue(
             ..Extras::default()
         },
     };
-    venue::render(&session, &api, site_id, None, extras).await
+    venue::render(&session, &api, site_id, &venue::View::default(), extras).await
 }
 
 #[derive(Deserialize)]
@@ -136,7 +136,7 @@ pub async fn enrollment_token(
             ..Extras::default()
         },
     };
-    venue::render(&session, &api, site_id, None, extras).await
+    venue::render(&session, &api, site_id, &venue::View::default(), extras).await
 }
 
 #[derive(Deserialize)]
@@ -176,7 +176,14 @@ pub async fn revoke(
                 error: Some(failure.message()),
                 ..Extras::default()
             };
-            venue::render(&session, &api, form.site_id, None, extras).await
+            venue::render(
+                &session,
+                &api,
+                form.site_id,
+                &venue::View::default(),
+                extras,
+            )
+            .await
         }
     }
 }

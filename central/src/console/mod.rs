@@ -10,6 +10,7 @@ mod assets;
 mod dead_letters;
 mod devices;
 mod layout;
+mod leaderboards;
 mod login;
 mod overview;
 mod plugs;

@@ -170,7 +170,14 @@ pub async fn set_override(
         "false" => false,
         _ => {
             let extras = failed("Choose on or off.".into(), StatusCode::UNPROCESSABLE_ENTITY);
-            return venue::render(&session, &api, form.site_id, None, extras).await;
+            return venue::render(
+                &session,
+                &api,
+                form.site_id,
+                &venue::View::default(),
+                extras,
+            )
+            .await;
         }
     };
     let Some(until) = local_to_utc(&site.timezone, &form.until) else {
@@ -178,7 +185,14 @@ pub async fn set_override(
             "Give the time the override ends as a date and time.".into(),
             StatusCode::UNPROCESSABLE_ENTITY,
         );
-        return venue::render(&session, &api, form.site_id, None, extras).await;
+        return venue::render(
+            &session,
+            &api,
+            form.site_id,
+            &venue::View::default(),
+            extras,
+        )
+        .await;
     };
     let body = serde_json::json!({"on": on, "until": until});
     match api
@@ -196,7 +210,14 @@ pub async fn set_override(
         Err(ApiFailure::SignedOut) => signed_out(),
         Err(failure) => {
             let extras = failed(failure.message(), failure.status());
-            venue::render(&session, &api, form.site_id, None, extras).await
+            venue::render(
+                &session,
+                &api,
+                form.site_id,
+                &venue::View::default(),
+                extras,
+            )
+            .await
         }
     }
 }

@@ -1,8 +1,10 @@
-//! A venue's page: its edge's health, devices and their keys, smart plugs, staff, and the day's
-//! report with sales by product (today in the venue's timezone, or `?date=`).
+//! A venue's page: its edge's health, devices and their keys, smart plugs, staff, the day's
+//! report with sales by product (today in the venue's timezone, or `?date=`), and the
+//! leaderboards of its games (today, this week or all time: `?board=`).
 
 use super::api::{Api, ApiFailure};
 use super::layout::{self, Section, money, when};
+use super::leaderboards::Period;
 use super::overview::ChainStatus;
 use super::session::{CSRF_FIELD, Session};
 use axum::extract::{Path, Query};
@@ -99,7 +101,16 @@ struct DeadLetterRequest {
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     date: Option<NaiveDate>,
+    #[serde(default)]
+    board: Period,
     done: Option<String>,
+}
+
+/// Which day's report and which period's leaderboards the page shows.
+#[derive(Default)]
+pub struct View {
+    pub date: Option<NaiveDate>,
+    pub board: Period,
 }
 
 /// A secret the API returned once (a device key, an enrollment token): shown on this one
@@ -146,7 +157,10 @@ pub async fn page(
         &session,
         &api,
         site_id,
-        query.date,
+        &View {
+            date: query.date,
+            board: query.board,
+        },
         Extras {
             done,
             ..Extras::default()
@@ -160,10 +174,10 @@ pub async fn render(
     session: &Session,
     api: &Api,
     site_id: Uuid,
-    date: Option<NaiveDate>,
+    view: &View,
     extras: Extras,
 ) -> Response {
-    match content(session, api, site_id, date, extras).await {
+    match content(session, api, site_id, view, extras).await {
         Ok((status, title, content)) => layout::respond(
             status,
             layout::page(&title, Section::Venue, Some(session), content),
@@ -176,7 +190,7 @@ async fn content(
     session: &Session,
     api: &Api,
     site_id: Uuid,
-    date: Option<NaiveDate>,
+    view: &View,
     extras: Extras,
 ) -> Result<(StatusCode, String, Markup), ApiFailure> {
     let token = session.token.as_str();
@@ -184,7 +198,9 @@ async fn content(
     let tz: chrono_tz::Tz = site.timezone.parse().unwrap_or(chrono_tz::UTC);
     let status: ChainStatus = api.get(token, "/v1/sites/status").await?;
     let now = status.at;
-    let date = date.unwrap_or_else(|| now.with_timezone(&tz).date_naive());
+    let date = view
+        .date
+        .unwrap_or_else(|| now.with_timezone(&tz).date_naive());
     let health = status.sites.into_iter().find(|s| s.site_id == site_id);
     let devices: Result<DeviceList, _> = api
         .get(token, &format!("/v1/sites/{site_id}/devices"))
@@ -203,6 +219,7 @@ async fn content(
         )
         .await;
     let plugs = super::plugs::section(session, api, site_id, now).await?;
+    let leaderboards = super::leaderboards::section(token, api, site_id, view.board).await?;
     let dead_letters: Result<DeadLetterList, _> = api
         .get(
             token,
@@ -368,6 +385,11 @@ async fn content(
                 }
                 Err(failure) => { p.notice.error { (failure.message()) } }
             }
+        }
+        section aria-labelledby="leaderboards-heading" {
+            h2 id="leaderboards-heading" { "Leaderboards" }
+            p.hint { "Each player's best score at this venue, in the venue's timezone." }
+            (leaderboards)
         }
     };
     Ok((status, site.name.clone(), markup))
