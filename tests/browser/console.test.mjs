@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -272,5 +273,59 @@ test("a manager sees only their venues", async () => {
   await page.getByRole("heading", { name: "Not permitted" }).waitFor();
   assert.equal((await page.content()).includes("Lakeside Leap"), false);
   await checkPage(page, "venue-forbidden");
+  await page.context().close();
+});
+
+test("retry a dead letter", async () => {
+  const owner = (await api("POST", "/v1/auth/login", null, { username: "owner", password: ownerPassword }))
+    .access_token;
+  const site = await api("POST", "/v1/sites", owner, {
+    name: "Dead Letter Den",
+    timezone: "Europe/London",
+    allowed_networks: [],
+  });
+  const { token } = await api("POST", `/v1/sites/${site.id}/enrollment-tokens`, owner);
+  const edge = await api("POST", "/v1/edge/enroll", null, { token, name: "den edge" });
+  // The venue pushes a customer without a last name: central refuses it for good.
+  const customer = randomUUID();
+  const pushed = await fetch(`${base}/v1/sync/push`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-api-key": edge.api_key },
+    body: JSON.stringify({
+      ops: [{
+        seq: edge.next_seq,
+        op_id: randomUUID(),
+        entity: "customer",
+        entity_id: customer,
+        kind: "upsert",
+        data: {
+          id: customer,
+          first_name: "Ada",
+          last_name: "",
+          birth_date: "1990-01-02",
+          phone: null,
+          email: null,
+          guardian_id: null,
+          home_site_id: site.id,
+          created_at: new Date().toISOString(),
+        },
+      }],
+    }),
+  });
+  assert.equal(pushed.status, 200, await pushed.text());
+
+  const page = await newPage();
+  await signIn(page, "owner", ownerPassword);
+  await page.goto(`${base}/console/venues/${site.id}`);
+  const retry = `Retry dead letter ${edge.next_seq}`;
+  const row = () => page.locator("tr", { has: page.getByRole("button", { name: retry }) });
+  await row().waitFor();
+  await row().getByRole("button", { name: retry }).click();
+  await page.getByRole("status").filter({ hasText: "The venue was asked to retry it" }).waitFor();
+  await row().getByText("retry by owner").waitFor();
+  const listed = await api("GET", `/v1/sites/${site.id}/dead-letters`, owner);
+  assert.equal(listed.dead_letters[0].request.action, "retry");
+  assert.equal(listed.dead_letters[0].request.requested_by, "owner");
+  await checkPage(page, "venue-dead-letter-retried");
   await page.context().close();
 });
