@@ -252,6 +252,49 @@ async fn a_flapping_link_loses_nothing_and_converges_once_it_is_stable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_venue_writing_through_an_outage_tries_central_at_the_backoff_pace_not_its_write_pace() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let proxy = TcpProxy::start(central.addr).await;
+    let (_site, edge, kiosk) =
+        venue_via(&central, &proxy.url(), &owner, "Busy Outage", |_| {}).await;
+    settled(&edge, &kiosk).await;
+
+    // Central is unreachable for the whole burst: every connection attempt is refused.
+    let before = proxy.refused();
+    proxy.cut_all(Duration::from_secs(600));
+    let stop = Arc::new(AtomicBool::new(false));
+    let burst = Burst::new();
+    let writers = burst.spawn_writers(2, edge.url(""), kiosk.clone(), Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let attempts = proxy.refused() - before;
+    let acknowledged = burst.acknowledged();
+    assert!(
+        acknowledged.len() > 200,
+        "only {} writes",
+        acknowledged.len()
+    );
+    // Pushes, pulls and the hint socket each back off from 200 ms: a handful of attempts each
+    // in 3 s, however fast the venue writes (a write every few ms would be hundreds).
+    assert!(
+        attempts < 40,
+        "{attempts} connection attempts for {} writes during the outage",
+        acknowledged.len()
+    );
+
+    // The link returns and the backlog drains by itself, without another local write.
+    proxy.reopen();
+    let status = settled(&edge, &kiosk).await;
+    assert_eq!(status.dead_letters, 0, "{status:?}");
+    let edge_phones = edge_customer_phones(&edge.db_path());
+    assert_exactly_once(&central, &acknowledged, &burst.attempted(), &edge_phones).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_interrupted_bootstrap_resumes_from_its_checkpoint_not_from_zero() {
     const CUSTOMERS: usize = 3_000;
     const PAGE: usize = 200;

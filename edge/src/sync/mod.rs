@@ -456,9 +456,11 @@ impl SyncEngine {
         );
     }
 
-    /// Pushes whenever a local write lands, central asks for ops again, or the interval passes;
-    /// after a failure it waits a backoff delay, cut short by a local write, so a backlog drains
-    /// on its own once central is back.
+    /// Pushes whenever a local write lands, central asks for ops again, or the interval passes.
+    /// After a failure it waits out a backoff delay that local writes do not cut short (a busy
+    /// venue in an outage would otherwise try central, and log the failure, at the pace of its
+    /// writes); the delay ends early once central is known to be back (the hint socket
+    /// reconnects or a pull succeeds), so a backlog drains on its own.
     async fn run_pushes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let local_writes = self.writer.outbox_notify();
         let mut backoff = self.backoff();
@@ -470,22 +472,22 @@ impl SyncEngine {
                 outcome = self.push_all() => outcome,
                 () = stopped(&mut shutdown) => return,
             };
-            let wait = match outcome {
+            let (wait, failed) = match outcome {
                 Ok(summary) => {
                     backoff = self.backoff();
                     if summary.acked > 0 || summary.rejected > 0 {
                         self.pull_wanted.notify_one();
                     }
-                    interval
+                    (interval, false)
                 }
                 Err(err) => {
                     self.record_failure(Direction::Push, &err).await;
-                    backoff.next().unwrap_or(interval)
+                    (backoff.next().unwrap_or(interval), true)
                 }
             };
             let kicked_by_write = tokio::select! {
                 () = tokio::time::sleep(wait) => false,
-                () = local_writes.notified() => true,
+                () = local_writes.notified(), if !failed => true,
                 () = self.push_wanted.notified() => false,
                 () = stopped(&mut shutdown) => return,
             };
@@ -508,6 +510,7 @@ impl SyncEngine {
         let mut last_trim: Option<Instant> = None;
         let mut pushing = self.pushing.subscribe();
         let mut last_pull: Option<Instant> = None;
+        let mut failing = false;
         // A first start pulls the whole replica: its progress is shown until it completes.
         let mut initial = match self.replica_is_empty().await {
             Ok(true) => Some(PullProgress::on_stderr()),
@@ -531,6 +534,11 @@ impl SyncEngine {
                     if let Some(mut progress) = initial.take() {
                         progress.finish();
                     }
+                    if failing {
+                        // Central answers again: pushes waiting out a backoff go now.
+                        failing = false;
+                        self.push_wanted.notify_one();
+                    }
                     backoff = self.backoff();
                     if last_trim.is_none_or(|at| at.elapsed() >= TRIM_EVERY) {
                         last_trim = Some(Instant::now());
@@ -539,6 +547,7 @@ impl SyncEngine {
                     interval
                 }
                 Err(err) => {
+                    failing = true;
                     self.record_failure(Direction::Pull, &err).await;
                     backoff.next().unwrap_or(interval)
                 }
