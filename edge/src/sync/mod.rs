@@ -44,6 +44,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// and a writer transaction) per write and run into central's rate limit; 25 ms is still far
 /// inside "changes reach central in about a second".
 const KICK_COALESCE: Duration = Duration::from_millis(25);
+/// After a failed push, the soonest a local write brings the next attempt forward: a venue
+/// keeps writing through an outage, and each attempt costs a connection and a log line.
+const WRITE_RETRY_SPACING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -457,10 +460,11 @@ impl SyncEngine {
     }
 
     /// Pushes whenever a local write lands, central asks for ops again, or the interval passes.
-    /// After a failure it waits out a backoff delay that local writes do not cut short (a busy
-    /// venue in an outage would otherwise try central, and log the failure, at the pace of its
-    /// writes); the delay ends early once central is known to be back (the hint socket
-    /// reconnects or a pull succeeds), so a backlog drains on its own.
+    /// After a failure it waits out a backoff delay, which ends early once central is known to
+    /// be back (the hint socket reconnects or a pull succeeds), so a backlog drains on its own.
+    /// A local write also ends it, but no sooner than [`WRITE_RETRY_SPACING`] after the
+    /// failure: a busy venue in an outage would otherwise try central, and log the failure, at
+    /// the pace of its writes.
     async fn run_pushes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let local_writes = self.writer.outbox_notify();
         let mut backoff = self.backoff();
@@ -485,16 +489,24 @@ impl SyncEngine {
                     (backoff.next().unwrap_or(interval), true)
                 }
             };
+            let round_ended = tokio::time::Instant::now();
+            let due = round_ended + wait;
             let kicked_by_write = tokio::select! {
-                () = tokio::time::sleep(wait) => false,
-                () = local_writes.notified(), if !failed => true,
+                () = tokio::time::sleep_until(due) => false,
+                () = local_writes.notified() => true,
                 () = self.push_wanted.notified() => false,
                 () = stopped(&mut shutdown) => return,
             };
             if kicked_by_write {
                 // Writes arriving together share one round instead of one round each.
+                let hold_until = if failed {
+                    due.min(round_ended + WRITE_RETRY_SPACING)
+                } else {
+                    tokio::time::Instant::now() + KICK_COALESCE
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(KICK_COALESCE) => {}
+                    () = tokio::time::sleep_until(hold_until) => {}
+                    () = self.push_wanted.notified(), if failed => {}
                     () = stopped(&mut shutdown) => return,
                 }
             }
