@@ -272,6 +272,7 @@ impl Central {
                     signer_name: format!("Jumper{i}"),
                     signed_at: now,
                     expires_at: now + chrono::Duration::days(365),
+                    text_version: None,
                 };
                 ids.push(customer.id);
                 for (entity, id, data) in [

@@ -270,6 +270,32 @@ pub struct WaiverRecord {
     pub signer_name: String,
     pub signed_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The version of the waiver text the signer was shown: the newest the venue held when it
+    /// was signed. `None` when the chain had published none, and on waivers signed (or queued)
+    /// by an edge that predates waiver texts.
+    #[serde(default)]
+    pub text_version: Option<i64>,
+}
+
+/// Longest title of a waiver text, in characters.
+pub const MAX_WAIVER_TITLE_CHARS: usize = 200;
+/// Longest body of a waiver text, in characters.
+pub const MAX_WAIVER_BODY_CHARS: usize = 50_000;
+
+/// The wording of the liability waiver, published at HQ and replicated to every venue, whose
+/// terminals show the newest version before a waiver is signed. Versions count 1, 2, 3, ...
+/// chain-wide; a published text is never edited (new wording is the next version), so the
+/// `text_version` of a [`WaiverRecord`] says for good what its signer was shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WaiverTextRecord {
+    pub id: Uuid,
+    /// 1 for the chain's first text, one more for each text published after it.
+    pub version: i64,
+    pub title: String,
+    pub body: String,
+    pub published_at: DateTime<Utc>,
+    /// Who published it at HQ (their username).
+    pub published_by: String,
 }
 
 /// What kind of row a change or an op is about.
@@ -302,11 +328,14 @@ pub enum Entity {
     /// HQ asks a venue to retry or discard one of its dead letters (central's change feed only,
     /// never pushed): see [`DeadLetterRequest`].
     DeadLetterRequest,
+    /// A published version of the waiver's wording (HQ-owned, chain-wide): see
+    /// [`WaiverTextRecord`].
+    WaiverText,
 }
 
 impl Entity {
     /// Every entity this version knows.
-    pub const ALL: [Entity; 18] = [
+    pub const ALL: [Entity; 19] = [
         Self::Site,
         Self::Device,
         Self::User,
@@ -325,6 +354,7 @@ impl Entity {
         Self::PlugStatus,
         Self::PlugOverride,
         Self::DeadLetterRequest,
+        Self::WaiverText,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -347,6 +377,7 @@ impl Entity {
             Self::PlugStatus => "plug_status",
             Self::PlugOverride => "plug_override",
             Self::DeadLetterRequest => "dead_letter_request",
+            Self::WaiverText => "waiver_text",
         }
     }
 
@@ -740,22 +771,33 @@ mod tests {
 
     #[test]
     fn every_entity_parses_back_from_its_name() {
-        for entity in [
-            Entity::Site,
-            Entity::Device,
-            Entity::User,
-            Entity::Product,
-            Entity::Game,
-            Entity::Plug,
-            Entity::PlugSchedule,
-            Entity::Customer,
-            Entity::Waiver,
-            Entity::DeadLetter,
-        ] {
+        for entity in Entity::ALL {
             assert_eq!(Entity::parse(entity.as_str()), Some(entity));
             let json = serde_json::to_value(entity).expect("serialize");
             assert_eq!(json, entity.as_str());
         }
+        assert_eq!(Entity::WaiverText.as_str(), "waiver_text");
+    }
+
+    #[test]
+    fn a_waiver_from_before_waiver_texts_decodes_without_a_text_version() {
+        let id = Uuid::now_v7();
+        let old = serde_json::json!({
+            "id": id, "customer_id": id, "site_id": id, "signer_name": "Ada",
+            "signed_at": "2025-01-01T10:00:00Z", "expires_at": "2026-01-01T10:00:00Z",
+        });
+        let waiver: WaiverRecord = serde_json::from_value(old).expect("old waiver");
+        assert_eq!(waiver.text_version, None);
+        let signed = WaiverRecord {
+            text_version: Some(3),
+            ..waiver
+        };
+        let text = serde_json::to_value(&signed).expect("serialize");
+        assert_eq!(text["text_version"], 3);
+        assert_eq!(
+            serde_json::from_value::<WaiverRecord>(text).unwrap(),
+            signed
+        );
     }
 }
 

@@ -49,6 +49,7 @@ pub fn venue_day(site_id: Uuid, game_id: Uuid, product_id: Uuid) -> Vec<Sample> 
         signer_name: "Ada Lovelace".into(),
         signed_at: at,
         expires_at: at + Duration::days(365),
+        text_version: Some(1),
     };
     let order = OrderRecord {
         id: Uuid::now_v7(),

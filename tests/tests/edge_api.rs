@@ -231,6 +231,7 @@ async fn step_functions_push_dead_letter_rejections_and_pull() {
         signer_name: "Mallory".into(),
         signed_at: now,
         expires_at: now + chrono::Duration::days(1),
+        text_version: None,
     };
     let records = (good(1), bad, good(2));
     edge.state

@@ -245,6 +245,7 @@ async fn a_replayed_push_changes_nothing() {
         signer_name: "Rita Replay".into(),
         signed_at: now,
         expires_at: now + chrono::Duration::days(365),
+        text_version: None,
     };
     let batch = PushRequest {
         ops: vec![

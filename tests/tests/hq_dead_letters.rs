@@ -52,6 +52,7 @@ async fn hq_retries_and_discards_a_venues_dead_letters_through_its_change_feed()
         signer_name: "Mallory".into(),
         signed_at: Utc::now(),
         expires_at: Utc::now() + chrono::Duration::days(1),
+        text_version: None,
     };
     let queued = (visitor.clone(), stray.clone());
     edge.state

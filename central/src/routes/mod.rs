@@ -14,6 +14,7 @@ mod reports;
 mod sites;
 mod sync;
 pub mod users;
+mod waiver_texts;
 
 use crate::state::AppState;
 use aero_shared::openapi;
@@ -43,6 +44,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(devices::router())
         .merge(users::router())
         .merge(catalog::router())
+        .merge(waiver_texts::router())
         .merge(plugs::router())
         .merge(audit::router())
         .merge(reports::router())

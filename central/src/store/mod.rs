@@ -7,6 +7,7 @@ pub mod mssql;
 pub mod push_rules;
 pub mod reports;
 pub mod sqlite;
+mod waiver_texts;
 
 pub use dead_letters::{DeadLetterState, RejectedOpRecord, ResolutionRecord};
 pub use listing::{CustomerKey, NameKey, TimeKey};
@@ -14,6 +15,7 @@ pub use reports::{
     CustomerBalances, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,
     NegativeBalance, ProductSales,
 };
+pub use waiver_texts::WaiverTextDraft;
 
 use aero_shared::auth::principal::Role;
 use aero_shared::etag::IfMatch;
@@ -23,7 +25,7 @@ use aero_shared::wire::{
     DeviceRecord, GameRecord, LedgerEntry, MAX_AMOUNT_CENTS, MAX_ORDER_LINES,
     MAX_PLUG_PROBLEM_CHARS, OrderRecord, OutboxBacklog, PlugOverrideRecord, PlugRecord,
     PlugStatusRecord, ProductRecord, PushOp, RefundRecord, RejectedOp, Resolution, ScheduleRecord,
-    ScoreRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    ScoreRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord, WaiverTextRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -371,6 +373,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_games(&self, after: Option<&NameKey>, limit: u32)
     -> StoreResult<Vec<GameRecord>>;
 
+    // Waiver texts.
+    /// Publishes `draft` as the next version of the waiver text (one more than the highest the
+    /// chain holds, 1 for the first), audits `waiver_text.published` and replicates the record
+    /// chain-wide, in one transaction; returns the stored record. Concurrent publications get
+    /// distinct versions: each backend serialises them, and a unique constraint on the version
+    /// backs that up (a publication that loses the race is retried within the store's deadline).
+    async fn publish_waiver_text(
+        &self,
+        actor: &Actor,
+        draft: &WaiverTextDraft,
+    ) -> StoreResult<WaiverTextRecord>;
+    /// Waiver texts, newest version first: at most `limit` with a version below `before`.
+    async fn list_waiver_texts(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WaiverTextRecord>>;
+
     // Plugs and schedules (data only; the edge drives the plugs).
     async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()>;
     async fn get_plug(&self, id: Uuid) -> StoreResult<Option<PlugRecord>>;
@@ -603,7 +623,10 @@ impl VenueWrite {
     /// - a refund needs its order at central and may not give back, per tender kind, more than
     ///   the order's tenders paid less earlier refunds; check-ins, scores and ledger entries
     ///   need their customer at central, and scores their game;
-    /// - a dead-letter resolution must be about an op central refused from this site.
+    /// - a dead-letter resolution must be about an op central refused from this site;
+    /// - a waiver is pushed by the site that took it; the text version it names (if any) counts
+    ///   from 1 and is kept as sent, not looked up: a venue only shows texts central published,
+    ///   and refusing a signed waiver would lose the signature.
     pub fn decode(site_id: Uuid, op: &PushOp, known: &push_rules::Known) -> Result<Self, String> {
         use aero_shared::wire::{Entity, OpKind};
         let expected = match op.entity {
@@ -642,6 +665,9 @@ impl VenueWrite {
                     return Err(
                         "a waiver needs a signer and must expire after it was signed".into(),
                     );
+                }
+                if waiver.text_version.is_some_and(|v| v < 1) {
+                    return Err("a waiver's text version counts from 1".into());
                 }
                 Self::Waiver(waiver)
             }

@@ -1,7 +1,7 @@
 //! Applying central's change feed to the replica. Runs on the writer connection, inside the
 //! writer's transaction, together with the cursor update, so a page is applied whole or not at all.
 
-use super::{ts, venue};
+use super::{ts, venue, waiver_texts};
 use aero_shared::wire::{
     ChangeAnchor, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
     WaiverRecord,
@@ -227,6 +227,7 @@ const HQ_TABLES: &[(&str, Entity)] = &[
     ("users", Entity::User),
     ("products", Entity::Product),
     ("games", Entity::Game),
+    ("waiver_texts", Entity::WaiverText),
 ];
 
 /// Ends a resync: HQ rows central no longer has (it was restored to a point before them) are
@@ -267,6 +268,7 @@ fn table(entity: Entity) -> Option<&'static str> {
         Entity::LedgerEntry => Some("ledger"),
         Entity::Checkin => Some("checkins"),
         Entity::Score => Some("scores"),
+        Entity::WaiverText => Some("waiver_texts"),
         Entity::Plug
         | Entity::PlugSchedule
         | Entity::PlugOverride
@@ -352,6 +354,9 @@ fn apply_change(conn: &Connection, change: &RawChange, now: DateTime<Utc>) -> an
         }
         Entity::Game => {
             venue::upsert_game(conn, &serde_json::from_value(change.data.clone())?)?;
+        }
+        Entity::WaiverText => {
+            waiver_texts::upsert(conn, &serde_json::from_value(change.data.clone())?)?;
         }
         Entity::Order => {
             venue::insert_order(conn, &serde_json::from_value(change.data.clone())?)?;
@@ -617,6 +622,35 @@ mod tests {
             .expect("count");
         assert_eq!(products, 1);
         assert_eq!(first_name(&conn, visitor.id).as_deref(), Some("Visitor"));
+    }
+
+    #[test]
+    fn a_pulled_waiver_text_becomes_current_and_a_resync_drops_one_central_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let now = Utc::now();
+        let text = |seq: i64, version: i64| {
+            let id = Uuid::now_v7();
+            serde_json::json!({
+                "seq": seq, "entity": "waiver_text", "entity_id": id, "op": "upsert",
+                "site_id": null, "changed_at": now, "data": {
+                    "id": id, "version": version, "title": format!("Waiver v{version}"),
+                    "body": "I accept the risks.", "published_at": now, "published_by": "owner",
+                },
+            })
+        };
+        let (first, second) = (text(1, 1), text(2, 2));
+        let outcome =
+            apply_page(&conn, &page(vec![first.clone(), second], 2, false), now).expect("apply");
+        assert_eq!((outcome.applied, outcome.skipped), (2, 0));
+        let current = crate::replica::waiver_texts::current(&conn).expect("read");
+        assert_eq!(current.map(|t| t.version), Some(2));
+
+        // Central was restored to a point before version 2: the resync forgets it.
+        crate::sync::recovery::start_resync(&conn).expect("resync");
+        apply_page(&conn, &page(vec![first], 1, false), now).expect("again");
+        let current = crate::replica::waiver_texts::current_version(&conn).expect("read");
+        assert_eq!(current, Some(1));
     }
 
     #[test]

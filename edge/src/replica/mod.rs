@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod scores;
 pub mod venue;
+pub mod waiver_texts;
 
 use aero_shared::page::{NameKey, TimeKey};
 use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, SiteRecord, WaiverRecord};

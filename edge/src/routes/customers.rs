@@ -1,10 +1,11 @@
 //! Customers and waivers: registered at this venue (row + outbox op in one transaction), looked
-//! up chain-wide from the replica.
+//! up chain-wide from the replica. A waiver records the version of the waiver text its signer
+//! was shown (see `waiver_texts`).
 
 use super::AppState;
 use crate::outbox::append_op;
 use crate::replica::apply::{upsert_customer, upsert_waiver};
-use crate::replica::{CustomerView, customer};
+use crate::replica::{CustomerView, customer, waiver_texts};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
@@ -264,25 +265,29 @@ async fn sign_waiver(
     let expires_at = now
         .checked_add_months(Months::new(WAIVER_MONTHS))
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("waiver expiry out of range")))?;
-    let waiver = WaiverRecord {
-        id: Uuid::now_v7(),
-        customer_id,
-        site_id: state.site_id,
-        signer_name: body.signer_name.trim().to_string(),
-        signed_at: now,
-        expires_at,
-    };
-    let answer = Answer::json(StatusCode::CREATED, &waiver)?;
-    // The existence check runs on the writer, in the same transaction as the insert.
+    let site_id = state.site_id;
+    let signer_name = body.signer_name.trim().to_string();
+    // The existence check and the text version are read on the writer, in the same
+    // transaction as the insert: the waiver names the newest text the venue held when it was
+    // signed, even if a pull lands a newer one a moment later.
     state
         .writer
         .mutate_answering(move |c| {
-            if customer(c, waiver.customer_id)?.is_none() {
+            if customer(c, customer_id)?.is_none() {
                 return Err(ApiError::NotFound("no such customer").into());
             }
+            let waiver = WaiverRecord {
+                id: Uuid::now_v7(),
+                customer_id,
+                site_id,
+                signer_name,
+                signed_at: now,
+                expires_at,
+                text_version: waiver_texts::current_version(c)?,
+            };
             upsert_waiver(c, &waiver)?;
             append_op(c, Entity::Waiver, waiver.id, OpKind::Upsert, &waiver, now)?;
-            Ok(answer)
+            Ok(Answer::json(StatusCode::CREATED, &waiver)?)
         })
         .await
         .map_err(super::write_error)

@@ -13,6 +13,7 @@ pub mod refunds;
 pub mod reports;
 pub mod scores;
 pub mod status;
+pub mod waiver_texts;
 
 use crate::outbox::Writer;
 use crate::replica::Replica;
@@ -148,6 +149,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(status::router())
         .merge(customers::router())
+        .merge(waiver_texts::router())
         .merge(login::router())
         .merge(dead_letters::router())
         .merge(orders::router())

@@ -68,6 +68,7 @@ impl Role {
                 ReadLeaderboards,
                 WatchLive,
                 ManageDeadLetters,
+                ReadWaiverTexts,
             ],
             Self::Staff => &[
                 ReadSites,
@@ -86,6 +87,7 @@ impl Role {
                 PostScores,
                 ReadLeaderboards,
                 WatchLive,
+                ReadWaiverTexts,
             ],
         }
     }
@@ -143,6 +145,7 @@ impl DeviceKind {
                 CheckIn,
                 WatchLive,
                 ReadSessions,
+                ReadWaiverTexts,
             ],
             Self::Pos => &[
                 ReadStatus,
@@ -156,6 +159,7 @@ impl DeviceKind {
                 CheckIn,
                 WatchLive,
                 ReadSessions,
+                ReadWaiverTexts,
             ],
             Self::Tablet => &[
                 ReadStatus,
@@ -163,6 +167,7 @@ impl DeviceKind {
                 RegisterCustomers,
                 SignWaivers,
                 WatchLive,
+                ReadWaiverTexts,
             ],
             Self::Game => &[
                 ReadStatus,
@@ -171,8 +176,15 @@ impl DeviceKind {
                 ReadBalances,
                 SpendBalances,
                 WatchLive,
+                ReadWaiverTexts,
             ],
-            Self::Scoreboard => &[ReadStatus, ReadLeaderboards, WatchLive, ReadSessions],
+            Self::Scoreboard => &[
+                ReadStatus,
+                ReadLeaderboards,
+                WatchLive,
+                ReadSessions,
+                ReadWaiverTexts,
+            ],
             Self::Edge => &[Sync],
         }
     }
@@ -217,6 +229,9 @@ pub enum Permission {
     WatchLive,
     /// Retry or discard an edge's dead letters.
     ManageDeadLetters,
+    /// The venue's current waiver text: every terminal and staff member of a site may show it,
+    /// since a waiver is signed wherever the customer happens to be.
+    ReadWaiverTexts,
 }
 
 impl Permission {
@@ -250,6 +265,7 @@ impl Permission {
         Self::ReadLeaderboards,
         Self::WatchLive,
         Self::ManageDeadLetters,
+        Self::ReadWaiverTexts,
     ];
 
     /// Sensitive operations also require the caller to be inside the allowed networks. Site
@@ -394,6 +410,14 @@ mod tests {
         assert!(Role::Staff.permissions().contains(&SpendBalances));
         assert!(!Role::Staff.permissions().contains(&AdjustBalances));
         assert!(Permission::ALL.contains(&SpendBalances));
+        // Whichever terminal takes a signature shows the waiver text first.
+        for kind in [Kiosk, Pos, Tablet, Game, Scoreboard] {
+            assert!(kind.permissions().contains(&ReadWaiverTexts), "{kind:?}");
+        }
+        assert!(!Edge.permissions().contains(&ReadWaiverTexts));
+        for role in [Role::Owner, Role::Admin, Role::Manager, Role::Staff] {
+            assert!(role.permissions().contains(&ReadWaiverTexts), "{role:?}");
+        }
     }
 
     #[test]

@@ -146,7 +146,7 @@ macro_rules! customer_columns {
 }
 macro_rules! waiver_columns {
     () => {
-        "id, customer_id, site_id, signer_name, signed_at, expires_at"
+        "id, customer_id, site_id, signer_name, signed_at, expires_at, text_version"
     };
 }
 macro_rules! audit_columns {
@@ -289,6 +289,7 @@ pub(super) fn waiver_from(row: &Row) -> StoreResult<WaiverRecord> {
         signer_name: text(row, 3)?,
         signed_at: time(row, 4)?,
         expires_at: time(row, 5)?,
+        text_version: opt_int(row, 6)?,
     })
 }
 

@@ -18,10 +18,14 @@ const TRANSIENT_SERVER_ERRORS: &[u32] = &[
     40143, 40197, 40501, 40540, 40613, 49918, 49919, 49920,
 ];
 
+/// What a duplicate waiver text version is called (a publication that lost a race).
+pub(super) const VERSION_TAKEN: &str = "waiver text version";
+
 /// Named unique constraints and primary keys (see the migration), and what a duplicate means.
 /// No name is a substring of another, so a message matches at most one.
 pub(super) const DUPLICATES: &[(&str, &str)] = &[
     ("uq_users_username", "username"),
+    ("uq_waiver_texts_version", VERSION_TAKEN),
     ("uq_products_sku", "sku"),
     ("uq_games_name", "game name"),
     ("uq_plugs_site_name", "plug name"),
@@ -55,6 +59,7 @@ pub(super) const DUPLICATES: &[(&str, &str)] = &[
     ("pk_dead_letter_requests", "dead-letter request"),
     ("pk_plug_status", "plug status"),
     ("pk_plug_overrides", "plug override"),
+    ("pk_waiver_texts", "waiver text"),
 ];
 
 pub(super) fn classify(err: tiberius::error::Error) -> StoreError {

@@ -15,7 +15,7 @@
 //! server error means, retries), `codec` (values and rows), `changelog` (audit and change log),
 //! `migrate` (schema migrations and the store's identity), `sync` (push, pull and the change
 //! feed), `venue` (the venue records edges push), `reports` (HQ's reads of them), then one file
-//! per entity. The `Store` impl below only delegates to them.
+//! per entity (`waiver_texts` among them). The `Store` impl below only delegates to them.
 
 mod audit_log;
 mod catalog;
@@ -36,19 +36,20 @@ mod sites;
 mod sync;
 mod users;
 mod venue;
+mod waiver_texts;
 
 use super::{
     Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch, DailyReport,
     DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey, NegativeBalance,
     ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult,
-    TimeKey, UserChanges,
+    TimeKey, UserChanges, WaiverTextDraft,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CustomerRecord, DeadLetterRequest, DeviceRecord, GameRecord,
     OutboxBacklog, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp,
-    ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord, WaiverTextRecord,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -255,6 +256,24 @@ impl Store for MssqlStore {
         limit: u32,
     ) -> StoreResult<Vec<GameRecord>> {
         catalog::list_games(self, after, limit).await
+    }
+
+    // -- Waiver texts -----------------------------------------------------------------------
+
+    async fn publish_waiver_text(
+        &self,
+        actor: &Actor,
+        draft: &WaiverTextDraft,
+    ) -> StoreResult<WaiverTextRecord> {
+        waiver_texts::publish(self, actor, draft).await
+    }
+
+    async fn list_waiver_texts(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WaiverTextRecord>> {
+        waiver_texts::list(self, before, limit).await
     }
 
     // -- Plugs and schedules ----------------------------------------------------------------

@@ -101,7 +101,7 @@ async fn apply_venue_write(
                 "INSERT INTO waivers (",
                 waiver_columns!(),
                 ") ",
-                "SELECT @P1, @P2, @P3, @P4, @P5, @P6 ",
+                "SELECT @P1, @P2, @P3, @P4, @P5, @P6, @P7 ",
                 "WHERE NOT EXISTS (SELECT 1 FROM waivers WITH (UPDLOCK, HOLDLOCK) WHERE id = @P1); ",
                 "SELECT @@ROWCOUNT;"
             ));
@@ -111,6 +111,7 @@ async fn apply_venue_write(
             q.bind(w.signer_name.as_str());
             q.bind(ts(w.signed_at));
             q.bind(ts(w.expires_at));
+            q.bind(w.text_version);
             let inserted = match conn.row(q).await? {
                 Some(row) => int(&row, 0)?,
                 None => 0,

@@ -2,20 +2,23 @@
 //! commit order) and a few reader connections, driven from blocking threads.
 //!
 //! This file holds the connections, the codecs and the HQ-owned entities; `venue` stores the
-//! venue records edges push, `reports` answers HQ's reads of them and `dead_letters` holds
-//! what HQ sees and asks of a venue's refused ops.
+//! venue records edges push, `reports` answers HQ's reads of them, `dead_letters` holds
+//! what HQ sees and asks of a venue's refused ops and `waiver_texts` the versions of the
+//! waiver's wording.
 
 mod dead_letters;
 mod pages;
 mod reports;
 mod venue;
+mod waiver_texts;
 
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
     Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
     DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey,
     NegativeBalance, ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store,
-    StoreError, StoreResult, TimeKey, UserChanges, VenueWrite, site_etag, user_change_scopes,
+    StoreError, StoreResult, TimeKey, UserChanges, VenueWrite, WaiverTextDraft, site_etag,
+    user_change_scopes,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{
@@ -25,6 +28,7 @@ use aero_shared::wire::{
     Change, ChangeAnchor, ChangeEntity, ChangeOp, CustomerRecord, DeadLetterRequest, DeviceRecord,
     Entity, GameRecord, Grant, OutboxBacklog, PlugOverrideRecord, PlugRecord, PlugStatusRecord,
     ProductRecord, PushOp, ScheduleRecord, SiteRecord, SiteSyncStatus, UserRecord, WaiverRecord,
+    WaiverTextRecord,
 };
 use anyhow::Context;
 use async_trait::async_trait;
@@ -495,15 +499,16 @@ fn apply_venue_write(
         VenueWrite::Waiver(w) => {
             let inserted = exec(
                 tx,
-                "INSERT INTO waivers (id, customer_id, site_id, signer_name, signed_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO waivers (id, customer_id, site_id, signer_name, signed_at, expires_at, text_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
                 params![
                     w.id,
                     w.customer_id,
                     w.site_id,
                     w.signer_name,
                     ts(w.signed_at),
-                    ts(w.expires_at)
+                    ts(w.expires_at),
+                    w.text_version
                 ],
             )?;
             if inserted == 1 {
@@ -1251,6 +1256,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn publish_waiver_text(
+        &self,
+        actor: &Actor,
+        draft: &WaiverTextDraft,
+    ) -> StoreResult<WaiverTextRecord> {
+        let (actor, draft) = (actor.clone(), draft.clone());
+        self.write(move |tx| waiver_texts::publish(tx, &actor, &draft))
+            .await
+    }
+
+    async fn list_waiver_texts(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<WaiverTextRecord>> {
+        self.read(move |c| waiver_texts::list(c, before, limit))
+            .await
+    }
+
     async fn create_plug(&self, actor: &Actor, plug: &PlugRecord) -> StoreResult<()> {
         let (actor, p) = (actor.clone(), plug.clone());
         self.write(move |tx| {
@@ -1654,7 +1678,7 @@ impl Store for SqliteStore {
     async fn waivers_for(&self, customer_id: Uuid) -> StoreResult<Vec<WaiverRecord>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, customer_id, site_id, signer_name, signed_at, expires_at FROM waivers WHERE customer_id = ?1 ORDER BY signed_at",
+                "SELECT id, customer_id, site_id, signer_name, signed_at, expires_at, text_version FROM waivers WHERE customer_id = ?1 ORDER BY signed_at",
             )?;
             Ok(stmt
                 .query_map([customer_id], |r| {
@@ -1665,6 +1689,7 @@ impl Store for SqliteStore {
                         signer_name: r.get(3)?,
                         signed_at: parse_ts(&r.get::<_, String>(4)?)?,
                         expires_at: parse_ts(&r.get::<_, String>(5)?)?,
+                        text_version: r.get(6)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?)
