@@ -38,10 +38,10 @@ mod users;
 mod venue;
 
 use super::{
-    Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch, DailyReport,
-    DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey, NegativeBalance,
-    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult,
-    TimeKey, UserChanges,
+    Actor, AuditEntry, AuditFilter, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
+    DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey,
+    NegativeBalance, ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store,
+    StoreResult, TimeKey, UserChanges,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
@@ -312,8 +312,8 @@ impl Store for MssqlStore {
 
     // -- Audit log --------------------------------------------------------------------------
 
-    async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        audit_log::list(self, site_id, limit).await
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        audit_log::list(self, filter, limit).await
     }
 
     // -- Change feed and sync ---------------------------------------------------------------
