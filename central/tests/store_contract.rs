@@ -2,9 +2,9 @@
 //! `AERO_TEST_MSSQL_URL` holds an ADO.NET connection string (and says loudly when it skips).
 
 use aero_central::store::{
-    self, Actor, CustomerSearch, DeadLetterState, EnrollmentToken, LeaderboardQuery,
-    NegativeBalance, ProductSales, Redeemed, SiteChanges, Store, StoreError, UserChanges,
-    WaiverTextDraft,
+    self, Actor, AuditActor, AuditFilter, CustomerSearch, DeadLetterState, EnrollmentToken,
+    LeaderboardQuery, NegativeBalance, ProductSales, Redeemed, SiteChanges, Store, StoreError,
+    UserChanges, WaiverTextDraft,
 };
 use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::etag::IfMatch;
@@ -90,6 +90,7 @@ contract!(
     rejected_ops_are_reported_and_do_not_block,
     idempotency_keys_replay_and_detect_mismatch,
     hq_writes_are_audited,
+    the_audit_log_filters_by_venue_actor_and_action,
     concurrent_writers_never_make_a_reader_skip_a_change,
     site_updates_round_trip_and_replicate_to_the_site,
     disabling_a_user_is_idempotent_keeps_the_row_and_replicates,
@@ -602,13 +603,107 @@ async fn hq_writes_are_audited(store: Arc<dyn Store>) {
     let d = device(site.id, &unique("hash"));
     store.create_device(&actor(), &d).await.unwrap();
     store.revoke_device(&actor(), d.id, now()).await.unwrap();
-    let entries = store.list_audit(Some(site.id), 10).await.unwrap();
+    let entries = store
+        .list_audit(&AuditFilter::site(site.id), 10)
+        .await
+        .unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
         vec!["device.revoke", "device.create", "site.create"]
     );
     assert!(entries.iter().all(|e| e.actor_name == "contract-test"));
+}
+
+/// The audit log narrows to a venue, an actor (by id, or by name ignoring case) and an action,
+/// each alone or together.
+async fn the_audit_log_filters_by_venue_actor_and_action(store: Arc<dyn Store>) {
+    let person = |name: &str| Actor {
+        kind: "user",
+        id: Some(Uuid::now_v7()),
+        name: unique(name),
+        ip: None,
+        request_id: None,
+    };
+    let (ada, bob) = (person("Ada"), person("Bob"));
+    let mut sites = Vec::new();
+    for who in [&ada, &bob] {
+        let site = SiteRecord {
+            id: Uuid::now_v7(),
+            name: unique("site"),
+            timezone: "UTC".into(),
+            allowed_networks: vec![],
+            created_at: now(),
+        };
+        store.create_site(who, &site).await.unwrap();
+        sites.push(site.id);
+    }
+    // Bob registers a device at Ada's venue.
+    store
+        .create_device(&bob, &device(sites[0], &unique("hash")))
+        .await
+        .unwrap();
+    let listed = |filter: AuditFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            let mut rows: Vec<(String, String, Option<Uuid>)> = store
+                .list_audit(&filter, 50)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.action, e.actor_name, e.site_id))
+                .collect();
+            rows.sort();
+            rows
+        }
+    };
+    let row =
+        |action: &str, who: &Actor, site: Uuid| (action.to_string(), who.name.clone(), Some(site));
+
+    assert_eq!(
+        listed(AuditFilter::site(sites[0])).await,
+        [
+            row("device.create", &bob, sites[0]),
+            row("site.create", &ada, sites[0])
+        ]
+    );
+    assert_eq!(
+        listed(AuditFilter::new(
+            Some(sites[0]),
+            None,
+            Some("device.create")
+        ))
+        .await,
+        [row("device.create", &bob, sites[0])]
+    );
+    let shouted = ada.name.to_uppercase();
+    assert_eq!(
+        listed(AuditFilter::new(None, Some(&shouted), None)).await,
+        [row("site.create", &ada, sites[0])],
+        "a name matches ignoring case"
+    );
+    let bob_id = bob.id.unwrap().to_string();
+    assert_eq!(
+        AuditFilter::new(None, Some(&bob_id), None).actor,
+        Some(AuditActor::Id(bob.id.unwrap()))
+    );
+    assert_eq!(
+        listed(AuditFilter::new(None, Some(&bob_id), None)).await,
+        [
+            row("device.create", &bob, sites[0]),
+            row("site.create", &bob, sites[1])
+        ]
+    );
+    assert_eq!(
+        listed(AuditFilter::new(None, Some(&bob_id), Some("Site.Create"))).await,
+        [row("site.create", &bob, sites[1])],
+        "actions are named in lower case"
+    );
+    assert!(
+        listed(AuditFilter::new(Some(sites[1]), Some(&ada.name), None))
+            .await
+            .is_empty()
+    );
 }
 
 /// Many writers commit changes while a reader follows the feed with a cursor; afterwards the
@@ -732,7 +827,10 @@ async fn site_updates_round_trip_and_replicate_to_the_site(store: Arc<dyn Store>
             .any(|c| c.entity_id == site.id),
         "a site's settings must not leak to another site"
     );
-    let entries = store.list_audit(Some(site.id), 1).await.unwrap();
+    let entries = store
+        .list_audit(&AuditFilter::site(site.id), 1)
+        .await
+        .unwrap();
     assert_eq!(entries[0].action, "site.update");
     assert_eq!(entries[0].target, Some(site.id.to_string()));
     assert_eq!(entries[0].at, at);
@@ -850,7 +948,10 @@ async fn disabling_a_user_is_idempotent_keeps_the_row_and_replicates(store: Arc<
             .iter()
             .any(|c| c.entity_id == staff.id)
     );
-    let entries = store.list_audit(Some(sites[0]), 1).await.unwrap();
+    let entries = store
+        .list_audit(&AuditFilter::site(sites[0]), 1)
+        .await
+        .unwrap();
     assert_eq!(entries[0].action, "user.disable");
     assert_eq!(entries[0].target, Some(staff.id.to_string()));
 
@@ -1183,7 +1284,10 @@ async fn a_new_enrollment_revokes_the_previous_edge_credential(store: Arc<dyn St
             .iter()
             .any(|ch| ch.entity_id == a.id || ch.entity_id == b.id)
     );
-    let entries = store.list_audit(Some(site.id), 10).await.unwrap();
+    let entries = store
+        .list_audit(&AuditFilter::site(site.id), 10)
+        .await
+        .unwrap();
     let fence = entries
         .iter()
         .find(|e| e.action == "edge.fence")
@@ -1521,7 +1625,7 @@ async fn hq_dead_letter_requests_reach_only_their_site_and_stop_once_resolved(
         "another venue never sees the request"
     );
     let audited: Vec<String> = store
-        .list_audit(Some(venue.id), 2)
+        .list_audit(&AuditFilter::site(venue.id), 2)
         .await
         .unwrap()
         .into_iter()
@@ -2731,7 +2835,7 @@ async fn a_retired_product_stays_listed_inactive_and_replicates(store: Arc<dyn S
         serde_json::from_value::<ProductRecord>(change.data).unwrap(),
         expected
     );
-    let audited = store.list_audit(None, 50).await.unwrap();
+    let audited = store.list_audit(&AuditFilter::default(), 50).await.unwrap();
     assert!(
         audited.iter().any(|e| e.action == "product.retire"
             && e.target == Some(p.id.to_string())
@@ -2870,7 +2974,7 @@ async fn a_user_change_bumps_its_token_version_and_reaches_old_and_new_sites(
             .is_none()
     );
     let entries = store
-        .list_audit(Some(expected.site_ids[0]), 1)
+        .list_audit(&AuditFilter::site(expected.site_ids[0]), 1)
         .await
         .unwrap();
     assert_eq!(entries[0].action, "user.update");

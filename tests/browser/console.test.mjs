@@ -329,3 +329,33 @@ test("retry a dead letter", async () => {
   await checkPage(page, "venue-dead-letter-retried");
   await page.context().close();
 });
+
+test("the catalogue adds a product; the audit log shows it, filtered by action", async () => {
+  const page = await newPage();
+  await signIn(page, "owner", ownerPassword);
+  await page.getByRole("link", { name: "Catalogue" }).click();
+  await page.getByRole("heading", { level: 1, name: "Catalogue" }).waitFor();
+  await page.locator("#product-sku").fill("JUMP-60");
+  await page.locator("#product-name").fill("Jump 60");
+  await page.locator("#product-kind").selectOption("pass");
+  await page.locator("#product-price").fill("12.50");
+  await page.locator("#product-duration").fill("60");
+  await page.getByRole("button", { name: "Add product" }).click();
+  await page.getByRole("status").filter({ hasText: "The product was added" }).waitFor();
+  const row = page.getByRole("row", { name: /Jump 60/ });
+  await row.getByText("12.50").waitFor();
+  await row.getByText("Active").waitFor();
+  await checkPage(page, "catalogue");
+
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.getByRole("heading", { level: 1, name: "Audit log" }).waitFor();
+  await page.getByLabel(/^Action/).fill("product.create");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.waitForURL(/action=product\.create/);
+  const actions = await page.locator("table.audit tbody tr").evaluateAll((rows) =>
+    rows.map((row) => row.getAttribute("data-action")),
+  );
+  assert.deepEqual(actions, ["product.create"]);
+  await checkPage(page, "audit");
+  await page.context().close();
+});

@@ -692,3 +692,224 @@ async fn the_venue_page_shows_its_leaderboards_by_period() {
         400
     );
 }
+
+#[tokio::test]
+async fn the_catalogue_lists_products_and_games_and_adds_and_retires_a_product() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    central
+        .post_json(
+            &owner,
+            "/v1/games",
+            &json!({"name": "Laser Maze", "score_order": "lowest_wins"}),
+            201,
+        )
+        .await;
+    let products = || async {
+        central.get_json(&owner, "/v1/products", 200).await["products"]
+            .as_array()
+            .expect("products")
+            .clone()
+    };
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let page = "/console/catalogue";
+    let html = browser.get(page).await.text().await.unwrap();
+    assert!(html.contains("No products yet."), "{html}");
+    assert!(html.contains("Laser Maze") && html.contains("Lowest score wins"));
+
+    let jump = [
+        ("sku", "JUMP-90"),
+        ("name", "Jump 90"),
+        ("kind", "pass"),
+        ("price", "14.50"),
+        ("duration_minutes", "90"),
+        ("grant_account", ""),
+        ("grant_amount", ""),
+        ("grant_per", ""),
+    ];
+    let add = "/console/catalogue/products";
+    assert_eq!(browser.post(add, &jump).await.status(), 403);
+    assert!(
+        products().await.is_empty(),
+        "refused without the CSRF token"
+    );
+
+    let csrf = browser.csrf(page).await;
+    let mut signed = jump.to_vec();
+    signed.push(("csrf", &csrf));
+    let added = browser.post(add, &signed).await;
+    assert_eq!(added.status(), 303);
+    assert_eq!(
+        added.headers()[LOCATION],
+        "/console/catalogue?done=product-added"
+    );
+    let html = browser
+        .get("/console/catalogue?done=product-added")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("The product was added"), "{html}");
+    assert!(html.contains("data-sku=\"JUMP-90\" data-active=\"true\""));
+    assert!(html.contains("Jump 90") && html.contains("14.50"));
+    assert!(html.contains("1 h 30 min of jumping"));
+
+    // What the API refuses comes back with its reason, the form filled as it was.
+    let membership = [
+        ("sku", "MEMBER-M"),
+        ("name", "Monthly membership"),
+        ("kind", "membership"),
+        ("price", "49"),
+        ("duration_minutes", ""),
+        ("grant_account", "visits"),
+        ("grant_amount", "8"),
+        ("grant_per", "month"),
+        ("csrf", &csrf),
+    ];
+    let refused = browser.post(add, &membership).await;
+    assert_eq!(refused.status(), 422);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("duration_minutes"), "{html}");
+    assert!(html.contains("value=\"MEMBER-M\""), "the form is refilled");
+    assert_eq!(products().await.len(), 1);
+
+    let id = products().await[0]["id"].as_str().unwrap().to_string();
+    let retire = format!("/console/catalogue/products/{id}/retire");
+    assert_eq!(browser.post(&retire, &[]).await.status(), 403);
+    assert_eq!(products().await[0]["active"], true, "still sold");
+    let retired = browser.post(&retire, &[("csrf", &csrf)]).await;
+    assert_eq!(retired.status(), 303);
+    assert_eq!(products().await[0]["active"], false);
+    let html = browser.get(page).await.text().await.unwrap();
+    assert!(html.contains("data-sku=\"JUMP-90\" data-active=\"false\""));
+    assert!(html.contains("Retired") && html.contains("No longer sold"));
+
+    let game = browser
+        .post(
+            "/console/catalogue/games",
+            &[
+                ("name", "Dodge Dash"),
+                ("score_order", "highest_wins"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(game.status(), 303);
+    let games = central.get_json(&owner, "/v1/games", 200).await;
+    assert!(
+        games["games"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "Dodge Dash")
+    );
+
+    // A venue manager reads the catalogue; the API refuses them a new product, and says so.
+    let venue = central.create_site(&owner, "Catalogue Venue").await;
+    create_user(
+        &central.settings(),
+        "manager",
+        "a long manager password",
+        Role::Manager,
+        vec![venue],
+    )
+    .await;
+    let mut manager = Browser::new(&central);
+    manager.sign_in("manager", "a long manager password").await;
+    let theirs = manager.csrf(page).await;
+    let mut again = jump.to_vec();
+    again[0] = ("sku", "JUMP-120");
+    again.push(("csrf", &theirs));
+    let forbidden = manager.post(add, &again).await;
+    assert_eq!(forbidden.status(), 403);
+    let html = forbidden.text().await.unwrap();
+    assert!(html.contains("role=\"alert\""), "{html}");
+    assert!(html.contains("Jump 90"), "the list is still shown");
+    assert_eq!(products().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_audit_log_filters_by_venue_user_and_action() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let north = central.create_site(&owner, "North Venue").await;
+    let south = central.create_site(&owner, "South Venue").await;
+    central.create_device(&owner, north, "kiosk").await;
+    let rows =
+        |html: &str, action: &str| html.matches(&format!("data-action=\"{action}\"")).count();
+
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let all = browser.get("/console/audit").await;
+    assert_eq!(all.status(), 200);
+    let html = all.text().await.unwrap();
+    assert_eq!(
+        (rows(&html, "site.create"), rows(&html, "device.create")),
+        (2, 1)
+    );
+
+    let html = browser
+        .get("/console/audit?site_id=&actor=&action=device.create")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows(&html, "site.create"), rows(&html, "device.create")),
+        (0, 1)
+    );
+    let html = browser
+        .get(&format!("/console/audit?site_id={south}&actor=&action="))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows(&html, "site.create"), rows(&html, "device.create")),
+        (1, 0)
+    );
+    let by_user = format!(
+        "/console/audit?site_id={north}&actor={}&action=site.create",
+        OWNER.to_uppercase()
+    );
+    let html = browser.get(&by_user).await.text().await.unwrap();
+    assert_eq!(
+        (rows(&html, "site.create"), rows(&html, "device.create")),
+        (1, 0)
+    );
+    let html = browser
+        .get("/console/audit?actor=nobody")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No entries match."), "{html}");
+
+    // A manager reads their own venue's log and nothing of another's.
+    create_user(
+        &central.settings(),
+        "manager",
+        "a long manager password",
+        Role::Manager,
+        vec![north],
+    )
+    .await;
+    let mut manager = Browser::new(&central);
+    manager.sign_in("manager", "a long manager password").await;
+    let own = manager.get("/console/audit").await;
+    assert_eq!(own.status(), 200);
+    let html = own.text().await.unwrap();
+    assert!(html.contains("showing North Venue"), "{html}");
+    assert_eq!(
+        (rows(&html, "site.create"), rows(&html, "device.create")),
+        (1, 1)
+    );
+    let other = manager
+        .get(&format!("/console/audit?site_id={south}"))
+        .await;
+    assert_eq!(other.status(), 403);
+    let html = other.text().await.unwrap();
+    assert_eq!(rows(&html, "site.create"), 0);
+    assert!(!html.contains("South Venue"), "{html}");
+}

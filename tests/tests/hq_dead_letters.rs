@@ -2,6 +2,7 @@
 //! venue's change feed, the venue acts on it when it pulls (as a manager there would), and its
 //! decision comes back through the outbox. Managers may only ask about their own venues.
 
+use aero_central::store::AuditFilter;
 use aero_edge::outbox::append_op;
 use aero_shared::auth::principal::Role;
 use aero_shared::wire::{CustomerRecord, Entity, OpKind, PushOp, WaiverRecord};
@@ -231,7 +232,10 @@ async fn hq_retries_and_discards_a_venues_dead_letters_through_its_change_feed()
             ("hq".into(), "owner".into(), "dead_letter.retry".into()),
         ]
     );
-    let central_audit = store.list_audit(Some(venue), 2).await.expect("audit");
+    let central_audit = store
+        .list_audit(&AuditFilter::site(venue), 2)
+        .await
+        .expect("audit");
     let actions: Vec<&str> = central_audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,

@@ -7,6 +7,7 @@
 use super::Console;
 use super::session::SESSION_COOKIE;
 use aero_shared::client_ip::ClientAddr;
+use aero_shared::page::MAX_LIMIT;
 use aero_shared::pipeline::REQUEST_ID_HEADER;
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
@@ -183,6 +184,32 @@ impl Api {
         self.json(Some(token), Method::GET, path, None).await
     }
 
+    /// Every row of the paged list at `path` (a path without a query), read in pages of the
+    /// largest size; `split` takes a page apart into its rows and the cursor of the next.
+    pub async fn every<P: DeserializeOwned, T>(
+        &self,
+        token: &str,
+        path: &str,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>, ApiFailure> {
+        let limit = MAX_LIMIT.to_string();
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            query.extend(after.as_deref().map(|after| ("after", after)));
+            let page: P = self
+                .get(token, &format!("{path}?{}", query_string(&query)))
+                .await?;
+            let (rows, next) = split(page);
+            all.extend(rows);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// A call whose answer body does not matter (e.g. `DELETE` answering 204).
     pub async fn act(
         &self,
@@ -194,6 +221,11 @@ impl Api {
         let (status, bytes) = self.send(Some(token), method, path, body).await;
         check(status, &bytes)
     }
+}
+
+/// `name=value` pairs as a URL's query, each part escaped.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).expect("text pairs always encode")
 }
 
 fn check(status: StatusCode, bytes: &[u8]) -> Result<(), ApiFailure> {

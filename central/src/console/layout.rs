@@ -20,6 +20,8 @@ const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"
 pub enum Section {
     Overview,
     Venue,
+    Catalogue,
+    Audit,
     SignIn,
     Error,
 }
@@ -47,6 +49,8 @@ pub fn page(title: &str, section: Section, session: Option<&Session>, content: M
                         nav aria-label="Main" {
                             ul {
                                 li { a href="/console" aria-current=[(section == Section::Overview).then_some("page")] { "Chain overview" } }
+                                li { a href="/console/catalogue" aria-current=[(section == Section::Catalogue).then_some("page")] { "Catalogue" } }
+                                li { a href="/console/audit" aria-current=[(section == Section::Audit).then_some("page")] { "Audit log" } }
                             }
                         }
                         form.signout method="post" action="/console/logout" {

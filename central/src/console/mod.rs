@@ -7,6 +7,8 @@
 
 mod api;
 mod assets;
+mod audit;
+mod catalogue;
 mod dead_letters;
 mod devices;
 mod layout;
@@ -70,6 +72,14 @@ pub fn router(api: Router, csrf_key: [u8; 32], secure_cookies: bool) -> Router {
             "/console/plugs/{plug_id}/override",
             post(plugs::set_override),
         )
+        .route("/console/catalogue", get(catalogue::page))
+        .route("/console/catalogue/products", post(catalogue::add_product))
+        .route(
+            "/console/catalogue/products/{id}/retire",
+            post(catalogue::retire_product),
+        )
+        .route("/console/catalogue/games", post(catalogue::add_game))
+        .route("/console/audit", get(audit::page))
         .route("/console/assets/{name}", get(assets::serve))
         .with_state(console)
 }

@@ -1,7 +1,8 @@
-//! `GET /v1/audit`: who did what, from where, newest first.
+//! `GET /v1/audit`: who did what, from where, newest first; narrowed to a venue, an actor or an
+//! action.
 
 use crate::state::AppState;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, AuditFilter};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
@@ -21,7 +22,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only entries about this venue; required for site-scoped staff.
     site_id: Option<Uuid>,
+    /// Only writes by this actor: a user's or device's id, or the name the entry recorded (a
+    /// username, a device's name), ignoring case.
+    actor: Option<String>,
+    /// Only entries of this action, e.g. `site.create` or `dead_letter.retry_requested`.
+    action: Option<String>,
     /// Entries in the answer: 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -46,6 +53,11 @@ async fn list_audit(
         }
         None => {}
     }
-    let entries = state.store.list_audit(query.site_id, limit).await?;
+    let filter = AuditFilter::new(
+        query.site_id,
+        query.actor.as_deref(),
+        query.action.as_deref(),
+    );
+    let entries = state.store.list_audit(&filter, limit).await?;
     Ok(Json(AuditList { entries }))
 }

@@ -1,6 +1,7 @@
 //! The central store: one trait speaking domain types, with a SQLite backend (the default) and
 //! a SQL Server backend (production), chosen by the database URL.
 
+mod audit;
 mod dead_letters;
 pub mod listing;
 pub mod mssql;
@@ -9,6 +10,7 @@ pub mod reports;
 pub mod sqlite;
 mod waiver_texts;
 
+pub use audit::{AuditActor, AuditEntry, AuditFilter};
 pub use dead_letters::{DeadLetterState, RejectedOpRecord, ResolutionRecord};
 pub use listing::{CustomerKey, NameKey, TimeKey};
 pub use reports::{
@@ -93,21 +95,6 @@ impl Actor {
             request_id: None,
         }
     }
-}
-
-/// One line of the audit log.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct AuditEntry {
-    pub id: Uuid,
-    pub at: DateTime<Utc>,
-    pub actor_kind: String,
-    pub actor_id: Option<Uuid>,
-    pub actor_name: String,
-    pub ip: Option<String>,
-    pub request_id: Option<String>,
-    pub action: String,
-    pub target: Option<String>,
-    pub site_id: Option<Uuid>,
 }
 
 /// What an audited write says about itself.
@@ -427,8 +414,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> StoreResult<Vec<ScheduleRecord>>;
 
-    // Audit log, newest first.
-    async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    // Audit log.
+    /// The newest `limit` entries `filter` chooses, newest first.
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 
     // Change feed and sync.
     /// Changes visible to `site_id` (chain-wide plus its own) after `after`, in seq order,

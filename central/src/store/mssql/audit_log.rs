@@ -2,37 +2,45 @@
 
 use super::MssqlStore;
 use super::codec::{audit_columns, audit_from};
-use crate::store::{AuditEntry, StoreResult};
+use crate::store::audit::{AuditValue, Dialect};
+use crate::store::{AuditEntry, AuditFilter, StoreResult};
 use tiberius::Query;
-use uuid::Uuid;
+
+/// How the audit log's filter is spelled here. Names compare ignoring case whatever the
+/// database's default collation, as usernames do (their column's collation, V1).
+const DIALECT: Dialect = Dialect {
+    placeholder: |n| format!("@P{n}"),
+    ignore_case: " COLLATE SQL_Latin1_General_CP1_CI_AS",
+};
 
 pub(super) async fn list(
     store: &MssqlStore,
-    site_id: Option<Uuid>,
+    filter: &AuditFilter,
     limit: u32,
 ) -> StoreResult<Vec<AuditEntry>> {
+    // The filter's parts become the statement's conditions (not `@P2 IS NULL OR ...`), so each
+    // combination gets its own plan.
+    let (condition, values) = filter.sql(2, &DIALECT);
+    let sql = format!(
+        concat!(
+            "SELECT TOP (@P1) ",
+            audit_columns!(),
+            " FROM audit_log {} ",
+            "ORDER BY [at] DESC, CONVERT(CHAR(36), id) DESC"
+        ),
+        condition
+    );
+    let (sql, values) = (sql.as_str(), values.as_slice());
     store
         .with_connection(|conn| {
             Box::pin(async move {
-                // Two statements rather than `@P2 IS NULL OR site_id = @P2`, so each gets its own
-                // plan.
-                let mut q = match site_id {
-                    None => Query::new(concat!(
-                        "SELECT TOP (@P1) ",
-                        audit_columns!(),
-                        " FROM audit_log ",
-                        "ORDER BY [at] DESC, CONVERT(CHAR(36), id) DESC"
-                    )),
-                    Some(_) => Query::new(concat!(
-                        "SELECT TOP (@P1) ",
-                        audit_columns!(),
-                        " FROM audit_log WHERE site_id = @P2 ",
-                        "ORDER BY [at] DESC, CONVERT(CHAR(36), id) DESC"
-                    )),
-                };
+                let mut q = Query::new(sql);
                 q.bind(i64::from(limit));
-                if let Some(site_id) = site_id {
-                    q.bind(site_id);
+                for value in values {
+                    match value {
+                        AuditValue::Id(id) => q.bind(*id),
+                        AuditValue::Text(text) => q.bind(*text),
+                    }
                 }
                 conn.rows(q).await?.iter().map(audit_from).collect()
             })

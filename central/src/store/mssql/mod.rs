@@ -39,10 +39,10 @@ mod venue;
 mod waiver_texts;
 
 use super::{
-    Actor, AuditEntry, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch, DailyReport,
-    DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey, NegativeBalance,
-    ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store, StoreResult,
-    TimeKey, UserChanges, WaiverTextDraft,
+    Actor, AuditEntry, AuditFilter, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
+    DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey,
+    NegativeBalance, ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store,
+    StoreResult, TimeKey, UserChanges, WaiverTextDraft,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
@@ -331,8 +331,8 @@ impl Store for MssqlStore {
 
     // -- Audit log --------------------------------------------------------------------------
 
-    async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        audit_log::list(self, site_id, limit).await
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        audit_log::list(self, filter, limit).await
     }
 
     // -- Change feed and sync ---------------------------------------------------------------

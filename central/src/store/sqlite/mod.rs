@@ -12,13 +12,14 @@ mod reports;
 mod venue;
 mod waiver_texts;
 
+use super::audit::{AuditValue, Dialect};
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
-    Actor, AuditEntry, AuditEvent, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
-    DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey,
-    NegativeBalance, ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store,
-    StoreError, StoreResult, TimeKey, UserChanges, VenueWrite, WaiverTextDraft, site_etag,
-    user_change_scopes,
+    Actor, AuditEntry, AuditEvent, AuditFilter, ChangeScope, CustomerBalances, CustomerKey,
+    CustomerSearch, DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry,
+    LeaderboardQuery, NameKey, NegativeBalance, ProductSales, PushOutcome, Redeemed,
+    RejectedOpRecord, SiteChanges, Store, StoreError, StoreResult, TimeKey, UserChanges,
+    VenueWrite, WaiverTextDraft, site_etag, user_change_scopes,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{
@@ -295,6 +296,13 @@ fn enum_text<T: Serialize>(value: &T) -> String {
 fn json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Other(e.into()))
 }
+
+/// How the audit log's filter is spelled here: usernames compare ignoring case like the
+/// `users.username` column.
+const AUDIT_DIALECT: Dialect = Dialect {
+    placeholder: |n| format!("?{n}"),
+    ignore_case: " COLLATE NOCASE",
+};
 
 fn audit(
     tx: &Transaction<'_>,
@@ -1428,14 +1436,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_audit(&self, site_id: Option<Uuid>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let filter = filter.clone();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
+            let (condition, values) = filter.sql(2, &AUDIT_DIALECT);
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT id, at, actor_kind, actor_id, actor_name, ip, request_id, action, target, site_id FROM audit_log
-                 WHERE ?1 IS NULL OR site_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
-            )?;
+                 {condition} ORDER BY at DESC, id DESC LIMIT ?1"
+            ))?;
+            let mut params: Vec<&dyn ToSql> = vec![&limit];
+            params.extend(values.iter().map(|value| match value {
+                AuditValue::Id(id) => id as &dyn ToSql,
+                AuditValue::Text(text) => text as &dyn ToSql,
+            }));
             Ok(stmt
-                .query_map(params![site_id, limit], |r| {
+                .query_map(params.as_slice(), |r| {
                     Ok(AuditEntry {
                         id: r.get(0)?,
                         at: parse_ts(&r.get::<_, String>(1)?)?,
