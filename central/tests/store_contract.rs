@@ -3343,7 +3343,11 @@ async fn waiver_texts_are_published_as_the_next_version_newest_first(store: Arc<
             text
         );
     }
-    let audited = store.list_audit(None, 50).await.unwrap();
+    let published = AuditFilter {
+        action: Some("waiver_text.published".into()),
+        ..AuditFilter::default()
+    };
+    let audited = store.list_audit(&published, 50).await.unwrap();
     for text in [&first, &second] {
         assert!(
             audited.iter().any(|e| e.action == "waiver_text.published"

@@ -913,3 +913,88 @@ async fn the_audit_log_filters_by_venue_user_and_action() {
     assert_eq!(rows(&html, "site.create"), 0);
     assert!(!html.contains("South Venue"), "{html}");
 }
+
+#[tokio::test]
+async fn the_catalogue_publishes_waiver_text_versions_and_shows_each_in_full() {
+    let central = TestCentral::start().await;
+    let owner = central.owner_token().await;
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let page = "/console/catalogue";
+    let html = browser.get(page).await.text().await.unwrap();
+    assert!(html.contains("No waiver text is published yet"), "{html}");
+    let action = "/console/catalogue/waiver-texts";
+    let first = [
+        ("title", "Jump safely"),
+        ("body", "I accept the risks.\nNo shoes."),
+    ];
+    assert_eq!(browser.post(action, &first).await.status(), 403);
+    let texts = || async { central.get_json(&owner, "/v1/waiver-texts", 200).await };
+    assert_eq!(
+        texts().await["waiver_texts"],
+        json!([]),
+        "no CSRF: nothing published"
+    );
+
+    let csrf = browser.csrf(page).await;
+    let published = browser
+        .post(action, &[first[0], first[1], ("csrf", &csrf)])
+        .await;
+    assert_eq!(published.status(), 303);
+    assert_eq!(
+        published.headers()[LOCATION],
+        "/console/catalogue?done=waiver-published"
+    );
+    let second = browser
+        .post(
+            action,
+            &[
+                ("title", "Jump safely <2>"),
+                ("body", "I accept."),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(second.status(), 303);
+    let listed = texts().await;
+    let versions: Vec<i64> = listed["waiver_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    assert_eq!(
+        listed["waiver_texts"][1]["body"],
+        "I accept the risks.\nNo shoes."
+    );
+
+    let html = browser.get(page).await.text().await.unwrap();
+    assert!(
+        html.contains("Venues show version <strong>2</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("Jump safely &lt;2&gt;"), "titles are escaped");
+    assert!(
+        html.contains("I accept the risks.\nNo shoes."),
+        "the whole wording"
+    );
+    assert!(html.find("data-version=\"2\"") < html.find("data-version=\"1\""));
+
+    // A blank title is the API's 422, shown with the form refilled; nothing is published.
+    let refused = browser
+        .post(
+            action,
+            &[
+                ("title", " "),
+                ("body", "Kept for the retry"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("title"), "{html}");
+    assert!(html.contains(">Kept for the retry</textarea>"), "{html}");
+    assert_eq!(texts().await["waiver_texts"].as_array().unwrap().len(), 2);
+}

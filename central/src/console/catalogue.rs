@@ -1,10 +1,11 @@
-//! The catalogue: the chain's products with their prices and what each grants, and the games
-//! venues score (every page of `GET /v1/products` and `GET /v1/games`); the forms that add a
-//! product or a game, and retire a product.
+//! The catalogue: the chain's products with their prices and what each grants, the games
+//! venues score (every page of `GET /v1/products` and `GET /v1/games`) and the waiver texts
+//! (their own module); the forms that add a product or a game, and retire a product.
 
 use super::api::{Api, ApiFailure, signed_out};
 use super::layout::{self, Section, money};
 use super::session::{CSRF_FIELD, Session};
+use super::waiver_texts::NewWaiverText;
 use super::{Console, csrf_refused};
 use aero_shared::wire::{Account, GameRecord, Grant, ProductKind, ProductRecord, ScoreOrder};
 use axum::Form;
@@ -34,12 +35,13 @@ pub struct PageQuery {
 
 /// What a form's answer adds to the page: its outcome, and the form refilled after an error.
 #[derive(Default)]
-struct Extras {
-    status: Option<StatusCode>,
-    error: Option<String>,
-    done: Option<&'static str>,
-    product: NewProduct,
-    game: NewGame,
+pub(super) struct Extras {
+    pub(super) status: Option<StatusCode>,
+    pub(super) error: Option<String>,
+    pub(super) done: Option<&'static str>,
+    pub(super) product: NewProduct,
+    pub(super) game: NewGame,
+    pub(super) waiver: NewWaiverText,
 }
 
 /// `GET /console/catalogue`.
@@ -52,6 +54,9 @@ pub async fn page(session: Session, api: Api, Query(query): Query<PageQuery>) ->
             "The product was retired; venues stop selling it once their edges pull the change.",
         ),
         Some("game-added") => Some("The game was added."),
+        Some("waiver-published") => Some(
+            "The waiver text was published; venues show it to signers once their edges pull it.",
+        ),
         _ => None,
     };
     render(
@@ -65,7 +70,7 @@ pub async fn page(session: Session, api: Api, Query(query): Query<PageQuery>) ->
     .await
 }
 
-async fn render(session: &Session, api: &Api, extras: Extras) -> Response {
+pub(super) async fn render(session: &Session, api: &Api, extras: Extras) -> Response {
     let token = session.token.as_str();
     let products = api
         .every(token, "/v1/products", |p: ProductPage| {
@@ -79,6 +84,11 @@ async fn render(session: &Session, api: &Api, extras: Extras) -> Response {
     {
         return signed_out();
     }
+    let Ok(waiver_texts) =
+        super::waiver_texts::section(session, api, chrono::Utc::now(), &extras.waiver).await
+    else {
+        return signed_out();
+    };
     let content = html! {
         h1 { "Catalogue" }
         (layout::notice(extras.error.as_deref(), extras.done))
@@ -111,6 +121,10 @@ async fn render(session: &Session, api: &Api, extras: Extras) -> Response {
                 }
                 button type="submit" { "Add game" }
             }
+        }
+        section aria-labelledby="waiver-texts-heading" {
+            h2 id="waiver-texts-heading" { "Waiver texts" }
+            (waiver_texts)
         }
     };
     layout::respond(

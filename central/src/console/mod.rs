@@ -18,6 +18,7 @@ mod overview;
 mod plugs;
 mod session;
 mod venue;
+mod waiver_texts;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -79,6 +80,10 @@ pub fn router(api: Router, csrf_key: [u8; 32], secure_cookies: bool) -> Router {
             post(catalogue::retire_product),
         )
         .route("/console/catalogue/games", post(catalogue::add_game))
+        .route(
+            "/console/catalogue/waiver-texts",
+            post(waiver_texts::publish),
+        )
         .route("/console/audit", get(audit::page))
         .route("/console/assets/{name}", get(assets::serve))
         .with_state(console)
