@@ -481,8 +481,31 @@ fn slope_kib_per_min(samples: &[&Sample]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
-/// Growth of RSS over the last 80% of the run above which memory is not called flat.
+/// Growth of RSS over the last 80% of the run above which memory is not called flat. Growth is
+/// the least-squares trend across that span, not one sample against another: under bursty load
+/// RSS moves by a few percent from second to second as allocator arenas fill and empty, so two
+/// single samples say more about the moment they were taken than about a leak.
 const FLAT_GROWTH: f64 = 0.05;
+
+/// Least-squares fit of RSS against time over `samples`: the trend's relative growth from the
+/// first sample's time to the last (0.05 is 5%).
+fn trend_growth(samples: &[&Sample]) -> f64 {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return 0.0;
+    };
+    let n = samples.len() as f64;
+    let minutes = |s: &Sample| s.at.as_secs_f64() / 60.0;
+    let mean_x = samples.iter().map(|s| minutes(s)).sum::<f64>() / n;
+    let mean_y = samples.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
+    let slope = slope_kib_per_min(samples);
+    let fitted_start = mean_y + slope * (minutes(first) - mean_x);
+    let rise = slope * (minutes(last) - minutes(first));
+    if fitted_start <= 0.0 {
+        0.0
+    } else {
+        rise / fitted_start
+    }
+}
 
 fn summarize(samples: &[Sample], recorder: &Recorder, cuts: u64) {
     let Some(last) = samples.last() else {
@@ -551,7 +574,7 @@ fn summarize(samples: &[Sample], recorder: &Recorder, cuts: u64) {
         .filter(|s| s.at.as_secs_f64() >= total / 2.0)
         .collect();
     let slope = slope_kib_per_min(&second_half);
-    let growth = last.rss_kib as f64 / base.rss_kib.max(1) as f64 - 1.0;
+    let growth = trend_growth(&tail);
     let flat = growth < FLAT_GROWTH;
     println!("| measure | value |\n|---|---|");
     println!(
@@ -597,7 +620,7 @@ fn summarize(samples: &[Sample], recorder: &Recorder, cuts: u64) {
     );
     println!("| RSS slope over the second half (least squares) | {slope:+.0} KiB/min |");
     println!(
-        "| memory | **{}**: {:+.1}% from {:.0}% of the run to the end (flat means under {:.0}%) |",
+        "| memory | **{}**: the least-squares trend rises {:+.1}% from {:.0}% of the run to the end (flat means under {:.0}%) |",
         if flat { "flat" } else { "grows" },
         growth * 100.0,
         base.at.as_secs_f64() * 100.0 / total,
@@ -648,4 +671,43 @@ async fn verify(venue: &Venue<'_>, since: DateTime<Utc>, acked: &[u64]) -> anyho
         "central does not hold exactly the acknowledged writes"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(rss_kib: impl Fn(u64) -> u64) -> Vec<Sample> {
+        (0..600)
+            .map(|second| Sample {
+                at: Duration::from_secs(second),
+                seconds: 1.0,
+                tally: Tally::new(),
+                rss_kib: rss_kib(second),
+                edge_cores: 0.0,
+                rest_cores: 0.0,
+                pending_ops: None,
+                link_up: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn memory_that_swings_around_a_level_is_flat_whatever_its_last_sample() {
+        // 38 MiB give or take 2 MiB, ending on a high swing.
+        let swinging = samples(|s| 38 * 1024 + [0, 2048, 1024, 0, 0, 1536][(s % 6) as usize]);
+        let refs: Vec<&Sample> = swinging.iter().collect();
+        let growth = trend_growth(&refs);
+        assert!(growth.abs() < 0.01, "trend {growth}");
+    }
+
+    #[test]
+    fn memory_that_climbs_steadily_is_not_flat() {
+        // 40 MiB climbing 20 KiB a second: 12 MiB, 30%, over ten minutes.
+        let leaking = samples(|s| 40 * 1024 + 20 * s);
+        let refs: Vec<&Sample> = leaking.iter().collect();
+        let growth = trend_growth(&refs);
+        assert!((growth - 0.29).abs() < 0.01, "trend {growth}");
+        assert!(growth > FLAT_GROWTH);
+    }
 }
