@@ -998,3 +998,182 @@ async fn the_catalogue_publishes_waiver_text_versions_and_shows_each_in_full() {
     assert!(html.contains(">Kept for the retry</textarea>"), "{html}");
     assert_eq!(texts().await["waiver_texts"].as_array().unwrap().len(), 2);
 }
+
+/// The status of `POST /v1/auth/login` as `username`.
+async fn login_status(central: &TestCentral, username: &str, password: &str) -> u16 {
+    central
+        .request(reqwest::Method::POST, "/v1/auth/login")
+        .json(&json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn the_venue_page_adds_staff_and_disables_and_enables_them() {
+    let central =
+        TestCentral::start_with(|settings| settings.limits.login_per_minute = 1_000).await;
+    let owner = central.owner_token().await;
+    let site = central.create_site(&owner, "Staffed Venue").await;
+    let other = central.create_site(&owner, "Other Venue").await;
+    let mut browser = Browser::new(&central);
+    browser.sign_in(OWNER, OWNER_PASSWORD).await;
+    let path = format!("/console/venues/{site}");
+    let csrf = browser.csrf(&path).await;
+    let add = |username: &'static str, role: &'static str, password: &'static str| {
+        let (browser, csrf, path) = (&browser, csrf.clone(), path.clone());
+        async move {
+            browser
+                .post(
+                    &format!("{path}/staff"),
+                    &[
+                        ("csrf", &csrf),
+                        ("username", username),
+                        ("role", role),
+                        ("password", password),
+                    ],
+                )
+                .await
+        }
+    };
+    let users = || async {
+        central.get_json(&owner, "/v1/users", 200).await["users"]
+            .as_array()
+            .expect("users")
+            .clone()
+    };
+
+    // Refused: a short password (the API's rule) and a chain-wide role; nothing is created.
+    let short = add("jo-desk", "staff", "too short").await;
+    assert_eq!(short.status(), 422);
+    let html = short.text().await.unwrap();
+    assert!(html.contains("must be 12 to 128 characters"), "{html}");
+    let owner_role = add("jo-desk", "owner", "a long enough password").await;
+    assert_eq!(owner_role.status(), 422);
+    assert!(
+        owner_role
+            .text()
+            .await
+            .unwrap()
+            .contains("Choose staff or manager.")
+    );
+    assert_eq!(users().await.len(), 1, "only the owner");
+
+    let added = add("jo-desk", "staff", "a long enough password").await;
+    assert_eq!(added.status(), 201);
+    let html = added.text().await.unwrap();
+    assert!(
+        html.contains("Added jo-desk as staff of this venue"),
+        "{html}"
+    );
+    assert!(html.contains("aria-label=\"Disable jo-desk\""), "{html}");
+    let jo = users()
+        .await
+        .into_iter()
+        .find(|u| u["username"] == "jo-desk")
+        .expect("jo-desk listed");
+    assert_eq!(jo["role"], "staff");
+    assert_eq!(jo["site_ids"], json!([site]));
+    assert_eq!(
+        login_status(&central, "jo-desk", "a long enough password").await,
+        200
+    );
+    let jo_id = jo["id"].as_str().unwrap().to_string();
+
+    let access = |action: &'static str, on: Uuid| {
+        let (browser, csrf, jo_id) = (&browser, csrf.clone(), jo_id.clone());
+        async move {
+            browser
+                .post(
+                    &format!("/console/users/{jo_id}/access"),
+                    &[
+                        ("csrf", &csrf),
+                        ("site_id", &on.to_string()),
+                        ("action", action),
+                    ],
+                )
+                .await
+        }
+    };
+    let disabled = access("disable", site).await;
+    assert_eq!(disabled.status(), 303);
+    assert_eq!(
+        disabled.headers()[LOCATION],
+        format!("/console/venues/{site}?done=staff-disabled").as_str()
+    );
+    assert_eq!(
+        login_status(&central, "jo-desk", "a long enough password").await,
+        401
+    );
+    let page = browser.get(&path).await.text().await.unwrap();
+    assert!(page.contains("aria-label=\"Enable jo-desk\""), "{page}");
+
+    let enabled = access("enable", site).await;
+    assert_eq!(enabled.status(), 303);
+    assert_eq!(
+        login_status(&central, "jo-desk", "a long enough password").await,
+        200
+    );
+
+    // Without the form's token nothing changes.
+    let forged = browser
+        .post(
+            &format!("/console/users/{jo_id}/access"),
+            &[
+                ("csrf", "0"),
+                ("site_id", &site.to_string()),
+                ("action", "disable"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        login_status(&central, "jo-desk", "a long enough password").await,
+        200
+    );
+
+    // A manager of another venue can neither add staff here nor disable this venue's staff.
+    create_user(
+        &central.settings(),
+        "other-manager",
+        "a long manager password",
+        Role::Manager,
+        vec![other],
+    )
+    .await;
+    let mut manager = Browser::new(&central);
+    manager
+        .sign_in("other-manager", "a long manager password")
+        .await;
+    let manager_csrf = manager.csrf(&format!("/console/venues/{other}")).await;
+    let refused = manager
+        .post(
+            &format!("/console/users/{jo_id}/access"),
+            &[
+                ("csrf", &manager_csrf),
+                ("site_id", &other.to_string()),
+                ("action", "disable"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    let refused = manager
+        .post(
+            &format!("{path}/staff"),
+            &[
+                ("csrf", &manager_csrf),
+                ("username", "sneaky"),
+                ("role", "staff"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        login_status(&central, "jo-desk", "a long enough password").await,
+        200
+    );
+    assert!(users().await.iter().all(|u| u["username"] != "sneaky"));
+}

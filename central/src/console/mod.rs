@@ -17,6 +17,7 @@ mod login;
 mod overview;
 mod plugs;
 mod session;
+mod staff;
 mod venue;
 mod waiver_texts;
 
@@ -65,6 +66,8 @@ pub fn router(api: Router, csrf_key: [u8; 32], secure_cookies: bool) -> Router {
             post(devices::enrollment_token),
         )
         .route("/console/devices/{device_id}/revoke", post(devices::revoke))
+        .route("/console/venues/{site_id}/staff", post(staff::add))
+        .route("/console/users/{user_id}/access", post(staff::set_access))
         .route(
             "/console/venues/{site_id}/dead-letters/{op_id}",
             post(dead_letters::decide),

@@ -7,6 +7,7 @@ use super::layout::{self, Section, money, when};
 use super::leaderboards::Period;
 use super::overview::ChainStatus;
 use super::session::{CSRF_FIELD, Session};
+use super::staff;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,7 @@ struct UserList {
 
 #[derive(Deserialize)]
 struct User {
+    id: Uuid,
     username: String,
     role: String,
     site_ids: Vec<Uuid>,
@@ -147,6 +149,11 @@ pub async fn page(
             "The venue was asked to discard it; its edge does so once it pulls the request."
                 .to_string(),
         ),
+        Some("staff-disabled") => Some(
+            "The account was disabled: it can no longer sign in, and the tokens it holds are refused."
+                .to_string(),
+        ),
+        Some("staff-enabled") => Some("The account was enabled again.".to_string()),
         Some("override") => Some(
             "The override was set; the venue's edge applies it once it pulls the change."
                 .to_string(),
@@ -345,8 +352,23 @@ async fn content(
         section aria-labelledby="staff-heading" {
             h2 id="staff-heading" { "Staff" }
             @match &users {
-                Ok(list) => { (staff_table(site.id, &list.users)) }
+                Ok(list) => { (staff_table(session, site.id, &list.users)) }
                 Err(failure) => { p { (failure.message()) } }
+            }
+            h3 { "Add a staff member" }
+            form method="post" action=(format!("/console/venues/{}/staff", site.id)) {
+                input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
+                label for="staff-username" { "Username" }
+                input id="staff-username" name="username" type="text" required autocomplete="off";
+                label for="staff-role" { "Role" }
+                select id="staff-role" name="role" {
+                    @for role in staff::VENUE_ROLES {
+                        option value=(role) { (role) }
+                    }
+                }
+                label for="staff-password" { "Password (12 to 128 characters; give it to them in person)" }
+                input id="staff-password" name="password" type="password" required minlength="12" maxlength="128" autocomplete="new-password";
+                button type="submit" { "Add to this venue" }
             }
         }
         section aria-labelledby="report-heading" {
@@ -431,7 +453,7 @@ fn device_table(session: &Session, site_id: Uuid, devices: &[Device]) -> Markup 
     }
 }
 
-fn staff_table(site_id: Uuid, users: &[User]) -> Markup {
+fn staff_table(session: &Session, site_id: Uuid, users: &[User]) -> Markup {
     let staff: Vec<&User> = users
         .iter()
         .filter(|u| u.site_ids.contains(&site_id) || matches!(u.role.as_str(), "owner" | "admin"))
@@ -441,14 +463,28 @@ fn staff_table(site_id: Uuid, users: &[User]) -> Markup {
             p { "No staff." }
         } @else {
             div.scroll { table {
-                thead { tr { th scope="col" { "Username" } th scope="col" { "Role" } th scope="col" { "Scope" } th scope="col" { "Account" } } }
+                thead { tr {
+                    th scope="col" { "Username" } th scope="col" { "Role" } th scope="col" { "Scope" }
+                    th scope="col" { "Account" } th scope="col" { "Access" }
+                } }
                 tbody {
                     @for u in staff {
                         tr {
                             th scope="row" { (u.username) }
                             td { (u.role) }
                             td { @if u.site_ids.contains(&site_id) { "this venue" } @else { "chain-wide" } }
-                            td { @if u.disabled_at.is_some() { "disabled" } @else { "active" } }
+                            td { @if let Some(at) = u.disabled_at { "disabled " (at.format("%Y-%m-%d %H:%M UTC")) } @else { "active" } }
+                            td {
+                                @if u.site_ids.contains(&site_id) {
+                                    @let (action, label) = if u.disabled_at.is_some() { ("enable", "Enable") } else { ("disable", "Disable") };
+                                    form.inline method="post" action=(format!("/console/users/{}/access", u.id)) data-confirm=[(u.disabled_at.is_none()).then(|| format!("Disable {}? They can no longer sign in.", u.username))] {
+                                        input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
+                                        input type="hidden" name="site_id" value=(site_id);
+                                        input type="hidden" name="action" value=(action);
+                                        button.danger[u.disabled_at.is_none()] type="submit" aria-label=(format!("{label} {}", u.username)) { (label) }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
