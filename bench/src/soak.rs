@@ -246,6 +246,10 @@ struct Sample {
     tally: Tally,
     rss_kib: u64,
     edge_cores: f64,
+    /// Central (with the link proxy, on its runtime) and the load generator run in this
+    /// process, on the same cores as the edge.
+    central_cores: f64,
+    loadgen_cores: f64,
     rest_cores: f64,
     pending_ops: Option<i64>,
     link_up: bool,
@@ -358,9 +362,9 @@ pub async fn run(
         plan.max_waiting
     );
     println!(
-        "| elapsed | requests | errors | late | missed | p50 ms | p99 ms | max ms | edge RSS | edge CPU (cores) | rest of machine (cores) | pending ops | link |"
+        "| elapsed | requests | errors | late | missed | p50 ms | p99 ms | max ms | edge RSS | edge CPU (cores) | central and link proxy CPU (cores) | load generator CPU (cores) | rest of machine (cores) | pending ops | link |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     flush();
 
     let started = Instant::now();
@@ -389,6 +393,8 @@ pub async fn run(
                 tally,
                 rss_kib: procfs::rss(edge.pid)?.current_kib,
                 edge_cores: cpu.edge / seconds,
+                central_cores: cpu.central / seconds,
+                loadgen_cores: cpu.loadgen / seconds,
                 rest_cores: cpu.rest / seconds,
                 pending_ops: edge
                     .status(venue.kiosk)
@@ -449,7 +455,7 @@ fn mib(kib: u64) -> String {
 fn print_sample(s: &Sample) {
     let t = &s.tally;
     println!(
-        "| {:.0} s | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.2} | {} | {} |",
+        "| {:.0} s | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
         s.at.as_secs_f64(),
         t.requests(),
         t.errors_text(),
@@ -460,6 +466,8 @@ fn print_sample(s: &Sample) {
         t.max_ms(),
         mib(s.rss_kib),
         s.edge_cores,
+        s.central_cores,
+        s.loadgen_cores,
         s.rest_cores,
         s.pending_ops.map_or("?".into(), |p| p.to_string()),
         if s.link_up { "up" } else { "down" },
@@ -513,21 +521,24 @@ fn summarize(samples: &[Sample], recorder: &Recorder, cuts: u64) {
     };
     // Per minute: the file keeps these rows.
     println!(
-        "Per minute:\n\n| minute | requests | errors | late | missed | p50 ms | p99 ms | max ms | edge RSS at the end | edge CPU (cores) | rest of machine (cores) | most pending ops | link down at a sample |"
+        "Per minute:\n\n| minute | requests | errors | late | missed | p50 ms | p99 ms | max ms | edge RSS at the end | edge CPU (cores) | central and link proxy CPU (cores) | load generator CPU (cores) | rest of machine (cores) | most pending ops | link down at a sample |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut whole = Tally::new();
     let mut minute = 0u64;
     let mut i = 0;
     while i < samples.len() {
         minute += 1;
         let mut tally = Tally::new();
-        let (mut edge, mut rest, mut secs, mut pending, mut down) = (0.0, 0.0, 0.0, 0i64, 0);
+        let (mut edge, mut central, mut loadgen, mut rest) = (0.0, 0.0, 0.0, 0.0);
+        let (mut secs, mut pending, mut down) = (0.0, 0i64, 0);
         let mut end = &samples[i];
         while i < samples.len() && samples[i].at.as_secs_f64() <= minute as f64 * 60.0 + 1.0 {
             let s = &samples[i];
             tally.add(&s.tally);
             edge += s.edge_cores * s.seconds;
+            central += s.central_cores * s.seconds;
+            loadgen += s.loadgen_cores * s.seconds;
             rest += s.rest_cores * s.seconds;
             secs += s.seconds;
             pending = pending.max(s.pending_ops.unwrap_or(0));
@@ -539,7 +550,7 @@ fn summarize(samples: &[Sample], recorder: &Recorder, cuts: u64) {
             continue;
         }
         println!(
-            "| {minute} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.2} | {pending} | {down} |",
+            "| {minute} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {pending} | {down} |",
             tally.requests(),
             tally.errors_text(),
             tally.late,
@@ -549,6 +560,8 @@ fn summarize(samples: &[Sample], recorder: &Recorder, cuts: u64) {
             tally.max_ms(),
             mib(end.rss_kib),
             edge / secs,
+            central / secs,
+            loadgen / secs,
             rest / secs,
         );
         whole.add(&tally);
@@ -685,6 +698,8 @@ mod tests {
                 tally: Tally::new(),
                 rss_kib: rss_kib(second),
                 edge_cores: 0.0,
+                central_cores: 0.0,
+                loadgen_cores: 0.0,
                 rest_cores: 0.0,
                 pending_ops: None,
                 link_up: true,
