@@ -276,6 +276,33 @@ test("a manager sees only their venues", async () => {
   await page.context().close();
 });
 
+test("add a staff member to a venue, then disable the account", async () => {
+  assert.ok(venueA, "the venue from the earlier test");
+  const page = await newPage();
+  await signIn(page, "owner", ownerPassword);
+  await page.goto(`${base}/console/venues/${venueA}`);
+  await page.getByLabel("Username", { exact: true }).fill("riverside-desk");
+  await page.getByLabel("Role", { exact: true }).selectOption("staff");
+  await page.getByLabel(/^Password/).fill("a desk password of length");
+  await page.getByRole("button", { name: "Add to this venue" }).click();
+  await page.getByRole("status").filter({ hasText: "Added riverside-desk as staff of this venue" }).waitFor();
+  const row = page.getByRole("row", { name: /riverside-desk/ });
+  await row.getByText("active").waitFor();
+  await checkPage(page, "venue-staff-added");
+  page.once("dialog", (dialog) => dialog.accept());
+  await row.getByRole("button", { name: "Disable riverside-desk" }).click();
+  await page.getByRole("status").filter({ hasText: "The account was disabled" }).waitFor();
+  await page.getByRole("row", { name: /riverside-desk/ }).getByText(/^disabled /).waitFor();
+  const refused = await fetch(`${base}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "riverside-desk", password: "a desk password of length" }),
+  });
+  assert.equal(refused.status, 401);
+  await checkPage(page, "venue-staff-disabled");
+  await page.context().close();
+});
+
 test("retry a dead letter", async () => {
   const owner = (await api("POST", "/v1/auth/login", null, { username: "owner", password: ownerPassword }))
     .access_token;

@@ -356,7 +356,7 @@ async fn content(
                 Err(failure) => { p { (failure.message()) } }
             }
             h3 { "Add a staff member" }
-            form method="post" action=(format!("/console/venues/{}/staff", site.id)) {
+            form.stack method="post" action=(format!("/console/venues/{}/staff", site.id)) {
                 input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
                 label for="staff-username" { "Username" }
                 input id="staff-username" name="username" type="text" required autocomplete="off";
