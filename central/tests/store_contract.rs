@@ -3,8 +3,8 @@
 
 use aero_central::store::{
     self, Actor, AuditActor, AuditFilter, CustomerSearch, DeadLetterState, EnrollmentToken,
-    LeaderboardQuery, NegativeBalance, ProductSales, Redeemed, SiteChanges, Store, StoreError,
-    UserChanges, WaiverTextDraft,
+    HintSocketEvent, LeaderboardQuery, NegativeBalance, ProductSales, Redeemed, SiteChanges, Store,
+    StoreError, UserChanges, WaiverTextDraft,
 };
 use aero_shared::auth::principal::{DeviceKind, Role};
 use aero_shared::etag::IfMatch;
@@ -124,6 +124,7 @@ contract!(
     concurrent_site_updates_of_different_fields_both_land,
     a_site_update_with_a_stale_entity_tag_writes_nothing,
     a_pull_keeps_the_outbox_backlog_the_edge_reported,
+    hint_socket_heartbeats_only_move_forward_and_closes_are_kept,
     waiver_texts_are_published_as_the_next_version_newest_first,
     a_waiver_keeps_the_text_version_it_was_signed_under,
 );
@@ -3286,6 +3287,55 @@ async fn a_pull_keeps_the_outbox_backlog_the_edge_reported(store: Arc<dyn Store>
         .unwrap();
     let sync = store.site_sync(site.id).await.unwrap();
     assert_eq!((sync.pull_cursor, sync.outbox), (7, Some(empty)));
+}
+
+async fn hint_socket_heartbeats_only_move_forward_and_closes_are_kept(store: Arc<dyn Store>) {
+    let site = new_site(&store).await;
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!((sync.hint_seen_at, sync.hint_closed_at), (None, None));
+
+    let heard = now();
+    store
+        .record_hint_socket(site.id, HintSocketEvent::Heard, heard)
+        .await
+        .unwrap();
+    // A heartbeat written late by another instance, older than the one kept, changes nothing.
+    store
+        .record_hint_socket(
+            site.id,
+            HintSocketEvent::Heard,
+            heard - chrono::Duration::seconds(20),
+        )
+        .await
+        .unwrap();
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!(
+        (sync.hint_seen_at, sync.hint_closed_at),
+        (Some(heard), None)
+    );
+
+    let closed = heard + chrono::Duration::seconds(5);
+    store
+        .record_hint_socket(site.id, HintSocketEvent::Closed, closed)
+        .await
+        .unwrap();
+    let later = closed + chrono::Duration::seconds(7);
+    store
+        .record_hint_socket(site.id, HintSocketEvent::Heard, later)
+        .await
+        .unwrap();
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!(
+        (sync.hint_seen_at, sync.hint_closed_at),
+        (Some(later), Some(closed))
+    );
+    // Pulls and pushes leave them alone.
+    store.record_pull(site.id, 3, now(), None).await.unwrap();
+    let sync = store.site_sync(site.id).await.unwrap();
+    assert_eq!(
+        (sync.hint_seen_at, sync.hint_closed_at),
+        (Some(later), Some(closed))
+    );
 }
 
 fn waiver_text_draft(title: &str) -> WaiverTextDraft {

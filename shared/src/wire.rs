@@ -687,6 +687,12 @@ pub struct SiteSyncStatus {
     pub pull_lag: i64,
     /// The edge's outbox as it reported it at its last pull; `null` before its first report.
     pub outbox: Option<OutboxBacklog>,
+    /// When an instance of central last heard the venue's change-hint socket (on connecting and
+    /// at each answered ping); `null` if none ever connected.
+    pub hint_seen_at: Option<DateTime<Utc>>,
+    /// When the instance holding that socket last heard it before it closed; `null` if none
+    /// ever closed. A socket heard since it closed is another one, open.
+    pub hint_closed_at: Option<DateTime<Utc>>,
 }
 
 /// What an edge says of its outbox when it pulls: the ops waiting to be pushed and when the

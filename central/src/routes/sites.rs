@@ -326,19 +326,15 @@ async fn chain_status(
         let presence = state.presence.of(site.id);
         let last_contact = [
             presence.disconnected_at,
+            sync.hint_seen_at,
+            sync.hint_closed_at,
             sync.last_push_at,
             sync.last_pull_at,
         ]
         .into_iter()
         .flatten()
         .max();
-        // A socket that closed here after the last push or pull is the latest word.
-        let last_sync = sync.last_push_at.max(sync.last_pull_at);
-        let online = presence.sockets > 0
-            || last_sync.is_some_and(|at| {
-                now - at < crate::presence::RECENT_CONTACT
-                    && presence.disconnected_at.is_none_or(|closed| at > closed)
-            });
+        let online = crate::presence::is_online(&presence, &sync, now);
         sites.push(VenueStatus {
             site_id: site.id,
             name: site.name,

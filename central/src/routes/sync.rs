@@ -2,6 +2,7 @@
 //! that hints "something changed" so a venue pulls within about a second.
 
 use crate::hints::HintReceiver;
+use crate::presence::{HINT_PING_EVERY, Heartbeat};
 use crate::state::AppState;
 use crate::store::Redeemed;
 use aero_shared::ApiError;
@@ -24,7 +25,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use std::time::Duration;
+use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -233,10 +234,14 @@ async fn notify(
     let head = state.hints.head();
     let closing = state.shutdown.clone();
     let presence = state.presence.clone();
+    let mut heartbeat = Heartbeat::new(Arc::clone(&state.store), Arc::clone(&state.clock), site_id);
     Ok(upgrade.on_upgrade(move |socket| async move {
-        // Online on HQ's overview for exactly as long as the socket is open.
+        // Online on HQ's overview for exactly as long as the socket is open: on this instance
+        // by its presence, on the others by the heartbeat it writes.
         let _connected = presence.connect(site_id, edge_version);
-        stream_hints(socket, head, hints, closing).await;
+        heartbeat.heard().await;
+        stream_hints(socket, head, hints, closing, &mut heartbeat).await;
+        heartbeat.closed().await;
     }))
 }
 
@@ -245,8 +250,9 @@ async fn stream_hints(
     head: i64,
     mut hints: HintReceiver,
     closing: tokio_util::sync::CancellationToken,
+    heartbeat: &mut Heartbeat,
 ) {
-    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    let mut ping = tokio::time::interval(HINT_PING_EVERY);
     let send_head = |n: i64| Message::Text(format!("{{\"head\":{n}}}").into());
     if socket.send(send_head(head)).await.is_err() {
         return;
@@ -266,13 +272,19 @@ async fn stream_hints(
                 }
             }
             _ = ping.tick() => {
+                // A cut cable loses no packet it could notice: only the missing pongs tell.
+                if heartbeat.is_silent() {
+                    tracing::info!("closing a silent hint socket");
+                    return;
+                }
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                // A pong, or anything else: the edge is there.
+                Some(Ok(_)) => heartbeat.heard().await,
             },
         }
     }

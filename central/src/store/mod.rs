@@ -472,6 +472,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<PushOutcome>;
     async fn site_sync(&self, site_id: Uuid) -> StoreResult<SiteSyncStatus>;
+    /// Records what this instance heard of a site's change-hint socket at `at`: `Heard` moves
+    /// `hint_seen_at` forward (never back), `Closed` sets `hint_closed_at`.
+    async fn record_hint_socket(
+        &self,
+        site_id: Uuid,
+        event: HintSocketEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     // Chain-wide venue data (HQ-side reads and the data pushed by edges).
     async fn get_customer(&self, id: Uuid) -> StoreResult<Option<CustomerRecord>>;
@@ -896,4 +904,14 @@ fn known_customer(known: &push_rules::Known, customer_id: Uuid, what: &str) -> R
             "{what} for customer {customer_id}, which central does not hold"
         ))
     }
+}
+
+/// What an instance of central heard of a venue's change-hint socket (see
+/// [`Store::record_hint_socket`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HintSocketEvent {
+    /// The socket connected, or answered a ping.
+    Heard,
+    /// The socket closed; `at` is when it was last heard.
+    Closed,
 }

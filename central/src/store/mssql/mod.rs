@@ -40,9 +40,9 @@ mod waiver_texts;
 
 use super::{
     Actor, AuditEntry, AuditFilter, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
-    DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry, LeaderboardQuery, NameKey,
-    NegativeBalance, ProductSales, PushOutcome, Redeemed, RejectedOpRecord, SiteChanges, Store,
-    StoreResult, TimeKey, UserChanges, WaiverTextDraft,
+    DailyReport, DeadLetterState, EnrollmentToken, HintSocketEvent, LeaderboardEntry,
+    LeaderboardQuery, NameKey, NegativeBalance, ProductSales, PushOutcome, Redeemed,
+    RejectedOpRecord, SiteChanges, Store, StoreResult, TimeKey, UserChanges, WaiverTextDraft,
 };
 use aero_shared::etag::IfMatch;
 use aero_shared::idempotency::{Begin, StoredResponse};
@@ -402,6 +402,15 @@ impl Store for MssqlStore {
 
     async fn site_sync(&self, site_id: Uuid) -> StoreResult<SiteSyncStatus> {
         sync::site_sync(self, site_id).await
+    }
+
+    async fn record_hint_socket(
+        &self,
+        site_id: Uuid,
+        event: HintSocketEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sync::record_hint_socket(self, site_id, event, at).await
     }
 
     // -- Chain-wide venue data --------------------------------------------------------------

@@ -13,7 +13,9 @@ use super::conn::Conn;
 use super::errors::race_is_transient;
 use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
-use crate::store::{ChangeScope, PushOutcome, StoreError, StoreResult, VenueWrite};
+use crate::store::{
+    ChangeScope, HintSocketEvent, PushOutcome, StoreError, StoreResult, VenueWrite,
+};
 use aero_shared::wire::{Change, ChangeAnchor, Entity, OutboxBacklog, PushOp, SiteSyncStatus};
 use chrono::{DateTime, Datelike as _, Utc};
 use std::collections::HashMap;
@@ -618,7 +620,8 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
         .with_connection(|conn| {
             Box::pin(async move {
                 let mut q = Query::new(
-                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at, pending_ops, oldest_pending_at \
+                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at, pending_ops, oldest_pending_at, \
+                            hint_seen_at, hint_closed_at \
                        FROM site_sync WHERE site_id = @P1; \
                      SELECT COUNT_BIG(*) FROM change_log \
                       WHERE seq > ISNULL((SELECT pull_cursor FROM site_sync WHERE site_id = @P1), 0) \
@@ -644,6 +647,10 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
                     ),
                     None => (0, 0, None, None, None),
                 };
+                let (hint_seen_at, hint_closed_at) = match sync.first() {
+                    Some(row) => (opt_time(row, 6)?, opt_time(row, 7)?),
+                    None => (None, None),
+                };
                 let pull_lag = match lag.first() {
                     Some(row) => int(row, 0)?,
                     None => 0,
@@ -656,7 +663,34 @@ pub(super) async fn site_sync(store: &MssqlStore, site_id: Uuid) -> StoreResult<
                     pull_cursor,
                     pull_lag,
                     outbox,
+                    hint_seen_at,
+                    hint_closed_at,
                 })
+            })
+        })
+        .await
+}
+
+pub(super) async fn record_hint_socket(
+    store: &MssqlStore,
+    site_id: Uuid,
+    event: HintSocketEvent,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let sql = match event {
+        HintSocketEvent::Heard => {
+            "UPDATE site_sync SET hint_seen_at = @P2 \
+              WHERE site_id = @P1 AND (hint_seen_at IS NULL OR hint_seen_at < @P2);"
+        }
+        HintSocketEvent::Closed => "UPDATE site_sync SET hint_closed_at = @P2 WHERE site_id = @P1;",
+    };
+    store
+        .with_connection(|conn| {
+            Box::pin(async move {
+                let mut q = Query::new(sql);
+                q.bind(site_id);
+                q.bind(ts(at));
+                conn.exec(q).await
             })
         })
         .await

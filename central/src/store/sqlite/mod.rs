@@ -16,9 +16,9 @@ use super::audit::{AuditValue, Dialect};
 use super::push_rules::{self, Held, HeldOp, Lookup, Step};
 use super::{
     Actor, AuditEntry, AuditEvent, AuditFilter, ChangeScope, CustomerBalances, CustomerKey,
-    CustomerSearch, DailyReport, DeadLetterState, EnrollmentToken, LeaderboardEntry,
-    LeaderboardQuery, NameKey, NegativeBalance, ProductSales, PushOutcome, Redeemed,
-    RejectedOpRecord, SiteChanges, Store, StoreError, StoreResult, TimeKey, UserChanges,
+    CustomerSearch, DailyReport, DeadLetterState, EnrollmentToken, HintSocketEvent,
+    LeaderboardEntry, LeaderboardQuery, NameKey, NegativeBalance, ProductSales, PushOutcome,
+    Redeemed, RejectedOpRecord, SiteChanges, Store, StoreError, StoreResult, TimeKey, UserChanges,
     VenueWrite, WaiverTextDraft, site_etag, user_change_scopes,
 };
 use aero_shared::etag::IfMatch;
@@ -1629,17 +1629,22 @@ impl Store for SqliteStore {
 
     async fn site_sync(&self, site_id: Uuid) -> StoreResult<SiteSyncStatus> {
         self.read(move |c| {
-            type Row = (i64, i64, Option<String>, Option<String>, Option<i64>, Option<String>);
+            type Times = (Option<String>, Option<String>, Option<String>, Option<String>);
+            type Row = (i64, i64, Option<i64>, Option<String>, Times);
             let row: Option<Row> = c
                 .query_row(
-                    "SELECT acked_seq, pull_cursor, last_push_at, last_pull_at, pending_ops, oldest_pending_at
+                    "SELECT acked_seq, pull_cursor, pending_ops, oldest_pending_at,
+                            last_push_at, last_pull_at, hint_seen_at, hint_closed_at
                        FROM site_sync WHERE site_id = ?1",
                     [site_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    |r| {
+                        let times = (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, times))
+                    },
                 )
                 .optional()?;
-            let (acked_seq, pull_cursor, push, pull, pending_ops, oldest) =
-                row.unwrap_or((0, 0, None, None, None, None));
+            let (acked_seq, pull_cursor, pending_ops, oldest, (push, pull, seen, closed)) =
+                row.unwrap_or((0, 0, None, None, (None, None, None, None)));
             let oldest_pending_at = parse_opt_ts(oldest)?;
             let pull_lag = c.query_row(
                 "SELECT COUNT(*) FROM change_log WHERE seq > ?1 AND (site_id IS NULL OR site_id = ?2)",
@@ -1657,7 +1662,32 @@ impl Store for SqliteStore {
                     pending_ops,
                     oldest_pending_at,
                 }),
+                hint_seen_at: parse_opt_ts(seen)?,
+                hint_closed_at: parse_opt_ts(closed)?,
             })
+        })
+        .await
+    }
+
+    async fn record_hint_socket(
+        &self,
+        site_id: Uuid,
+        event: HintSocketEvent,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        // Timestamps are written in one fixed-width format, so they compare as text.
+        let sql = match event {
+            HintSocketEvent::Heard => {
+                "UPDATE site_sync SET hint_seen_at = ?2
+                  WHERE site_id = ?1 AND (hint_seen_at IS NULL OR hint_seen_at < ?2)"
+            }
+            HintSocketEvent::Closed => {
+                "UPDATE site_sync SET hint_closed_at = ?2 WHERE site_id = ?1"
+            }
+        };
+        self.write(move |tx| {
+            exec(tx, sql, params![site_id, ts(at)])?;
+            Ok(())
         })
         .await
     }
