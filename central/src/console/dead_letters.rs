@@ -4,7 +4,7 @@
 
 use super::api::{Api, ApiFailure, signed_out};
 use super::session::Session;
-use super::venue::{self, Extras};
+use super::venue;
 use super::{Console, csrf_refused};
 use axum::Form;
 use axum::extract::{Path, State};
@@ -35,12 +35,14 @@ pub async fn decide(
     let action = match form.action.as_str() {
         "retry" | "discard" => form.action.as_str(),
         _ => {
-            let extras = Extras {
-                status: Some(axum::http::StatusCode::UNPROCESSABLE_ENTITY),
-                error: Some("Choose retry or discard.".into()),
-                ..Extras::default()
-            };
-            return venue::render(&session, &api, site_id, &venue::View::default(), extras).await;
+            return venue::render_refusal(
+                &session,
+                &api,
+                site_id,
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "Choose retry or discard.".into(),
+            )
+            .await;
         }
     };
     let path = format!("/v1/sites/{site_id}/dead-letters/{op_id}/{action}");
@@ -51,12 +53,8 @@ pub async fn decide(
         .into_response(),
         Err(ApiFailure::SignedOut) => signed_out(),
         Err(failure) => {
-            let extras = Extras {
-                status: Some(failure.status()),
-                error: Some(failure.message()),
-                ..Extras::default()
-            };
-            venue::render(&session, &api, site_id, &venue::View::default(), extras).await
+            venue::render_refusal(&session, &api, site_id, failure.status(), failure.message())
+                .await
         }
     }
 }

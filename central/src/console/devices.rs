@@ -76,11 +76,7 @@ pub async fn issue(
             ..Extras::default()
         },
         Err(ApiFailure::SignedOut) => return signed_out(),
-        Err(failure) => Extras {
-            status: Some(failure.status()),
-            error: Some(failure.message()),
-            ..Extras::default()
-        },
+        Err(failure) => Extras::failed(&failure),
     };
     venue::render(&session, &api, site_id, &venue::View::default(), extras).await
 }
@@ -130,11 +126,7 @@ pub async fn enrollment_token(
             ..Extras::default()
         },
         Err(ApiFailure::SignedOut) => return signed_out(),
-        Err(failure) => Extras {
-            status: Some(failure.status()),
-            error: Some(failure.message()),
-            ..Extras::default()
-        },
+        Err(failure) => Extras::failed(&failure),
     };
     venue::render(&session, &api, site_id, &venue::View::default(), extras).await
 }
@@ -171,17 +163,12 @@ pub async fn revoke(
         }
         Err(ApiFailure::SignedOut) => signed_out(),
         Err(failure) => {
-            let extras = Extras {
-                status: Some(failure.status()),
-                error: Some(failure.message()),
-                ..Extras::default()
-            };
-            venue::render(
+            venue::render_refusal(
                 &session,
                 &api,
                 form.site_id,
-                &venue::View::default(),
-                extras,
+                failure.status(),
+                failure.message(),
             )
             .await
         }

@@ -47,7 +47,7 @@ pub async fn add(
         return csrf_refused();
     }
     if !VENUE_ROLES.contains(&form.role.as_str()) {
-        return refused(
+        return venue::render_refusal(
             &session,
             &api,
             site_id,
@@ -75,11 +75,7 @@ pub async fn add(
             ..Extras::default()
         },
         Err(ApiFailure::SignedOut) => return signed_out(),
-        Err(failure) => Extras {
-            status: Some(failure.status()),
-            error: Some(failure.message()),
-            ..Extras::default()
-        },
+        Err(failure) => Extras::failed(&failure),
     };
     venue::render(&session, &api, site_id, &venue::View::default(), extras).await
 }
@@ -109,7 +105,7 @@ pub async fn set_access(
         "disable" => true,
         "enable" => false,
         _ => {
-            return refused(
+            return venue::render_refusal(
                 &session,
                 &api,
                 form.site_id,
@@ -132,7 +128,7 @@ pub async fn set_access(
         .into_response(),
         Err(ApiFailure::SignedOut) => signed_out(),
         Err(failure) => {
-            refused(
+            venue::render_refusal(
                 &session,
                 &api,
                 form.site_id,
@@ -142,19 +138,4 @@ pub async fn set_access(
             .await
         }
     }
-}
-
-async fn refused(
-    session: &Session,
-    api: &Api,
-    site_id: Uuid,
-    status: StatusCode,
-    error: String,
-) -> Response {
-    let extras = Extras {
-        status: Some(status),
-        error: Some(error),
-        ..Extras::default()
-    };
-    venue::render(session, api, site_id, &venue::View::default(), extras).await
 }

@@ -132,6 +132,35 @@ pub struct Extras {
     pub secret: Option<Secret>,
 }
 
+impl Extras {
+    /// A form refused, by the API or by the console's own check of a field: `error` is shown
+    /// and the page answers with `status`.
+    pub fn refused(status: StatusCode, error: String) -> Self {
+        Self {
+            status: Some(status),
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    /// A form the API refused.
+    pub fn failed(failure: &ApiFailure) -> Self {
+        Self::refused(failure.status(), failure.message())
+    }
+}
+
+/// The venue's page answering a refused form.
+pub async fn render_refusal(
+    session: &Session,
+    api: &Api,
+    site_id: Uuid,
+    status: StatusCode,
+    error: String,
+) -> Response {
+    let extras = Extras::refused(status, error);
+    render(session, api, site_id, &View::default(), extras).await
+}
+
 /// `GET /console/venues/{site_id}`.
 pub async fn page(
     session: Session,
