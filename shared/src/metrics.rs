@@ -22,11 +22,23 @@ struct RouteLabels {
     route: String,
 }
 
-/// Request counts by route and status, and latency by route.
+/// Request counts by route and status, latency by route, and the requests running now.
 #[derive(Debug)]
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+/// One running request, counted in `http_requests_in_flight` until it is dropped: answered,
+/// or abandoned when its connection closed.
+#[must_use]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -41,6 +53,7 @@ impl HttpMetrics {
         let metrics = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
         };
         registry.register(
             "http_requests",
@@ -52,7 +65,18 @@ impl HttpMetrics {
             "HTTP request latency by method and route",
             metrics.latency.clone(),
         );
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests received and not yet answered (a drain waits for these)",
+            metrics.in_flight.clone(),
+        );
         metrics
+    }
+
+    /// Counts a request as running until the returned guard drops.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     pub fn observe(&self, method: &Method, route: &str, status: StatusCode, elapsed: Duration) {

@@ -323,6 +323,55 @@ mod tests {
         assert_eq!(after.status(), axum::http::StatusCode::OK);
     }
 
+    #[tokio::test]
+    async fn a_request_counts_in_flight_until_it_is_answered_or_abandoned() {
+        use std::future::Future;
+        use tower::ServiceExt;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let waiting = Arc::clone(&release);
+        let router = Router::new().route(
+            "/waits",
+            axum::routing::get(move || {
+                let waiting = Arc::clone(&waiting);
+                async move {
+                    waiting.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(HttpMetrics::register(&mut registry));
+        let app = apply(router, &LimitSettings::default(), &[], &[], metrics);
+        let in_flight = || {
+            crate::metrics::render(&registry)
+                .lines()
+                .find_map(|line| line.strip_prefix("http_requests_in_flight "))
+                .map(str::to_owned)
+        };
+        let get = || Request::get("/waits").body(Body::empty()).expect("request");
+        let poll_once = |call: &mut std::pin::Pin<Box<dyn Future<Output = _> + Send>>| {
+            let waker = std::task::Waker::noop();
+            call.as_mut()
+                .poll(&mut std::task::Context::from_waker(waker))
+        };
+        assert_eq!(in_flight().as_deref(), Some("0"));
+
+        let mut answered: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(app.clone().oneshot(get()));
+        let mut abandoned: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(app.oneshot(get()));
+        assert!(poll_once(&mut answered).is_pending());
+        assert!(poll_once(&mut abandoned).is_pending());
+        assert_eq!(in_flight().as_deref(), Some("2"));
+
+        drop(abandoned);
+        assert_eq!(in_flight().as_deref(), Some("1"));
+        release.notify_waiters();
+        let response: axum::response::Response = answered.await.expect("answer");
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
+        assert_eq!(in_flight().as_deref(), Some("0"));
+    }
+
     #[test]
     fn only_a_short_run_of_visible_ascii_is_a_usable_request_id() {
         let usable =

@@ -235,15 +235,24 @@ async fn central_finishes_running_requests_on_sigterm_closes_the_rest_at_the_dra
 
     let (mut finished, rest) = half_sent_login(central.addr).await;
     let (_never_finished, _) = half_sent_login(central.addr).await;
-    // Both requests reached a handler before the signal (the health check goes through the
-    // same server after them on another connection).
-    let health = central
-        .client
-        .get(central.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(health.status(), 200);
+    // Both requests reach a handler before the signal: central counts them in flight, next to
+    // the scrape that asks.
+    wait_until(
+        "both logins to be running at central",
+        Duration::from_secs(5),
+        || async {
+            let scrape = central
+                .client
+                .get(central.url("/metrics"))
+                .send()
+                .await
+                .expect("scrape central");
+            let text = scrape.text().await.expect("metrics text");
+            text.lines()
+                .any(|line| line == "aero_central_http_requests_in_flight 3")
+        },
+    )
+    .await;
 
     let started = Instant::now();
     central.terminate();

@@ -59,6 +59,7 @@ async fn both_services_export_traffic_sync_lag_dead_letter_and_build_families() 
         &[
             "aero_edge_http_requests",
             "aero_edge_http_request_duration_seconds",
+            "aero_edge_http_requests_in_flight",
             "aero_edge_outbox_pending_ops",
             "aero_edge_outbox_oldest_pending_age_seconds",
             "aero_edge_dead_letters",
@@ -99,6 +100,7 @@ async fn both_services_export_traffic_sync_lag_dead_letter_and_build_families() 
         &[
             "aero_central_http_requests",
             "aero_central_http_request_duration_seconds",
+            "aero_central_http_requests_in_flight",
             "aero_central_sync_pushed_ops",
             "aero_central_sync_rejected_ops",
             "aero_central_sync_change_head",

@@ -1,4 +1,5 @@
-//! Counts and times every request by method, route template and status.
+//! Counts and times every request by method, route template and status, and counts the
+//! requests running now.
 
 use crate::metrics::HttpMetrics;
 use axum::extract::MatchedPath;
@@ -51,6 +52,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
+        let in_flight = self.metrics.start();
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();
         let answer = self.inner.call(request);
@@ -59,6 +61,7 @@ where
             let response = answer.await?;
             let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
             metrics.observe(&method, route, response.status(), started.elapsed());
+            drop(in_flight);
             Ok(response)
         })
     }
