@@ -1,7 +1,9 @@
 //! A venue's refused ops as HQ sees them, with the venue's decision and HQ's request about
 //! each, and HQ's requests themselves.
 
-use super::{append_change, audit, exec, parse_enum, parse_ts, ts};
+use super::changelog::{append_change, audit};
+use super::codec::{parse_enum, parse_ts, ts};
+use super::exec;
 use crate::store::dead_letters::{admit_request, request_audit_action, state_filter};
 use crate::store::{
     Actor, AuditEvent, DeadLetterState, RejectedOpRecord, ResolutionRecord, StoreResult,

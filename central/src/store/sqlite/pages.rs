@@ -1,8 +1,12 @@
 //! The SQLite text of a keyset page: a list's filter, the rows after the cursor, its order and
 //! `LIMIT`. Parameters are numbered: the filter's first, then the limit, then the cursor's
-//! values, one per sort column.
+//! values, one per sort column. `keyset_page` runs one for the lists ordered by a text (or time)
+//! column and an id.
 
+use crate::store::StoreResult;
 use crate::store::listing::after_cursor;
+use rusqlite::{Connection, Row, ToSql, params_from_iter};
+use uuid::Uuid;
 
 /// `select` with `filter` (using `?1..=?{filter_params}`), ordered by `sort` (the last column
 /// unique), limited by the next parameter and, when `after` is set, starting after the cursor
@@ -40,6 +44,50 @@ pub(super) fn keyset_sql(
         .collect::<Vec<_>>()
         .join(", ");
     format!("{select}{filtered} ORDER BY {order} LIMIT ?{limit}")
+}
+
+/// Binds a cursor of a text (or time, see [`super::codec::time_key`]) column and an id.
+pub(super) fn push_name_key<'a>(
+    values: &mut Vec<&'a dyn ToSql>,
+    after: &'a Option<(String, Uuid)>,
+) {
+    if let Some((text, id)) = after {
+        values.push(text);
+        values.push(id);
+    }
+}
+
+/// One page of `select`, in ascending keyset order by `sort` (a text or time column, then the
+/// id): the rows matching `filter` (a condition on `?1`, bound to the id given with it) after
+/// the cursor `after` (the column's text, see [`super::codec::time_key`], and the id), at most
+/// `limit` of them, each read by `map_row`.
+pub(super) fn keyset_page<T>(
+    c: &Connection,
+    select: &str,
+    filter: Option<(&str, Uuid)>,
+    sort: &[&str],
+    after: Option<(String, Uuid)>,
+    limit: u32,
+    map_row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let sql = keyset_sql(
+        select,
+        filter.map(|(condition, _)| condition),
+        usize::from(filter.is_some()),
+        sort,
+        false,
+        after.is_some(),
+    );
+    let mut values: Vec<&dyn ToSql> = Vec::new();
+    if let Some((_, id)) = &filter {
+        values.push(id);
+    }
+    values.push(&limit);
+    push_name_key(&mut values, &after);
+    let mut stmt = c.prepare_cached(&sql)?;
+    Ok(stmt
+        .query_map(params_from_iter(values), map_row)?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! check-ins per interval, negative balances, leaderboards, and the chain-wide customer lookup
 //! with balances.
 
+use super::codec::{CUSTOMER_COLUMNS, customer_from_row, parse_enum, parse_ts, ts};
 use super::pages::keyset_sql;
-use super::{CUSTOMER_COLUMNS, customer_from_row, parse_enum, parse_ts, ts};
 use crate::store::reports::{self, VisitEntry, like_prefix};
 use crate::store::{
     CustomerBalances, CustomerKey, CustomerSearch, DailyReport, LeaderboardEntry, LeaderboardQuery,

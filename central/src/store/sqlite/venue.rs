@@ -2,7 +2,9 @@
 //! scores): storing each once and publishing it to the change feed, and loading what the push
 //! rules check a batch's records against.
 
-use super::{append_change, exec, json, parse_json, ts};
+use super::changelog::append_change;
+use super::codec::{json, parse_json, ts};
+use super::exec;
 use crate::store::StoreResult;
 use crate::store::push_rules::{Known, Lookup};
 use aero_shared::wire::{

@@ -1,7 +1,9 @@
 //! Waiver texts: published as the next version, audited and replicated chain-wide in one
 //! transaction, and listed newest first.
 
-use super::{append_change, audit, exec, parse_ts, ts};
+use super::changelog::{append_change, audit};
+use super::codec::{parse_ts, ts};
+use super::exec;
 use crate::store::waiver_texts::PUBLISHED;
 use crate::store::{Actor, AuditEvent, StoreResult, WaiverTextDraft};
 use aero_shared::wire::{Entity, WaiverTextRecord};
