@@ -3,7 +3,7 @@
 
 use super::{ts, venue, waiver_texts};
 use aero_shared::wire::{
-    ChangeAnchor, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
+    ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
     WaiverRecord,
 };
 use chrono::{DateTime, Utc};
@@ -80,7 +80,12 @@ pub fn apply_page(
     let mut outcome = PageOutcome::default();
     let mut last_anchor = None;
     for value in &page.changes {
-        let change: RawChange = match serde_json::from_value(value.clone()) {
+        if let Some(anchor) = held_venue_record(conn, value)? {
+            last_anchor = Some(anchor);
+            outcome.applied += 1;
+            continue;
+        }
+        let change: RawChange = match RawChange::deserialize(value) {
             Ok(change) => change,
             Err(err) => {
                 skip(conn, value, &err.to_string(), now)?;
@@ -132,6 +137,45 @@ pub fn apply_page(
         outcome.resync_finished = true;
     }
     Ok(outcome)
+}
+
+/// The fields of a change that say what it is about, read in place from the page.
+#[derive(Deserialize)]
+struct ChangeHead<'a> {
+    seq: i64,
+    #[serde(borrow)]
+    entity: std::borrow::Cow<'a, str>,
+    entity_id: Uuid,
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    changed_at: DateTime<Utc>,
+}
+
+/// The anchor of a change to a venue record the replica already holds, `None` for any other
+/// change. Venue records never change once written, so there is nothing to apply; most are this
+/// edge's own, sent back by central once it took the push, and skipping them here spares the
+/// writer decoding, re-encoding and re-inserting every order and check-in it just sold.
+fn held_venue_record(
+    conn: &Connection,
+    value: &serde_json::Value,
+) -> anyhow::Result<Option<ChangeAnchor>> {
+    let Ok(head) = ChangeHead::deserialize(value) else {
+        return Ok(None);
+    };
+    let table = match Entity::parse(&head.entity) {
+        Some(entity) if is_venue_record(entity) && head.op == ChangeOp::Upsert.as_str() => {
+            table(entity)
+        }
+        _ => None,
+    };
+    match table {
+        Some(table) if venue::holds(conn, table, head.entity_id)? => Ok(Some(ChangeAnchor {
+            seq: head.seq,
+            entity_id: head.entity_id,
+            changed_at: head.changed_at,
+        })),
+        _ => Ok(None),
+    }
 }
 
 /// Whether a change is the echo of what the replica already holds (central took the pending op
@@ -455,7 +499,7 @@ mod tests {
     use super::*;
     use crate::outbox::append_op;
     use crate::replica::{Replica, customer};
-    use aero_shared::wire::OpKind;
+    use aero_shared::wire::{OpKind, ScoreRecord};
 
     fn person(id: Uuid, site: Uuid, first: &str) -> CustomerRecord {
         CustomerRecord {
@@ -584,6 +628,56 @@ mod tests {
             )
             .expect("count");
         assert_eq!(found, 2);
+    }
+
+    #[test]
+    fn a_venue_record_the_replica_holds_is_left_as_it_is_without_decoding_its_echo() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let site = Uuid::now_v7();
+        let (_replica, conn) = Replica::open(dir.path(), site, 1).expect("open");
+        let now = Utc::now();
+        let score = ScoreRecord {
+            id: Uuid::now_v7(),
+            site_id: site,
+            game_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            score: 420,
+            device_id: None,
+            created_at: now,
+        };
+        assert!(venue::insert_score(&conn, &score).expect("insert"));
+        let echo = |seq: i64, id: Uuid, data: serde_json::Value| {
+            serde_json::json!({
+                "seq": seq, "entity": "score", "entity_id": id, "op": "upsert",
+                "site_id": site, "data": data, "changed_at": now,
+            })
+        };
+        // Central's copy of a held record carries nothing new: even one this version could not
+        // read is neither decoded nor kept as skipped. An unknown record with the same broken
+        // data is still skipped.
+        let outcome = apply_page(
+            &conn,
+            &page(
+                vec![
+                    echo(7, score.id, serde_json::json!({ "score": "not a number" })),
+                    echo(8, Uuid::now_v7(), serde_json::json!({ "score": "not a number" })),
+                ],
+                8,
+                false,
+            ),
+            now,
+        )
+        .expect("apply");
+        assert_eq!((outcome.applied, outcome.skipped), (1, 1));
+        let stored: String = conn
+            .query_row("SELECT data FROM scores WHERE id = ?1", [score.id], |r| {
+                r.get(0)
+            })
+            .expect("read");
+        assert_eq!(
+            serde_json::from_str::<ScoreRecord>(&stored).expect("decode"),
+            score
+        );
     }
 
     #[test]
