@@ -3,8 +3,8 @@
 
 use super::{ts, venue, waiver_texts};
 use aero_shared::wire::{
-    ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord, UserRecord,
-    WaiverRecord,
+    ChangeAnchor, ChangeOp, CustomerRecord, DeviceRecord, Entity, ProductRecord, SiteRecord,
+    UserRecord, WaiverRecord,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
@@ -660,7 +660,11 @@ mod tests {
             &page(
                 vec![
                     echo(7, score.id, serde_json::json!({ "score": "not a number" })),
-                    echo(8, Uuid::now_v7(), serde_json::json!({ "score": "not a number" })),
+                    echo(
+                        8,
+                        Uuid::now_v7(),
+                        serde_json::json!({ "score": "not a number" }),
+                    ),
                 ],
                 8,
                 false,

@@ -4,7 +4,7 @@
 use super::SqliteStore;
 use super::changelog::{append_change, audit};
 use super::codec::{enum_text, parse_enum, parse_ts, ts};
-use super::exec;
+use super::conn::exec;
 use super::pages::keyset_page;
 use crate::store::{Actor, AuditEvent, NameKey, StoreError, StoreResult};
 use aero_shared::wire::{Entity, GameRecord, Grant, ProductRecord};

@@ -2,7 +2,7 @@
 //! and `append_change` (with `append_user_changes` for a user's scopes).
 
 use super::codec::{json, ts};
-use super::exec;
+use super::conn::exec;
 use crate::store::{Actor, AuditEvent, StoreResult, user_change_scopes};
 use aero_shared::wire::{ChangeOp, Entity, UserRecord};
 use chrono::{DateTime, Utc};

@@ -3,7 +3,7 @@
 
 use super::changelog::{append_change, audit};
 use super::codec::{parse_enum, parse_ts, ts};
-use super::exec;
+use super::conn::exec;
 use crate::store::dead_letters::{admit_request, request_audit_action, state_filter};
 use crate::store::{
     Actor, AuditEvent, DeadLetterState, RejectedOpRecord, ResolutionRecord, StoreResult,

@@ -4,7 +4,7 @@
 use super::SqliteStore;
 use super::changelog::{append_change, audit};
 use super::codec::{DEVICE_COLUMNS, device_from_row, json, time_key, ts};
-use super::exec;
+use super::conn::exec;
 use super::pages::keyset_page;
 use crate::store::{Actor, AuditEvent, StoreResult, TimeKey};
 use aero_shared::wire::{DeviceRecord, Entity};

@@ -4,8 +4,8 @@
 use super::SqliteStore;
 use super::changelog::{append_change, audit};
 use super::codec::{DEVICE_COLUMNS, device_from_row, site_from_row, ts};
+use super::conn::exec;
 use super::devices::insert_device;
-use super::exec;
 use crate::store::{Actor, AuditEvent, EnrollmentToken, Redeemed, StoreResult};
 use aero_shared::wire::{DeviceRecord, Entity};
 use chrono::{DateTime, Utc};

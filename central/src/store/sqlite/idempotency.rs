@@ -4,7 +4,7 @@
 
 use super::SqliteStore;
 use super::codec::{parse_ts, ts};
-use super::exec;
+use super::conn::exec;
 use crate::store::StoreResult;
 use aero_shared::idempotency::{
     Begin, Decision, KEY_LIFETIME, KeyState, KeyedRequest, StoredResponse, decide,

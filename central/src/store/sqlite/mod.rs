@@ -1,23 +1,25 @@
 //! The SQLite backend: one file in WAL mode, one writer connection (so change-log order is
 //! commit order) and a few reader connections, driven from blocking threads.
 //!
-//! This file holds the connections (`write` runs work in one transaction on the writer, `read`
-//! on a reader, `exec` runs a statement through a connection's cache) and what an SQLite error
-//! means to the store; the `Store` impl below only delegates. Split by concern: `codec` (values
-//! and rows), `changelog` (audit and change log), `pages` (keyset pages), `sync` (push, pull and
-//! the change feed), `venue` (the venue records edges push), `reports` (HQ's reads of them),
-//! `dead_letters` (what HQ sees and asks of a venue's refused ops), `idempotency` (idempotency
-//! keys), then one file per entity (`waiver_texts`, the versions of the waiver's wording, among
-//! them).
+//! This file holds the store, its opening and migrations, and the `Store` impl, which only
+//! delegates. Split by concern: `conn` (opening connections, the readers, `write` and `read`
+//! running work on a blocking thread, `exec`), `errors` (what an SQLite error means to the
+//! store), `codec` (values and rows), `changelog` (audit and change log), `pages` (keyset
+//! pages), `sync` (push, pull and the change feed), `venue` (the venue records edges push),
+//! `reports` (HQ's reads of them), `dead_letters` (what HQ sees and asks of a venue's refused
+//! ops), `idempotency` (idempotency keys), then one file per entity (`waiver_texts`, the
+//! versions of the waiver's wording, among them).
 
 mod audit_log;
 mod catalog;
 mod changelog;
 mod codec;
+mod conn;
 mod customers;
 mod dead_letters;
 mod devices;
 mod enrollment;
+mod errors;
 mod idempotency;
 mod pages;
 mod plugs;
@@ -32,11 +34,10 @@ use super::{
     Actor, AuditEntry, AuditFilter, ChangeScope, CustomerBalances, CustomerKey, CustomerSearch,
     DailyReport, DeadLetterState, EnrollmentToken, HintSocketEvent, LeaderboardEntry,
     LeaderboardQuery, NameKey, NegativeBalance, ProductSales, PushOutcome, Redeemed,
-    RejectedOpRecord, SiteChanges, Store, StoreError, StoreResult, TimeKey, UserChanges,
-    WaiverTextDraft,
+    RejectedOpRecord, SiteChanges, Store, StoreResult, TimeKey, UserChanges, WaiverTextDraft,
 };
 use aero_shared::etag::IfMatch;
-use aero_shared::idempotency::{Begin, StoredResponse, current_request};
+use aero_shared::idempotency::{Begin, StoredResponse};
 use aero_shared::wire::{
     Change, ChangeAnchor, CustomerRecord, DeadLetterRequest, DeviceRecord, GameRecord,
     OutboxBacklog, PlugOverrideRecord, PlugRecord, PlugStatusRecord, ProductRecord, PushOp,
@@ -44,19 +45,18 @@ use aero_shared::wire::{
 };
 use anyhow::Context;
 use async_trait::async_trait;
-use backon::{BlockingRetryable, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, Transaction};
+use conn::READERS;
+use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use uuid::Uuid;
+
+pub(crate) use conn::open_connection;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
-
-const READERS: usize = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -75,22 +75,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: a write acknowledged to a caller survives power loss, not just a process crash.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
 }
 
 impl SqliteStore {
@@ -118,113 +102,6 @@ impl SqliteStore {
             store_id,
         })
     }
-
-    /// Runs `work` in one write transaction on a blocking thread, retrying SQLITE_BUSY (another
-    /// process holding the lock, e.g. the CLI) within a deadline.
-    async fn write<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: Fn(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
-    {
-        let writer = Arc::clone(&self.writer);
-        // The idempotent request this write serves (read here: task-locals stay on this task).
-        let request = current_request();
-        tokio::task::spawn_blocking(move || {
-            let attempt = || {
-                let mut conn = writer.lock().expect("writer mutex poisoned");
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(map_err)?;
-                let out = work(&tx)?;
-                if let Some(request) = &request {
-                    idempotency::record_request(&tx, request)?;
-                }
-                tx.commit().map_err(map_err)?;
-                Ok(out)
-            };
-            attempt
-                .retry(busy_backoff())
-                .when(|e: &StoreError| matches!(e, StoreError::Transient(_)))
-                .call()
-        })
-        .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
-    }
-
-    async fn read<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-    {
-        let readers = Arc::clone(&self.readers);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().expect("reader pool poisoned").pop();
-            let conn = match conn {
-                Some(conn) => conn,
-                None => open_connection(&path)?,
-            };
-            let out = work(&conn);
-            let mut pool = readers.lock().expect("reader pool poisoned");
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
-    }
-}
-
-fn busy_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(10))
-        .with_max_delay(Duration::from_millis(500))
-        .with_jitter()
-        .with_total_delay(Some(Duration::from_secs(10)))
-        .without_max_times()
-}
-
-fn map_err(err: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
-    if let rusqlite::Error::SqliteFailure(failure, message) = &err {
-        match failure.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                return StoreError::Transient(err.to_string());
-            }
-            ErrorCode::ConstraintViolation
-                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                // "UNIQUE constraint failed: users.username" -> "username"
-                let what = message
-                    .as_deref()
-                    .and_then(|m| m.rsplit(": ").next())
-                    .map(|cols| {
-                        cols.split(", ")
-                            .map(|c| c.rsplit('.').next().unwrap_or(c))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_else(|| "record".to_string());
-                return StoreError::Conflict(format!("{what} already exists"));
-            }
-            _ => {}
-        }
-    }
-    StoreError::Other(err.into())
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        map_err(err)
-    }
-}
-
-/// Executes through the connection's statement cache: the sync path runs the same few
-/// statements for every pushed op.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@
 use super::SqliteStore;
 use super::changelog::{append_change, audit};
 use super::codec::{enum_text, parse_enum, parse_json, parse_ts, time_key, ts};
-use super::exec;
+use super::conn::exec;
 use super::pages::{keyset_page, keyset_sql, push_name_key};
 use super::venue;
 use crate::store::{Actor, AuditEvent, NameKey, StoreResult, TimeKey};

@@ -4,7 +4,7 @@
 use super::SqliteStore;
 use super::changelog::{append_change, audit};
 use super::codec::{json, site_from_row, ts};
-use super::exec;
+use super::conn::exec;
 use super::pages::keyset_page;
 use crate::store::{Actor, AuditEvent, NameKey, SiteChanges, StoreError, StoreResult, site_etag};
 use aero_shared::etag::IfMatch;

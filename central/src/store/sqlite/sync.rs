@@ -5,7 +5,7 @@
 use super::SqliteStore;
 use super::changelog::append_change;
 use super::codec::{CUSTOMER_COLUMNS, customer_from_row, parse_opt_ts, parse_ts, ts};
-use super::exec;
+use super::conn::exec;
 use super::venue;
 use crate::store::push_rules::{self, Held, HeldOp, Lookup, Step};
 use crate::store::{

@@ -4,7 +4,7 @@
 use super::SqliteStore;
 use super::changelog::{append_change, append_user_changes, audit};
 use super::codec::{parse_enum, parse_opt_ts, parse_ts, ts};
-use super::exec;
+use super::conn::exec;
 use super::pages::keyset_page;
 use crate::store::{
     Actor, AuditEvent, NameKey, StoreError, StoreResult, UserChanges, user_change_scopes,

@@ -4,7 +4,7 @@
 
 use super::changelog::append_change;
 use super::codec::{json, parse_json, ts};
-use super::exec;
+use super::conn::exec;
 use crate::store::StoreResult;
 use crate::store::push_rules::{Known, Lookup};
 use aero_shared::wire::{

@@ -3,7 +3,7 @@
 
 use super::changelog::{append_change, audit};
 use super::codec::{parse_ts, ts};
-use super::exec;
+use super::conn::exec;
 use crate::store::waiver_texts::PUBLISHED;
 use crate::store::{Actor, AuditEvent, StoreResult, WaiverTextDraft};
 use aero_shared::wire::{Entity, WaiverTextRecord};
