@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -256,7 +257,7 @@ async fn central_replaces_a_request_id_it_cannot_use() {
     }
 }
 
-/// A central process writing JSON logs to a file; killed on drop.
+/// A central process writing its log to a file; killed on drop.
 struct CentralProcess(std::process::Child);
 
 impl Drop for CentralProcess {
@@ -266,35 +267,70 @@ impl Drop for CentralProcess {
     }
 }
 
+impl CentralProcess {
+    /// Starts `aero-central serve` with `env`, its stderr (the log) going to `log`, and returns
+    /// once `/healthz` answers (the first probe carries the request id `trace-me-42`).
+    async fn start(dir: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        // A child process needs the port number up front: take a free one from the kernel.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let central = CentralProcess(
+            std::process::Command::new(aero_tests::process::central_binary())
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .args(["serve", "--listen", &addr.to_string()])
+                .env_remove("NO_COLOR")
+                .envs(env.iter().copied())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).expect("log file"))
+                .spawn()
+                .expect("spawn aero-central serve"),
+        );
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let url = format!("http://{addr}/healthz");
+        wait_until("central to answer", Duration::from_secs(20), || {
+            let request = client.get(&url).header(REQUEST_ID, "trace-me-42").send();
+            async move { request.await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        central
+    }
+}
+
+#[tokio::test]
+async fn human_logs_written_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("central.log");
+    let _central = CentralProcess::start(dir.path(), &log, &[("RUST_LOG", "info")]).await;
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("central's start-up lines", Duration::from_secs(10), || {
+        let logged = text().contains(" INFO ");
+        async move { logged }
+    })
+    .await;
+    let text = text();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn json_logs_carry_a_request_id_in_the_request_span() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("central.log");
-    // A child process needs the port number up front: take a free one from the kernel.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
-    let _central = CentralProcess(
-        std::process::Command::new(aero_tests::process::central_binary())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .env("AERO_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info,tower_http=debug")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn aero-central serve"),
-    );
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let url = format!("http://{addr}/healthz");
-    wait_until("central to answer", Duration::from_secs(20), || {
-        let request = client.get(&url).header(REQUEST_ID, "trace-me-42").send();
-        async move { request.await.is_ok_and(|r| r.status() == 200) }
-    })
+    let _central = CentralProcess::start(
+        dir.path(),
+        &log,
+        &[
+            ("AERO_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,tower_http=debug"),
+        ],
+    )
     .await;
     let request_lines = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&log)

@@ -2,6 +2,7 @@
 //! systemd), filtered by `RUST_LOG` (default `info`).
 
 use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
 
 /// How log lines are written: the `log_format` setting of both services.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,11 +18,17 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber writing in `format`.
+///
+/// Human lines are coloured only on a terminal, and never with `NO_COLOR` set: under systemd,
+/// stderr goes to journald, where colour codes would show up as escape sequences in
+/// `journalctl` and in anything that ships the journal.
 pub fn init_tracing(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
