@@ -162,19 +162,24 @@ fn held_venue_record(
     let Ok(head) = ChangeHead::deserialize(value) else {
         return Ok(None);
     };
-    let table = match Entity::parse(&head.entity) {
-        Some(entity) if is_venue_record(entity) && head.op == ChangeOp::Upsert.as_str() => {
-            table(entity)
-        }
-        _ => None,
+    let Some(entity) = Entity::parse(&head.entity) else {
+        return Ok(None);
     };
-    match table {
-        Some(table) if venue::holds(conn, table, head.entity_id)? => Ok(Some(ChangeAnchor {
-            seq: head.seq,
-            entity_id: head.entity_id,
-            changed_at: head.changed_at,
-        })),
-        _ => Ok(None),
+    if head.op != ChangeOp::Upsert.as_str() || !holds_venue_record(conn, entity, head.entity_id)? {
+        return Ok(None);
+    }
+    Ok(Some(ChangeAnchor {
+        seq: head.seq,
+        entity_id: head.entity_id,
+        changed_at: head.changed_at,
+    }))
+}
+
+/// Whether `entity` is a venue record (immutable once written) and the replica holds it.
+fn holds_venue_record(conn: &Connection, entity: Entity, id: Uuid) -> anyhow::Result<bool> {
+    match table(entity) {
+        Some(table) if is_venue_record(entity) => venue::holds(conn, table, id),
+        _ => Ok(false),
     }
 }
 
@@ -194,10 +199,7 @@ fn is_echo(conn: &Connection, change: &RawChange) -> anyhow::Result<bool> {
         },
         // Venue records never change once written: holding the id is holding the row.
         Some(entity) if is_venue_record(entity) => {
-            return match table(entity) {
-                Some(table) => venue::holds(conn, table, change.entity_id),
-                None => Ok(false),
-            };
+            return holds_venue_record(conn, entity, change.entity_id);
         }
         _ => return Ok(false),
     };
