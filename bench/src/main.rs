@@ -51,7 +51,7 @@ enum Scenario {
     /// Durable registrations `POST /v1/customers`, central online (the push loop runs).
     Writes,
     /// Durable orders `POST /v1/orders` and check-ins `POST /v1/checkins` at the POS, central
-    /// online.
+    /// online, then the same with central down.
     Sales,
     /// Simulated smart plugs (one never answers) scheduled "on" at HQ: the time until the edge
     /// has switched every live one, then its CPU and memory while it keeps reconciling them.
@@ -294,7 +294,7 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
         flush();
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Sales) {
-        sales(cli, &load, &edge, &pos, &catalog, &jumpers).await?;
+        sales(cli, &load, &edge, &pos, &catalog, &jumpers, &mut central).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Plugs) {
         plugs(cli, &central, site, &edge).await?;
@@ -571,9 +571,10 @@ async fn sales(
     pos: &str,
     catalog: &SalesCatalog,
     jumpers: &[Uuid],
+    central: &mut Central,
 ) -> anyhow::Result<()> {
     println!(
-        "## Durable orders and check-ins, central online ({} jumpers with a waiver)\n",
+        "## Durable orders and check-ins, central online then offline ({} jumpers with a waiver)\n",
         jumpers.len()
     );
     let seeded = sell_passes(cli, load, edge, pos, catalog, jumpers).await?;
@@ -592,8 +593,7 @@ async fn sales(
         warmup: Duration::from_secs(cli.warmup),
         measure: Duration::from_secs(cli.seconds),
     };
-    let measured_orders = measure(cli, load, edge, timed, orders, 201).await?;
-
+    // Wristbands are numbered across both runs: each starts a session of its own.
     let next = Arc::new(AtomicU64::new(0));
     let checkins = {
         let (jumpers, post, pass) = (Arc::clone(&jumpers), post.clone(), catalog.pass);
@@ -606,14 +606,30 @@ async fn sales(
             )
         }) as MakeRequest
     };
-    let measured_checkins = measure(cli, load, edge, timed, checkins, 201).await?;
+    let online_orders = measure(cli, load, edge, timed, Arc::clone(&orders), 201).await?;
+    let online_checkins = measure(cli, load, edge, timed, Arc::clone(&checkins), 201).await?;
+
+    // The same sales during an outage: no push, no pull, only the venue's own work.
+    edge.wait_status(
+        pos,
+        Duration::from_millis(50),
+        Duration::from_secs(300),
+        |s| s["pending_ops"].as_i64() == Some(0),
+    )
+    .await?;
+    central.stop().await;
+    let offline_orders = measure(cli, load, edge, timed, orders, 201).await?;
+    let offline_checkins = measure(cli, load, edge, timed, checkins, 201).await?;
+    central.restart().await?;
     print_table(&[
         (
             "POST /v1/orders (100 passes per jumper, untimed setup)",
             &seeded,
         ),
-        ("POST /v1/orders, central online", &measured_orders),
-        ("POST /v1/checkins, central online", &measured_checkins),
+        ("POST /v1/orders, central online", &online_orders),
+        ("POST /v1/checkins, central online", &online_checkins),
+        ("POST /v1/orders, central offline", &offline_orders),
+        ("POST /v1/checkins, central offline", &offline_checkins),
     ]);
     println!();
     flush();
