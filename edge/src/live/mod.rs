@@ -205,6 +205,27 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Arc<Published>>,
 }
 
+/// What the session watcher learns when it wakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionsStarted {
+    /// Nothing new: what woke it was already taken by an earlier wake.
+    Nothing,
+    /// Check-ins were published; the soonest of their sessions ends then.
+    EndingFrom(DateTime<Utc>),
+    /// Sessions changed in a way not told (a pull, a nudge): plan again from the replica.
+    Unknown,
+}
+
+impl SessionsStarted {
+    fn merge(self, news: Self) -> Self {
+        match (self, news) {
+            (Self::Unknown, _) | (_, Self::Unknown) => Self::Unknown,
+            (Self::EndingFrom(a), Self::EndingFrom(b)) => Self::EndingFrom(a.min(b)),
+            (Self::Nothing, other) | (other, Self::Nothing) => other,
+        }
+    }
+}
+
 /// Live clients in Prometheus.
 #[derive(Debug, Default)]
 pub struct LiveMetrics {
@@ -230,6 +251,8 @@ pub struct LiveHub {
     slots: Arc<Semaphore>,
     /// Wakes the session watcher when a session starts, so it can plan that session's end.
     sessions_changed: Notify,
+    /// What started since the watcher last asked (see [`LiveHub::sessions_started`]).
+    unplanned: Mutex<SessionsStarted>,
     /// Tells every connected client to close: the server is stopping.
     closing: watch::Sender<bool>,
     metrics: Arc<LiveMetrics>,
@@ -256,6 +279,7 @@ impl LiveHub {
             settings,
             slots: Arc::new(Semaphore::new(settings.max_clients)),
             sessions_changed: Notify::new(),
+            unplanned: Mutex::new(SessionsStarted::Nothing),
             closing: watch::channel(false).0,
             metrics: Arc::new(LiveMetrics::default()),
         }
@@ -284,7 +308,10 @@ impl LiveHub {
 
     /// Publishes an event to every subscriber; never waits for any of them.
     pub fn publish(&self, event: LiveEvent, at: DateTime<Utc>) -> u64 {
-        let starts_session = matches!(event, LiveEvent::Checkin { .. });
+        let session_end = match &event {
+            LiveEvent::Checkin { ends_at, .. } => Some(*ends_at),
+            _ => None,
+        };
         let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
         let published = Arc::new(Published::new(Envelope {
             seq: feed.next_seq,
@@ -299,8 +326,8 @@ impl LiveHub {
         // No subscriber is not an error: the event stays retained for the next one.
         let _ = self.sender.send(Arc::clone(&published));
         drop(feed);
-        if starts_session {
-            self.sessions_changed.notify_one();
+        if let Some(end) = session_end {
+            self.tell_watcher(SessionsStarted::EndingFrom(end));
         }
         published.seq
     }
@@ -342,12 +369,21 @@ impl LiveHub {
 
     /// Wakes the session watcher: sessions changed other than through a published check-in.
     pub fn sessions_changed(&self) {
-        self.sessions_changed.notify_one();
+        self.tell_watcher(SessionsStarted::Unknown);
     }
 
-    /// Resolves when a session may have started since the last call.
-    pub async fn session_started(&self) {
+    /// Resolves when sessions may have started since the last call, with what is known of them.
+    pub async fn sessions_started(&self) -> SessionsStarted {
         self.sessions_changed.notified().await;
+        let mut unplanned = self.unplanned.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *unplanned, SessionsStarted::Nothing)
+    }
+
+    fn tell_watcher(&self, news: SessionsStarted) {
+        let mut unplanned = self.unplanned.lock().unwrap_or_else(|e| e.into_inner());
+        *unplanned = unplanned.merge(news);
+        drop(unplanned);
+        self.sessions_changed.notify_one();
     }
 
     /// Closes every live connection (the server is stopping); new ones close at once.

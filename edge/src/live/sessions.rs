@@ -7,7 +7,7 @@
 //! are not announced, and sessions already inside the warning window are not warned again.
 //! Time comes from an injected clock, and [`SessionWatcher::step`] is one pass on its own.
 
-use super::{LiveEvent, LiveHub};
+use super::{LiveEvent, LiveHub, SessionsStarted};
 use crate::replica::{Replica, parse_ts, ts};
 use aero_shared::clock::SharedClock;
 use chrono::{DateTime, Utc};
@@ -30,6 +30,17 @@ fn nap(due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
     due.map_or(MAX_NAP, |due| {
         (due - now).to_std().unwrap_or(Duration::ZERO).min(MAX_NAP)
     })
+}
+
+/// Whether sessions started since the plan was made can change it: only one whose first
+/// announcement (its warning) falls before the planned one. The others are found by the step
+/// at `due`, which reads every session from the replica.
+fn changes_plan(started: SessionsStarted, due: Option<DateTime<Utc>>) -> bool {
+    match (started, due) {
+        (SessionsStarted::Nothing, _) => false,
+        (SessionsStarted::EndingFrom(end), Some(due)) => end - EXPIRING_WITHIN < due,
+        (SessionsStarted::EndingFrom(_) | SessionsStarted::Unknown, _) => true,
+    }
 }
 
 /// A session as the announcements need it.
@@ -157,19 +168,24 @@ impl SessionWatcher {
         Ok(next_end.into_iter().chain(next_warning).min())
     }
 
-    /// Steps whenever something falls due or a session starts, until `stop` turns true.
+    /// Steps whenever something falls due or a session starts that changes the plan, until
+    /// `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut due = None;
+        let mut replan = true;
         loop {
-            let due = self.step().unwrap_or_else(|err| {
-                tracing::warn!(error = format!("{err:#}"), "could not check jump sessions");
-                None
-            });
-            let nap = nap(due, self.clock.now());
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep(nap) => {}
-                () = self.hub.session_started() => {}
+            if replan {
+                due = self.step().unwrap_or_else(|err| {
+                    tracing::warn!(error = format!("{err:#}"), "could not check jump sessions");
+                    None
+                });
             }
+            let nap = nap(due, self.clock.now());
+            replan = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(nap) => true,
+                started = self.hub.sessions_started() => changes_plan(started, due),
+            };
         }
     }
 }
@@ -386,5 +402,46 @@ mod tests {
         assert_eq!(nap(Some(t0 - seconds(7)), t0), Duration::ZERO);
         assert_eq!(nap(Some(t0 + seconds(3600)), t0), MAX_NAP);
         assert_eq!(nap(None, t0), MAX_NAP);
+    }
+
+    #[test]
+    fn only_a_session_to_announce_before_the_plan_makes_the_watcher_read_again() {
+        let due = Utc.with_ymd_and_hms(2025, 3, 1, 10, 0, 0).unwrap();
+        let ending = |end| SessionsStarted::EndingFrom(end);
+        // Warned at `due` or later: the step at `due` finds it.
+        assert!(!changes_plan(ending(due + EXPIRING_WITHIN), Some(due)));
+        assert!(!changes_plan(
+            ending(due + chrono::Duration::hours(1)),
+            Some(due)
+        ));
+        // Warned before `due`, or nothing planned at all: read the sessions again.
+        let sooner = due + EXPIRING_WITHIN - chrono::Duration::milliseconds(1);
+        assert!(changes_plan(ending(sooner), Some(due)));
+        assert!(changes_plan(ending(due + chrono::Duration::hours(1)), None));
+        assert!(changes_plan(SessionsStarted::Unknown, Some(due)));
+        assert!(!changes_plan(SessionsStarted::Nothing, Some(due)));
+    }
+
+    #[tokio::test]
+    async fn the_hub_tells_the_watcher_the_soonest_end_of_the_sessions_started() {
+        let hub = LiveHub::new();
+        let t0 = Utc.with_ymd_and_hms(2025, 3, 1, 10, 0, 0).unwrap();
+        let checkin = |minutes| LiveEvent::Checkin {
+            checkin_id: Uuid::now_v7(),
+            customer_id: Uuid::nil(),
+            wristband: "W1".into(),
+            product_id: Uuid::nil(),
+            ends_at: t0 + chrono::Duration::minutes(minutes),
+        };
+        hub.publish(checkin(60), t0);
+        hub.publish(checkin(30), t0);
+        hub.publish(checkin(90), t0);
+        assert_eq!(
+            hub.sessions_started().await,
+            SessionsStarted::EndingFrom(t0 + chrono::Duration::minutes(30))
+        );
+        hub.publish(checkin(10), t0);
+        hub.sessions_changed();
+        assert_eq!(hub.sessions_started().await, SessionsStarted::Unknown);
     }
 }

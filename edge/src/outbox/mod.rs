@@ -12,6 +12,7 @@
 
 pub mod settle;
 
+use crate::replica::venue::VenueRecord;
 use crate::replica::{parse_ts, ts};
 use aero_shared::idempotency::{Answer, KeyedRequest, current_request};
 use aero_shared::wire::{Entity, OpKind, OutboxBacklog, PushOp};
@@ -471,6 +472,37 @@ pub fn append_op<T: Serialize>(
     record: &T,
     now: DateTime<Utc>,
 ) -> anyhow::Result<i64> {
+    append_json(
+        conn,
+        entity,
+        entity_id,
+        kind,
+        &serde_json::to_string(record)?,
+        now,
+    )
+}
+
+/// Takes a venue record where it happened: writes it to the replica and queues its op, in the
+/// caller's transaction, from one serialization. Returns the op's seq.
+pub fn write_and_queue<R: VenueRecord>(
+    conn: &Connection,
+    record: &R,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
+    let data = serde_json::to_string(record)?;
+    record.insert_json(conn, &data)?;
+    append_json(conn, R::ENTITY, record.id(), R::KIND, &data, now)
+}
+
+/// [`append_op`] with the record already serialized to `data`.
+fn append_json(
+    conn: &Connection,
+    entity: Entity,
+    entity_id: Uuid,
+    kind: OpKind,
+    data: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<i64> {
     // The fence check rides on the counter's UPDATE: no extra statement on the write path.
     let seq: Option<i64> = conn
         .prepare_cached(
@@ -492,7 +524,7 @@ pub fn append_op<T: Serialize>(
             entity.as_str(),
             entity_id,
             kind_str(kind),
-            serde_json::to_string(record)?,
+            data,
             ts(now)
         ],
     )?;

@@ -298,6 +298,32 @@ pub fn customer(c: &Connection, id: Uuid) -> anyhow::Result<Option<CustomerRecor
     data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
 }
 
+/// Whether the replica holds this customer: a point read on the key, nothing decoded.
+pub fn customer_exists(c: &Connection, id: Uuid) -> anyhow::Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)")?
+            .query_row([id], |r| r.get(0))?,
+    )
+}
+
+/// What the gate needs of a customer: their name, and whose waiver also covers them.
+#[derive(Debug, serde::Deserialize)]
+pub struct Jumper {
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub guardian_id: Option<Uuid>,
+}
+
+/// The customer as the gate needs them, decoding only those fields of the stored record.
+pub fn jumper(c: &Connection, id: Uuid) -> anyhow::Result<Option<Jumper>> {
+    let data: Option<String> = c
+        .prepare_cached("SELECT data FROM customers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+}
+
 fn customers_where(
     c: &Connection,
     column: &str,

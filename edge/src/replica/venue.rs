@@ -7,8 +7,8 @@ use super::{parse_ts, ts};
 use aero_shared::ledger::{Movement, usable_at};
 use aero_shared::page::TimeKey;
 use aero_shared::wire::{
-    Account, CheckinRecord, GameRecord, LedgerEntry, OrderRecord, ProductKind, ProductRecord,
-    RefundRecord, ScoreRecord, SiteRecord,
+    Account, CheckinRecord, Entity, GameRecord, LedgerEntry, OpKind, OrderRecord, ProductKind,
+    ProductRecord, RefundRecord, ScoreRecord, SiteRecord,
 };
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -16,8 +16,85 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use serde::Serialize;
 use uuid::Uuid;
 
+/// A record the venue takes once and never edits: an order, refund, ledger entry, check-in or
+/// score. Each is written to the replica and queued for central in one transaction (see
+/// [`crate::outbox::write_and_queue`]), from one serialization of the record.
+pub trait VenueRecord: Serialize {
+    /// The entity its outbox op names.
+    const ENTITY: Entity;
+    /// The kind of its outbox op.
+    const KIND: OpKind;
+    fn id(&self) -> Uuid;
+    /// Writes the record, with `data` its JSON. Returns false if the replica already held it.
+    fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool>;
+}
+
+/// Writes a venue record. Returns false if the replica already held it.
+pub fn insert<R: VenueRecord>(conn: &Connection, record: &R) -> anyhow::Result<bool> {
+    record.insert_json(conn, &serde_json::to_string(record)?)
+}
+
+impl VenueRecord for OrderRecord {
+    const ENTITY: Entity = Entity::Order;
+    const KIND: OpKind = OpKind::Upsert;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
+        insert_order_json(conn, self, data)
+    }
+}
+
+impl VenueRecord for RefundRecord {
+    const ENTITY: Entity = Entity::Refund;
+    const KIND: OpKind = OpKind::Upsert;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
+        insert_refund_json(conn, self, data)
+    }
+}
+
+impl VenueRecord for LedgerEntry {
+    const ENTITY: Entity = Entity::LedgerEntry;
+    const KIND: OpKind = OpKind::LedgerAppend;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
+        insert_ledger_entry_json(conn, self, data)
+    }
+}
+
+impl VenueRecord for CheckinRecord {
+    const ENTITY: Entity = Entity::Checkin;
+    const KIND: OpKind = OpKind::Upsert;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
+        insert_checkin_json(conn, self, data)
+    }
+}
+
+impl VenueRecord for ScoreRecord {
+    const ENTITY: Entity = Entity::Score;
+    const KIND: OpKind = OpKind::Upsert;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
+        insert_score_json(conn, self, data)
+    }
+}
+
 /// Writes an order (its lines live in its record). Returns false if the replica already held it.
 pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bool> {
+    insert(conn, order)
+}
+
+fn insert_order_json(conn: &Connection, order: &OrderRecord, data: &str) -> anyhow::Result<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO orders (id, customer_id, total_cents, created_at, data)
@@ -28,7 +105,7 @@ pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bo
             order.customer_id,
             order.total_cents,
             ts(order.created_at),
-            serde_json::to_string(order)?
+            data
         ])?;
     if inserted == 0 {
         return Ok(false);
@@ -55,7 +132,15 @@ pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bo
 /// Writes a refund. Returns false if the replica already held it. A refund that completes the
 /// refund of a (paid) order voids the passes it left.
 pub fn insert_refund(conn: &Connection, refund: &RefundRecord) -> anyhow::Result<bool> {
-    let inserted = insert_refund_row(conn, refund)?;
+    insert(conn, refund)
+}
+
+fn insert_refund_json(
+    conn: &Connection,
+    refund: &RefundRecord,
+    data: &str,
+) -> anyhow::Result<bool> {
+    let inserted = insert_refund_row(conn, refund, data)?;
     if inserted {
         conn.prepare_cached(
             "UPDATE passes_left SET remaining = 0
@@ -68,7 +153,7 @@ pub fn insert_refund(conn: &Connection, refund: &RefundRecord) -> anyhow::Result
     Ok(inserted)
 }
 
-fn insert_refund_row(conn: &Connection, refund: &RefundRecord) -> anyhow::Result<bool> {
+fn insert_refund_row(conn: &Connection, refund: &RefundRecord, data: &str) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT INTO refunds (id, order_id, total_cents, created_at, data)
@@ -79,13 +164,21 @@ fn insert_refund_row(conn: &Connection, refund: &RefundRecord) -> anyhow::Result
             refund.order_id,
             refund.total_cents,
             ts(refund.created_at),
-            serde_json::to_string(refund)?
+            data
         ])?
         == 1)
 }
 
 /// Appends a ledger entry. Returns false if the replica already held it.
 pub fn insert_ledger_entry(conn: &Connection, entry: &LedgerEntry) -> anyhow::Result<bool> {
+    insert(conn, entry)
+}
+
+fn insert_ledger_entry_json(
+    conn: &Connection,
+    entry: &LedgerEntry,
+    data: &str,
+) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT INTO ledger (id, customer_id, account, delta, created_at, data)
@@ -97,7 +190,7 @@ pub fn insert_ledger_entry(conn: &Connection, entry: &LedgerEntry) -> anyhow::Re
             entry.account.as_str(),
             entry.delta,
             ts(entry.created_at),
-            serde_json::to_string(entry)?
+            data
         ])?
         == 1)
 }
@@ -105,7 +198,15 @@ pub fn insert_ledger_entry(conn: &Connection, entry: &LedgerEntry) -> anyhow::Re
 /// Writes a check-in. Returns false if the replica already held it.
 /// A check-in that used a pass spends one of its order's.
 pub fn insert_checkin(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Result<bool> {
-    let inserted = insert_checkin_row(conn, checkin)?;
+    insert(conn, checkin)
+}
+
+fn insert_checkin_json(
+    conn: &Connection,
+    checkin: &CheckinRecord,
+    data: &str,
+) -> anyhow::Result<bool> {
+    let inserted = insert_checkin_row(conn, checkin, data)?;
     if let (true, Some(order_id)) = (inserted, checkin.order_id) {
         conn.prepare_cached(
             "UPDATE passes_left SET remaining = remaining - 1
@@ -116,7 +217,11 @@ pub fn insert_checkin(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Res
     Ok(inserted)
 }
 
-fn insert_checkin_row(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Result<bool> {
+fn insert_checkin_row(
+    conn: &Connection,
+    checkin: &CheckinRecord,
+    data: &str,
+) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT INTO checkins (id, customer_id, wristband, product_id, order_id, starts_at, ends_at, created_at, data)
@@ -131,13 +236,17 @@ fn insert_checkin_row(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Res
             ts(checkin.starts_at),
             ts(checkin.ends_at),
             ts(checkin.created_at),
-            serde_json::to_string(checkin)?
+            data
         ])?
         == 1)
 }
 
 /// Writes a score. Returns false if the replica already held it.
 pub fn insert_score(conn: &Connection, score: &ScoreRecord) -> anyhow::Result<bool> {
+    insert(conn, score)
+}
+
+fn insert_score_json(conn: &Connection, score: &ScoreRecord, data: &str) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(
             "INSERT INTO scores (id, game_id, customer_id, score, created_at, data)
@@ -149,7 +258,7 @@ pub fn insert_score(conn: &Connection, score: &ScoreRecord) -> anyhow::Result<bo
             score.customer_id,
             score.score,
             ts(score.created_at),
-            serde_json::to_string(score)?
+            data
         ])?
         == 1)
 }

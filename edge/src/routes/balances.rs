@@ -4,21 +4,20 @@
 
 use super::{AppState, refuse, write_error};
 use crate::audit::record;
-use crate::outbox::append_op;
-use crate::replica::customer;
-use crate::replica::venue::{Balances, balance, balances, insert_ledger_entry};
+use crate::outbox::write_and_queue;
+use crate::replica::customer_exists;
+use crate::replica::venue::{Balances, balance, balances};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
-use aero_shared::wire::{Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, OpKind};
+use aero_shared::wire::{Account, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, SubsecRound, Utc};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,7 +40,7 @@ async fn read(
     let found = state
         .replica
         .read(move |c| {
-            if customer(c, customer_id)?.is_none() {
+            if !customer_exists(c, customer_id)? {
                 return Ok(None);
             }
             Ok(Some(balances(c, customer_id, now)?))
@@ -94,7 +93,7 @@ async fn spend(
     let changed = state
         .writer
         .mutate(move |c| {
-            if customer(c, customer_id)?.is_none() {
+            if !customer_exists(c, customer_id)? {
                 return refuse(ApiError::NotFound("no such customer"));
             }
             // What this venue knows of the balance: another venue's offline spend may still be
@@ -118,7 +117,7 @@ async fn spend(
                 site_id,
                 now,
             );
-            append(c, &entry, now)?;
+            write_and_queue(c, &entry, now)?;
             Ok(Changed {
                 balances: balances(c, customer_id, now)?,
                 entry,
@@ -169,7 +168,7 @@ async fn adjust(
     let changed = state
         .writer
         .mutate(move |c| {
-            if customer(c, customer_id)?.is_none() {
+            if !customer_exists(c, customer_id)? {
                 return refuse(ApiError::NotFound("no such customer"));
             }
             // A correction may lift a balance that went negative, never push one below zero.
@@ -191,7 +190,7 @@ async fn adjust(
                 site_id,
                 now,
             );
-            append(c, &entry, now)?;
+            write_and_queue(c, &entry, now)?;
             record(
                 c,
                 &auth,
@@ -234,18 +233,4 @@ fn entry(
         created_at: now,
         expires_at: None,
     }
-}
-
-/// Writes the entry and its outbox op.
-fn append(c: &Connection, entry: &LedgerEntry, now: DateTime<Utc>) -> anyhow::Result<()> {
-    insert_ledger_entry(c, entry)?;
-    append_op(
-        c,
-        Entity::LedgerEntry,
-        entry.id,
-        OpKind::LedgerAppend,
-        entry,
-        now,
-    )?;
-    Ok(())
 }

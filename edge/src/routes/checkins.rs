@@ -5,12 +5,12 @@
 
 use super::{AppState, refuse, write_error};
 use crate::live::LiveEvent;
-use crate::outbox::append_op;
+use crate::outbox::write_and_queue;
 use crate::replica::venue::{
-    active_checkins, balance, has_valid_waiver, insert_checkin, insert_ledger_entry,
-    order_with_unused_pass, product, session_of_wristband,
+    active_checkins, balance, has_valid_waiver, order_with_unused_pass, product,
+    session_of_wristband,
 };
-use crate::replica::{customer, ts};
+use crate::replica::{jumper, ts};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
@@ -18,9 +18,7 @@ use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
 use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator};
-use aero_shared::wire::{
-    Account, CheckinRecord, Entity, LedgerEntry, LedgerReason, OpKind, ProductKind,
-};
+use aero_shared::wire::{Account, CheckinRecord, LedgerEntry, LedgerReason, ProductKind};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -64,25 +62,9 @@ async fn check_in(
         .writer
         .mutate(move |c| {
             let (checkin, visit) = decide(c, site_id, &body, now)?;
-            insert_checkin(c, &checkin)?;
-            append_op(
-                c,
-                Entity::Checkin,
-                checkin.id,
-                OpKind::Upsert,
-                &checkin,
-                now,
-            )?;
+            write_and_queue(c, &checkin, now)?;
             if let Some(entry) = &visit {
-                insert_ledger_entry(c, entry)?;
-                append_op(
-                    c,
-                    Entity::LedgerEntry,
-                    entry.id,
-                    OpKind::LedgerAppend,
-                    entry,
-                    now,
-                )?;
+                write_and_queue(c, entry, now)?;
             }
             Ok(checkin)
         })
@@ -109,7 +91,7 @@ fn decide(
     body: &NewCheckin,
     now: DateTime<Utc>,
 ) -> anyhow::Result<(CheckinRecord, Option<LedgerEntry>)> {
-    let Some(person) = customer(c, body.customer_id)? else {
+    let Some(person) = jumper(c, body.customer_id)? else {
         return refuse(ApiError::field("customer_id", "no such customer"));
     };
     let name = format!("{} {}", person.first_name, person.last_name);

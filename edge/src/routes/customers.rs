@@ -5,7 +5,7 @@
 use super::AppState;
 use crate::outbox::append_op;
 use crate::replica::apply::{upsert_customer, upsert_waiver};
-use crate::replica::{CustomerView, customer, waiver_texts};
+use crate::replica::{CustomerView, customer_exists, waiver_texts};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
@@ -273,7 +273,7 @@ async fn sign_waiver(
     state
         .writer
         .mutate_answering(move |c| {
-            if customer(c, customer_id)?.is_none() {
+            if !customer_exists(c, customer_id)? {
                 return Err(ApiError::NotFound("no such customer").into());
             }
             let waiver = WaiverRecord {

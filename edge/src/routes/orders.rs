@@ -7,11 +7,9 @@ use super::reports::resolve_day;
 use super::{AppState, refuse, write_error};
 use crate::audit::actor;
 use crate::live::LiveEvent;
-use crate::outbox::append_op;
-use crate::replica::customer;
-use crate::replica::venue::{
-    self, balance, insert_ledger_entry, insert_order, order as stored_order, refunds_of,
-};
+use crate::outbox::write_and_queue;
+use crate::replica::customer_exists;
+use crate::replica::venue::{self, balance, order as stored_order, refunds_of};
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::json::ValidJson;
@@ -19,8 +17,8 @@ use aero_shared::openapi::guarded;
 use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
-    Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_LINE_QUANTITY,
-    MAX_ORDER_LINES, OpKind, OrderLine, OrderRecord, RefundRecord, Tender, TenderKind,
+    Account, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_LINE_QUANTITY, MAX_ORDER_LINES,
+    OrderLine, OrderRecord, RefundRecord, Tender, TenderKind,
 };
 use aero_shared::{ApiError, FieldError};
 use axum::Json;
@@ -138,18 +136,9 @@ async fn create(
         .writer
         .mutate(move |c| {
             let (order, entries) = build(c, site_id, &body, sold_by, now)?;
-            insert_order(c, &order)?;
-            append_op(c, Entity::Order, order.id, OpKind::Upsert, &order, now)?;
+            write_and_queue(c, &order, now)?;
             for entry in &entries {
-                insert_ledger_entry(c, entry)?;
-                append_op(
-                    c,
-                    Entity::LedgerEntry,
-                    entry.id,
-                    OpKind::LedgerAppend,
-                    entry,
-                    now,
-                )?;
+                write_and_queue(c, entry, now)?;
             }
             Ok(order)
         })
@@ -177,7 +166,7 @@ fn build(
 ) -> anyhow::Result<(OrderRecord, Vec<LedgerEntry>)> {
     let id = Uuid::now_v7();
     if let Some(customer_id) = body.customer_id
-        && customer(c, customer_id)?.is_none()
+        && !customer_exists(c, customer_id)?
     {
         return refuse(ApiError::field("customer_id", "no such customer"));
     }

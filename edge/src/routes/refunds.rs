@@ -4,8 +4,8 @@
 
 use super::{AppState, refuse, write_error};
 use crate::audit::{actor, record};
-use crate::outbox::append_op;
-use crate::replica::venue::{insert_ledger_entry, insert_refund, order, refunds_of};
+use crate::outbox::write_and_queue;
+use crate::replica::venue::{order, refunds_of};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
@@ -13,8 +13,8 @@ use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
-    Account, Entity, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, OpKind,
-    RefundRecord, RefundTender, TenderKind,
+    Account, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, RefundRecord,
+    RefundTender, TenderKind,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -99,8 +99,7 @@ async fn refund(
             if let Err(reason) = refund.check(&order, &earlier) {
                 return refuse(ApiError::field("tenders", reason));
             }
-            insert_refund(c, &refund)?;
-            append_op(c, Entity::Refund, refund.id, OpKind::Upsert, &refund, now)?;
+            write_and_queue(c, &refund, now)?;
             let stored_value = refund.refunded(TenderKind::StoredValue);
             if stored_value > 0 {
                 // A sale paid with stored value names its customer (it could not be made
@@ -121,15 +120,7 @@ async fn refund(
                     created_at: now,
                     expires_at: None,
                 };
-                insert_ledger_entry(c, &entry)?;
-                append_op(
-                    c,
-                    Entity::LedgerEntry,
-                    entry.id,
-                    OpKind::LedgerAppend,
-                    &entry,
-                    now,
-                )?;
+                write_and_queue(c, &entry, now)?;
             }
             record(
                 c,

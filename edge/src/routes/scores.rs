@@ -3,9 +3,8 @@
 
 use super::AppState;
 use crate::live::LiveEvent;
-use crate::outbox::append_op;
+use crate::outbox::write_and_queue;
 use crate::replica::scores::{self, LeaderboardEntry};
-use crate::replica::venue::insert_score;
 use crate::replica::{customer, site};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
@@ -14,7 +13,7 @@ use aero_shared::clock::start_of_local_day;
 use aero_shared::json::ValidJson;
 use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
-use aero_shared::wire::{Entity, OpKind, ScoreOrder, ScoreRecord};
+use aero_shared::wire::{ScoreOrder, ScoreRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -127,8 +126,7 @@ async fn post_score(
                 device_id,
                 created_at: now,
             };
-            insert_score(c, &record)?;
-            append_op(c, Entity::Score, record.id, OpKind::Upsert, &record, now)?;
+            write_and_queue(c, &record, now)?;
             Ok(Ok((record, customer.first_name)))
         })
         .await
