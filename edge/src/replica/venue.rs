@@ -649,6 +649,44 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_and_the_pages_read_rows_in_index_order_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_replica, conn) =
+            crate::replica::Replica::open(dir.path(), Uuid::now_v7(), 1).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        for (sql, index) in [
+            (
+                "SELECT order_id FROM passes_left
+                  WHERE customer_id = x'00' AND product_id = x'00' AND remaining > 0
+                  ORDER BY created_at, order_id LIMIT 1",
+                "passes_left_customer",
+            ),
+            (
+                "SELECT data FROM checkins WHERE ends_at > '' AND (ends_at, id) > ('', x'00')
+                  ORDER BY ends_at, id LIMIT 50",
+                "checkins_ends",
+            ),
+            (
+                "SELECT id FROM checkins WHERE ends_at > '' AND ends_at <= 'z' ORDER BY ends_at, id",
+                "checkins_ends",
+            ),
+            (
+                "SELECT data FROM orders WHERE created_at >= '' AND created_at < 'z'
+                  AND (created_at, id) > ('', x'00') ORDER BY created_at, id LIMIT 50",
+                "orders_created",
+            ),
+        ] {
+            let plan = plan(sql);
+            assert!(plan.contains(&format!("INDEX {index}")), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
+
+    #[test]
     fn pages_of_orders_and_sessions_visit_each_row_once_ties_included() {
         let dir = tempfile::tempdir().expect("dir");
         let (_replica, conn) =
