@@ -291,6 +291,14 @@ impl Replica {
 }
 
 pub fn customer(c: &Connection, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {
+    customer_as(c, id)
+}
+
+/// The stored customer record decoded as `T`: only the fields `T` names are decoded.
+fn customer_as<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    id: Uuid,
+) -> anyhow::Result<Option<T>> {
     let data: Option<String> = c
         .prepare_cached("SELECT data FROM customers WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -317,11 +325,7 @@ pub struct Jumper {
 
 /// The customer as the gate needs them, decoding only those fields of the stored record.
 pub fn jumper(c: &Connection, id: Uuid) -> anyhow::Result<Option<Jumper>> {
-    let data: Option<String> = c
-        .prepare_cached("SELECT data FROM customers WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+    customer_as(c, id)
 }
 
 fn customers_where(
