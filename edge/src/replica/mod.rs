@@ -308,10 +308,7 @@ fn customer_as<T: serde::de::DeserializeOwned>(
 
 /// Whether the replica holds this customer: a point read on the key, nothing decoded.
 pub fn customer_exists(c: &Connection, id: Uuid) -> anyhow::Result<bool> {
-    Ok(
-        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)")?
-            .query_row([id], |r| r.get(0))?,
-    )
+    venue::holds(c, "customers", id)
 }
 
 /// What the gate needs of a customer: their name, and whose waiver also covers them.

@@ -41,7 +41,38 @@ impl VenueRecord for OrderRecord {
         self.id
     }
     fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
-        insert_order_json(conn, self, data)
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO orders (id, customer_id, total_cents, created_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                self.id,
+                self.customer_id,
+                self.total_cents,
+                ts(self.created_at),
+                data
+            ])?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        if let Some(customer_id) = self.customer_id {
+            let mut passes = conn.prepare_cached(
+                "INSERT INTO passes_left (order_id, product_id, customer_id, remaining, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (order_id, product_id) DO UPDATE SET remaining = remaining + excluded.remaining",
+            )?;
+            for line in self.lines.iter().filter(|l| l.kind == ProductKind::Pass) {
+                passes.execute(params![
+                    self.id,
+                    line.product_id,
+                    customer_id,
+                    line.quantity,
+                    ts(self.created_at)
+                ])?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -52,7 +83,17 @@ impl VenueRecord for RefundRecord {
         self.id
     }
     fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
-        insert_refund_json(conn, self, data)
+        let inserted = insert_refund_row(conn, self, data)?;
+        if inserted {
+            conn.prepare_cached(
+                "UPDATE passes_left SET remaining = 0
+                  WHERE order_id = ?1 AND remaining > 0 AND EXISTS (
+                        SELECT 1 FROM orders o WHERE o.id = ?1 AND o.total_cents > 0
+                           AND o.total_cents <= (SELECT SUM(total_cents) FROM refunds WHERE order_id = ?1))",
+            )?
+            .execute([self.order_id])?;
+        }
+        Ok(inserted)
     }
 }
 
@@ -63,7 +104,20 @@ impl VenueRecord for LedgerEntry {
         self.id
     }
     fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
-        insert_ledger_entry_json(conn, self, data)
+        Ok(conn
+            .prepare_cached(
+                "INSERT INTO ledger (id, customer_id, account, delta, created_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                self.id,
+                self.customer_id,
+                self.account.as_str(),
+                self.delta,
+                ts(self.created_at),
+                data
+            ])?
+            == 1)
     }
 }
 
@@ -74,7 +128,15 @@ impl VenueRecord for CheckinRecord {
         self.id
     }
     fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
-        insert_checkin_json(conn, self, data)
+        let inserted = insert_checkin_row(conn, self, data)?;
+        if let (true, Some(order_id)) = (inserted, self.order_id) {
+            conn.prepare_cached(
+                "UPDATE passes_left SET remaining = remaining - 1
+                  WHERE order_id = ?1 AND product_id = ?2 AND remaining > 0",
+            )?
+            .execute(params![order_id, self.product_id])?;
+        }
+        Ok(inserted)
     }
 }
 
@@ -85,7 +147,20 @@ impl VenueRecord for ScoreRecord {
         self.id
     }
     fn insert_json(&self, conn: &Connection, data: &str) -> anyhow::Result<bool> {
-        insert_score_json(conn, self, data)
+        Ok(conn
+            .prepare_cached(
+                "INSERT INTO scores (id, game_id, customer_id, score, created_at, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                self.id,
+                self.game_id,
+                self.customer_id,
+                self.score,
+                ts(self.created_at),
+                data
+            ])?
+            == 1)
     }
 }
 
@@ -94,63 +169,10 @@ pub fn insert_order(conn: &Connection, order: &OrderRecord) -> anyhow::Result<bo
     insert(conn, order)
 }
 
-fn insert_order_json(conn: &Connection, order: &OrderRecord, data: &str) -> anyhow::Result<bool> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO orders (id, customer_id, total_cents, created_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            order.id,
-            order.customer_id,
-            order.total_cents,
-            ts(order.created_at),
-            data
-        ])?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    if let Some(customer_id) = order.customer_id {
-        let mut passes = conn.prepare_cached(
-            "INSERT INTO passes_left (order_id, product_id, customer_id, remaining, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (order_id, product_id) DO UPDATE SET remaining = remaining + excluded.remaining",
-        )?;
-        for line in order.lines.iter().filter(|l| l.kind == ProductKind::Pass) {
-            passes.execute(params![
-                order.id,
-                line.product_id,
-                customer_id,
-                line.quantity,
-                ts(order.created_at)
-            ])?;
-        }
-    }
-    Ok(true)
-}
-
 /// Writes a refund. Returns false if the replica already held it. A refund that completes the
 /// refund of a (paid) order voids the passes it left.
 pub fn insert_refund(conn: &Connection, refund: &RefundRecord) -> anyhow::Result<bool> {
     insert(conn, refund)
-}
-
-fn insert_refund_json(
-    conn: &Connection,
-    refund: &RefundRecord,
-    data: &str,
-) -> anyhow::Result<bool> {
-    let inserted = insert_refund_row(conn, refund, data)?;
-    if inserted {
-        conn.prepare_cached(
-            "UPDATE passes_left SET remaining = 0
-              WHERE order_id = ?1 AND remaining > 0 AND EXISTS (
-                    SELECT 1 FROM orders o WHERE o.id = ?1 AND o.total_cents > 0
-                       AND o.total_cents <= (SELECT SUM(total_cents) FROM refunds WHERE order_id = ?1))",
-        )?
-        .execute([refund.order_id])?;
-    }
-    Ok(inserted)
 }
 
 fn insert_refund_row(conn: &Connection, refund: &RefundRecord, data: &str) -> anyhow::Result<bool> {
@@ -174,47 +196,10 @@ pub fn insert_ledger_entry(conn: &Connection, entry: &LedgerEntry) -> anyhow::Re
     insert(conn, entry)
 }
 
-fn insert_ledger_entry_json(
-    conn: &Connection,
-    entry: &LedgerEntry,
-    data: &str,
-) -> anyhow::Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT INTO ledger (id, customer_id, account, delta, created_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            entry.id,
-            entry.customer_id,
-            entry.account.as_str(),
-            entry.delta,
-            ts(entry.created_at),
-            data
-        ])?
-        == 1)
-}
-
 /// Writes a check-in. Returns false if the replica already held it.
 /// A check-in that used a pass spends one of its order's.
 pub fn insert_checkin(conn: &Connection, checkin: &CheckinRecord) -> anyhow::Result<bool> {
     insert(conn, checkin)
-}
-
-fn insert_checkin_json(
-    conn: &Connection,
-    checkin: &CheckinRecord,
-    data: &str,
-) -> anyhow::Result<bool> {
-    let inserted = insert_checkin_row(conn, checkin, data)?;
-    if let (true, Some(order_id)) = (inserted, checkin.order_id) {
-        conn.prepare_cached(
-            "UPDATE passes_left SET remaining = remaining - 1
-              WHERE order_id = ?1 AND product_id = ?2 AND remaining > 0",
-        )?
-        .execute(params![order_id, checkin.product_id])?;
-    }
-    Ok(inserted)
 }
 
 fn insert_checkin_row(
@@ -246,23 +231,6 @@ pub fn insert_score(conn: &Connection, score: &ScoreRecord) -> anyhow::Result<bo
     insert(conn, score)
 }
 
-fn insert_score_json(conn: &Connection, score: &ScoreRecord, data: &str) -> anyhow::Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT INTO scores (id, game_id, customer_id, score, created_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            score.id,
-            score.game_id,
-            score.customer_id,
-            score.score,
-            ts(score.created_at),
-            data
-        ])?
-        == 1)
-}
-
 /// Writes a game defined at HQ (games are edited there, so a newer row replaces the old).
 pub fn upsert_game(conn: &Connection, game: &GameRecord) -> anyhow::Result<()> {
     conn.prepare_cached(
@@ -273,7 +241,8 @@ pub fn upsert_game(conn: &Connection, game: &GameRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether the replica holds a venue record (all of them immutable) under this id.
+/// Whether `table` of the replica holds a row under this id: a point read on its key, nothing
+/// decoded. For a venue record (all of them immutable), holding the id is holding the record.
 pub fn holds(conn: &Connection, table: &str, id: Uuid) -> anyhow::Result<bool> {
     Ok(conn
         .prepare_cached(&format!(
