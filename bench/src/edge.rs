@@ -114,6 +114,19 @@ impl EdgeProcess {
         Ok(Some(response.json().await?))
     }
 
+    /// Polls the status every `every` until the outbox is empty, or fails after `limit`.
+    pub async fn wait_outbox_empty(
+        &self,
+        api_key: &str,
+        every: Duration,
+        limit: Duration,
+    ) -> anyhow::Result<Value> {
+        self.wait_status(api_key, every, limit, |s| {
+            s["pending_ops"].as_i64() == Some(0)
+        })
+        .await
+    }
+
     /// Polls the status every `every` until `done` holds, or fails after `limit`.
     pub async fn wait_status(
         &self,

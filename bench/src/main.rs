@@ -460,13 +460,8 @@ async fn drain(
         cli.backlog
     );
     // Whatever the writes scenario queued goes first, so the backlog is exactly ours.
-    edge.wait_status(
-        kiosk,
-        Duration::from_millis(50),
-        Duration::from_secs(300),
-        |s| s["pending_ops"].as_i64() == Some(0),
-    )
-    .await?;
+    edge.wait_outbox_empty(kiosk, Duration::from_millis(50), Duration::from_secs(300))
+        .await?;
     central.stop().await;
     let measured = measure(
         cli,
@@ -610,13 +605,8 @@ async fn sales(
     let online_checkins = measure(cli, load, edge, timed, Arc::clone(&checkins), 201).await?;
 
     // The same sales during an outage: no push, no pull, only the venue's own work.
-    edge.wait_status(
-        pos,
-        Duration::from_millis(50),
-        Duration::from_secs(300),
-        |s| s["pending_ops"].as_i64() == Some(0),
-    )
-    .await?;
+    edge.wait_outbox_empty(pos, Duration::from_millis(50), Duration::from_secs(300))
+        .await?;
     central.stop().await;
     let offline_orders = measure(cli, load, edge, timed, orders, 201).await?;
     let offline_checkins = measure(cli, load, edge, timed, checkins, 201).await?;

@@ -317,11 +317,10 @@ pub async fn run(
     flush();
 
     // Start drained, so that what central holds afterwards is exactly what the soak wrote.
-    edge.wait_status(
+    edge.wait_outbox_empty(
         venue.kiosk,
         Duration::from_millis(100),
         Duration::from_secs(300),
-        |s| s["pending_ops"].as_i64() == Some(0),
     )
     .await?;
     let since = Utc::now().trunc_subsecs(3);
@@ -428,11 +427,10 @@ pub async fn run(
     link.reopen();
     let drain_started = Instant::now();
     let status = edge
-        .wait_status(
+        .wait_outbox_empty(
             venue.kiosk,
             Duration::from_millis(100),
             Duration::from_secs(600),
-            |s| s["pending_ops"].as_i64() == Some(0),
         )
         .await?;
     let drained = drain_started.elapsed();
