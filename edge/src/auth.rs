@@ -254,7 +254,7 @@ mod tests {
             .expect("count")
     }
 
-    /// The answer commits in the savepoint of the write it answers: a retry after the answer was
+    /// The answer commits with the write it answers: a retry after the answer was
     /// lost (the process stopped before the middleware stored it) gets that answer replayed,
     /// and the write is not run twice. A write that rolls back records nothing.
     #[tokio::test]
@@ -283,7 +283,7 @@ mod tests {
                         &1,
                         Utc::now(),
                     )?;
-                    Ok(queued)
+                    Ok(queued.clone())
                 })
                 .await
                 .expect("write")

@@ -74,7 +74,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let health = open(dir.path());
         let (release, hold) = std::sync::mpsc::channel::<()>();
-        let (entered, wedged) = tokio::sync::oneshot::channel::<()>();
+        let (entered, mut wedged) = tokio::sync::mpsc::unbounded_channel::<()>();
         // A write that never returns until released: the writer thread is wedged behind it.
         let stuck = tokio::spawn({
             let writer = health.writer.clone();
@@ -88,7 +88,10 @@ mod tests {
                     .await
             }
         });
-        wedged.await.expect("the writer runs the stuck write");
+        wedged
+            .recv()
+            .await
+            .expect("the writer runs the stuck write");
         let (pinged, outcome) = pings(&health).await;
         assert_eq!(pinged, 0);
         let reason = outcome.expect_err("a hung writer must fail the check");

@@ -1,9 +1,18 @@
 //! The single writer of `edge.db` and the transactional outbox.
 //!
 //! All writes go through one dedicated thread that owns the write connection. It drains every
-//! queued request, runs each in its own SAVEPOINT inside one transaction and commits once: under
-//! load many terminals' writes share one fsync (group commit), while a failing request rolls
-//! back only its own savepoint. Each request is answered only after the commit is durable.
+//! queued request, runs them one after the other inside one transaction and commits once: under
+//! load many terminals' writes share one fsync (group commit). Each request is answered only
+//! after the commit is durable.
+//!
+//! A failing request takes back only its own writes. Most failures are refusals decided before
+//! anything is written, which leave nothing to take back, so requests run without a savepoint of
+//! their own: a savepoint copies every page the request changes into the statement journal
+//! first, which was the largest single cost of a busy venue's writes. When a request fails
+//! after it changed rows (or panics), the writer rolls the whole group back and runs it again,
+//! this time each request in its own SAVEPOINT, so the others commit as if it had never run.
+//! Requests are therefore closures the writer may call more than once; nothing is answered
+//! before the commit, so a first run that was rolled back is never seen.
 //!
 //! Every local mutation writes its rows and one outbox op in the same request (see [`append_op`]),
 //! so a sale is either recorded and queued for central, or neither. A mutation serving an
@@ -30,14 +39,26 @@ use uuid::Uuid;
 /// Most requests committed together; bounds how long one transaction holds the write lock.
 const MAX_GROUP: usize = 256;
 
-/// Called with the outcome of the group's commit.
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// How a request's run left the group's transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    /// It succeeded, or failed without changing anything.
+    Clean,
+    /// It failed after changing rows, outside a savepoint: only rolling back the transaction
+    /// takes those changes back.
+    Dirty,
+}
 
 trait Job: Send {
-    /// Runs inside the group's transaction; the returned completion is called after commit.
-    fn run(self: Box<Self>, conn: &Connection) -> Completion;
-    /// Answers the request without running it (the transaction could not start).
-    fn abort(self: Box<Self>, reason: String);
+    /// Runs the request in the group's transaction, in a savepoint of its own when `guarded`,
+    /// and keeps its outcome for [`Job::complete`]. May be called again after the transaction
+    /// was rolled back; the later outcome replaces the earlier one.
+    fn run(&mut self, conn: &Connection, guarded: bool) -> Ran;
+    /// Gives up on the request without running it (the transaction could not start, or was
+    /// rolled back under it).
+    fn fail(&mut self, reason: String);
+    /// Answers the request with its outcome and the group commit's.
+    fn complete(self: Box<Self>, commit: Result<(), String>);
     /// Whether this request queued an outbox op the push loop should be told about.
     fn is_local_mutation(&self) -> bool;
 }
@@ -51,42 +72,59 @@ struct Request<F, T> {
     idempotent: Option<KeyedRequest>,
     /// The request's answer among what the write returns, if the write makes it.
     answer_of: fn(&T) -> Option<&Answer>,
+    /// What its latest run returned; `None` until it runs.
+    outcome: Option<anyhow::Result<T>>,
 }
 
 impl<F, T> Job for Request<F, T>
 where
-    F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    F: FnMut(&Connection) -> anyhow::Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Completion {
+    fn run(&mut self, conn: &Connection, guarded: bool) -> Ran {
         let Request {
             work,
-            reply,
             idempotent,
             answer_of,
             ..
-        } = *self;
-        let outcome = in_savepoint(conn, |c| {
+        } = self;
+        let mut request = |c: &Connection| {
             let value = work(c)?;
-            if let Some(request) = &idempotent {
+            if let Some(request) = idempotent.as_ref() {
                 let answer = answer_of(&value).or(request.answer.as_ref());
                 record_request(c, request, answer)?;
             }
             Ok(value)
-        });
-        Box::new(move |commit| {
-            let answer = match (outcome, commit) {
-                (Ok(value), Ok(())) => Ok(value),
-                (Err(err), _) => Err(err),
-                (Ok(_), Err(reason)) => Err(anyhow::anyhow!("commit failed: {reason}")),
+        };
+        let (outcome, ran) = if guarded {
+            (in_savepoint(conn, request), Ran::Clean)
+        } else {
+            let before = conn.total_changes();
+            let outcome = catching_panics(|| request(conn));
+            let ran = if outcome.is_err() && conn.total_changes() != before {
+                Ran::Dirty
+            } else {
+                Ran::Clean
             };
-            // The caller may have gone away (client disconnected); the write stands regardless.
-            let _ = reply.send(answer);
-        })
+            (outcome, ran)
+        };
+        self.outcome = Some(outcome);
+        ran
     }
 
-    fn abort(self: Box<Self>, reason: String) {
-        let _ = self.reply.send(Err(anyhow::anyhow!(reason)));
+    fn fail(&mut self, reason: String) {
+        self.outcome = Some(Err(anyhow::anyhow!(reason)));
+    }
+
+    fn complete(self: Box<Self>, commit: Result<(), String>) {
+        let answer = match (self.outcome, commit) {
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Err(err)), _) => Err(err),
+            (Some(Ok(_)), Err(reason)) => Err(anyhow::anyhow!("commit failed: {reason}")),
+            (None, _) => Err(anyhow::anyhow!("the write was never run")),
+        };
+        // The caller may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(answer);
     }
 
     fn is_local_mutation(&self) -> bool {
@@ -132,15 +170,19 @@ fn itself(answer: &Answer) -> Option<&Answer> {
     Some(answer)
 }
 
+/// A panicking request must not take the writer thread (and every later write) down with it.
+fn catching_panics<T>(work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("write request panicked")))
+}
+
 fn in_savepoint<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     // Cached statements: these run several times per request on the busiest thread there is.
     conn.prepare_cached("SAVEPOINT request")?.execute([])?;
-    // A panicking request must not take the writer thread (and every later write) down with it.
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("write request panicked")));
+    let outcome = catching_panics(|| work(conn));
     if outcome.is_err() {
         conn.prepare_cached("ROLLBACK TO request")?.execute([])?;
     }
@@ -250,7 +292,7 @@ impl Writer {
     /// Runs `work` in the writer's transaction (sync bookkeeping, idempotency keys).
     pub async fn write<T, F>(&self, work: F) -> anyhow::Result<T>
     where
-        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
         self.submit(work, false, no_answer).await
@@ -261,7 +303,7 @@ impl Writer {
     /// declared with `aero_shared::idempotency::answering`, if anything).
     pub async fn mutate<T, F>(&self, work: F) -> anyhow::Result<T>
     where
-        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
         self.submit(work, true, no_answer).await
@@ -273,7 +315,7 @@ impl Writer {
     /// such as `NotFound`), which rolls the write back and records nothing.
     pub async fn mutate_answering<F>(&self, work: F) -> anyhow::Result<Answer>
     where
-        F: FnOnce(&Connection) -> anyhow::Result<Answer> + Send + 'static,
+        F: FnMut(&Connection) -> anyhow::Result<Answer> + Send + 'static,
     {
         self.submit(work, true, itself).await
     }
@@ -285,7 +327,7 @@ impl Writer {
         answer_of: fn(&T) -> Option<&Answer>,
     ) -> anyhow::Result<T>
     where
-        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
@@ -298,6 +340,7 @@ impl Writer {
                 local,
                 idempotent,
                 answer_of,
+                outcome: None,
             })))
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         answer
@@ -399,39 +442,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let reason = format!("could not start a write transaction: {err}");
-            tracing::error!(%reason);
-            for job in jobs {
-                job.abort(reason.clone());
-            }
-            continue;
-        }
         let local = jobs.iter().any(|j| j.is_local_mutation());
-        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            // Some errors (disk full, I/O) make SQLite roll back the whole transaction; later
-            // requests must then not run in autocommit mode, where they would be half-applied.
-            if conn.is_autocommit() {
-                job.abort("the write transaction was rolled back".into());
-            } else {
-                completions.push(job.run(&conn));
-            }
-        }
-        let commit = if conn.is_autocommit() {
-            Err("the write transaction was rolled back".to_string())
-        } else {
-            conn.execute_batch("COMMIT").map_err(|err| {
-                let _ = conn.execute_batch("ROLLBACK");
-                tracing::error!(error = %err, "group commit failed");
-                err.to_string()
-            })
-        };
+        let commit = run_group(&conn, &mut jobs);
         if local && commit.is_ok() {
             pushed.notify_one();
         }
-        for complete in completions {
-            complete(commit.clone());
+        for job in jobs {
+            job.complete(commit.clone());
         }
     }
     // Requests that raced the close are refused (their reply is dropped), never run.
@@ -453,6 +470,57 @@ fn writer_loop(
     if let Some(done) = closing {
         let _ = done.send(checkpoint);
     }
+}
+
+/// Runs one group of requests in one transaction and commits it; every request's outcome is
+/// kept in it. The requests first run without savepoints; if one fails after changing rows, the
+/// transaction is rolled back and the group runs again with each request in a savepoint of its
+/// own (see the module's documentation).
+fn run_group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
+    let mut guarded = false;
+    'attempt: loop {
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let reason = format!("could not start a write transaction: {err}");
+            tracing::error!(%reason);
+            for job in jobs.iter_mut() {
+                job.fail(reason.clone());
+            }
+            return Err(reason);
+        }
+        for job in jobs.iter_mut() {
+            // Some errors (disk full, I/O) make SQLite roll back the whole transaction; later
+            // requests must then not run in autocommit mode, where they would be half-applied.
+            if conn.is_autocommit() {
+                job.fail("the write transaction was rolled back".into());
+                continue;
+            }
+            if job.run(conn, guarded) == Ran::Dirty {
+                if !conn.is_autocommit()
+                    && let Err(err) = conn.execute_batch("ROLLBACK")
+                {
+                    // Still inside the transaction: committing now would keep the failed
+                    // request's writes, so nothing of this group may commit.
+                    let reason = format!("could not roll back a failed request: {err}");
+                    tracing::error!(%reason);
+                    for job in jobs.iter_mut() {
+                        job.fail(reason.clone());
+                    }
+                    return Err(reason);
+                }
+                guarded = true;
+                continue 'attempt;
+            }
+        }
+        break;
+    }
+    if conn.is_autocommit() {
+        return Err("the write transaction was rolled back".to_string());
+    }
+    conn.execute_batch("COMMIT").map_err(|err| {
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::error!(error = %err, "group commit failed");
+        err.to_string()
+    })
 }
 
 /// A local write refused because central fenced this edge: nothing it queued could ever reach
@@ -661,6 +729,141 @@ mod tests {
         // Failed requests roll back their seq too, so the sequence has no holes.
         assert_eq!(seqs, (5..50).collect::<Vec<_>>());
     }
+
+    /// Queues `count` requests behind a write that holds the writer, so they commit as one
+    /// group once it lets go; each appends one op, and `fails` decides how request `i` ends
+    /// (`None`: it succeeds). Returns each request's outcome, in order.
+    async fn one_group(
+        writer: &Writer,
+        runs: &Arc<std::sync::atomic::AtomicUsize>,
+        count: usize,
+        fails: fn(usize) -> Option<Failure>,
+    ) -> Vec<anyhow::Result<i64>> {
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (entered, mut held) = mpsc::unbounded_channel::<()>();
+        let holder = writer.clone();
+        let holding = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    let _ = entered.send(());
+                    let _ = hold.recv();
+                    Ok(())
+                })
+                .await
+        });
+        held.recv().await.expect("the writer is held");
+        let now = Utc::now();
+        let requests: Vec<_> = (0..count)
+            .map(|i| {
+                let (writer, runs) = (writer.clone(), Arc::clone(runs));
+                tokio::spawn(async move {
+                    writer
+                        .mutate(move |c| {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            if fails(i) == Some(Failure::BeforeWriting) {
+                                anyhow::bail!("refused before writing");
+                            }
+                            let seq = append_op(
+                                c,
+                                Entity::Customer,
+                                Uuid::now_v7(),
+                                OpKind::Upsert,
+                                &i,
+                                now,
+                            )?;
+                            match fails(i) {
+                                Some(Failure::AfterWriting) => {
+                                    anyhow::bail!("refused after writing")
+                                }
+                                Some(Failure::Panic) => {
+                                    panic!("request {i} panicked after writing")
+                                }
+                                _ => Ok(seq),
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for _ in 0..count {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).expect("release");
+        holding.await.expect("join").expect("the holding write");
+        let mut outcomes = Vec::new();
+        for request in requests {
+            outcomes.push(request.await.expect("join"));
+        }
+        outcomes
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Failure {
+        BeforeWriting,
+        AfterWriting,
+        Panic,
+    }
+
+    #[tokio::test]
+    async fn requests_refused_before_writing_run_once_and_leave_the_others_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let outcomes = one_group(&writer, &runs, 20, |i| {
+            (i % 5 == 2).then_some(Failure::BeforeWriting)
+        })
+        .await;
+        let refused: Vec<usize> = (0..20).filter(|i| outcomes[*i].is_err()).collect();
+        assert_eq!(refused, vec![2, 7, 12, 17]);
+        // Nothing to take back: no request ran a second time.
+        assert_eq!(runs.load(Ordering::SeqCst), 20);
+        let ops = replica
+            .read(|c| pending(c, 1000, usize::MAX))
+            .await
+            .expect("pending");
+        assert_eq!(
+            ops.iter().map(|o| o.seq).collect::<Vec<_>>(),
+            (1..=16).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_failing_or_panicking_after_writing_takes_back_only_its_own_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let writer = Writer::start(conn).expect("writer");
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let outcomes = one_group(&writer, &runs, 12, |i| match i {
+            3 => Some(Failure::AfterWriting),
+            8 => Some(Failure::Panic),
+            _ => None,
+        })
+        .await;
+        let failed: Vec<usize> = (0..12).filter(|i| outcomes[*i].is_err()).collect();
+        assert_eq!(failed, vec![3, 8]);
+        // Taking their writes back meant running requests again, each in a savepoint.
+        assert!(runs.load(Ordering::SeqCst) > 12);
+        let ops = replica
+            .read(|c| pending(c, 1000, usize::MAX))
+            .await
+            .expect("pending");
+        let committed: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().copied())
+            .collect();
+        assert_eq!(ops.iter().map(|o| o.seq).collect::<Vec<_>>(), committed);
+        assert_eq!(committed, (1..=10).collect::<Vec<_>>());
+        let payloads: Vec<serde_json::Value> = ops.iter().map(|o| o.data.clone()).collect();
+        let expected: Vec<serde_json::Value> = (0..12)
+            .filter(|i| *i != 3 && *i != 8)
+            .map(|i| serde_json::json!(i))
+            .collect();
+        assert_eq!(payloads, expected);
+        // The writer carries on.
+        writer.flush().await.expect("a later write commits");
+    }
+
     #[tokio::test]
     async fn close_commits_every_queued_write_checkpoints_and_refuses_later_ones() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -85,9 +85,9 @@ pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a sale acknowledged to a terminal survives power loss, not just a process crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Each request of a group commit runs in its own savepoint, so every page it changes is
-    // first copied to the statement journal; kept in memory, that copy is a memcpy instead of a
-    // write to a temporary file (it spilled to one past 64 KiB).
+    // A request of a group commit that runs in a savepoint of its own (see `outbox`) first
+    // copies every page it changes to the statement journal; kept in memory, that copy is a
+    // memcpy instead of a write to a temporary file (it spilled to one past 64 KiB).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Plans never depend on bound values. Without this, SQLite (built with STAT4) re-prepares a
     // cached statement whenever a bound value it looked at while planning changes, i.e. on

@@ -175,7 +175,7 @@ async fn register(
                 upsert_customer(c, row)?;
                 append_op(c, Entity::Customer, row.id, OpKind::Upsert, row, now)?;
             }
-            Ok(answer)
+            Ok(answer.clone())
         })
         .await
         .map_err(super::write_error)
@@ -280,7 +280,7 @@ async fn sign_waiver(
                 id: Uuid::now_v7(),
                 customer_id,
                 site_id,
-                signer_name,
+                signer_name: signer_name.clone(),
                 signed_at: now,
                 expires_at,
                 text_version: waiver_texts::current_version(c)?,

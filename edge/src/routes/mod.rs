@@ -176,8 +176,9 @@ pub fn write_error(err: anyhow::Error) -> aero_shared::ApiError {
     }
 }
 
-/// Refuses a request from inside a write: its savepoint rolls back (nothing it wrote stays, and
-/// an idempotent request is not marked committed) and [`write_error`] answers with `problem`.
+/// Refuses a request from inside a write: nothing it wrote stays (the writer takes back a refused
+/// request's writes, see [`crate::outbox`]), an idempotent request is not marked committed, and
+/// [`write_error`] answers with `problem`. Refusing before writing anything costs least.
 pub fn refuse<T>(problem: aero_shared::ApiError) -> anyhow::Result<T> {
     Err(anyhow::Error::new(problem))
 }

@@ -135,7 +135,7 @@ async fn create(
     let order = state
         .writer
         .mutate(move |c| {
-            let (order, entries) = build(c, site_id, &body, sold_by, now)?;
+            let (order, entries) = build(c, site_id, &body, sold_by.clone(), now)?;
             write_and_queue(c, &order, now)?;
             for entry in &entries {
                 write_and_queue(c, entry, now)?;
