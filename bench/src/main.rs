@@ -14,6 +14,7 @@ mod central;
 mod edge;
 mod hints;
 mod load;
+mod probes;
 mod procfs;
 // The end-to-end tests' link proxy, compiled in from their crate rather than copied: it needs
 // only tokio, and the soak uses a part of what the tests use.
@@ -161,9 +162,20 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
     for (what, value) in procfs::machine_description() {
         println!("| {what} | {value} |");
     }
-    let (fsync_median, fsync_p99) = fsync_probe(work.path())?;
+    let fsync = probes::fsync(work.path())?;
     println!(
-        "| fdatasync of a 4 KiB overwrite in the work dir | median {fsync_median:.2} ms, p99 {fsync_p99:.2} ms |"
+        "| fdatasync of a 4 KiB overwrite in the work dir | median {:.2} ms, p99 {:.2} ms |",
+        fsync.median, fsync.p99
+    );
+    let round_trip = probes::loopback_round_trip()?;
+    println!(
+        "| loopback TCP round trip of 64 bytes (one thread each side) | median {:.1} µs, p99 {:.1} µs |",
+        round_trip.median, round_trip.p99
+    );
+    let json = probes::json_round_trip()?;
+    println!(
+        "| JSON encode and decode of a customer-sized record, one thread | median {:.2} µs, p99 {:.2} µs |",
+        json.median, json.p99
     );
     println!(
         "| load | {} connections, {} s measured after {} s warm-up, load generator on {} thread(s) |",
@@ -901,26 +913,6 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("{name} not found"))
-}
-
-/// What one small synchronous overwrite costs on the disk under the work dir: the floor under
-/// every group commit.
-fn fsync_probe(dir: &std::path::Path) -> anyhow::Result<(f64, f64)> {
-    use std::io::{Seek, SeekFrom};
-    let path = dir.join("fsync-probe");
-    let mut file = std::fs::File::create(&path)?;
-    let block = [7u8; 4096];
-    let mut times = Vec::with_capacity(200);
-    for _ in 0..200 {
-        let started = Instant::now();
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&block)?;
-        file.sync_data()?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    std::fs::remove_file(&path)?;
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], times[times.len() * 99 / 100]))
 }
 
 fn print_edge_log_warnings(edge: &EdgeProcess) {
