@@ -6,10 +6,12 @@
 use crate::central::Central;
 use crate::edge::EdgeProcess;
 use crate::load::{self, Expect, MakeRequest, OpenLoop, Sent, Stop};
+use crate::lookup::lookup_request;
 use crate::procfs::{self, CpuSnapshot};
 use crate::proxy::TcpProxy;
-use crate::{Cli, SalesCatalog, checkin_body, flush, lookup_request, order_body, poster};
-use crate::{register_body, sell_passes};
+use crate::sales::{SalesCatalog, checkin_body, order_body, poster, sell_passes};
+use crate::writes::register_body;
+use crate::{Cli, flush};
 use chrono::{DateTime, SubsecRound, Utc};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;

@@ -1,0 +1,124 @@
+//! Kiosk lookups `GET /v1/customers?phone=` with an API key, and the same load from `wrk` when it
+//! is installed.
+
+use crate::central::seeded_phone;
+use crate::edge::EdgeProcess;
+use crate::load::MakeRequest;
+use crate::measure::{measure, print_table};
+use crate::procfs::{self, CpuSnapshot};
+use crate::{Cli, flush, mib};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+
+pub(crate) async fn run(
+    cli: &Cli,
+    load: &Handle,
+    edge: &EdgeProcess,
+    kiosk: &str,
+) -> anyhow::Result<()> {
+    // The lookup finds what it should before it is timed.
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!(
+            "http://{}/v1/customers?phone=%2B{}",
+            edge.addr,
+            &seeded_phone(cli.customers / 2)[1..]
+        ))
+        .header("x-api-key", kiosk)
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    anyhow::ensure!(
+        probe["customers"].as_array().map(Vec::len) == Some(1),
+        "the lookup did not find the seeded customer: {probe}"
+    );
+    println!(
+        "## Kiosk lookup, {} customers in the replica\n",
+        cli.customers
+    );
+    let customers = cli.customers.max(1);
+    let host = edge.addr.to_string();
+    let key = kiosk.to_string();
+    let make: MakeRequest = Arc::new(move |r| lookup_request(&host, &key, r % customers));
+    let measured = measure(cli, load, edge, cli.timed(), make, 200).await?;
+    print_table(&[("GET /v1/customers?phone=", &measured)]);
+    println!();
+    if cli.wrk {
+        run_wrk(cli, edge, kiosk).await?;
+    }
+    flush();
+    Ok(())
+}
+
+/// A kiosk lookup of seeded customer `i` by phone.
+pub(crate) fn lookup_request(host: &str, key: &str, i: u64) -> Request<Full<Bytes>> {
+    // `%2B` is the `+`; a literal `+` in a query string decodes as a space.
+    let phone = &seeded_phone(i)[1..];
+    Request::get(format!("/v1/customers?phone=%2B{phone}"))
+        .header("host", host)
+        .header("x-api-key", key)
+        .body(Full::new(Bytes::new()))
+        .expect("valid request")
+}
+
+pub(crate) async fn run_wrk(cli: &Cli, edge: &EdgeProcess, kiosk: &str) -> anyhow::Result<()> {
+    let Ok(path) = which("wrk") else {
+        println!("(wrk is not installed: `apt-get install -y wrk` to compare.)\n");
+        return Ok(());
+    };
+    let script = edge.log.with_file_name("lookup.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"math.randomseed(os.time())
+request = function()
+  local path = string.format("/v1/customers?phone=%%2B4477%08d", math.random(0, {max}))
+  return wrk.format("GET", path, {{["x-api-key"] = "{kiosk}"}})
+end
+"#,
+            max = cli.customers.max(1) - 1
+        ),
+    )?;
+    let pid = edge.pid;
+    let before = CpuSnapshot::take(Some(pid));
+    let output = tokio::process::Command::new(path)
+        .args([
+            format!("-t{}", cli.wrk_threads),
+            format!("-c{}", cli.connections),
+            format!("-d{}s", cli.seconds),
+            "--latency".to_string(),
+            "-s".to_string(),
+            script.display().to_string(),
+            format!("http://{}/", edge.addr),
+        ])
+        .output()
+        .await?;
+    let cpu = procfs::cpu_between(&before, &CpuSnapshot::take(Some(pid)));
+    let rss = procfs::rss(pid)?;
+    println!(
+        "`wrk -t{} -c{} -d{}s --latency` (random seeded phones), same edge; edge CPU {:.2} cores, wrk and the rest of the machine {:.2} cores, machine busy {:.0}%, edge VmHWM {}:\n",
+        cli.wrk_threads,
+        cli.connections,
+        cli.seconds,
+        cpu.edge / cli.seconds as f64,
+        cpu.rest / cli.seconds as f64,
+        cpu.machine_busy * 100.0,
+        mib(rss.peak_kib)
+    );
+    println!("```text\n{}```\n", String::from_utf8_lossy(&output.stdout));
+    Ok(())
+}
+
+pub(crate) fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("{name} not found"))
+}
