@@ -187,13 +187,11 @@ fn holds_venue_record(conn: &Connection, entity: Entity, id: Uuid) -> anyhow::Re
 /// and sent its row back before the push's answer arrived): nothing to hold back then.
 fn is_echo(conn: &Connection, change: &RawChange) -> anyhow::Result<bool> {
     let (table, text) = match Entity::parse(&change.entity) {
-        Some(Entity::Customer) => {
-            match serde_json::from_value::<CustomerRecord>(change.data.clone()) {
-                Ok(record) => ("customers", serde_json::to_string(&record)?),
-                Err(_) => return Ok(false),
-            }
-        }
-        Some(Entity::Waiver) => match serde_json::from_value::<WaiverRecord>(change.data.clone()) {
+        Some(Entity::Customer) => match CustomerRecord::deserialize(&change.data) {
+            Ok(record) => ("customers", serde_json::to_string(&record)?),
+            Err(_) => return Ok(false),
+        },
+        Some(Entity::Waiver) => match WaiverRecord::deserialize(&change.data) {
             Ok(record) => ("waivers", serde_json::to_string(&record)?),
             Err(_) => return Ok(false),
         },
@@ -349,101 +347,111 @@ fn apply_change(conn: &Connection, change: &RawChange, now: DateTime<Utc>) -> an
         "upsert" => {}
         other => anyhow::bail!("unknown change op {other:?}"),
     }
-    let data = serde_json::to_string(&change.data)?;
     let Some(entity) = entity else {
         // An entity a newer central replicates and this version does not know: kept as is, so
         // an upgraded edge finds it without pulling everything again.
-        return keep_other(conn, &change.entity, id, &data);
+        return keep_other(conn, &change.entity, id, &change.data);
     };
     match entity {
         Entity::Site => {
-            let site: SiteRecord = serde_json::from_value(change.data.clone())?;
+            let site = SiteRecord::deserialize(&change.data)?;
             conn.execute(
                 "INSERT INTO sites (id, allowed_networks, data) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET allowed_networks = excluded.allowed_networks, data = excluded.data",
-                params![id, serde_json::to_string(&site.allowed_networks)?, data],
+                params![id, serde_json::to_string(&site.allowed_networks)?, change.data.to_string()],
             )?;
         }
         Entity::Device => {
-            let device: DeviceRecord = serde_json::from_value(change.data.clone())?;
+            let device = DeviceRecord::deserialize(&change.data)?;
             conn.execute(
                 "INSERT INTO devices (id, site_id, key_hash, revoked_at, data) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET site_id = excluded.site_id, key_hash = excluded.key_hash,
                     revoked_at = excluded.revoked_at, data = excluded.data",
-                params![id, device.site_id, device.key_hash, device.revoked_at.map(ts), data],
+                params![id, device.site_id, device.key_hash, device.revoked_at.map(ts), change.data.to_string()],
             )?;
         }
         Entity::User => {
-            let user: UserRecord = serde_json::from_value(change.data.clone())?;
+            let user = UserRecord::deserialize(&change.data)?;
             conn.execute(
                 "INSERT INTO users (id, username, disabled_at, data) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET username = excluded.username,
                     disabled_at = excluded.disabled_at, data = excluded.data",
-                params![id, user.username, user.disabled_at.map(ts), data],
+                params![
+                    id,
+                    user.username,
+                    user.disabled_at.map(ts),
+                    change.data.to_string()
+                ],
             )?;
         }
         Entity::Product => {
-            let product: ProductRecord = serde_json::from_value(change.data.clone())?;
+            let product = ProductRecord::deserialize(&change.data)?;
             conn.execute(
                 "INSERT INTO products (id, sku, active, data) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET sku = excluded.sku, active = excluded.active, data = excluded.data",
-                params![id, product.sku, product.active, data],
+                params![id, product.sku, product.active, change.data.to_string()],
             )?;
         }
         Entity::Customer => {
-            let customer: CustomerRecord = serde_json::from_value(change.data.clone())?;
+            let customer = CustomerRecord::deserialize(&change.data)?;
             upsert_customer(conn, &customer)?;
         }
         Entity::Waiver => {
-            let waiver: WaiverRecord = serde_json::from_value(change.data.clone())?;
+            let waiver = WaiverRecord::deserialize(&change.data)?;
             upsert_waiver(conn, &waiver)?;
         }
         Entity::Game => {
-            venue::upsert_game(conn, &serde_json::from_value(change.data.clone())?)?;
+            venue::upsert_game(conn, &decode(&change.data)?)?;
         }
         Entity::WaiverText => {
-            waiver_texts::upsert(conn, &serde_json::from_value(change.data.clone())?)?;
+            waiver_texts::upsert(conn, &decode(&change.data)?)?;
         }
         Entity::Order => {
-            venue::insert_order(conn, &serde_json::from_value(change.data.clone())?)?;
+            venue::insert_order(conn, &decode(&change.data)?)?;
         }
         Entity::Refund => {
-            venue::insert_refund(conn, &serde_json::from_value(change.data.clone())?)?;
+            venue::insert_refund(conn, &decode(&change.data)?)?;
         }
         Entity::LedgerEntry => {
-            venue::insert_ledger_entry(conn, &serde_json::from_value(change.data.clone())?)?;
+            venue::insert_ledger_entry(conn, &decode(&change.data)?)?;
         }
         Entity::Checkin => {
-            venue::insert_checkin(conn, &serde_json::from_value(change.data.clone())?)?;
+            venue::insert_checkin(conn, &decode(&change.data)?)?;
         }
         Entity::Score => {
-            venue::insert_score(conn, &serde_json::from_value(change.data.clone())?)?;
+            venue::insert_score(conn, &decode(&change.data)?)?;
         }
         Entity::DeadLetterRequest => {
             // Acted on, not kept: the decision itself goes back to central through the outbox.
-            crate::dead_letters::carry_out(
-                conn,
-                &serde_json::from_value(change.data.clone())?,
-                now,
-            )?;
+            crate::dead_letters::carry_out(conn, &decode(&change.data)?, now)?;
         }
         Entity::Plug
         | Entity::PlugSchedule
         | Entity::PlugOverride
         | Entity::DeadLetter
         | Entity::PlugStatus => {
-            keep_other(conn, entity.as_str(), id, &data)?;
+            keep_other(conn, entity.as_str(), id, &change.data)?;
         }
     }
     Ok(())
 }
 
-fn keep_other(conn: &Connection, entity: &str, id: Uuid, data: &str) -> anyhow::Result<()> {
+/// Decodes a change's record in place, without copying the JSON tree first.
+fn decode<'a, T: Deserialize<'a>>(data: &'a serde_json::Value) -> serde_json::Result<T> {
+    T::deserialize(data)
+}
+
+fn keep_other(
+    conn: &Connection,
+    entity: &str,
+    id: Uuid,
+    data: &serde_json::Value,
+) -> anyhow::Result<()> {
     conn.prepare_cached(
         "INSERT INTO other_rows (entity, entity_id, data) VALUES (?1, ?2, ?3)
          ON CONFLICT (entity, entity_id) DO UPDATE SET data = excluded.data",
     )?
-    .execute(params![entity, id, data])?;
+    .execute(params![entity, id, data.to_string()])?;
     Ok(())
 }
 
