@@ -1,5 +1,6 @@
 //! The edge under test, run as its own process (the release `aero-edge` binary next to this
-//! one) so its memory and CPU can be read from /proc without the load generator mixed in.
+//! one, or one given with `--edge`) so its memory and CPU can be read from /proc without the
+//! load generator mixed in.
 
 use anyhow::Context;
 use serde_json::Value;
@@ -33,10 +34,15 @@ pub fn bench_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `aero-edge enroll` into `data_dir`.
-pub fn enroll(data_dir: &Path, central_url: &str, token: &str) -> anyhow::Result<Duration> {
+/// `aero-edge enroll` into `data_dir`, with the edge binary `binary`.
+pub fn enroll(
+    binary: &Path,
+    data_dir: &Path,
+    central_url: &str,
+    token: &str,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let output = Command::new(binary()?)
+    let output = Command::new(binary)
         .args(["enroll", "--central", central_url, "--token", token])
         .env("AERO_DATA_DIR", data_dir)
         .output()?;
@@ -57,11 +63,11 @@ pub struct EdgeProcess {
 }
 
 impl EdgeProcess {
-    /// Starts `aero-edge serve` on a loopback port it picks itself and waits for its address.
-    pub async fn serve(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Starts `binary serve` on a loopback port it picks itself and waits for its address.
+    pub async fn serve(binary: &Path, data_dir: &Path) -> anyhow::Result<Self> {
         let log = data_dir.join("edge.log");
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(binary()?)
+        let child = Command::new(binary)
             .arg("serve")
             .env("AERO_DATA_DIR", data_dir)
             .env("AERO_LISTEN", "127.0.0.1:0")

@@ -8,9 +8,11 @@
 //! ```text
 //! cargo build --release --workspace
 //! cargo run --release -p aero-bench -- all [--seconds 10]
+//! cargo run --release -p aero-bench -- sales --edge old/aero-edge --edge new/aero-edge --rounds 3
 //! ```
 
 mod central;
+mod compare;
 mod drain;
 mod edge;
 mod hints;
@@ -32,9 +34,10 @@ mod writes;
 use crate::central::Central;
 use crate::edge::EdgeProcess;
 use crate::procfs::CpuSnapshot;
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
@@ -125,9 +128,44 @@ struct Cli {
     /// disk: on tmpfs an fsync costs nothing and the write numbers mean nothing.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// The `aero-edge` binary to measure (default: the one next to aero-bench). Given twice or
+    /// more, the builds are compared: each round runs the scenario once per build, in turn,
+    /// and a table sets their figures side by side.
+    #[arg(long = "edge", value_name = "PATH")]
+    edges: Vec<PathBuf>,
+    /// Rounds of the scenario per build (see `--edge`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 impl Cli {
+    /// The edge builds to run, checked to exist; none for the scenario without an edge.
+    fn edge_binaries(&self) -> anyhow::Result<Vec<PathBuf>> {
+        if self.scenario == Scenario::Hints {
+            anyhow::ensure!(
+                self.edges.is_empty() && self.rounds == 1,
+                "the hints scenario runs no edge: --edge and --rounds do not apply"
+            );
+            return Ok(Vec::new());
+        }
+        if self.edges.is_empty() {
+            return Ok(vec![edge::binary()?]);
+        }
+        anyhow::ensure!(
+            self.edges.len() <= compare::MAX_BUILDS,
+            "at most {} builds can be compared",
+            compare::MAX_BUILDS
+        );
+        anyhow::ensure!(
+            self.scenario != Scenario::Soak || (self.edges.len() == 1 && self.rounds == 1),
+            "the soak runs one build once: compare builds with the timed scenarios"
+        );
+        for edge in &self.edges {
+            anyhow::ensure!(edge.is_file(), "{} is not a file", edge.display());
+        }
+        Ok(self.edges.clone())
+    }
+
     /// The window of a timed load: the unrecorded warm-up, then the measured seconds.
     fn timed(&self) -> load::Stop {
         load::Stop::Timed {
@@ -151,13 +189,47 @@ fn main() -> anyhow::Result<()> {
         .thread_name("loadgen")
         .enable_all()
         .build()?;
-    let result = central_rt.block_on(run(&cli, load_rt.handle().clone()));
+    let result = run_all(&cli, &central_rt, load_rt.handle());
     load_rt.shutdown_timeout(Duration::from_secs(1));
     central_rt.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
+/// Runs the scenario once per build and round, alternating builds within each round, then
+/// compares the builds when there is more than one run.
+fn run_all(cli: &Cli, central_rt: &tokio::runtime::Runtime, load: &Handle) -> anyhow::Result<()> {
+    let edges = cli.edge_binaries()?;
+    if edges.is_empty() {
+        return central_rt.block_on(run(cli, load.clone(), None));
+    }
+    let comparing = edges.len() > 1 || cli.rounds > 1;
+    let mut runs = Vec::new();
+    for round in 1..=cli.rounds {
+        for (build, edge) in edges.iter().enumerate() {
+            if comparing {
+                println!(
+                    "# Round {round} of {}, build {} (`{}`)\n",
+                    cli.rounds,
+                    compare::letter(build),
+                    edge.display()
+                );
+            }
+            central_rt.block_on(run(cli, load.clone(), Some(edge)))?;
+            runs.push(compare::Run {
+                build,
+                rows: measure::take_printed(),
+            });
+        }
+    }
+    if comparing {
+        compare::print(&edges, &runs);
+    }
+    Ok(())
+}
+
+/// One run of the scenario: the machine and its probes, central seeded, the edge `edge_binary`
+/// bootstrapped from it, then the timed loads.
+async fn run(cli: &Cli, load: Handle, edge_binary: Option<&Path>) -> anyhow::Result<()> {
     let work_root = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_root)?;
     let work = tempfile::Builder::new()
@@ -194,6 +266,7 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
         let central = Central::start(&work.path().join("central")).await?;
         return hints::run(&central, &load, cli.venues, cli.seconds).await;
     }
+    let edge_binary = edge_binary.context("every scenario but hints runs an edge")?;
 
     // Central: one venue under test with a kiosk, and another venue whose customers fill the
     // chain-wide customer list the kiosk searches.
@@ -224,10 +297,10 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(|| central.url(), proxy::TcpProxy::url);
     let edge_dir = work.path().join("edge");
-    let enroll = edge::enroll(&edge_dir, &central_url, &token)?;
+    let enroll = edge::enroll(edge_binary, &edge_dir, &central_url, &token)?;
     let started = Instant::now();
     let before = CpuSnapshot::take(None);
-    let edge = EdgeProcess::serve(&edge_dir).await?;
+    let edge = EdgeProcess::serve(edge_binary, &edge_dir).await?;
     let serving = started.elapsed();
     eprintln!("aero-bench: edge pid {} on {}", edge.pid, edge.addr);
     let status = edge
@@ -304,6 +377,7 @@ async fn run(cli: &Cli, load: Handle) -> anyhow::Result<()> {
     }
     print_edge_log_warnings(&edge);
     edge.stop();
+    central.stop().await;
     Ok(())
 }
 

@@ -5,10 +5,31 @@ use crate::edge::EdgeProcess;
 use crate::load::{self, Expect, MakeRequest, Outcome, Stop};
 use crate::procfs::{self, CpuSnapshot, CpuUse, Rss};
 use crate::{Cli, mib};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
+
+/// The figures of one printed row that a comparison of edge builds sets side by side.
+#[derive(Clone, Debug)]
+pub(crate) struct Figures {
+    pub(crate) load: String,
+    pub(crate) per_second: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) edge_us: f64,
+}
+
+/// Every row printed since the last [`take_printed`], in order.
+static PRINTED: Mutex<Vec<Figures>> = Mutex::new(Vec::new());
+
+/// The rows printed by the run that just ended (see [`crate::compare`]).
+pub(crate) fn take_printed() -> Vec<Figures> {
+    std::mem::take(
+        &mut *PRINTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
 
 pub(crate) struct Measured {
     pub(crate) outcome: Outcome,
@@ -81,6 +102,16 @@ pub(crate) fn print_table(rows: &[(&str, &Measured)]) {
     for (name, m) in rows {
         let o = &m.outcome;
         let secs = o.window.as_secs_f64();
+        let edge_us = m.cpu.edge / o.ok.max(1) as f64 * 1e6;
+        PRINTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Figures {
+                load: (*name).to_string(),
+                per_second: o.rate(),
+                p99_ms: o.quantile_ms(0.99),
+                edge_us,
+            });
         let other: Vec<String> = o
             .unexpected
             .iter()
@@ -106,7 +137,7 @@ pub(crate) fn print_table(rows: &[(&str, &Measured)]) {
             m.cpu.central / secs,
             m.cpu.rest / secs,
             m.cpu.machine_busy * 100.0,
-            m.cpu.edge / o.ok.max(1) as f64 * 1e6,
+            edge_us,
             mib(m.rss_max_kib),
             mib(m.rss.peak_kib),
         );
