@@ -1,9 +1,9 @@
 //! Edge builds compared on one machine. `--edge A --edge B --rounds N` runs the scenario once
-//! per build in turn, round after round, so every build meets the machine in the same states
-//! (a VM's speed can drift by tens of percent within minutes, more than most changes are
-//! worth). A table then sets every timed load's figures side by side, with each later build
-//! against the first, round by round. Central and the load generator are this binary's own,
-//! the same for every build: only the edge differs.
+//! per build in turn, round after round (A B, B A, A B, ...), so every build meets the machine
+//! in the same states (a VM's speed can drift by tens of percent within minutes, more than most
+//! changes are worth). A table then sets every timed load's figures side by side, with each
+//! later build against the first, round by round. Central and the load generator are this
+//! binary's own, the same for every build: only the edge differs.
 
 use crate::measure::Figures;
 use std::path::PathBuf;
@@ -15,6 +15,17 @@ pub(crate) const MAX_BUILDS: usize = 26;
 pub(crate) struct Run {
     pub(crate) build: usize,
     pub(crate) rows: Vec<Figures>,
+}
+
+/// The order the builds run in during `round` (from 1): first to last, then last to first in the
+/// next round (A B, B A, A B, ...), so a machine that speeds up or slows down during a round
+/// favours no build over the rounds.
+pub(crate) fn order(round: u32, builds: usize) -> Vec<usize> {
+    if round % 2 == 1 {
+        (0..builds).collect()
+    } else {
+        (0..builds).rev().collect()
+    }
 }
 
 /// The letter a build goes by in headings and in the comparison.
@@ -116,6 +127,14 @@ mod tests {
             "+10.0% / -5.0% (mean +2.5%)"
         );
         assert_eq!(against_baseline(&[], &[&b1]), "-");
+    }
+
+    #[test]
+    fn every_other_round_runs_the_builds_in_reverse() {
+        assert_eq!(order(1, 3), [0, 1, 2]);
+        assert_eq!(order(2, 3), [2, 1, 0]);
+        assert_eq!(order(3, 2), [0, 1]);
+        assert_eq!(order(1, 1), [0]);
     }
 
     #[test]

@@ -195,8 +195,8 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-/// Runs the scenario once per build and round, alternating builds within each round, then
-/// compares the builds when there is more than one run.
+/// Runs the scenario once per build and round, alternating builds within each round (see
+/// [`compare::order`]), then compares the builds when there is more than one run.
 fn run_all(cli: &Cli, central_rt: &tokio::runtime::Runtime, load: &Handle) -> anyhow::Result<()> {
     let edges = cli.edge_binaries()?;
     if edges.is_empty() {
@@ -205,7 +205,8 @@ fn run_all(cli: &Cli, central_rt: &tokio::runtime::Runtime, load: &Handle) -> an
     let comparing = edges.len() > 1 || cli.rounds > 1;
     let mut runs = Vec::new();
     for round in 1..=cli.rounds {
-        for (build, edge) in edges.iter().enumerate() {
+        for build in compare::order(round, edges.len()) {
+            let edge = &edges[build];
             if comparing {
                 println!(
                     "# Round {round} of {}, build {} (`{}`)\n",
