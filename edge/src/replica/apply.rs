@@ -401,29 +401,29 @@ fn apply_change(conn: &Connection, change: &RawChange, now: DateTime<Utc>) -> an
             upsert_waiver(conn, &waiver)?;
         }
         Entity::Game => {
-            venue::upsert_game(conn, &decode(&change.data)?)?;
+            venue::upsert_game(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::WaiverText => {
-            waiver_texts::upsert(conn, &decode(&change.data)?)?;
+            waiver_texts::upsert(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::Order => {
-            venue::insert_order(conn, &decode(&change.data)?)?;
+            venue::insert_order(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::Refund => {
-            venue::insert_refund(conn, &decode(&change.data)?)?;
+            venue::insert_refund(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::LedgerEntry => {
-            venue::insert_ledger_entry(conn, &decode(&change.data)?)?;
+            venue::insert_ledger_entry(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::Checkin => {
-            venue::insert_checkin(conn, &decode(&change.data)?)?;
+            venue::insert_checkin(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::Score => {
-            venue::insert_score(conn, &decode(&change.data)?)?;
+            venue::insert_score(conn, &Deserialize::deserialize(&change.data)?)?;
         }
         Entity::DeadLetterRequest => {
             // Acted on, not kept: the decision itself goes back to central through the outbox.
-            crate::dead_letters::carry_out(conn, &decode(&change.data)?, now)?;
+            crate::dead_letters::carry_out(conn, &Deserialize::deserialize(&change.data)?, now)?;
         }
         Entity::Plug
         | Entity::PlugSchedule
@@ -434,11 +434,6 @@ fn apply_change(conn: &Connection, change: &RawChange, now: DateTime<Utc>) -> an
         }
     }
     Ok(())
-}
-
-/// Decodes a change's record in place, without copying the JSON tree first.
-fn decode<'a, T: Deserialize<'a>>(data: &'a serde_json::Value) -> serde_json::Result<T> {
-    T::deserialize(data)
 }
 
 fn keep_other(
