@@ -279,9 +279,13 @@ impl Central {
                     (
                         Entity::Customer,
                         customer.id,
-                        serde_json::to_value(&customer)?,
+                        serde_json::value::to_raw_value(&customer)?,
                     ),
-                    (Entity::Waiver, waiver.id, serde_json::to_value(&waiver)?),
+                    (
+                        Entity::Waiver,
+                        waiver.id,
+                        serde_json::value::to_raw_value(&waiver)?,
+                    ),
                 ] {
                     seq += 1;
                     ops.push(PushOp {
@@ -333,7 +337,7 @@ impl Central {
                         entity: Entity::Customer,
                         entity_id: customer.id,
                         kind: OpKind::Upsert,
-                        data: serde_json::to_value(&customer)?,
+                        data: serde_json::value::to_raw_value(&customer)?,
                     })
                 })
                 .collect::<anyhow::Result<_>>()?;

@@ -94,10 +94,13 @@ impl Venue {
         let seq = self.next_seq;
         self.next_seq += 1;
         let page = PulledPage {
-            changes: vec![json!({
-                "seq": seq, "entity": entity, "entity_id": id, "op": "upsert", "site_id": null,
-                "data": data, "changed_at": Utc::now(),
-            })],
+            changes: vec![
+                serde_json::value::to_raw_value(&json!({
+                    "seq": seq, "entity": entity, "entity_id": id, "op": "upsert", "site_id": null,
+                    "data": data, "changed_at": Utc::now(),
+                }))
+                .expect("raw change"),
+            ],
             next_cursor: seq,
             more: false,
             store_id: Uuid::nil(),
@@ -159,7 +162,7 @@ impl Venue {
             .expect("outbox");
         ops.into_iter()
             .filter(|op| op.entity == entity)
-            .map(|op| op.data)
+            .map(|op| serde_json::from_str(op.data.get()).expect("an op's JSON"))
             .collect()
     }
 

@@ -179,7 +179,10 @@ impl Venue {
             ),
         ];
         let page = PulledPage {
-            changes,
+            changes: changes
+                .iter()
+                .map(|change| serde_json::value::to_raw_value(change).expect("raw change"))
+                .collect(),
             next_cursor: 9,
             more: false,
             store_id: Uuid::nil(),

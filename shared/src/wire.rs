@@ -511,7 +511,7 @@ pub enum OpKind {
 }
 
 /// One local mutation of an edge, as queued in its outbox.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushOp {
     /// Dense per site, starting at 1.
     pub seq: i64,
@@ -519,7 +519,11 @@ pub struct PushOp {
     pub entity: Entity,
     pub entity_id: Uuid,
     pub kind: OpKind,
-    pub data: serde_json::Value,
+    /// The record or event the op carries.
+    // Kept as the JSON text it is: the edge sends what its outbox holds without decoding it,
+    // and central decodes it once, straight into the entity's type.
+    #[schema(value_type = serde_json::Value)]
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 /// What a venue manager decided about a dead letter.
@@ -609,7 +613,7 @@ pub struct DeadLetterResolution {
 }
 
 /// `POST /v1/sync/push`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushRequest {
     pub ops: Vec<PushOp>,
     /// The central database the edge is bound to: central refuses the batch (409) if it is

@@ -573,7 +573,7 @@ async fn hq_asks_a_venue_to_retry_a_dead_letter_from_its_page() {
         entity: aero_shared::wire::Entity::Customer,
         entity_id: customer.id,
         kind: aero_shared::wire::OpKind::Upsert,
-        data: serde_json::to_value(&customer).unwrap(),
+        data: serde_json::value::to_raw_value(&customer).unwrap(),
     };
     let store = aero_central::open_store(&central.settings()).await.unwrap();
     let pushed = store

@@ -392,7 +392,7 @@ impl OtherVenue {
             entity: Entity::Customer,
             entity_id: customer["id"].as_str().expect("id").parse().expect("uuid"),
             kind: OpKind::Upsert,
-            data: customer.clone(),
+            data: serde_json::value::to_raw_value(customer).expect("json"),
         };
         let response = self
             .client

@@ -255,7 +255,7 @@ async fn a_replayed_push_changes_nothing() {
                 entity: Entity::Customer,
                 entity_id: customer.id,
                 kind: OpKind::Upsert,
-                data: serde_json::to_value(&customer).expect("json"),
+                data: serde_json::value::to_raw_value(&customer).expect("json"),
             },
             PushOp {
                 seq: 2,
@@ -263,7 +263,7 @@ async fn a_replayed_push_changes_nothing() {
                 entity: Entity::Waiver,
                 entity_id: waiver.id,
                 kind: OpKind::Upsert,
-                data: serde_json::to_value(&waiver).expect("json"),
+                data: serde_json::value::to_raw_value(&waiver).expect("json"),
             },
         ],
         store_id: None,

@@ -82,7 +82,7 @@ fn any_page_is_applied_change_by_change_and_a_skipped_change_leaves_no_trace() {
                 let before = data_fingerprint(&conn);
                 let cursor_before = cursor(&conn);
                 let page = PulledPage {
-                    changes: vec![value.clone()],
+                    changes: vec![serde_json::value::to_raw_value(&value).expect("raw change")],
                     next_cursor,
                     more: false,
                     store_id: Uuid::nil(),

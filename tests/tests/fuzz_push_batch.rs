@@ -189,7 +189,7 @@ fn batch(chain: &Chain, site: Uuid, changes: &[(Mutation, OpChange)]) -> Vec<Pus
                 entity: sample.entity,
                 entity_id,
                 kind,
-                data: sample.data,
+                data: serde_json::value::to_raw_value(&sample.data).expect("raw data"),
             }
         })
         .collect()

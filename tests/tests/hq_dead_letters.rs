@@ -108,7 +108,7 @@ async fn hq_retries_and_discards_a_venues_dead_letters_through_its_change_feed()
         entity: Entity::Customer,
         entity_id: visitor.id,
         kind: OpKind::Upsert,
-        data: serde_json::to_value(CustomerRecord {
+        data: serde_json::value::to_raw_value(&CustomerRecord {
             first_name: "Gracie".into(),
             ..visitor.clone()
         })

@@ -862,7 +862,7 @@ impl VenueWrite {
 }
 
 fn record<T: serde::de::DeserializeOwned>(op: &PushOp, what: &str) -> Result<T, String> {
-    T::deserialize(&op.data).map_err(|e| format!("invalid {what}: {e}"))
+    serde_json::from_str(op.data.get()).map_err(|e| format!("invalid {what}: {e}"))
 }
 
 /// A venue record is pushed under its own id, by the site it names.

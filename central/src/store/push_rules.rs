@@ -200,7 +200,7 @@ impl Lookup {
         let mut plugs = BTreeSet::new();
         let mut plug_overrides = BTreeSet::new();
         for op in ops {
-            let refs = || Refs::deserialize(&op.data).unwrap_or_default();
+            let refs = || serde_json::from_str::<Refs>(op.data.get()).unwrap_or_default();
             match op.entity {
                 Entity::Customer => {
                     customers.insert(op.entity_id);
@@ -411,6 +411,17 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(value: serde_json::Value) -> Box<serde_json::value::RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
+    }
+
+    /// Edits the op's record: the tree `edit` leaves is what the op sends.
+    fn edit_data(op: &mut PushOp, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut data: serde_json::Value = serde_json::from_str(op.data.get()).unwrap();
+        edit(&mut data);
+        op.data = raw(data);
+    }
     use aero_shared::wire::{Entity, OpKind};
 
     fn op(seq: i64, op_id: Uuid) -> PushOp {
@@ -420,7 +431,7 @@ mod tests {
             entity: Entity::Customer,
             entity_id: Uuid::now_v7(),
             kind: OpKind::Upsert,
-            data: serde_json::Value::Null,
+            data: raw(serde_json::Value::Null),
         }
     }
 
@@ -481,7 +492,7 @@ mod tests {
         let state = Held::new(1, [held(1, a, None)], []);
         // `a` renumbered to 2 after a fork; `b` repeated inside the batch; an invalid op last.
         let mut broken = op(5, Uuid::now_v7());
-        broken.data = serde_json::json!({ "not": "a customer" });
+        broken.data = raw(serde_json::json!({ "not": "a customer" }));
         let plan = plan(
             SITE,
             &[op(2, a), customer_op(3, b), customer_op(4, b), broken],
@@ -507,7 +518,9 @@ mod tests {
     fn a_new_customer_is_taken_only_from_its_home_site_but_a_known_one_from_any() {
         let elsewhere = Uuid::from_u128(2);
         let mut foreign = customer_op(1, Uuid::now_v7());
-        foreign.data["home_site_id"] = serde_json::json!(elsewhere);
+        edit_data(&mut foreign, |d| {
+            d["home_site_id"] = serde_json::json!(elsewhere)
+        });
         let refused = plan(SITE, std::slice::from_ref(&foreign), &Held::default(), any);
         assert_eq!(kinds(&refused), [("reject", 1)]);
         let known = Held::new(0, [], [foreign.entity_id]);
@@ -528,7 +541,7 @@ mod tests {
             entity,
             entity_id: id,
             kind,
-            data: serde_json::to_value(data).unwrap(),
+            data: serde_json::value::to_raw_value(&data).unwrap(),
         }
     }
 
@@ -793,11 +806,11 @@ mod tests {
         let id = Uuid::now_v7();
         PushOp {
             entity_id: id,
-            data: serde_json::json!({
+            data: raw(serde_json::json!({
                 "id": id, "first_name": "Ana", "last_name": "Lee", "birth_date": "1990-01-01",
                 "phone": null, "email": null, "guardian_id": null, "home_site_id": SITE,
                 "created_at": "2026-01-01T00:00:00Z",
-            }),
+            })),
             ..op(seq, op_id)
         }
     }
@@ -809,11 +822,11 @@ mod tests {
             entity: Entity::DeadLetter,
             entity_id: resolved,
             kind: OpKind::Event,
-            data: serde_json::json!({
+            data: raw(serde_json::json!({
                 "op_id": resolved,
                 "resolution": if retried_as.is_some() { "retried" } else { "discarded" },
                 "retried_as": retried_as, "by": "venue-manager", "at": "2026-01-02T03:04:05Z",
-            }),
+            })),
         }
     }
 
@@ -876,12 +889,16 @@ mod tests {
         let mut state = Held::default();
         state.known.rejected_ops.insert(refused);
         let mut no_new_op = resolution_op(1, refused, Some(Uuid::now_v7()));
-        no_new_op.data["retried_as"] = serde_json::Value::Null;
+        edit_data(&mut no_new_op, |d| {
+            d["retried_as"] = serde_json::Value::Null
+        });
         let mut discarded_into_an_op = resolution_op(2, refused, None);
-        discarded_into_an_op.data["retried_as"] = serde_json::json!(Uuid::now_v7());
+        edit_data(&mut discarded_into_an_op, |d| {
+            d["retried_as"] = serde_json::json!(Uuid::now_v7())
+        });
         let as_itself = resolution_op(3, refused, Some(refused));
         let mut nobody = resolution_op(4, refused, None);
-        nobody.data["by"] = serde_json::json!("  ");
+        edit_data(&mut nobody, |d| d["by"] = serde_json::json!("  "));
         let mut other_op = resolution_op(5, refused, None);
         other_op.entity_id = Uuid::now_v7();
         let mut not_an_event = resolution_op(6, refused, None);

@@ -30,7 +30,7 @@ fn resolution_op(seq: i64, resolved: Uuid, retried_as: Option<Uuid>, by: &str) -
         entity: Entity::DeadLetter,
         entity_id: resolved,
         kind: OpKind::Event,
-        data: serde_json::to_value(&resolution).unwrap(),
+        data: serde_json::value::to_raw_value(&resolution).unwrap(),
     }
 }
 
@@ -50,7 +50,7 @@ pub(crate) async fn hq_dead_letter_requests_reach_only_their_site_and_stop_once_
     let venue = new_site(&store).await;
     let other = new_site(&store).await;
     let mut broken = customer_op(venue.id, 1);
-    broken.data["last_name"] = serde_json::json!("");
+    edit_data(&mut broken, |d| d["last_name"] = serde_json::json!(""));
     let outcome = store
         .push(venue.id, std::slice::from_ref(&broken), now())
         .await
@@ -160,9 +160,9 @@ pub(crate) async fn dead_letter_resolutions_are_recorded_once_and_only_for_refus
         op_id: Uuid::now_v7(),
         ..registered.clone()
     };
-    edit.data["first_name"] = serde_json::json!("Grace");
+    edit_data(&mut edit, |d| d["first_name"] = serde_json::json!("Grace"));
     let mut broken = customer_op(visitor.id, 2);
-    broken.data["last_name"] = serde_json::json!("");
+    edit_data(&mut broken, |d| d["last_name"] = serde_json::json!(""));
     let outcome = store
         .push(visitor.id, &[edit.clone(), broken.clone()], now())
         .await
@@ -223,7 +223,7 @@ pub(crate) async fn dead_letter_resolutions_are_recorded_once_and_only_for_refus
     assert_eq!(first.by, "venue-manager");
     assert_eq!(
         first.at,
-        serde_json::from_value::<DeadLetterResolution>(retried.data.clone())
+        serde_json::from_str::<DeadLetterResolution>(retried.data.get())
             .unwrap()
             .at
     );

@@ -79,6 +79,18 @@ pub(crate) fn product(sku: &str) -> ProductRecord {
     }
 }
 
+/// The op's record as a JSON tree.
+pub(crate) fn data_of(op: &PushOp) -> serde_json::Value {
+    serde_json::from_str(op.data.get()).unwrap()
+}
+
+/// Edits the op's record: the tree `edit` leaves is what the op sends.
+pub(crate) fn edit_data(op: &mut PushOp, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut data = data_of(op);
+    edit(&mut data);
+    op.data = serde_json::value::to_raw_value(&data).unwrap();
+}
+
 pub(crate) fn customer_op(site_id: Uuid, seq: i64) -> PushOp {
     let customer = CustomerRecord {
         id: Uuid::now_v7(),
@@ -97,7 +109,7 @@ pub(crate) fn customer_op(site_id: Uuid, seq: i64) -> PushOp {
         entity: Entity::Customer,
         entity_id: customer.id,
         kind: OpKind::Upsert,
-        data: serde_json::to_value(&customer).unwrap(),
+        data: serde_json::value::to_raw_value(&customer).unwrap(),
     }
 }
 
@@ -143,7 +155,7 @@ pub(crate) fn venue_op<T: serde::Serialize>(
         } else {
             OpKind::Upsert
         },
-        data: serde_json::to_value(record).unwrap(),
+        data: serde_json::value::to_raw_value(record).unwrap(),
     }
 }
 

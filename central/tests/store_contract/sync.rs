@@ -66,7 +66,8 @@ pub(crate) async fn push_applies_once_and_replays_are_no_ops(store: Arc<dyn Stor
         head,
         "a replay appends no change"
     );
-    let phone = ops[0].data["phone"].as_str().unwrap();
+    let first = data_of(&ops[0]);
+    let phone = first["phone"].as_str().unwrap();
     let found = store.customers_by_phone(phone).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].id, ops[0].entity_id);
@@ -91,7 +92,7 @@ pub(crate) async fn push_with_a_gap_answers_the_expected_seq(store: Arc<dyn Stor
 pub(crate) async fn rejected_ops_are_reported_and_do_not_block(store: Arc<dyn Store>) {
     let site = new_site(&store).await;
     let mut poison = customer_op(site.id, 1);
-    poison.data["first_name"] = serde_json::json!("");
+    edit_data(&mut poison, |d| d["first_name"] = serde_json::json!(""));
     let mut hq_owned = customer_op(site.id, 2);
     hq_owned.entity = Entity::Product;
     let good = customer_op(site.id, 3);
@@ -130,7 +131,7 @@ pub(crate) async fn rejected_ops_are_reported_and_do_not_block(store: Arc<dyn St
         entity: Entity::Waiver,
         entity_id: waiver.id,
         kind: OpKind::Upsert,
-        data: serde_json::to_value(&waiver).unwrap(),
+        data: serde_json::value::to_raw_value(&waiver).unwrap(),
     };
     let outcome = store.push(site.id, &[op], now()).await.unwrap();
     assert_eq!((outcome.acked_seq, outcome.rejected.len()), (4, 1));
@@ -280,7 +281,9 @@ pub(crate) async fn an_op_renumbered_after_a_fork_is_acknowledged_and_never_appl
         seq: 2,
         ..x.clone()
     };
-    renumbered.data["first_name"] = serde_json::json!("Twice");
+    edit_data(&mut renumbered, |d| {
+        d["first_name"] = serde_json::json!("Twice")
+    });
     let y = customer_op(site.id, 3);
     let batch = vec![renumbered, y.clone()];
     let outcome = store.push(site.id, &batch, now()).await.unwrap();
@@ -405,7 +408,7 @@ pub(crate) async fn rejected_ops_are_listed_newest_first(store: Arc<dyn Store>) 
     let site = new_site(&store).await;
     let other = new_site(&store).await;
     let mut first = customer_op(site.id, 1);
-    first.data["first_name"] = serde_json::json!("");
+    edit_data(&mut first, |d| d["first_name"] = serde_json::json!(""));
     let good = customer_op(site.id, 2);
     let mut third = customer_op(site.id, 3);
     third.entity = Entity::Product;
@@ -476,8 +479,10 @@ pub(crate) async fn a_new_customer_from_another_home_site_is_rejected(store: Arc
         op_id: Uuid::now_v7(),
         ..registered.clone()
     };
-    edit.data["first_name"] = serde_json::json!("Grace");
-    edit.data["home_site_id"] = serde_json::json!(visitor.id);
+    edit_data(&mut edit, |d| d["first_name"] = serde_json::json!("Grace"));
+    edit_data(&mut edit, |d| {
+        d["home_site_id"] = serde_json::json!(visitor.id)
+    });
     let outcome = store
         .push(visitor.id, std::slice::from_ref(&edit), now())
         .await

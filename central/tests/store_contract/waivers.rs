@@ -118,12 +118,12 @@ pub(crate) async fn a_waiver_keeps_the_text_version_it_was_signed_under(store: A
     };
     let (signed, old) = (waiver(Some(2)), waiver(None));
     let mut old_op = venue_op(3, Entity::Waiver, old.id, &old);
-    old_op
-        .data
-        .as_object_mut()
-        .unwrap()
-        .remove("text_version")
-        .expect("the field");
+    edit_data(&mut old_op, |data| {
+        data.as_object_mut()
+            .unwrap()
+            .remove("text_version")
+            .expect("the field");
+    });
     let zero = waiver(Some(0));
     let head = store.change_head().await.unwrap();
     let outcome = store

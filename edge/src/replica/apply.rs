@@ -9,19 +9,41 @@ use aero_shared::wire::{
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
-/// A pull page as the edge reads it: changes stay raw JSON until each is decoded on its own, so
-/// one change this version cannot read never fails the page (or stalls the feed behind it).
+/// A pull page as the edge reads it: each change stays JSON text until it is decoded on its own,
+/// so one change this version cannot read never fails the page (or stalls the feed behind it),
+/// and a change the replica already holds is never built into a JSON tree at all.
 #[derive(Clone, Debug, Deserialize)]
 pub struct PulledPage {
-    pub changes: Vec<serde_json::Value>,
+    pub changes: Vec<Box<RawValue>>,
     pub next_cursor: i64,
     pub more: bool,
     pub store_id: Uuid,
     pub head: i64,
     pub acked_seq: i64,
     pub anchor: Option<ChangeAnchor>,
+}
+
+impl PulledPage {
+    /// The entities the page's changes are about (as named on the wire).
+    pub fn entities(&self) -> std::collections::HashSet<String> {
+        #[derive(Deserialize)]
+        struct About<'a> {
+            #[serde(borrow)]
+            entity: std::borrow::Cow<'a, str>,
+        }
+        let mut entities = std::collections::HashSet::new();
+        for raw in &self.changes {
+            if let Ok(about) = serde_json::from_str::<About>(raw.get())
+                && !entities.contains(about.entity.as_ref())
+            {
+                entities.insert(about.entity.into_owned());
+            }
+        }
+        entities
+    }
 }
 
 /// One change of the feed with its entity as text, so entities a newer central adds are kept.
@@ -79,16 +101,17 @@ pub fn apply_page(
         .query_row([], |r| r.get(0))?;
     let mut outcome = PageOutcome::default();
     let mut last_anchor = None;
-    for value in &page.changes {
-        if let Some(anchor) = held_venue_record(conn, value)? {
+    for raw in &page.changes {
+        let text = raw.get();
+        if let Some(anchor) = held_venue_record(conn, text)? {
             last_anchor = Some(anchor);
             outcome.applied += 1;
             continue;
         }
-        let change: RawChange = match RawChange::deserialize(value) {
+        let change: RawChange = match serde_json::from_str(text) {
             Ok(change) => change,
             Err(err) => {
-                skip(conn, value, &err.to_string(), now)?;
+                skip(conn, text, &err.to_string(), now)?;
                 outcome.skipped += 1;
                 last_anchor = None;
                 continue;
@@ -109,14 +132,14 @@ pub fn apply_page(
                  ON CONFLICT (entity, entity_id) DO UPDATE SET seq = excluded.seq, change = excluded.change
                  WHERE excluded.seq > held_changes.seq",
             )?
-            .execute(params![change.entity, change.entity_id, change.seq, value.to_string()])?;
+            .execute(params![change.entity, change.entity_id, change.seq, text])?;
             outcome.held += 1;
             continue;
         }
         match apply_change(conn, &change, now) {
             Ok(()) => outcome.applied += 1,
             Err(err) => {
-                skip(conn, value, &format!("{err:#}"), now)?;
+                skip(conn, text, &format!("{err:#}"), now)?;
                 outcome.skipped += 1;
             }
         }
@@ -139,7 +162,7 @@ pub fn apply_page(
     Ok(outcome)
 }
 
-/// The fields of a change that say what it is about, read in place from the page.
+/// The fields of a change that say what it is about, read from its text without its record.
 #[derive(Deserialize)]
 struct ChangeHead<'a> {
     seq: i64,
@@ -155,11 +178,8 @@ struct ChangeHead<'a> {
 /// change. Venue records never change once written, so there is nothing to apply; most are this
 /// edge's own, sent back by central once it took the push, and skipping them here spares the
 /// writer decoding, re-encoding and re-inserting every order and check-in it just sold.
-fn held_venue_record(
-    conn: &Connection,
-    value: &serde_json::Value,
-) -> anyhow::Result<Option<ChangeAnchor>> {
-    let Ok(head) = ChangeHead::deserialize(value) else {
+fn held_venue_record(conn: &Connection, text: &str) -> anyhow::Result<Option<ChangeAnchor>> {
+    let Ok(head) = serde_json::from_str::<ChangeHead>(text) else {
         return Ok(None);
     };
     let Some(entity) = Entity::parse(&head.entity) else {
@@ -216,12 +236,9 @@ fn has_pending_ops(conn: &Connection, entity: &str, id: Uuid) -> anyhow::Result<
         .query_row(params![entity, id], |r| r.get(0))?)
 }
 
-fn skip(
-    conn: &Connection,
-    change: &serde_json::Value,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
+fn skip(conn: &Connection, text: &str, reason: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+    // Whatever of the change can be read, for the log line and the row's columns.
+    let change = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
     let field = |name: &str| {
         change
             .get(name)
@@ -238,7 +255,7 @@ fn skip(
         field("entity"),
         field("entity_id"),
         reason,
-        change.to_string(),
+        text,
         ts(now)
     ])?;
     Ok(())
@@ -552,7 +569,10 @@ mod tests {
 
     fn page(changes: Vec<serde_json::Value>, next_cursor: i64, more: bool) -> PulledPage {
         PulledPage {
-            changes,
+            changes: changes
+                .iter()
+                .map(|change| serde_json::value::to_raw_value(change).expect("raw change"))
+                .collect(),
             next_cursor,
             more,
             store_id: Uuid::nil(),

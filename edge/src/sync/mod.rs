@@ -362,13 +362,8 @@ impl SyncEngine {
             } else {
                 0
             });
-            let touches = |entities: &[&str]| {
-                page.changes.iter().any(|c| {
-                    c.get("entity")
-                        .and_then(serde_json::Value::as_str)
-                        .is_some_and(|e| entities.contains(&e))
-                })
-            };
+            let entities = page.entities();
+            let touches = |names: &[&str]| names.iter().any(|name| entities.contains(*name));
             let touches_devices = touches(&["device"]);
             let touches_plugs = touches(&["plug", "plug_schedule", "plug_override", "site"]);
             // HQ's decisions about dead letters queue ops (a retried write, the decision).
