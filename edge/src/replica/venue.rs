@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A record the venue takes once and never edits: an order, refund, ledger entry, check-in or
@@ -431,12 +433,49 @@ pub fn order_with_unused_pass(
         .optional()?)
 }
 
+/// Most products decoded on one thread that are kept for the next read of the same row.
+const DECODED_PRODUCTS_KEPT: usize = 1024;
+
+/// A product as this thread last decoded it, with the stored text it came from.
+struct DecodedProduct {
+    text: Box<str>,
+    product: ProductRecord,
+}
+
+thread_local! {
+    /// Every sale reads its products inside the writer's transaction, and decoding the same few
+    /// rows again for each one cost the writer more than reading them. A decoded product is
+    /// used again only while its row holds the very text it was decoded from, so a change HQ
+    /// made is seen by the next read as before.
+    static DECODED_PRODUCTS: RefCell<HashMap<Uuid, DecodedProduct>> = RefCell::new(HashMap::new());
+}
+
 pub fn product(conn: &Connection, id: Uuid) -> anyhow::Result<Option<ProductRecord>> {
-    let data: Option<String> = conn
-        .prepare_cached("SELECT data FROM products WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    data.map(|d| Ok(serde_json::from_str(&d)?)).transpose()
+    let mut stmt = conn.prepare_cached("SELECT data FROM products WHERE id = ?1")?;
+    let mut rows = stmt.query([id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let text = row.get_ref(0)?.as_str()?;
+    DECODED_PRODUCTS.with_borrow_mut(|decoded| {
+        if let Some(known) = decoded.get(&id)
+            && *known.text == *text
+        {
+            return Ok(Some(known.product.clone()));
+        }
+        let product: ProductRecord = serde_json::from_str(text)?;
+        if decoded.len() >= DECODED_PRODUCTS_KEPT {
+            decoded.clear();
+        }
+        decoded.insert(
+            id,
+            DecodedProduct {
+                text: text.into(),
+                product: product.clone(),
+            },
+        );
+        Ok(Some(product))
+    })
 }
 
 pub fn order(conn: &Connection, id: Uuid) -> anyhow::Result<Option<OrderRecord>> {
@@ -615,6 +654,50 @@ mod tests {
             };
             page = query.page().expect("the cursor of a page");
         }
+    }
+
+    #[test]
+    fn a_product_is_read_afresh_once_hq_changed_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_replica, conn) =
+            crate::replica::Replica::open(dir.path(), Uuid::now_v7(), 1).unwrap();
+        let mut product = ProductRecord {
+            id: Uuid::now_v7(),
+            sku: "JUMP60".into(),
+            name: "Jump 60".into(),
+            kind: ProductKind::Pass,
+            price_cents: 1500,
+            duration_minutes: Some(60),
+            grant: None,
+            active: true,
+            created_at: Utc::now().trunc_subsecs(3),
+        };
+        let store = |p: &ProductRecord| {
+            conn.execute(
+                "INSERT OR REPLACE INTO products (id, sku, active, data) VALUES (?1, ?2, ?3, ?4)",
+                params![p.id, p.sku, p.active, serde_json::to_string(p).unwrap()],
+            )
+            .unwrap();
+        };
+        store(&product);
+        assert_eq!(
+            super::product(&conn, product.id).unwrap(),
+            Some(product.clone())
+        );
+        assert_eq!(
+            super::product(&conn, product.id).unwrap(),
+            Some(product.clone())
+        );
+        product.price_cents = 1700;
+        product.active = false;
+        store(&product);
+        assert_eq!(
+            super::product(&conn, product.id).unwrap(),
+            Some(product.clone())
+        );
+        conn.execute("DELETE FROM products WHERE id = ?1", [product.id])
+            .unwrap();
+        assert_eq!(super::product(&conn, product.id).unwrap(), None);
     }
 
     #[test]

@@ -174,14 +174,14 @@ fn build(
     let mut lines = Vec::with_capacity(body.lines.len());
     let mut entries = Vec::new();
     for (i, line) in body.lines.iter().enumerate() {
-        let field = format!("lines[{i}].product_id");
+        let field = || format!("lines[{i}].product_id");
         let Some(product) = venue::product(c, line.product_id)? else {
-            errors.push(FieldError::new(field, "no such product"));
+            errors.push(FieldError::new(field(), "no such product"));
             continue;
         };
         if !product.active {
             errors.push(FieldError::new(
-                field,
+                field(),
                 format!("{} ({}) is no longer sold", product.name, product.sku),
             ));
             continue;
@@ -189,7 +189,7 @@ fn build(
         if let Some(grant) = product.grant {
             let Some(customer_id) = body.customer_id else {
                 errors.push(FieldError::new(
-                    field,
+                    field(),
                     format!(
                         "{} adds to a customer's {} balance: name the customer",
                         product.sku,
