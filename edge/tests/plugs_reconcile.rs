@@ -8,7 +8,7 @@
 mod support;
 
 use aero_edge::plugs::reconcile::{PlugReconciler, PlugSettings, PlugView};
-use aero_edge::replica::apply::{PulledPage, apply_page};
+use aero_edge::replica::apply::{PulledChange, PulledPage, apply_page};
 use aero_plugsim::Fault;
 use aero_plugsim::{Model, SimPlug};
 use aero_shared::clock::ManualClock;
@@ -94,13 +94,13 @@ impl Venue {
         let seq = self.next_seq;
         self.next_seq += 1;
         let page = PulledPage {
-            changes: vec![
+            changes: vec![PulledChange::new(
                 serde_json::value::to_raw_value(&json!({
                     "seq": seq, "entity": entity, "entity_id": id, "op": "upsert", "site_id": null,
                     "data": data, "changed_at": Utc::now(),
                 }))
                 .expect("raw change"),
-            ],
+            )],
             next_cursor: seq,
             more: false,
             store_id: Uuid::nil(),

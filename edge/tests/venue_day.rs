@@ -7,7 +7,7 @@
 mod support;
 
 use aero_edge::outbox::pending;
-use aero_edge::replica::apply::{PulledPage, apply_page};
+use aero_edge::replica::apply::{PulledChange, PulledPage, apply_page};
 use aero_shared::auth::api_key::KeyHash;
 use aero_shared::clock::{Clock, ManualClock};
 use aero_shared::wire::{Entity, OpKind, PushOp};
@@ -181,7 +181,9 @@ impl Venue {
         let page = PulledPage {
             changes: changes
                 .iter()
-                .map(|change| serde_json::value::to_raw_value(change).expect("raw change"))
+                .map(|change| {
+                    PulledChange::new(serde_json::value::to_raw_value(change).expect("raw change"))
+                })
                 .collect(),
             next_cursor: 9,
             more: false,

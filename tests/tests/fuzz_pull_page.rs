@@ -8,7 +8,7 @@
 //! longer campaign.
 
 use aero_edge::replica::Replica;
-use aero_edge::replica::apply::{PulledPage, apply_page};
+use aero_edge::replica::apply::{PulledChange, PulledPage, apply_page};
 use aero_tests::fuzz::{Mutation, fixed_instant, json_value, mutation, venue_day};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -82,7 +82,9 @@ fn any_page_is_applied_change_by_change_and_a_skipped_change_leaves_no_trace() {
                 let before = data_fingerprint(&conn);
                 let cursor_before = cursor(&conn);
                 let page = PulledPage {
-                    changes: vec![serde_json::value::to_raw_value(&value).expect("raw change")],
+                    changes: vec![PulledChange::new(
+                        serde_json::value::to_raw_value(&value).expect("raw change"),
+                    )],
                     next_cursor,
                     more: false,
                     store_id: Uuid::nil(),

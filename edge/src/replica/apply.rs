@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// and a change the replica already holds is never built into a JSON tree at all.
 #[derive(Clone, Debug, Deserialize)]
 pub struct PulledPage {
-    pub changes: Vec<Box<RawValue>>,
+    pub changes: Vec<PulledChange>,
     pub next_cursor: i64,
     pub more: bool,
     pub store_id: Uuid,
@@ -27,23 +27,70 @@ pub struct PulledPage {
 }
 
 impl PulledPage {
-    /// The entities the page's changes are about (as named on the wire).
-    pub fn entities(&self) -> std::collections::HashSet<String> {
-        #[derive(Deserialize)]
-        struct About<'a> {
-            #[serde(borrow)]
-            entity: std::borrow::Cow<'a, str>,
-        }
-        let mut entities = std::collections::HashSet::new();
-        for raw in &self.changes {
-            if let Ok(about) = serde_json::from_str::<About>(raw.get())
-                && !entities.contains(about.entity.as_ref())
-            {
-                entities.insert(about.entity.into_owned());
-            }
-        }
-        entities
+    /// The entities this version knows that the page's changes are about.
+    pub fn entities(&self) -> std::collections::HashSet<Entity> {
+        self.changes
+            .iter()
+            .filter_map(|change| change.head.map(|head| head.entity))
+            .collect()
     }
+}
+
+/// One change of a pulled page: its JSON text, and what it is about, read as the page arrives
+/// (before the writer takes it).
+#[derive(Clone, Debug)]
+pub struct PulledChange {
+    text: Box<RawValue>,
+    /// `None` when the change does not name an entity this version knows, or cannot be read.
+    head: Option<ChangeHead>,
+}
+
+impl PulledChange {
+    pub fn new(text: Box<RawValue>) -> Self {
+        let head = serde_json::from_str::<ChangeHeadText>(text.get())
+            .ok()
+            .and_then(|head| {
+                Some(ChangeHead {
+                    seq: head.seq,
+                    entity: Entity::parse(&head.entity)?,
+                    entity_id: head.entity_id,
+                    upsert: head.op == ChangeOp::Upsert.as_str(),
+                    changed_at: head.changed_at,
+                })
+            });
+        Self { text, head }
+    }
+
+    pub fn text(&self) -> &str {
+        self.text.get()
+    }
+}
+
+impl<'de> Deserialize<'de> for PulledChange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self::new)
+    }
+}
+
+/// The fields of a change that say what it is about, read from its text without its record.
+#[derive(Deserialize)]
+struct ChangeHeadText<'a> {
+    seq: i64,
+    #[serde(borrow)]
+    entity: std::borrow::Cow<'a, str>,
+    entity_id: Uuid,
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    changed_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ChangeHead {
+    seq: i64,
+    entity: Entity,
+    entity_id: Uuid,
+    upsert: bool,
+    changed_at: DateTime<Utc>,
 }
 
 /// One change of the feed with its entity as text, so entities a newer central adds are kept.
@@ -101,9 +148,9 @@ pub fn apply_page(
         .query_row([], |r| r.get(0))?;
     let mut outcome = PageOutcome::default();
     let mut last_anchor = None;
-    for raw in &page.changes {
-        let text = raw.get();
-        if let Some(anchor) = held_venue_record(conn, text)? {
+    for pulled in &page.changes {
+        let text = pulled.text();
+        if let Some(anchor) = held_venue_record(conn, pulled.head)? {
             last_anchor = Some(anchor);
             outcome.applied += 1;
             continue;
@@ -162,30 +209,18 @@ pub fn apply_page(
     Ok(outcome)
 }
 
-/// The fields of a change that say what it is about, read from its text without its record.
-#[derive(Deserialize)]
-struct ChangeHead<'a> {
-    seq: i64,
-    #[serde(borrow)]
-    entity: std::borrow::Cow<'a, str>,
-    entity_id: Uuid,
-    #[serde(borrow)]
-    op: std::borrow::Cow<'a, str>,
-    changed_at: DateTime<Utc>,
-}
-
 /// The anchor of a change to a venue record the replica already holds, `None` for any other
 /// change. Venue records never change once written, so there is nothing to apply; most are this
 /// edge's own, sent back by central once it took the push, and skipping them here spares the
 /// writer decoding, re-encoding and re-inserting every order and check-in it just sold.
-fn held_venue_record(conn: &Connection, text: &str) -> anyhow::Result<Option<ChangeAnchor>> {
-    let Ok(head) = serde_json::from_str::<ChangeHead>(text) else {
+fn held_venue_record(
+    conn: &Connection,
+    head: Option<ChangeHead>,
+) -> anyhow::Result<Option<ChangeAnchor>> {
+    let Some(head) = head else {
         return Ok(None);
     };
-    let Some(entity) = Entity::parse(&head.entity) else {
-        return Ok(None);
-    };
-    if head.op != ChangeOp::Upsert.as_str() || !holds_venue_record(conn, entity, head.entity_id)? {
+    if !head.upsert || !holds_venue_record(conn, head.entity, head.entity_id)? {
         return Ok(None);
     }
     Ok(Some(ChangeAnchor {
@@ -571,7 +606,9 @@ mod tests {
         PulledPage {
             changes: changes
                 .iter()
-                .map(|change| serde_json::value::to_raw_value(change).expect("raw change"))
+                .map(|change| {
+                    PulledChange::new(serde_json::value::to_raw_value(change).expect("raw change"))
+                })
                 .collect(),
             next_cursor,
             more,

@@ -21,7 +21,7 @@ use crate::replica::apply::{self, PageOutcome, PulledPage};
 use crate::sync::progress::PullProgress;
 use aero_shared::auth::extract::API_KEY_HEADER;
 use aero_shared::pipeline::REQUEST_ID_HEADER;
-use aero_shared::wire::{ChangeAnchor, OutboxBacklog, PushRequest, PushResponse};
+use aero_shared::wire::{ChangeAnchor, Entity, OutboxBacklog, PushRequest, PushResponse};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -363,11 +363,16 @@ impl SyncEngine {
                 0
             });
             let entities = page.entities();
-            let touches = |names: &[&str]| names.iter().any(|name| entities.contains(*name));
-            let touches_devices = touches(&["device"]);
-            let touches_plugs = touches(&["plug", "plug_schedule", "plug_override", "site"]);
+            let touches = |any_of: &[Entity]| any_of.iter().any(|e| entities.contains(e));
+            let touches_devices = touches(&[Entity::Device]);
+            let touches_plugs = touches(&[
+                Entity::Plug,
+                Entity::PlugSchedule,
+                Entity::PlugOverride,
+                Entity::Site,
+            ]);
             // HQ's decisions about dead letters queue ops (a retried write, the decision).
-            let queues_ops = touches(&["dead_letter_request"]);
+            let queues_ops = touches(&[Entity::DeadLetterRequest]);
             let outcome = self
                 .writer
                 .write(move |c| take_page(c, cursor, anchor, known_acked, &page))
