@@ -34,21 +34,6 @@ impl PulledPage {
             .filter_map(|change| change.head.map(|head| head.entity))
             .collect()
     }
-
-    /// Marks the changes to venue records the replica already holds, read on `conn`, a reader,
-    /// so the writer skips them without looking again. The replica never deletes a venue
-    /// record: one held now is still held when the writer applies the page.
-    pub fn note_held(&mut self, conn: &Connection) -> anyhow::Result<()> {
-        for change in &mut self.changes {
-            if let Some(head) = change.head
-                && head.upsert
-                && holds_venue_record(conn, head.entity, head.entity_id)?
-            {
-                change.held = true;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// One change of a pulled page: its JSON text, and what it is about, read as the page arrives
@@ -58,8 +43,6 @@ pub struct PulledChange {
     text: Box<RawValue>,
     /// `None` when the change does not name an entity this version knows, or cannot be read.
     head: Option<ChangeHead>,
-    /// A venue record the replica was seen to hold (see [`PulledPage::note_held`]).
-    held: bool,
 }
 
 impl PulledChange {
@@ -75,11 +58,7 @@ impl PulledChange {
                     changed_at: head.changed_at,
                 })
             });
-        Self {
-            text,
-            head,
-            held: false,
-        }
+        Self { text, head }
     }
 
     pub fn text(&self) -> &str {
@@ -171,7 +150,7 @@ pub fn apply_page(
     let mut last_anchor = None;
     for pulled in &page.changes {
         let text = pulled.text();
-        if let Some(anchor) = held_venue_record(conn, pulled)? {
+        if let Some(anchor) = held_venue_record(conn, pulled.head)? {
             last_anchor = Some(anchor);
             outcome.applied += 1;
             continue;
@@ -236,12 +215,12 @@ pub fn apply_page(
 /// writer decoding, re-encoding and re-inserting every order and check-in it just sold.
 fn held_venue_record(
     conn: &Connection,
-    change: &PulledChange,
+    head: Option<ChangeHead>,
 ) -> anyhow::Result<Option<ChangeAnchor>> {
-    let Some(head) = change.head else {
+    let Some(head) = head else {
         return Ok(None);
     };
-    if !head.upsert || !(change.held || holds_venue_record(conn, head.entity, head.entity_id)?) {
+    if !head.upsert || !holds_venue_record(conn, head.entity, head.entity_id)? {
         return Ok(None);
     }
     Ok(Some(ChangeAnchor {
@@ -765,50 +744,6 @@ mod tests {
             serde_json::from_str::<ScoreRecord>(&stored).expect("decode"),
             score
         );
-    }
-
-    #[test]
-    fn a_reader_marks_the_echoes_of_held_venue_records_for_the_writer_to_skip() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let site = Uuid::now_v7();
-        let (replica, conn) = Replica::open(dir.path(), site, 1).expect("open");
-        let now = Utc::now();
-        let score = |id: Uuid| ScoreRecord {
-            id,
-            site_id: site,
-            game_id: Uuid::nil(),
-            customer_id: Uuid::nil(),
-            score: 420,
-            device_id: None,
-            created_at: now,
-        };
-        let (held, new) = (score(Uuid::now_v7()), score(Uuid::now_v7()));
-        assert!(venue::insert_score(&conn, &held).expect("insert"));
-        let change = |seq: i64, entity: &str, id: Uuid, op: &str, data: serde_json::Value| {
-            serde_json::json!({
-                "seq": seq, "entity": entity, "entity_id": id, "op": op,
-                "site_id": site, "data": data, "changed_at": now,
-            })
-        };
-        let mut pulled = page(
-            vec![
-                change(1, "score", held.id, "upsert", serde_json::json!(held)),
-                change(2, "score", new.id, "upsert", serde_json::json!(new)),
-                change(3, "score", held.id, "delete", serde_json::Value::Null),
-                change(4, "customer", held.id, "upsert", serde_json::json!({})),
-            ],
-            4,
-            false,
-        );
-        replica
-            .read_now(|reader| pulled.note_held(reader))
-            .expect("note");
-        let marked: Vec<bool> = pulled.changes.iter().map(|c| c.held).collect();
-        assert_eq!(marked, [true, false, false, false]);
-        // The writer takes the marked echo as applied and inserts the new record.
-        let outcome = apply_page(&conn, &pulled, now).expect("apply");
-        assert!(outcome.applied >= 2, "{outcome:?}");
-        assert!(venue::holds(&conn, "scores", new.id).expect("holds"));
     }
 
     #[test]

@@ -344,7 +344,7 @@ impl SyncEngine {
                     ))
                 })
                 .await?;
-            let mut page: PulledPage = self
+            let page: PulledPage = self
                 .send(self.http.get(self.url(&pull_path(
                     cursor,
                     self.settings.pull_page_rows.max(1),
@@ -354,15 +354,6 @@ impl SyncEngine {
                 .json()
                 .await
                 .map_err(|err| SyncError::Transient(format!("reading a pull page: {err}")))?;
-            // Most of a serving venue's page is its own sales sent back: found held here, on a
-            // reader, they cost the writer nothing.
-            let page = self
-                .replica
-                .read(move |c| {
-                    page.note_held(c)?;
-                    Ok(page)
-                })
-                .await?;
             let more = page.more && page.next_cursor > cursor;
             let (next_cursor, head) = (page.next_cursor, page.head);
             self.central_head.set(page.head);
