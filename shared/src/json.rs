@@ -1,13 +1,53 @@
 //! `ValidJson<T>`: decodes a JSON body and validates it, naming every missing or invalid field
-//! in one 422 rather than only the first that serde meets.
+//! in one 422 rather than only the first that serde meets. `JsonText<T>`: a value serialized
+//! once, answered as it is.
 
 use crate::problem::{ApiError, FieldError};
 use crate::validate::{Validate, Validator};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::marker::PhantomData;
+
+/// A `T` serialized to JSON, answered as it is (`application/json`): a record encoded once for
+/// its row and its outbox op is not encoded again for the answer. The bytes are those `Json(T)`
+/// would send.
+pub struct JsonText<T> {
+    text: String,
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> JsonText<T> {
+    pub fn new(value: &T) -> serde_json::Result<Self> {
+        Ok(Self {
+            text: serde_json::to_string(value)?,
+            of: PhantomData,
+        })
+    }
+}
+
+impl<T> JsonText<T> {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<T> IntoResponse for JsonText<T> {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            )],
+            self.text,
+        )
+            .into_response()
+    }
+}
 
 /// A JSON request body that decoded cleanly and passed its `Validate` checks.
 #[derive(Debug, Clone)]
@@ -277,6 +317,27 @@ fn strip_position(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_json_text_answers_the_bytes_json_would_with_its_content_type() {
+        let value = json!({ "id": "ö\"x", "lines": [1, 2], "at": null });
+        let text = JsonText::new(&value).expect("encode");
+        assert_eq!(text.as_str().as_bytes(), serde_json::to_vec(&value).unwrap());
+        let expected = axum::Json(&value).into_response();
+        let answer = text.into_response();
+        assert_eq!(answer.status(), expected.status());
+        assert_eq!(
+            answer.headers()[header::CONTENT_TYPE],
+            expected.headers()[header::CONTENT_TYPE]
+        );
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let expected = axum::body::to_bytes(expected.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(body, expected);
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -24,6 +24,7 @@ pub mod settle;
 use crate::replica::venue::VenueRecord;
 use crate::replica::{parse_ts, ts};
 use aero_shared::idempotency::{Answer, KeyedRequest, current_request};
+use aero_shared::json::JsonText;
 use aero_shared::wire::{Entity, OpKind, OutboxBacklog, PushOp};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -551,15 +552,16 @@ pub fn append_op<T: Serialize>(
 }
 
 /// Takes a venue record where it happened: writes it to the replica and queues its op, in the
-/// caller's transaction, from one serialization. Returns the op's seq.
+/// caller's transaction, from one serialization. Returns that JSON, for the answer.
 pub fn write_and_queue<R: VenueRecord>(
     conn: &Connection,
     record: &R,
     now: DateTime<Utc>,
-) -> anyhow::Result<i64> {
-    let data = serde_json::to_string(record)?;
-    record.insert_json(conn, &data)?;
-    append_json(conn, R::ENTITY, record.id(), R::KIND, &data, now)
+) -> anyhow::Result<JsonText<R>> {
+    let data = JsonText::new(record)?;
+    record.insert_json(conn, data.as_str())?;
+    append_json(conn, R::ENTITY, record.id(), R::KIND, data.as_str(), now)?;
+    Ok(data)
 }
 
 /// [`append_op`] with the record already serialized to `data`.

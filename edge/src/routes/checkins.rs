@@ -14,7 +14,7 @@ use crate::replica::{jumper, ts};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
-use aero_shared::json::ValidJson;
+use aero_shared::json::{JsonText, ValidJson};
 use aero_shared::openapi::guarded;
 use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator};
@@ -54,19 +54,19 @@ async fn check_in(
     State(state): State<AppState>,
     _auth: Auth,
     ValidJson(body): ValidJson<NewCheckin>,
-) -> Result<(StatusCode, Json<CheckinRecord>), ApiError> {
+) -> Result<(StatusCode, JsonText<CheckinRecord>), ApiError> {
     let now = state.clock.now().trunc_subsecs(3);
     let site_id = state.site_id;
     // Decided on the writer: the same pass, visit or wristband is never used twice at once.
-    let checkin = state
+    let (checkin, answer) = state
         .writer
         .mutate(move |c| {
             let (checkin, visit) = decide(c, site_id, &body, now)?;
-            write_and_queue(c, &checkin, now)?;
+            let answer = write_and_queue(c, &checkin, now)?;
             if let Some(entry) = &visit {
                 write_and_queue(c, entry, now)?;
             }
-            Ok(checkin)
+            Ok((checkin, answer))
         })
         .await
         .map_err(write_error)?;
@@ -80,7 +80,7 @@ async fn check_in(
         },
         now,
     );
-    Ok((StatusCode::CREATED, Json(checkin)))
+    Ok((StatusCode::CREATED, answer))
 }
 
 /// Every rule of the gate, checked before anything is written: the check-in, and the visit it

@@ -12,7 +12,7 @@ use crate::replica::customer_exists;
 use crate::replica::venue::{self, balance, order as stored_order, refunds_of};
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
-use aero_shared::json::ValidJson;
+use aero_shared::json::{JsonText, ValidJson};
 use aero_shared::openapi::guarded;
 use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator};
@@ -126,21 +126,21 @@ async fn create(
     State(state): State<AppState>,
     auth: Auth,
     ValidJson(body): ValidJson<NewOrder>,
-) -> Result<(StatusCode, Json<OrderRecord>), ApiError> {
+) -> Result<(StatusCode, JsonText<OrderRecord>), ApiError> {
     // Milliseconds, as central stores them, so the row central echoes back is identical.
     let now = state.clock.now().trunc_subsecs(3);
     let (site_id, sold_by) = (state.site_id, actor(&auth));
     // Priced, checked against the balances and written by the single writer: two terminals
     // spending one balance at once are checked one after the other.
-    let order = state
+    let (order, answer) = state
         .writer
         .mutate(move |c| {
             let (order, entries) = build(c, site_id, &body, sold_by.clone(), now)?;
-            write_and_queue(c, &order, now)?;
+            let answer = write_and_queue(c, &order, now)?;
             for entry in &entries {
                 write_and_queue(c, entry, now)?;
             }
-            Ok(order)
+            Ok((order, answer))
         })
         .await
         .map_err(write_error)?;
@@ -152,7 +152,7 @@ async fn create(
         },
         now,
     );
-    Ok((StatusCode::CREATED, Json(order)))
+    Ok((StatusCode::CREATED, answer))
 }
 
 /// Prices the order from the catalog and decides its ledger entries; every refusal happens

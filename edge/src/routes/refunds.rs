@@ -9,14 +9,13 @@ use crate::replica::venue::{order, refunds_of};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
-use aero_shared::json::ValidJson;
+use aero_shared::json::{JsonText, ValidJson};
 use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{
     Account, LedgerEntry, LedgerReason, MAX_AMOUNT_CENTS, MAX_ORDER_LINES, RefundRecord,
     RefundTender, TenderKind,
 };
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::SubsecRound;
@@ -67,12 +66,12 @@ async fn refund(
     auth: Auth,
     Path(order_id): Path<Uuid>,
     ValidJson(body): ValidJson<NewRefund>,
-) -> Result<(StatusCode, Json<RefundRecord>), ApiError> {
+) -> Result<(StatusCode, JsonText<RefundRecord>), ApiError> {
     let now = state.clock.now().trunc_subsecs(3);
     let site_id = state.site_id;
     // Checked against the earlier refunds inside the write: two managers refunding the same
     // order at once are checked one after the other.
-    let refund = state
+    let answer = state
         .writer
         .mutate(move |c| {
             let Some(order) = order(c, order_id)?.filter(|o| o.site_id == site_id) else {
@@ -99,7 +98,7 @@ async fn refund(
             if let Err(reason) = refund.check(&order, &earlier) {
                 return refuse(ApiError::field("tenders", reason));
             }
-            write_and_queue(c, &refund, now)?;
+            let answer = write_and_queue(c, &refund, now)?;
             let stored_value = refund.refunded(TenderKind::StoredValue);
             if stored_value > 0 {
                 // A sale paid with stored value names its customer (it could not be made
@@ -132,9 +131,9 @@ async fn refund(
                 ),
                 now,
             )?;
-            Ok(refund)
+            Ok(answer)
         })
         .await
         .map_err(write_error)?;
-    Ok((StatusCode::CREATED, Json(refund)))
+    Ok((StatusCode::CREATED, answer))
 }

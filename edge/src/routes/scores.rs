@@ -10,7 +10,7 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::{Permission, Principal};
 use aero_shared::clock::start_of_local_day;
-use aero_shared::json::ValidJson;
+use aero_shared::json::{JsonText, ValidJson};
 use aero_shared::openapi::guarded;
 use aero_shared::validate::{Validate, Validator};
 use aero_shared::wire::{ScoreOrder, ScoreRecord};
@@ -88,7 +88,7 @@ async fn post_score(
     State(state): State<AppState>,
     auth: Auth,
     ValidJson(body): ValidJson<NewScore>,
-) -> Result<(StatusCode, Json<ScoreRecord>), ApiError> {
+) -> Result<(StatusCode, JsonText<ScoreRecord>), ApiError> {
     // Milliseconds, as central stores them, so the row central echoes back is identical.
     let now = Utc::now().trunc_subsecs(3);
     let device_id = match auth.principal {
@@ -126,12 +126,12 @@ async fn post_score(
                 device_id,
                 created_at: now,
             };
-            write_and_queue(c, &record, now)?;
-            Ok(Ok((record, customer.first_name)))
+            let answer = write_and_queue(c, &record, now)?;
+            Ok(Ok((record, customer.first_name, answer)))
         })
         .await
         .map_err(super::write_error)?;
-    let (record, first_name) = taken?;
+    let (record, first_name, answer) = taken?;
     state.live.publish(
         LiveEvent::Score {
             score_id: record.id,
@@ -142,7 +142,7 @@ async fn post_score(
         },
         now,
     );
-    Ok((StatusCode::CREATED, Json(record)))
+    Ok((StatusCode::CREATED, answer))
 }
 
 /// Which scores a leaderboard ranks.
