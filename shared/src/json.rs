@@ -322,7 +322,10 @@ mod tests {
     async fn a_json_text_answers_the_bytes_json_would_with_its_content_type() {
         let value = json!({ "id": "ö\"x", "lines": [1, 2], "at": null });
         let text = JsonText::new(&value).expect("encode");
-        assert_eq!(text.as_str().as_bytes(), serde_json::to_vec(&value).unwrap());
+        assert_eq!(
+            text.as_str().as_bytes(),
+            serde_json::to_vec(&value).unwrap()
+        );
         let expected = axum::Json(&value).into_response();
         let answer = text.into_response();
         assert_eq!(answer.status(), expected.status());

@@ -748,14 +748,13 @@ impl Validate for PushRequest {
             "ops",
             "at most 5000 ops per push",
         );
+        // A field's name is formatted only for an error: a batch holds up to 5000 ops.
         for (i, op) in self.ops.iter().enumerate() {
-            v.check(op.seq >= 1, &format!("ops[{i}].seq"), "must be at least 1");
-            if i > 0 {
-                v.check(
-                    op.seq > self.ops[i - 1].seq,
-                    &format!("ops[{i}].seq"),
-                    "seqs must be strictly increasing",
-                );
+            if op.seq < 1 {
+                v.error(&format!("ops[{i}].seq"), "must be at least 1");
+            }
+            if i > 0 && op.seq <= self.ops[i - 1].seq {
+                v.error(&format!("ops[{i}].seq"), "seqs must be strictly increasing");
             }
         }
     }

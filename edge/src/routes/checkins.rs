@@ -94,7 +94,8 @@ fn decide(
     let Some(person) = jumper(c, body.customer_id)? else {
         return refuse(ApiError::field("customer_id", "no such customer"));
     };
-    let name = format!("{} {}", person.first_name, person.last_name);
+    // Named only in a refusal.
+    let name = || format!("{} {}", person.first_name, person.last_name);
     let at = ts(now);
     let covered = has_valid_waiver(c, person.id, &at)?
         || match person.guardian_id {
@@ -108,7 +109,8 @@ fn decide(
             "they have"
         };
         return refuse(ApiError::Unprocessable(format!(
-            "{name} cannot jump yet: {whose} no valid waiver; sign one first"
+            "{} cannot jump yet: {whose} no valid waiver; sign one first",
+            name()
         )));
     }
     let wristband = body.wristband.trim().to_string();
@@ -132,8 +134,10 @@ fn decide(
             Some(order) => (Some(order), None),
             None => {
                 return refuse(ApiError::Unprocessable(format!(
-                    "{name} holds no paid, unused {} ({}) pass: sell one first",
-                    product.name, product.sku
+                    "{} holds no paid, unused {} ({}) pass: sell one first",
+                    name(),
+                    product.name,
+                    product.sku
                 )));
             }
         },
@@ -141,7 +145,8 @@ fn decide(
             let visits = balance(c, person.id, Account::Visits, now)?;
             if visits < 1 {
                 return refuse(ApiError::Unprocessable(format!(
-                    "{name} has no membership visits left ({visits})"
+                    "{} has no membership visits left ({visits})",
+                    name()
                 )));
             }
             let entry = LedgerEntry {

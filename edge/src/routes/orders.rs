@@ -78,12 +78,11 @@ impl Validate for NewOrder {
             "lines",
             "an order has 1 to 50 lines",
         );
+        // Field names are formatted only for an error.
         for (i, line) in self.lines.iter().enumerate() {
-            v.check(
-                (1..=MAX_LINE_QUANTITY).contains(&line.quantity),
-                &format!("lines[{i}].quantity"),
-                "must be between 1 and 100",
-            );
+            if !(1..=MAX_LINE_QUANTITY).contains(&line.quantity) {
+                v.error(&format!("lines[{i}].quantity"), "must be between 1 and 100");
+            }
         }
         v.check(
             (1..=MAX_ORDER_LINES).contains(&self.tenders.len()),
@@ -92,17 +91,19 @@ impl Validate for NewOrder {
         );
         for (i, tender) in self.tenders.iter().enumerate() {
             let field = |name: &str| format!("tenders[{i}].{name}");
-            v.check(
-                (1..=MAX_AMOUNT_CENTS).contains(&tender.amount_cents),
-                &field("amount_cents"),
-                "must be between 1 and 100000000",
-            );
+            if !(1..=MAX_AMOUNT_CENTS).contains(&tender.amount_cents) {
+                v.error(&field("amount_cents"), "must be between 1 and 100000000");
+            }
             match (tender.kind, tender.received_cents) {
-                (TenderKind::Cash, Some(received)) => v.check(
-                    (tender.amount_cents..=MAX_AMOUNT_CENTS).contains(&received),
-                    &field("received_cents"),
-                    "must be at least amount_cents (and at most 100000000)",
-                ),
+                (TenderKind::Cash, Some(received))
+                    if !(tender.amount_cents..=MAX_AMOUNT_CENTS).contains(&received) =>
+                {
+                    v.error(
+                        &field("received_cents"),
+                        "must be at least amount_cents (and at most 100000000)",
+                    );
+                }
+                (TenderKind::Cash, Some(_)) => {}
                 (_, Some(_)) => v.error(&field("received_cents"), "only cash is received"),
                 (_, None) => {}
             }
