@@ -3,7 +3,8 @@
 //! All writes go through one dedicated thread that owns the write connection. It drains every
 //! queued request, runs them one after the other inside one transaction and commits once: under
 //! load many terminals' writes share one fsync (group commit). Each request is answered only
-//! after the commit is durable.
+//! after the commit is durable; that fsync runs on a thread of its own while the writer goes on
+//! with the next group (see [`durable`]).
 //!
 //! A failing request takes back only its own writes. Most failures are refusals decided before
 //! anything is written, which leave nothing to take back, so requests run without a savepoint of
@@ -19,6 +20,7 @@
 //! idempotent request records that request, with its answer, in the same savepoint (see
 //! `aero_shared::idempotency`).
 
+mod durable;
 pub mod settle;
 
 use crate::replica::venue::VenueRecord;
@@ -203,8 +205,9 @@ enum Message {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::UnboundedSender<Message>,
-    /// Signalled after a commit that queued outbox ops: wakes the push loop.
+    /// Signalled after a commit that queued outbox ops is durable: wakes the push loop.
     pushed: Arc<Notify>,
+    horizon: durable::Horizon,
     /// The writer thread, joined by [`Writer::close`].
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -219,13 +222,33 @@ impl Writer {
     /// Starts the writer thread on `conn`. The thread ends on [`Writer::close`], or when every
     /// `Writer` is dropped.
     pub fn start(conn: Connection) -> anyhow::Result<Self> {
-        Self::start_with(conn, WalBudget::default())
+        Self::start_with(conn, WalBudget::default(), None)
     }
 
-    fn start_with(conn: Connection, budget: WalBudget) -> anyhow::Result<Self> {
+    /// `sync` makes the WAL durable; by default, the fsync of the connection's WAL file.
+    fn start_with(
+        conn: Connection,
+        budget: WalBudget,
+        sync: Option<durable::SyncWal>,
+    ) -> anyhow::Result<Self> {
         let (queue, rx) = mpsc::unbounded_channel();
         let pushed = Arc::new(Notify::new());
-        let notify = Arc::clone(&pushed);
+        let horizon = durable::Horizon::new();
+        // Commits are made durable by the sync thread, not inside COMMIT (see `durable`).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let sync = match (sync, conn.path()) {
+            (Some(sync), _) => sync,
+            (None, Some(path)) if !path.is_empty() => durable::wal_of(Path::new(path)),
+            // An in-memory database has nothing to make durable.
+            (None, _) => Box::new(|| Ok(())),
+        };
+        let (to_sync, committed) = std::sync::mpsc::channel();
+        let syncer = {
+            let (horizon, pushed) = (horizon.clone(), Arc::clone(&pushed));
+            std::thread::Builder::new()
+                .name("edge-db-sync".into())
+                .spawn(move || durable::sync_loop(committed, sync, &horizon, &pushed))?
+        };
         // Checkpoints run beside the writer, not inside its commits (see `checkpoint_loop`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // A WAL that grew past this (a busy day's backlog of frames) is cut back to it when the
@@ -246,17 +269,32 @@ impl Writer {
                 .name("edge-db-checkpoint".into())
                 .spawn(move || checkpoint_loop(&checkpointer, &running, &restart_due, budget))?;
         }
-        let thread = std::thread::Builder::new()
-            .name("edge-db-writer".into())
-            .spawn(move || {
-                writer_loop(conn, rx, notify, &restart_due);
-                running.store(false, Ordering::Relaxed);
-            })?;
+        let thread = {
+            let horizon = horizon.clone();
+            std::thread::Builder::new()
+                .name("edge-db-writer".into())
+                .spawn(move || {
+                    let syncing = Syncing {
+                        to_sync,
+                        syncer,
+                        horizon,
+                    };
+                    writer_loop(conn, rx, syncing, &restart_due);
+                    running.store(false, Ordering::Relaxed);
+                })?
+        };
         Ok(Self {
             queue,
             pushed,
+            horizon,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// Resolves once every commit begun so far is durable: what a reader saw before the call may
+    /// then be sent off the box. Fails once the database could not make a commit durable.
+    pub async fn durable(&self) -> anyhow::Result<()> {
+        self.horizon.reached().await
     }
 
     /// Resolves once every write queued before it is committed and answered.
@@ -285,7 +323,7 @@ impl Writer {
         checkpoint.map_err(|reason| anyhow::anyhow!(reason))
     }
 
-    /// Notified after every commit that queued outbox ops.
+    /// Notified after every durable commit that queued outbox ops.
     pub fn outbox_notify(&self) -> Arc<Notify> {
         Arc::clone(&self.pushed)
     }
@@ -408,10 +446,17 @@ fn checkpoint_loop(
     }
 }
 
+/// The writer's side of the sync thread: where committed groups go to be made durable.
+struct Syncing {
+    to_sync: std::sync::mpsc::Sender<durable::Committed>,
+    syncer: std::thread::JoinHandle<()>,
+    horizon: durable::Horizon,
+}
+
 fn writer_loop(
     conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Message>,
-    pushed: Arc<Notify>,
+    syncing: Syncing,
     restart_due: &AtomicBool,
 ) {
     let mut closing = None;
@@ -443,17 +488,38 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let local = jobs.iter().any(|j| j.is_local_mutation());
-        let commit = run_group(&conn, &mut jobs);
-        if local && commit.is_ok() {
-            pushed.notify_one();
-        }
-        for job in jobs {
-            job.complete(commit.clone());
+        let commit = match syncing.horizon.failure() {
+            // Nothing may commit after rows readers saw were possibly lost (see `durable`).
+            Some(failure) => {
+                let reason = format!(
+                    "the database could not make a commit durable ({failure}); restart the edge"
+                );
+                for job in &mut jobs {
+                    job.fail(reason.clone());
+                }
+                Err(reason)
+            }
+            None => run_group(&conn, &mut jobs, &syncing.horizon),
+        };
+        let committed = durable::Committed {
+            group: syncing.horizon.latest(),
+            jobs,
+            commit,
+        };
+        if syncing.to_sync.send(committed).is_err() {
+            tracing::error!("the sync thread has stopped; the group's requests are dropped");
         }
     }
     // Requests that raced the close are refused (their reply is dropped), never run.
     rx.close();
+    // Every group committed is answered before the writer reports the close.
+    let Syncing {
+        to_sync, syncer, ..
+    } = syncing;
+    drop(to_sync);
+    if syncer.join().is_err() {
+        tracing::error!("the sync thread panicked");
+    }
     let checkpoint = conn
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -477,7 +543,11 @@ fn writer_loop(
 /// kept in it. The requests first run without savepoints; if one fails after changing rows, the
 /// transaction is rolled back and the group runs again with each request in a savepoint of its
 /// own (see the module's documentation).
-fn run_group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String> {
+fn run_group(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+    horizon: &durable::Horizon,
+) -> Result<(), String> {
     let mut guarded = false;
     'attempt: loop {
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -517,6 +587,7 @@ fn run_group(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> Result<(), String>
     if conn.is_autocommit() {
         return Err("the write transaction was rolled back".to_string());
     }
+    horizon.begin_commit();
     conn.execute_batch("COMMIT").map_err(|err| {
         let _ = conn.execute_batch("ROLLBACK");
         tracing::error!(error = %err, "group commit failed");
@@ -919,7 +990,7 @@ mod tests {
             checkpoint_every: Duration::from_millis(5),
             restart_at_frames: 256,
         };
-        let writer = Writer::start_with(conn, budget).expect("writer");
+        let writer = Writer::start_with(conn, budget, None).expect("writer");
         // Terminals that always have a write queued: without the writer's own checkpoint the
         // log never starts over and grows by every page written (about 40 MiB here).
         let mut terminals = Vec::new();

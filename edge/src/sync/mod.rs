@@ -257,6 +257,9 @@ impl SyncEngine {
         if ops.is_empty() {
             return Ok(None);
         }
+        // The read may have seen ops committed a moment ago whose fsync is still running: none
+        // leaves the box before it is durable (see `outbox::durable`).
+        self.writer.durable().await.map_err(SyncError::Local)?;
         let batch: Vec<(i64, uuid::Uuid)> = ops.iter().map(|op| (op.seq, op.op_id)).collect();
         let response: PushResponse = self
             .send(
