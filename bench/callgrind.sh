@@ -86,13 +86,13 @@ for dump in "$work"/callgrind.out.*-*; do
   elif grep -q 'hyper::proto::h1::dispatch' "$dump"; then
     role="runtime workers"
   else
-    role="blocking pool (readers, checkpoints)"
+    role="other threads (readers, checkpoints, the fsync)"
   fi
   by_role[$role]=$((${by_role[$role]:-0} + count))
 done
 echo "| edge threads | instructions per request |"
 echo "|---|---|"
-for role in "runtime workers" "writer thread" "blocking pool (readers, checkpoints)"; do
+for role in "runtime workers" "writer thread" "other threads (readers, checkpoints, the fsync)"; do
   echo "| $role | $((${by_role[$role]:-0} / requests)) |"
 done
 echo "| all | **$((total / requests))** |"
