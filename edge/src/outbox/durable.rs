@@ -105,10 +105,11 @@ impl Horizon {
         }
     }
 
-    /// Numbers the group about to commit. Called before its COMMIT starts, so a reader that
-    /// sees its rows finds this number (or a later one) in [`Horizon::reached`].
-    pub fn begin_commit(&self) -> u64 {
-        self.begun.fetch_add(1, Ordering::SeqCst) + 1
+    /// Numbers the group about to commit (see [`Horizon::latest`]). Called before its COMMIT
+    /// starts, so a reader that sees its rows finds this number (or a later one) in
+    /// [`Horizon::reached`].
+    pub fn begin_commit(&self) {
+        self.begun.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The latest group numbered so far.
@@ -116,9 +117,10 @@ impl Horizon {
         self.begun.load(Ordering::SeqCst)
     }
 
-    /// Why commits can no longer be made durable, once an fsync failed.
-    pub fn failure(&self) -> Option<Arc<str>> {
-        self.progress.borrow().failure.clone()
+    /// Once an fsync failed, why nothing more is acknowledged: what refused writes and the
+    /// push loop are told.
+    pub fn refusal(&self) -> Option<String> {
+        refusal(self.progress.borrow().failure.as_deref())
     }
 
     /// Resolves once every commit begun before this call is durable: whatever a reader saw
@@ -130,10 +132,8 @@ impl Horizon {
             .wait_for(|p| p.durable >= target || p.failure.is_some())
             .await
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
-        match &progress.failure {
-            Some(failure) => Err(anyhow::anyhow!(
-                "the database could not make its commits durable ({failure}); restart the edge"
-            )),
+        match refusal(progress.failure.as_deref()) {
+            Some(refusal) => Err(anyhow::anyhow!(refusal)),
             None => Ok(()),
         }
     }
@@ -149,6 +149,12 @@ impl Horizon {
     }
 }
 
+fn refusal(failure: Option<&str>) -> Option<String> {
+    failure.map(|failure| {
+        format!("the database could not make a commit durable ({failure}); restart the edge")
+    })
+}
+
 /// The sync thread: each round takes every group committed so far, makes them durable with one
 /// fsync, answers their requests and wakes the push loop if they queued ops.
 pub(super) fn sync_loop(
@@ -160,8 +166,8 @@ pub(super) fn sync_loop(
     while let Ok(first) = committed.recv() {
         let mut groups = vec![first];
         groups.extend(committed.try_iter());
-        let outcome = match horizon.failure() {
-            Some(failure) => Err(failure.to_string()),
+        let outcome = match horizon.refusal() {
+            Some(refusal) => Err(refusal),
             // Groups that failed to commit wrote nothing to make durable.
             None if groups.iter().all(|g| g.commit.is_err()) => Ok(()),
             None => sync().map_err(|err| {

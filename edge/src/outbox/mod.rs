@@ -488,16 +488,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let commit = match syncing.horizon.failure() {
+        let commit = match syncing.horizon.refusal() {
             // Nothing may commit after rows readers saw were possibly lost (see `durable`).
-            Some(failure) => {
-                let reason = format!(
-                    "the database could not make a commit durable ({failure}); restart the edge"
-                );
+            Some(refusal) => {
                 for job in &mut jobs {
-                    job.fail(reason.clone());
+                    job.fail(refusal.clone());
                 }
-                Err(reason)
+                Err(refusal)
             }
             None => run_group(&conn, &mut jobs, &syncing.horizon),
         };
