@@ -22,6 +22,7 @@ pub mod settings;
 pub mod sqlite_backup;
 pub mod systemd;
 pub mod table;
+pub mod timestamp;
 pub mod validate;
 pub mod wire;
 

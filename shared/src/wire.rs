@@ -1,6 +1,10 @@
 //! Types that travel between services: the records of the change feed (HQ data and chain-wide
 //! venue data) and the sync protocol (enroll, push, pull). Central stores these records; edges
 //! replicate them.
+//!
+//! The times of the records that travel by the thousand (customers, waivers, the change log's
+//! entries and the venue's own records) are serialized by [`crate::timestamp`], the same text as
+//! chrono's, written for a fraction of the cost.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -259,6 +263,7 @@ pub struct CustomerRecord {
     pub guardian_id: Option<Uuid>,
     /// The venue that registered the customer.
     pub home_site_id: Uuid,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -268,7 +273,9 @@ pub struct WaiverRecord {
     pub customer_id: Uuid,
     pub site_id: Uuid,
     pub signer_name: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub signed_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub expires_at: DateTime<Utc>,
     /// The version of the waiver text the signer was shown: the newest the venue held when it
     /// was signed. `None` when the chain had published none, and on waivers signed (or queued)
@@ -459,6 +466,7 @@ pub struct Change {
     pub data: serde_json::Value,
     /// When central logged the change: with `seq` and `entity_id` it identifies this entry, so
     /// an edge can tell a restored change log that reused the seq (see [`ChangeAnchor`]).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub changed_at: DateTime<Utc>,
 }
 

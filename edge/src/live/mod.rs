@@ -108,18 +108,21 @@ pub enum LiveEvent {
         customer_id: Uuid,
         wristband: String,
         product_id: Uuid,
+        #[serde(serialize_with = "aero_shared::timestamp::serialize")]
         ends_at: DateTime<Utc>,
     },
     SessionExpiring {
         checkin_id: Uuid,
         customer_id: Uuid,
         wristband: String,
+        #[serde(serialize_with = "aero_shared::timestamp::serialize")]
         ends_at: DateTime<Utc>,
     },
     SessionExpired {
         checkin_id: Uuid,
         customer_id: Uuid,
         wristband: String,
+        #[serde(serialize_with = "aero_shared::timestamp::serialize")]
         ends_at: DateTime<Utc>,
     },
     Score {
@@ -160,6 +163,7 @@ impl LiveEvent {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Envelope {
     pub seq: u64,
+    #[serde(serialize_with = "aero_shared::timestamp::serialize")]
     pub at: DateTime<Utc>,
     #[serde(flatten)]
     pub event: LiveEvent,

@@ -14,7 +14,7 @@ pub mod waiver_texts;
 use aero_shared::page::{NameKey, TimeKey};
 use aero_shared::wire::{CustomerRecord, EdgeStatus, ProductRecord, SiteRecord, WaiverRecord};
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params, params_from_iter};
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ const MAX_IDLE_READERS: usize = 8;
 
 /// Timestamps are stored in one fixed format so that text comparison is time comparison.
 pub fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    aero_shared::timestamp::millis(at)
 }
 
 pub fn parse_ts(text: &str) -> anyhow::Result<DateTime<Utc>> {

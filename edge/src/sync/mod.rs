@@ -693,7 +693,7 @@ fn pull_path(cursor: i64, limit: u32, backlog: &OutboxBacklog) -> String {
     if let Some(oldest) = backlog.oldest_pending_at {
         // UTC with a `Z`: nothing in it needs escaping in a query string.
         path.push_str("&oldest_pending_at=");
-        path.push_str(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        path.push_str(&aero_shared::timestamp::millis(oldest));
     }
     path
 }

@@ -158,10 +158,15 @@ pub struct LedgerEntry {
     /// The order, refund or check-in that caused the entry.
     pub ref_id: Option<Uuid>,
     pub site_id: Uuid,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     /// Visits a membership granted lapse then, used or not (see [`Grant::per`] and
     /// `crate::ledger`). Carried by the entry so every venue counts them alike.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::option::serialize"
+    )]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -242,6 +247,7 @@ pub struct OrderRecord {
     pub change_cents: i64,
     /// Who sold it: `device:<id>` or `user:<id>`.
     pub sold_by: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -330,6 +336,7 @@ pub struct RefundRecord {
     pub reason: String,
     /// Who refunded it: `user:<id>`.
     pub refunded_by: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -399,8 +406,11 @@ pub struct CheckinRecord {
     pub order_id: Option<Uuid>,
     /// The visit spent (membership check-ins).
     pub ledger_entry_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub starts_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub ends_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -429,6 +439,7 @@ pub struct ScoreRecord {
     pub score: i64,
     /// The game station that posted it.
     pub device_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
 }
 

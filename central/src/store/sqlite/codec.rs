@@ -3,13 +3,13 @@
 
 use crate::store::{StoreError, StoreResult, TimeKey};
 use aero_shared::wire::{CustomerRecord, DeviceRecord, SiteRecord};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::Row;
 use serde::Serialize;
 use uuid::Uuid;
 
 pub(super) fn ts(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    aero_shared::timestamp::millis(at)
 }
 
 pub(super) fn parse_ts(text: &str) -> rusqlite::Result<DateTime<Utc>> {
