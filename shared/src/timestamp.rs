@@ -8,9 +8,16 @@
 //! laid out in a buffer on the stack, byte for byte what chrono writes (the tests compare the two
 //! across the calendar). The years chrono writes with a sign, before 0 and after 9999, are left
 //! to chrono.
+//!
+//! Reading goes the same way: text in exactly the shape written here is read from its digits,
+//! and anything else (an offset, a lower-case `z`, a leap second, a malformed time) is handed to
+//! chrono's own parser, so what is accepted, the instant it means, and the error for what is not,
+//! are chrono's. Dates of birth (`YYYY-MM-DD`) are written and read the same way, see [`date`].
 
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, SecondsFormat, Timelike, Utc};
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Serialize, Serializer};
+use std::fmt;
 
 /// The longest text written here: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 const LONGEST: usize = 30;
@@ -105,6 +112,125 @@ pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::
     match write(at, Fraction::Shortest) {
         Some(text) => serializer.serialize_str(text.as_str()),
         None => at.serialize(serializer),
+    }
+}
+
+/// Deserializes an instant exactly as chrono's own `Deserialize` does, for
+/// `#[serde(deserialize_with)]`: the text this module writes is read from its digits.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    struct InstantText;
+
+    impl Visitor<'_> for InstantText {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an RFC 3339 formatted date and time string")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            parse(text)
+                .map(Ok)
+                .unwrap_or_else(|| {
+                    text.parse::<DateTime<FixedOffset>>()
+                        .map(|at| at.with_timezone(&Utc))
+                })
+                .map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_str(InstantText)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, the shape written here, as the instant it names; `None`
+/// for any other text, valid or not (chrono's parser then decides).
+fn parse(text: &str) -> Option<DateTime<Utc>> {
+    let bytes = text.as_bytes();
+    let (&b'Z', body) = bytes.split_last()? else {
+        return None;
+    };
+    if body.len() < 19 || [body[4], body[7], body[10], body[13], body[16]] != *b"--T::" {
+        return None;
+    }
+    let date = read_date(&body[..10])?;
+    let (hour, minute, second) = (
+        number(&body[11..13])?,
+        number(&body[14..16])?,
+        number(&body[17..19])?,
+    );
+    let nano = match &body[19..] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            number(digits)? * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    // A leap second (:60) goes to chrono, with every out-of-range field.
+    let time =
+        chrono::NaiveTime::from_hms_nano_opt(hour, minute, second, nano).filter(|_| second < 60)?;
+    Some(date.and_time(time).and_utc())
+}
+
+/// The value of a run of ASCII digits (at most nine), or `None` if any byte is not one.
+fn number(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |value, &byte| {
+        byte.is_ascii_digit()
+            .then(|| value * 10 + u32::from(byte - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD` as the date it names, or `None`.
+fn read_date(text: &[u8]) -> Option<NaiveDate> {
+    if text.len() != 10 || text[4] != b'-' || text[7] != b'-' {
+        return None;
+    }
+    let year = i32::try_from(number(&text[..4])?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(&text[5..7])?, number(&text[8..10])?)
+}
+
+/// Calendar dates (a date of birth) as `YYYY-MM-DD`, written and read exactly as chrono's own
+/// `Serialize` and `Deserialize` of `NaiveDate` do, for `#[serde(with = "timestamp::date")]`.
+pub mod date {
+    use super::{Text, de, read_date};
+    use chrono::{Datelike, NaiveDate};
+    use serde::de::Visitor;
+    use serde::{Deserializer, Serialize, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(date: &NaiveDate, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(year) = u32::try_from(date.year()).ok().filter(|y| *y <= 9999) else {
+            return date.serialize(serializer);
+        };
+        let mut text = Text {
+            bytes: [0; super::LONGEST],
+            len: 0,
+        };
+        text.digits(year, 4);
+        text.push(b'-');
+        text.digits(date.month(), 2);
+        text.push(b'-');
+        text.digits(date.day(), 2);
+        serializer.serialize_str(text.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveDate, D::Error> {
+        struct DateText;
+
+        impl Visitor<'_> for DateText {
+            type Value = NaiveDate;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a formatted date string")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                read_date(text.as_bytes())
+                    .map(Ok)
+                    .unwrap_or_else(|| text.parse::<NaiveDate>())
+                    .map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(DateText)
     }
 }
 
@@ -222,6 +348,106 @@ mod tests {
                 String::from_utf8(ours).unwrap(),
                 serde_json::to_string(&at).unwrap()
             );
+        }
+    }
+
+    /// chrono's reading of `json`, and ours, as values or error messages.
+    fn both_read<T, F>(json: &str, ours: F) -> (Result<T, String>, Result<T, String>)
+    where
+        T: serde::de::DeserializeOwned,
+        F: FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+        ) -> serde_json::Result<T>,
+    {
+        let chronos = serde_json::from_str::<T>(json).map_err(|e| e.to_string());
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        (chronos, ours(&mut deserializer).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn an_instant_is_read_as_chrono_reads_it_for_every_instant_and_shape() {
+        for at in instants().into_iter().chain(edges()) {
+            let nano = at.timestamp_subsec_nanos() % 1_000_000_000;
+            // The shapes written here are read from their digits, not handed to chrono; a leap
+            // second is chrono's to read.
+            let text = millis(at);
+            let leap = at.timestamp_subsec_nanos() >= 1_000_000_000;
+            assert_eq!(parse(&text).is_some(), !leap, "{text}");
+            assert!(read_date(&text.as_bytes()[..10]).is_some(), "{text}");
+            let mut texts = vec![
+                serde_json::to_string(&at).unwrap(),
+                format!("\"{}\"", millis(at)),
+                format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                format!("\"{}\"", at.to_rfc3339_opts(SecondsFormat::Nanos, false)),
+                format!("\"{}\"", at.format("%Y-%m-%d %H:%M:%S%.fz")),
+            ];
+            // Every fraction width from one digit to nine.
+            let all = format!("{nano:09}");
+            for width in 1..=9 {
+                let plain = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+                texts.push(format!("\"{plain}.{}Z\"", &all[..width]));
+            }
+            for json in texts {
+                let (chronos, ours) = both_read::<DateTime<Utc>, _>(&json, |d| deserialize(d));
+                assert_eq!(ours, chronos, "{json}");
+            }
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_an_instant_is_refused_as_chrono_refuses_it() {
+        for json in [
+            r#""2026-02-30T10:00:00Z""#,
+            r#""2026-12-07T24:00:00Z""#,
+            r#""2026-12-07T23:60:00Z""#,
+            r#""2026-12-07T23:59:61Z""#,
+            r#""2016-12-31T23:59:60Z""#,
+            r#""2026-12-07T10:00:00.Z""#,
+            r#""2026-12-07T10:00:00.1234567891Z""#,
+            r#""2026-12-07T10:00:00""#,
+            r#""2026-12-07T10:0a:00Z""#,
+            r#""+2026-12-07T10:00:00Z""#,
+            r#""2026-12-07""#,
+            r#""""#,
+            r#""Z""#,
+            "12",
+            "null",
+        ] {
+            let (chronos, ours) = both_read::<DateTime<Utc>, _>(json, |d| deserialize(d));
+            assert_eq!(ours, chronos, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_date_is_written_and_read_as_chrono_does_it() {
+        let mut dates: Vec<NaiveDate> = instants().iter().map(|at| at.date_naive()).collect();
+        dates.extend([
+            NaiveDate::from_ymd_opt(0, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(-1, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(10000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 2, 29).unwrap(),
+        ]);
+        for day in dates {
+            let mut ours = Vec::new();
+            date::serialize(&day, &mut serde_json::Serializer::new(&mut ours)).unwrap();
+            let json = serde_json::to_string(&day).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), json, "{day:?}");
+            let (chronos, ours) = both_read::<NaiveDate, _>(&json, |d| date::deserialize(d));
+            assert_eq!(ours, chronos, "{json}");
+        }
+        for json in [
+            r#""2026-02-30""#,
+            r#""2026-13-01""#,
+            r#""2026-1-01""#,
+            r#""2026-01-01T00:00:00Z""#,
+            r#"" 2026-01-01""#,
+            r#""20260101""#,
+            r#""""#,
+            "20260101",
+        ] {
+            let (chronos, ours) = both_read::<NaiveDate, _>(json, |d| date::deserialize(d));
+            assert_eq!(ours, chronos, "{json}");
         }
     }
 

@@ -3,8 +3,9 @@
 //! replicate them.
 //!
 //! The times of the records that travel by the thousand (customers, waivers, the change log's
-//! entries and the venue's own records) are serialized by [`crate::timestamp`], the same text as
-//! chrono's, written for a fraction of the cost.
+//! entries and the venue's own records), and a customer's date of birth, are written and read by
+//! [`crate::timestamp`]: the same text as chrono's, and the same values, for a fraction of the
+//! cost.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -256,6 +257,7 @@ pub struct CustomerRecord {
     pub id: Uuid,
     pub first_name: String,
     pub last_name: String,
+    #[serde(with = "crate::timestamp::date")]
     pub birth_date: NaiveDate,
     /// Normalised to digits with an optional leading `+`.
     pub phone: Option<String>,
@@ -263,7 +265,7 @@ pub struct CustomerRecord {
     pub guardian_id: Option<Uuid>,
     /// The venue that registered the customer.
     pub home_site_id: Uuid,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -273,9 +275,9 @@ pub struct WaiverRecord {
     pub customer_id: Uuid,
     pub site_id: Uuid,
     pub signer_name: String,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub signed_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub expires_at: DateTime<Utc>,
     /// The version of the waiver text the signer was shown: the newest the venue held when it
     /// was signed. `None` when the chain had published none, and on waivers signed (or queued)
@@ -466,7 +468,7 @@ pub struct Change {
     pub data: serde_json::Value,
     /// When central logged the change: with `seq` and `entity_id` it identifies this entry, so
     /// an edge can tell a restored change log that reused the seq (see [`ChangeAnchor`]).
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub changed_at: DateTime<Utc>,
 }
 

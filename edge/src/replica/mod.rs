@@ -245,7 +245,7 @@ impl Replica {
         limit: u32,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<CustomerView>> {
-        self.read_now(|c| customers_where(c, "phone", &phone, after, limit, now))
+        self.read_now(|c| customers_where(c, CustomerKey::Phone, &phone, after, limit, now))
     }
 
     /// Indexed lookup of one page (at most `limit` rows after `after`, oldest registration
@@ -257,7 +257,7 @@ impl Replica {
         limit: u32,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<CustomerView>> {
-        self.read_now(|c| customers_where(c, "email", &email, after, limit, now))
+        self.read_now(|c| customers_where(c, CustomerKey::Email, &email, after, limit, now))
     }
 
     pub async fn customer(self: &Arc<Self>, id: Uuid) -> anyhow::Result<Option<CustomerRecord>> {
@@ -325,9 +325,36 @@ pub fn jumper(c: &Connection, id: Uuid) -> anyhow::Result<Option<Jumper>> {
     customer_as(c, id)
 }
 
+/// The column a customer is looked up by.
+#[derive(Clone, Copy)]
+enum CustomerKey {
+    Phone,
+    Email,
+}
+
+/// The lookup's statement by `$column`, with or without `$cursor`: constant text, so the
+/// statement cache finds it without the text being built on every lookup.
+macro_rules! customers_where_sql {
+    ($column:literal, $cursor:literal) => {
+        concat!(
+            "SELECT data,
+            EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2),
+            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'stored_value'),
+            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'arcade_credits'),
+            EXISTS (SELECT 1 FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
+            EXISTS (SELECT 1 FROM checkins k WHERE k.customer_id = customers.id AND k.ends_at > ?2)
+         FROM customers WHERE ",
+            $column,
+            " = ?1 ",
+            $cursor,
+            " ORDER BY created_at, id LIMIT ?3"
+        )
+    };
+}
+
 fn customers_where(
     c: &Connection,
-    column: &str,
+    key: CustomerKey,
     value: &str,
     after: Option<&TimeKey>,
     limit: u32,
@@ -337,21 +364,17 @@ fn customers_where(
     // session runs come from correlated point lookups on their indexes); only a customer with
     // a running session or membership visits, or a minor without a waiver of their own, costs
     // another query.
-    // `column` is one of two constants chosen by the caller, never request input.
-    let cursor = if after.is_some() {
-        "AND (created_at, id) > (?4, ?5)"
-    } else {
-        ""
+    let sql = match (key, after.is_some()) {
+        (CustomerKey::Phone, false) => customers_where_sql!("phone", ""),
+        (CustomerKey::Phone, true) => {
+            customers_where_sql!("phone", "AND (created_at, id) > (?4, ?5)")
+        }
+        (CustomerKey::Email, false) => customers_where_sql!("email", ""),
+        (CustomerKey::Email, true) => {
+            customers_where_sql!("email", "AND (created_at, id) > (?4, ?5)")
+        }
     };
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT data,
-            EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2),
-            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'stored_value'),
-            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'arcade_credits'),
-            EXISTS (SELECT 1 FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
-            EXISTS (SELECT 1 FROM checkins k WHERE k.customer_id = customers.id AND k.ends_at > ?2)
-         FROM customers WHERE {column} = ?1 {cursor} ORDER BY created_at, id LIMIT ?3"
-    ))?;
+    let mut stmt = c.prepare_cached(sql)?;
     let now_at = now;
     let now = ts(now);
     let after = after.map(|(at, id)| (ts(*at), *id));

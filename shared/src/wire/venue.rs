@@ -158,7 +158,7 @@ pub struct LedgerEntry {
     /// The order, refund or check-in that caused the entry.
     pub ref_id: Option<Uuid>,
     pub site_id: Uuid,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
     /// Visits a membership granted lapse then, used or not (see [`Grant::per`] and
     /// `crate::ledger`). Carried by the entry so every venue counts them alike.
@@ -247,7 +247,7 @@ pub struct OrderRecord {
     pub change_cents: i64,
     /// Who sold it: `device:<id>` or `user:<id>`.
     pub sold_by: String,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -336,7 +336,7 @@ pub struct RefundRecord {
     pub reason: String,
     /// Who refunded it: `user:<id>`.
     pub refunded_by: String,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -406,11 +406,11 @@ pub struct CheckinRecord {
     pub order_id: Option<Uuid>,
     /// The visit spent (membership check-ins).
     pub ledger_entry_id: Option<Uuid>,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub starts_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub ends_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -439,7 +439,7 @@ pub struct ScoreRecord {
     pub score: i64,
     /// The game station that posted it.
     pub device_id: Option<Uuid>,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 
