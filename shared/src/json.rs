@@ -21,10 +21,17 @@ pub struct JsonText<T> {
     of: PhantomData<fn() -> T>,
 }
 
+/// The buffer a [`JsonText`] is written into starts at this size, which holds a venue record or a
+/// lookup's answer whole: serde_json's own starts at 128 bytes and is grown, and copied, several
+/// times on the way to the size of a sale.
+const STARTING_CAPACITY: usize = 1024;
+
 impl<T: Serialize> JsonText<T> {
     pub fn new(value: &T) -> serde_json::Result<Self> {
+        let mut bytes = Vec::with_capacity(STARTING_CAPACITY);
+        serde_json::to_writer(&mut bytes, value)?;
         Ok(Self {
-            text: serde_json::to_string(value)?,
+            text: String::from_utf8(bytes).expect("serde_json writes UTF-8"),
             of: PhantomData,
         })
     }

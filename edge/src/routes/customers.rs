@@ -10,12 +10,11 @@ use aero_shared::ApiError;
 use aero_shared::auth::extract::Auth;
 use aero_shared::auth::principal::Permission;
 use aero_shared::idempotency::Answer;
-use aero_shared::json::ValidJson;
+use aero_shared::json::{JsonText, ValidJson};
 use aero_shared::openapi::guarded;
 use aero_shared::page::{PageQuery, TimeKey};
 use aero_shared::validate::{Validate, Validator, normalize_phone};
 use aero_shared::wire::{CustomerRecord, Entity, OpKind, WaiverRecord};
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{Months, NaiveDate, SubsecRound, Utc};
@@ -194,7 +193,7 @@ async fn lookup(
     _auth: Auth,
     Query(query): Query<LookupQuery>,
     Query(paging): Query<PageQuery>,
-) -> Result<Json<Customers>, ApiError> {
+) -> Result<JsonText<Customers>, ApiError> {
     let page = paging.page::<TimeKey>()?;
     let (after, fetch) = (page.after.as_ref(), page.fetch());
     let now = state.clock.now();
@@ -227,10 +226,11 @@ async fn lookup(
         }
     };
     let paged = page.finish(customers, |c| (c.customer.created_at, c.customer.id));
-    Ok(Json(Customers {
+    JsonText::new(&Customers {
         customers: paged.rows,
         next_after: paged.next_after,
-    }))
+    })
+    .map_err(ApiError::internal)
 }
 
 /// The lookup's answer, serialized straight from the rows (no intermediate `Value`).
