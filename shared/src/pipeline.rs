@@ -200,8 +200,14 @@ fn add_security_headers<B>(mut response: axum::http::Response<B>) -> axum::http:
     headers
         .entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    // What CORS answers depend on (see `cors`), on every answer: one with no `Origin` may be
+    // cached and then offered to a page that sent one.
+    headers.append(header::VARY, HeaderValue::from_static(CORS_VARY));
     response
 }
+
+/// The request headers a CORS answer depends on, as tower-http's CORS layer lists them.
+const CORS_VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 
 /// A caller's request id (an edge's sync request carries its own) is kept so both sides log
 /// the same id, when it is one short run of visible ASCII; anything else (empty, too long, with
@@ -245,6 +251,9 @@ fn cors(origins: &[String]) -> CorsLayer {
         // A browser client reads the tag of what it loaded to send it back as If-Match.
         .expose_headers([header::ETAG])
         .max_age(Duration::from_secs(600))
+        // `add_security_headers` sends the same `Vary` as one constant, where the layer would
+        // join the names into a new header value for every request.
+        .vary([] as [HeaderName; 0])
 }
 
 #[cfg(test)]
@@ -257,6 +266,7 @@ mod tests {
         assert_eq!(plain.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(plain.headers()[header::X_FRAME_OPTIONS], "DENY");
         assert_eq!(plain.headers()[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(plain.headers()[header::VARY], CORS_VARY);
         assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-store");
         assert_eq!(
             plain.headers()[header::CONTENT_SECURITY_POLICY],

@@ -49,6 +49,16 @@ async fn cors_allows_only_configured_origins() {
         allowed.headers()["access-control-allow-origin"],
         "https://admin.aerosports.example"
     );
+    let vary = "origin, access-control-request-method, access-control-request-headers";
+    assert_eq!(allowed.headers()["vary"], vary);
+    // An answer to a request without an Origin says the same, as a cache may keep it.
+    let plain = central
+        .request(Method::GET, "/v1/sites")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.headers().get_all("vary").iter().count(), 1);
+    assert_eq!(plain.headers()["vary"], vary);
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(
         refused
