@@ -145,9 +145,9 @@ pub fn apply(
                     .unwrap_or("-");
                 tracing::info_span!(
                     "request",
-                    method = %Verbatim(request.method().as_str()),
-                    path = %Verbatim(request.uri().path()),
-                    request_id = %Verbatim(id),
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %id,
                 )
             }),
         )
@@ -164,17 +164,6 @@ pub fn apply(
             Duration::from_secs(settings.request_timeout_secs.max(1)),
         ));
     router.layer(stack)
-}
-
-/// A span field's text, written as it is. `str`'s own `Display` goes through
-/// `Formatter::pad`, which counts the characters for a width no one asked for, and the request
-/// span's fields are formatted for every request.
-struct Verbatim<'a>(&'a str);
-
-impl std::fmt::Display for Verbatim<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
 }
 
 /// A handler that panics answers 500 problem+json, logged with the panic's message, instead of
