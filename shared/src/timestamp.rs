@@ -51,6 +51,21 @@ impl Text {
         self.len += width;
     }
 
+    /// `YYYY-MM-DD`, or `None` for a year chrono writes with a sign.
+    fn date(date: NaiveDate) -> Option<Text> {
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        let mut text = Text {
+            bytes: [0; LONGEST],
+            len: 0,
+        };
+        text.digits(year, 4);
+        text.push(b'-');
+        text.digits(date.month(), 2);
+        text.push(b'-');
+        text.digits(date.day(), 2);
+        Some(text)
+    }
+
     fn as_str(&self) -> &str {
         // Only ASCII digits and separators were written.
         std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII")
@@ -61,22 +76,13 @@ impl Text {
 fn write(at: &DateTime<Utc>, fraction: Fraction) -> Option<Text> {
     // The accessors of `DateTime` each work out the local date and time again.
     let (date, time) = (at.date_naive(), at.time());
-    let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
-    let mut text = Text {
-        bytes: [0; LONGEST],
-        len: 0,
-    };
+    let mut text = Text::date(date)?;
     // A leap second is held as second 59 with a nanosecond past one billion.
     let (mut second, mut nano) = (time.second(), time.nanosecond());
     if nano >= 1_000_000_000 {
         second += 1;
         nano -= 1_000_000_000;
     }
-    text.digits(year, 4);
-    text.push(b'-');
-    text.digits(date.month(), 2);
-    text.push(b'-');
-    text.digits(date.day(), 2);
     text.push(b'T');
     text.digits(time.hour(), 2);
     text.push(b':');
@@ -191,25 +197,16 @@ fn read_date(text: &[u8]) -> Option<NaiveDate> {
 /// `Serialize` and `Deserialize` of `NaiveDate` do, for `#[serde(with = "timestamp::date")]`.
 pub mod date {
     use super::{Text, de, read_date};
-    use chrono::{Datelike, NaiveDate};
+    use chrono::NaiveDate;
     use serde::de::Visitor;
     use serde::{Deserializer, Serialize, Serializer};
     use std::fmt;
 
     pub fn serialize<S: Serializer>(date: &NaiveDate, serializer: S) -> Result<S::Ok, S::Error> {
-        let Some(year) = u32::try_from(date.year()).ok().filter(|y| *y <= 9999) else {
-            return date.serialize(serializer);
-        };
-        let mut text = Text {
-            bytes: [0; super::LONGEST],
-            len: 0,
-        };
-        text.digits(year, 4);
-        text.push(b'-');
-        text.digits(date.month(), 2);
-        text.push(b'-');
-        text.digits(date.day(), 2);
-        serializer.serialize_str(text.as_str())
+        match Text::date(*date) {
+            Some(text) => serializer.serialize_str(text.as_str()),
+            None => date.serialize(serializer),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveDate, D::Error> {
