@@ -202,8 +202,11 @@ pub(super) fn sync_loop(
 mod tests {
     use super::super::{WalBudget, Writer, append_op, pending};
     use super::*;
+    use crate::config::SyncSettings;
+    use crate::credential::Credential;
     use crate::replica::Replica;
-    use aero_shared::wire::{Entity, OpKind};
+    use crate::sync::SyncEngine;
+    use aero_shared::wire::{Entity, OpKind, PushRequest, PushResponse};
     use chrono::Utc;
     use tokio::sync::mpsc;
     use uuid::Uuid;
@@ -287,6 +290,88 @@ mod tests {
         held.release.send(Ok(())).expect("release");
         assert_eq!(sale.await.expect("join").expect("the sale"), 1);
         durable.await.expect("join").expect("durable");
+    }
+
+    /// A stand-in for central's push endpoint on loopback: reports the seqs of each batch it is
+    /// sent and acknowledges them all.
+    async fn central_taking_pushes() -> (String, mpsc::UnboundedReceiver<Vec<i64>>) {
+        let (received, pushes) = mpsc::unbounded_channel();
+        let store_id = Uuid::now_v7();
+        let take = move |axum::Json(batch): axum::Json<PushRequest>| {
+            let seqs: Vec<i64> = batch.ops.iter().map(|op| op.seq).collect();
+            let acked_seq = seqs.last().copied().unwrap_or(0);
+            let _ = received.send(seqs);
+            std::future::ready(axum::Json(PushResponse {
+                acked_seq,
+                expected_seq: None,
+                rejected: Vec::new(),
+                forked_at: None,
+                store_id,
+                head: acked_seq,
+            }))
+        };
+        let app = axum::Router::new().route("/v1/sync/push", axum::routing::post(take));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, pushes)
+    }
+
+    #[tokio::test]
+    async fn the_push_sends_an_op_it_read_only_once_the_ops_commit_is_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (replica, writer, mut held) = start(dir.path());
+        let (central_url, mut pushes) = central_taking_pushes().await;
+        let credential = Credential {
+            central_url,
+            site_id: Uuid::now_v7(),
+            device_id: Uuid::now_v7(),
+            api_key: String::from("aero_test-key").into(),
+            next_seq: 1,
+            store_id: None,
+        };
+        let engine = SyncEngine::new(
+            credential,
+            SyncSettings::default(),
+            Arc::clone(&replica),
+            writer.clone(),
+        )
+        .expect("sync engine");
+        let sale = append(&writer, 1);
+        held.calls
+            .recv()
+            .await
+            .expect("the sale's group is syncing");
+        let push = tokio::spawn(async move {
+            let settled = engine.push_batch().await.expect("push");
+            settled.map(|settled| settled.confirmed)
+        });
+        // The op is committed, so the push reads it; it then waits for the fsync (a subscriber
+        // to the writer's progress) instead of sending the op to central.
+        let waiting = async {
+            while writer.horizon.progress.receiver_count() == 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            () = waiting => {}
+            seqs = pushes.recv() => panic!("ops {seqs:?} left the box before their commit was durable"),
+        }
+        assert!(!push.is_finished());
+        held.release.send(Ok(())).expect("release the sale's fsync");
+        assert_eq!(pushes.recv().await.expect("pushed once durable"), [1]);
+        // Recording central's acknowledgement is a write of its own, made durable in turn.
+        held.calls
+            .recv()
+            .await
+            .expect("the settle's group is syncing");
+        held.release
+            .send(Ok(()))
+            .expect("release the settle's fsync");
+        assert_eq!(push.await.expect("join"), Some(1));
+        assert_eq!(sale.await.expect("join").expect("the sale"), 1);
     }
 
     #[tokio::test]
