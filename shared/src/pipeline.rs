@@ -207,7 +207,8 @@ fn add_security_headers<B>(mut response: axum::http::Response<B>) -> axum::http:
     response
 }
 
-/// The request headers a CORS answer depends on, as tower-http's CORS layer lists them.
+/// The request headers a CORS answer depends on, as tower-http's CORS layer lists them (a test
+/// holds the two together).
 const CORS_VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 
 /// A caller's request id (an edge's sync request carries its own) is kept so both sides log
@@ -260,6 +261,14 @@ fn cors(origins: &[String]) -> CorsLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vary_sent_is_the_one_tower_https_cors_layer_would_send() {
+        let names: Vec<String> = tower_http::cors::preflight_request_headers()
+            .map(|name| name.as_str().to_owned())
+            .collect();
+        assert_eq!(CORS_VARY, names.join(", "));
+    }
 
     #[test]
     fn security_headers_are_added_and_a_routes_own_cache_policy_is_kept() {
