@@ -21,9 +21,10 @@ pub struct JsonText<T> {
     of: PhantomData<fn() -> T>,
 }
 
-/// The buffer a [`JsonText`] is written into starts at this size, which holds a venue record or a
-/// lookup's answer whole: serde_json's own starts at 128 bytes and is grown, and copied, several
-/// times on the way to the size of a sale.
+/// The buffer a [`JsonText`] is written into starts at this size, which holds a typical venue
+/// record or a one-customer lookup's answer whole (a larger one grows it as before): serde_json's
+/// own starts at 128 bytes and is grown, and copied, several times on the way to the size of a
+/// sale.
 const STARTING_CAPACITY: usize = 1024;
 
 impl<T: Serialize> JsonText<T> {
