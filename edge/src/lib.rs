@@ -23,7 +23,7 @@ use crate::config::Settings;
 use crate::credential::Credential;
 use crate::outbox::Writer;
 use crate::replica::Replica;
-use crate::routes::{AppState, SyncGauges};
+use crate::routes::{AppState, Services, SyncGauges};
 use crate::sync::SyncEngine;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::JwtKeys;
@@ -99,7 +99,7 @@ pub fn build_with_clock(
     let gauges = Arc::new(SyncGauges::register(&mut registry));
     let live = Arc::new(live::LiveHub::with_settings(settings.live));
     live.register_metrics(&mut registry);
-    let state = AppState {
+    let state = AppState::new(Services {
         replica: Arc::clone(&replica),
         writer: writer.clone(),
         security: Arc::clone(&security),
@@ -110,7 +110,7 @@ pub fn build_with_clock(
         live,
         clock,
         plugs: Arc::default(),
-    };
+    });
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(ReplicaIdempotency(writer.clone()));
     let (router, _) = routes::documented();
     let router = router

@@ -5,7 +5,7 @@
 use aero_edge::auth::{ReplicaCredentials, ReplicaIdempotency};
 use aero_edge::outbox::Writer;
 use aero_edge::replica::Replica;
-use aero_edge::routes::{AppState, SyncGauges, api_router};
+use aero_edge::routes::{AppState, Services, SyncGauges, api_router};
 use aero_shared::ApiError;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::{JwtKeys, StaffIdentity};
@@ -107,7 +107,7 @@ impl Venue {
             served_site: Some(site_id),
         });
         let mut registry = Registry::default();
-        let state = AppState {
+        let state = AppState::new(Services {
             replica,
             writer,
             security,
@@ -118,7 +118,7 @@ impl Venue {
             live: Arc::new(aero_edge::live::LiveHub::new()),
             clock: Arc::new(aero_shared::clock::SystemClock),
             plugs: Arc::default(),
-        };
+        });
         Self {
             _dir: dir,
             state,
