@@ -17,7 +17,7 @@ pub mod store;
 use crate::config::Settings;
 use crate::credentials::StoreCredentials;
 use crate::hints::ChangeHints;
-use crate::state::{AppState, SyncMetrics};
+use crate::state::{AppState, Services, SyncMetrics};
 use crate::store::Store;
 use aero_shared::auth::extract::Security;
 use aero_shared::auth::jwt::JwtKeys;
@@ -82,7 +82,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
     let hints = ChangeHints::start(Arc::clone(&store)).await?;
     spawn_housekeeping(Arc::clone(&security), &store);
     let presence = presence::EdgePresence::new(Arc::clone(&clock));
-    let state = AppState {
+    let state = AppState::new(Services {
         store: Arc::clone(&store),
         security,
         settings: Arc::clone(&settings),
@@ -93,7 +93,7 @@ pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<(Ro
         hints,
         presence,
         shutdown: CancellationToken::new(),
-    };
+    });
     let idempotency_store: Arc<dyn IdempotencyStore> = Arc::new(StoreIdempotency(state.clone()));
     let (router, _) = routes::documented();
     let api = router

@@ -5,16 +5,19 @@ use crate::hints::ChangeHints;
 use crate::store::{Actor, Store};
 use aero_shared::auth::extract::{Auth, Security};
 use aero_shared::clock::SharedClock;
+use aero_shared::handler_state::{HandlerState, WithSecurity};
 use aero_shared::metrics::HttpMetrics;
-use axum::extract::FromRef;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler reaches: the services below, behind one reference count.
+pub type AppState = HandlerState<Services>;
+
+/// Central's services, as the routes use them.
+pub struct Services {
     pub store: Arc<dyn Store>,
     pub security: Arc<Security>,
     pub settings: Arc<Settings>,
@@ -31,9 +34,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-impl FromRef<AppState> for Arc<Security> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.security)
+impl WithSecurity for Services {
+    fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 }
 

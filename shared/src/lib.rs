@@ -8,6 +8,7 @@ pub mod cron_expr;
 pub mod data_lock;
 pub mod etag;
 pub mod files;
+pub mod handler_state;
 pub mod idempotency;
 pub mod json;
 pub mod ledger;

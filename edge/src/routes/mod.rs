@@ -19,9 +19,9 @@ use crate::outbox::Writer;
 use crate::replica::Replica;
 use aero_shared::auth::extract::Security;
 use aero_shared::clock::SharedClock;
+use aero_shared::handler_state::{HandlerState, WithSecurity};
 use aero_shared::metrics::HttpMetrics;
 use aero_shared::openapi;
-use axum::extract::FromRef;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -106,25 +106,8 @@ impl SyncGauges {
     }
 }
 
-/// What every handler reaches, behind one reference count. axum clones the state several times
-/// per request (the route's service, the handler, the `State` extractor): one `Arc` to bump
-/// instead of one per service keeps those clones to a single atomic operation each.
-#[derive(Clone, Debug)]
-pub struct AppState(Arc<Services>);
-
-impl AppState {
-    pub fn new(services: Services) -> Self {
-        Self(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+/// What every handler reaches: the services below, behind one reference count.
+pub type AppState = HandlerState<Services>;
 
 /// The edge's services, as the routes use them.
 #[derive(Debug)]
@@ -145,9 +128,9 @@ pub struct Services {
     pub plugs: Arc<crate::plugs::reconcile::PlugBoard>,
 }
 
-impl FromRef<AppState> for Arc<Security> {
-    fn from_ref(state: &AppState) -> Self {
-        Arc::clone(&state.security)
+impl WithSecurity for Services {
+    fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 }
 
