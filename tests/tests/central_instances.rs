@@ -79,12 +79,21 @@ async fn an_instance_without_the_socket_sees_the_venue_online_by_its_heartbeat_a
     )
     .await;
 
-    // The other instance's clock runs 10 s ahead: past the 3 s in which a push or pull alone
-    // counts as online, so only the heartbeat can say so there.
-    let clock = Arc::new(ManualClock::new(Utc::now() + Span::seconds(10)));
+    // The other instance's clock runs 30 s ahead: past the 3 s in which a push or pull alone
+    // counts as online for as long as this test runs, so only the heartbeat can say so there.
+    // The holder may have said online by the socket or a pull before the heartbeat it writes
+    // on connecting reached the database, so the other instance is asked until it is there.
+    let clock = Arc::new(ManualClock::new(Utc::now() + Span::seconds(30)));
     let other = other_instance(&holder, Arc::clone(&clock)).await;
-    let seen = venue_status(other, &owner, site).await;
-    assert_eq!(seen["online"], true, "{seen}");
+    wait_until(
+        "the venue online on the other instance by its heartbeat",
+        Duration::from_secs(10),
+        || {
+            let owner = owner.clone();
+            async move { venue_status(other, &owner, site).await["online"] == true }
+        },
+    )
+    .await;
 
     // The edge stops: its socket closes on the holder, and the other instance sees it.
     edge.stop().await;
