@@ -56,6 +56,21 @@ async fn venue_status(addr: SocketAddr, token: &str, site: Uuid) -> Value {
         .clone()
 }
 
+/// Waits until `addr` says the venue is `online` (or not), within `within`.
+async fn wait_for_venue(
+    what: &str,
+    addr: SocketAddr,
+    token: &str,
+    site: Uuid,
+    online: bool,
+    within: Duration,
+) {
+    wait_until(what, within, || async move {
+        venue_status(addr, token, site).await["online"] == online
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_instance_without_the_socket_sees_the_venue_online_by_its_heartbeat_and_offline_once_it_closes()
  {
@@ -69,13 +84,13 @@ async fn an_instance_without_the_socket_sees_the_venue_online_by_its_heartbeat_a
         .trim_start_matches("http://")
         .parse()
         .unwrap();
-    wait_until(
+    wait_for_venue(
         "the venue online where its socket is",
+        holder_addr,
+        &owner,
+        site,
+        true,
         Duration::from_secs(10),
-        || {
-            let owner = owner.clone();
-            async move { venue_status(holder_addr, &owner, site).await["online"] == true }
-        },
     )
     .await;
 
@@ -85,38 +100,38 @@ async fn an_instance_without_the_socket_sees_the_venue_online_by_its_heartbeat_a
     // on connecting reached the database, so the other instance is asked until it is there.
     let clock = Arc::new(ManualClock::new(Utc::now() + Span::seconds(30)));
     let other = other_instance(&holder, Arc::clone(&clock)).await;
-    wait_until(
+    wait_for_venue(
         "the venue online on the other instance by its heartbeat",
+        other,
+        &owner,
+        site,
+        true,
         Duration::from_secs(10),
-        || {
-            let owner = owner.clone();
-            async move { venue_status(other, &owner, site).await["online"] == true }
-        },
     )
     .await;
 
     // The edge stops: its socket closes on the holder, and the other instance sees it.
     edge.stop().await;
-    wait_until(
+    wait_for_venue(
         "the venue offline on the other instance",
+        other,
+        &owner,
+        site,
+        false,
         Duration::from_secs(5),
-        || {
-            let owner = owner.clone();
-            async move { venue_status(other, &owner, site).await["online"] == false }
-        },
     )
     .await;
     assert!(!venue_status(other, &owner, site).await["offline_since"].is_null());
 
     // It comes back: a new socket, heard after the close.
     edge.restart().await;
-    wait_until(
+    wait_for_venue(
         "the venue online again on the other instance",
+        other,
+        &owner,
+        site,
+        true,
         Duration::from_secs(10),
-        || {
-            let owner = owner.clone();
-            async move { venue_status(other, &owner, site).await["online"] == true }
-        },
     )
     .await;
 
