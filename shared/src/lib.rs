@@ -25,6 +25,7 @@ pub mod systemd;
 pub mod table;
 pub mod timestamp;
 pub mod validate;
+pub mod websocket;
 pub mod wire;
 
 pub use problem::{ApiError, FieldError, Problem};

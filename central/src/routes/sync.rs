@@ -235,6 +235,7 @@ async fn notify(
     let closing = state.shutdown.clone();
     let presence = state.presence.clone();
     let mut heartbeat = Heartbeat::new(Arc::clone(&state.store), Arc::clone(&state.clock), site_id);
+    let upgrade = upgrade.read_buffer_size(aero_shared::websocket::READ_BUFFER_BYTES);
     Ok(upgrade.on_upgrade(move |socket| async move {
         // Online on HQ's overview for exactly as long as the socket is open: on this instance
         // by its presence, on the others by the heartbeat it writes.

@@ -61,6 +61,7 @@ async fn live(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .read_buffer_size(aero_shared::websocket::READ_BUFFER_BYTES)
         .on_upgrade(move |ws| async move {
             let (tx, rx) = ws.split();
             let settings = *hub.settings();

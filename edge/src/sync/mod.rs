@@ -34,6 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::Instrument;
 
 /// Central sends a ping every 20 s; this much silence means the hint socket is dead.
@@ -652,10 +653,16 @@ impl SyncEngine {
             HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
         );
         tracing::debug!(%request_id, "opening the change-hint socket");
-        let (mut socket, _) =
-            tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .map_err(|_| anyhow::anyhow!("connecting the hint socket timed out"))??;
+        let (mut socket, _) = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(
+                request,
+                Some(hint_socket_config()),
+                false,
+            ),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting the hint socket timed out"))??;
         *backoff = self.backoff();
         *connected = true;
         // Central is reachable (again): a backlog waiting out a push backoff goes now.
@@ -681,6 +688,11 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// The hint socket reads in small steps: central sends nothing on it but `{"head":N}` and pings.
+fn hint_socket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(aero_shared::websocket::READ_BUFFER_BYTES)
 }
 
 /// The pull request for the page after `cursor`, telling central what waits in the outbox so
