@@ -7,6 +7,7 @@
 //! run in place ([`Replica::read_now`]), because a thread hop costs more than the query.
 
 pub mod apply;
+pub mod batched_wal;
 pub mod scores;
 pub mod venue;
 pub mod waiver_texts;
@@ -74,13 +75,27 @@ pub fn site_of(data_dir: &Path) -> anyhow::Result<Option<Uuid>> {
 }
 
 pub(crate) fn open_connection(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", path.display()))?;
+    let conn = Connection::open_with_flags(path, open_flags())
+        .with_context(|| format!("opening {}", path.display()))?;
+    configure(conn)
+}
+
+/// The writer's connection: as [`open_connection`], and each of its commits reaches the log
+/// file in one write (see [`batched_wal`]).
+fn open_writer_connection(path: &Path) -> anyhow::Result<Connection> {
+    batched_wal::register()?;
+    let conn = Connection::open_with_flags_and_vfs(path, open_flags(), batched_wal::vfs_name())
+        .with_context(|| format!("opening {}", path.display()))?;
+    configure(conn)
+}
+
+fn open_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+fn configure(conn: Connection) -> anyhow::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a sale acknowledged to a terminal survives power loss, not just a process crash.
@@ -148,7 +163,7 @@ impl Replica {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let path = db_path(data_dir);
-        let mut writer = open_connection(&path)?;
+        let mut writer = open_writer_connection(&path)?;
         embedded::migrations::runner()
             .run(&mut writer)
             .context("migrating the edge database")?;
