@@ -134,7 +134,7 @@ unsafe extern "C" fn x_open(
     }
 }
 
-/// The real file's methods.
+/// The real file and its methods.
 ///
 /// # Safety
 /// `file` is a [`BatchedFile`] opened by [`x_open`].
@@ -182,6 +182,22 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
             pending.bytes.shrink_to(KEEP_CAPACITY);
         }
         rc
+    }
+}
+
+/// The real file and its methods, once what `file` holds is written out.
+///
+/// # Safety
+/// `file` is a [`BatchedFile`] opened by [`x_open`].
+unsafe fn flushed(
+    file: *mut ffi::sqlite3_file,
+) -> Result<(*mut ffi::sqlite3_file, ffi::sqlite3_io_methods), c_int> {
+    // SAFETY: per this function's contract.
+    unsafe {
+        match flush(file) {
+            ffi::SQLITE_OK => Ok(real_of(file)),
+            rc => Err(rc),
+        }
     }
 }
 
@@ -263,11 +279,10 @@ unsafe extern "C" fn x_read(
 ) -> c_int {
     // SAFETY: SQLite passes the file it opened.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let (real, methods) = real_of(file);
+        let (real, methods) = match flushed(file) {
+            Ok(real) => real,
+            Err(rc) => return rc,
+        };
         methods.xRead.map_or(ffi::SQLITE_IOERR_READ, |read| {
             read(real, data, amount, offset)
         })
@@ -277,11 +292,10 @@ unsafe extern "C" fn x_read(
 unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
     // SAFETY: SQLite passes the file it opened.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let (real, methods) = real_of(file);
+        let (real, methods) = match flushed(file) {
+            Ok(real) => real,
+            Err(rc) => return rc,
+        };
         methods
             .xTruncate
             .map_or(ffi::SQLITE_IOERR_TRUNCATE, |truncate| truncate(real, size))
@@ -291,11 +305,10 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_in
 unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     // SAFETY: SQLite passes the file it opened.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let (real, methods) = real_of(file);
+        let (real, methods) = match flushed(file) {
+            Ok(real) => real,
+            Err(rc) => return rc,
+        };
         methods
             .xSync
             .map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(real, flags))
@@ -305,11 +318,10 @@ unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int
 unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
     // SAFETY: SQLite passes the file it opened.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let (real, methods) = real_of(file);
+        let (real, methods) = match flushed(file) {
+            Ok(real) => real,
+            Err(rc) => return rc,
+        };
         methods
             .xFileSize
             .map_or(ffi::SQLITE_IOERR_FSTAT, |file_size| file_size(real, size))
@@ -323,11 +335,10 @@ unsafe extern "C" fn x_file_control(
 ) -> c_int {
     // SAFETY: SQLite passes the file it opened.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let (real, methods) = real_of(file);
+        let (real, methods) = match flushed(file) {
+            Ok(real) => real,
+            Err(rc) => return rc,
+        };
         methods
             .xFileControl
             .map_or(ffi::SQLITE_NOTFOUND, |control| control(real, op, arg))
@@ -507,11 +518,17 @@ fn wal_writes_on_this_thread() -> u64 {
 mod tests {
     use super::*;
     use rusqlite::{Connection, OpenFlags};
+    use std::ops::Range;
+    use std::path::{Path, PathBuf};
 
-    fn open(path: &std::path::Path) -> Connection {
+    /// A database in a new directory, its writer's connection through this VFS (as the edge's
+    /// writer: WAL, `synchronous=NORMAL`, no automatic checkpoints) and a table `t`.
+    fn fresh() -> (tempfile::TempDir, PathBuf, Connection) {
         register().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         let conn = Connection::open_with_flags_and_vfs(
-            path,
+            &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             vfs_name(),
         )
@@ -519,12 +536,26 @@ mod tests {
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        conn
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+            .unwrap();
+        (dir, path, conn)
+    }
+
+    /// Inserts a row for each id with a body of `size` bytes, in the caller's transaction.
+    fn insert(conn: &Connection, ids: Range<i64>, size: usize) {
+        let body = "b".repeat(size);
+        for id in ids {
+            conn.execute(
+                "INSERT INTO t (id, body) VALUES (?1, ?2)",
+                rusqlite::params![id, body],
+            )
+            .unwrap();
+        }
     }
 
     /// The database as a crash right now would leave it: its file and its log copied aside
     /// while the writer holds them open, then opened afresh (SQLite recovers the log).
-    fn after_a_crash(path: &std::path::Path) -> Connection {
+    fn after_a_crash(path: &Path) -> Connection {
         let dir = path
             .parent()
             .unwrap()
@@ -537,7 +568,12 @@ mod tests {
         let mut wal_copy = copy.as_os_str().to_owned();
         wal_copy.push("-wal");
         std::fs::copy(wal, wal_copy).unwrap();
-        Connection::open(&copy).unwrap()
+        let conn = Connection::open(&copy).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        conn
     }
 
     fn rows(conn: &Connection) -> Vec<(i64, String)> {
@@ -551,102 +587,49 @@ mod tests {
 
     #[test]
     fn a_commit_is_in_the_log_file_when_it_returns_and_in_one_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = open(&path);
-        writer
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-            .unwrap();
+        let (_dir, path, writer) = fresh();
         // A reader through the default VFS and its own file handle sees only what reached the
         // file: a frame published but still buffered would fail its read.
         let reader = Connection::open(&path).unwrap();
         for round in 0..20_i64 {
             let before = wal_writes_on_this_thread();
             let tx = writer.unchecked_transaction().unwrap();
-            for i in 0..50 {
-                tx.execute(
-                    "INSERT INTO t (id, body) VALUES (?1, ?2)",
-                    rusqlite::params![round * 50 + i, "x".repeat(300)],
-                )
-                .unwrap();
-            }
+            insert(&tx, round * 50..(round + 1) * 50, 300);
             tx.commit().unwrap();
             assert_eq!(
                 wal_writes_on_this_thread() - before,
                 1,
                 "one write per commit"
             );
-            assert_eq!(
-                rows(&reader).len(),
-                usize::try_from((round + 1) * 50).unwrap()
-            );
+            assert_eq!(rows(&reader), rows(&writer));
             assert_eq!(rows(&after_a_crash(&path)), rows(&writer));
         }
-        assert_eq!(rows(&reader), rows(&writer));
-        let check: String = reader
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_eq!(rows(&reader).len(), 1_000);
     }
 
     #[test]
     fn a_rolled_back_transaction_that_spilled_frames_leaves_only_the_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = open(&path);
+        let (_dir, path, writer) = fresh();
         // A cache of ten pages: a big transaction writes frames to the log before its commit.
         writer.pragma_update(None, "cache_size", 10).unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-            .unwrap();
-        writer
-            .execute("INSERT INTO t (id, body) VALUES (0, 'kept')", [])
-            .unwrap();
+        insert(&writer, 0..1, 10);
         let tx = writer.unchecked_transaction().unwrap();
-        for i in 1..2_000 {
-            tx.execute(
-                "INSERT INTO t (id, body) VALUES (?1, ?2)",
-                rusqlite::params![i, "y".repeat(500)],
-            )
-            .unwrap();
-        }
+        insert(&tx, 1..2_000, 500);
         tx.rollback().unwrap();
-        writer
-            .execute("INSERT INTO t (id, body) VALUES (1, 'after')", [])
-            .unwrap();
-        let expected = vec![(0, "kept".to_string()), (1, "after".to_string())];
+        insert(&writer, 1..2, 20);
+        let expected = vec![(0, "b".repeat(10)), (1, "b".repeat(20))];
         assert_eq!(rows(&writer), expected);
-        let reader = Connection::open(&path).unwrap();
-        assert_eq!(rows(&reader), expected);
-        drop(reader);
-        drop(writer);
-        // Reopened from the files alone, as after a crash: the log recovers to the same rows.
-        let reopened = Connection::open(&path).unwrap();
-        assert_eq!(rows(&reopened), expected);
-        let check: String = reopened
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_eq!(rows(&Connection::open(&path).unwrap()), expected);
+        assert_eq!(rows(&after_a_crash(&path)), expected);
     }
 
     #[test]
     fn a_commit_that_rewrote_frames_it_spilled_is_in_the_log_file_with_its_checksums() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = open(&path);
+        let (_dir, path, writer) = fresh();
         writer.pragma_update(None, "cache_size", 10).unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-            .unwrap();
         for round in 0..3_i64 {
             let tx = writer.unchecked_transaction().unwrap();
-            for i in 0..500 {
-                tx.execute(
-                    "INSERT INTO t (id, body) VALUES (?1, ?2)",
-                    rusqlite::params![round * 1_000 + i, "s".repeat(400)],
-                )
-                .unwrap();
-            }
+            insert(&tx, round * 1_000..round * 1_000 + 500, 400);
             // Pages spilled to the log earlier in this transaction change again: SQLite
             // overwrites their frames in place and rewrites the checksums at the commit.
             tx.execute(
@@ -655,49 +638,29 @@ mod tests {
             )
             .unwrap();
             tx.commit().unwrap();
-            let recovered = after_a_crash(&path);
-            assert_eq!(rows(&recovered), rows(&writer));
-            let check: String = recovered
-                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(check, "ok");
+            assert_eq!(rows(&after_a_crash(&path)), rows(&writer));
         }
     }
 
     #[test]
     fn a_commit_bigger_than_the_buffer_and_a_restarted_log_read_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = open(&path);
-        writer
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-            .unwrap();
-        let big = |conn: &Connection, from: i64| {
-            let tx = conn.unchecked_transaction().unwrap();
-            for i in from..from + 1_000 {
-                tx.execute(
-                    "INSERT INTO t (id, body) VALUES (?1, ?2)",
-                    rusqlite::params![i, "z".repeat(2_000)],
-                )
-                .unwrap();
-            }
-            tx.commit().unwrap();
-        };
+        let (_dir, path, writer) = fresh();
         // About 2 MB of frames: buffered up to MAX_BUFFERED at a time, written in pieces of
         // MAX_WRITE.
-        big(&writer, 0);
+        let tx = writer.unchecked_transaction().unwrap();
+        insert(&tx, 0..1_000, 2_000);
+        tx.commit().unwrap();
+        assert_eq!(rows(&after_a_crash(&path)), rows(&writer));
         // Everything copied back into the database: the next commit starts the log over at its
         // first frame, a write that does not continue the buffer.
         let reader = Connection::open(&path).unwrap();
         reader
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .unwrap();
-        big(&writer, 1_000);
+        let tx = writer.unchecked_transaction().unwrap();
+        insert(&tx, 1_000..2_000, 2_000);
+        tx.commit().unwrap();
         assert_eq!(rows(&reader).len(), 2_000);
-        drop(writer);
-        let check: String = reader
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_eq!(rows(&after_a_crash(&path)), rows(&writer));
     }
 }
