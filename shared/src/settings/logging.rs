@@ -1,6 +1,7 @@
 //! Logging set-up: human-readable lines or one JSON object per line, on stderr (journald under
 //! systemd), filtered by `RUST_LOG` (default `info`).
 
+use super::plain_fields::PlainFields;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 
@@ -26,12 +27,14 @@ pub fn init_tracing(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let colour = std::io::stderr().is_terminal() && !no_color;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && !no_color)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
+        LogFormat::Human if colour => builder.init(),
+        LogFormat::Human => builder.fmt_fields(PlainFields).init(),
         LogFormat::Json => builder
             .json()
             .with_current_span(true)

@@ -4,6 +4,7 @@
 
 pub mod environment;
 pub mod logging;
+mod plain_fields;
 
 pub use logging::{LogFormat, init_tracing};
 
