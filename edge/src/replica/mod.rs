@@ -354,9 +354,7 @@ macro_rules! customers_where_sql {
         concat!(
             "SELECT data,
             EXISTS (SELECT 1 FROM waivers w WHERE w.customer_id = customers.id AND w.expires_at > ?2),
-            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'stored_value'),
-            (SELECT COALESCE(SUM(delta), 0) FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'arcade_credits'),
-            EXISTS (SELECT 1 FROM ledger l WHERE l.customer_id = customers.id AND l.account = 'visits'),
+            EXISTS (SELECT 1 FROM ledger l WHERE l.customer_id = customers.id),
             EXISTS (SELECT 1 FROM checkins k WHERE k.customer_id = customers.id AND k.ends_at > ?2)
          FROM customers WHERE ",
             $column,
@@ -375,10 +373,10 @@ fn customers_where(
     limit: u32,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<CustomerView>> {
-    // The kiosk's hottest read: one statement answers the common case (balances and whether any
-    // session runs come from correlated point lookups on their indexes); only a customer with
-    // a running session or membership visits, or a minor without a waiver of their own, costs
-    // another query.
+    // The kiosk's hottest read: one statement answers the common case (whether a waiver is valid,
+    // any ledger entry exists or any session runs come from correlated point lookups on their
+    // indexes); only a customer with ledger entries or a running session, or a minor without a
+    // waiver of their own, costs another query.
     let sql = match (key, after.is_some()) {
         (CustomerKey::Phone, false) => customers_where_sql!("phone", ""),
         (CustomerKey::Phone, true) => {
@@ -405,17 +403,14 @@ fn customers_where(
         if !waiver_valid && let Some(guardian) = customer.guardian_id {
             waiver_valid = venue::has_valid_waiver(c, guardian, &now)?;
         }
-        let balances = venue::Balances {
-            stored_value: row.get(2)?,
-            arcade_credits: row.get(3)?,
-            // Only members have visit entries, and theirs can lapse: counted apart.
-            visits: if row.get(4)? {
-                venue::visits_usable(c, customer.id, now_at)?
-            } else {
-                0
-            },
+        // Most customers at the kiosk never bought credit or a membership: one probe of the
+        // ledger says so, and only a customer with entries has them summed.
+        let balances = if row.get(2)? {
+            venue::balances(c, customer.id, now_at)?
+        } else {
+            venue::Balances::default()
         };
-        let active_sessions = if row.get(5)? {
+        let active_sessions = if row.get(3)? {
             venue::active_sessions_of(c, customer.id, &now)?
         } else {
             Vec::new()
