@@ -6,8 +6,9 @@
 //! is created. `DefaultFields` paints each field's name and `=` through `nu_ansi_term`, even with
 //! colour off: two styled strings and a nested format for every field, about 5,500 instructions
 //! for the request span, several percent of a kiosk lookup. Here a plain field is its name, `=`
-//! and its value's `Debug`. The message, errors (with their source lists) and `log.` fields are
-//! handed to `DefaultVisitor`, so their escaping and layout stay tracing-subscriber's own.
+//! and its value's `Debug`; `log.` fields are skipped, as `DefaultVisitor` skips them. The message
+//! and errors (with their source lists) are handed to `DefaultVisitor`, so their escaping and
+//! layout stay tracing-subscriber's own.
 
 use std::fmt;
 use tracing::field::{Field, Visit};
@@ -70,11 +71,6 @@ impl fmt::Write for Pending {
 }
 
 impl PlainVisitor<'_> {
-    /// Whether `DefaultVisitor` writes this field differently from `name=value`.
-    fn is_special(name: &str) -> bool {
-        name == "message" || name.starts_with("r#") || name.starts_with("log.")
-    }
-
     /// Hands the pending text to the writer.
     fn flush(&mut self) {
         if self.pending.len > 0 {
@@ -92,12 +88,14 @@ impl PlainVisitor<'_> {
         let mut default = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
         record(&mut default);
         self.result = default.finish();
-        // Everything handed over is written (`log.` fields never are: they are skipped here).
+        // Everything handed over is written.
         self.is_empty = false;
     }
 
     fn write_plain(&mut self, name: &str, value: &dyn fmt::Debug) {
         use fmt::Write as _;
+        // A raw identifier is shown without its `r#`, as `DefaultVisitor` shows it.
+        let name = name.strip_prefix("r#").unwrap_or(name);
         let separator = if self.is_empty { "" } else { " " };
         self.is_empty = false;
         let start = self.pending.len;
@@ -115,13 +113,14 @@ impl PlainVisitor<'_> {
 
 impl Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
-        }
-        if Self::is_special(field.name()) {
-            self.delegate(|default| default.record_str(field, value));
+        if field.name() == "message" {
+            // A message is written unquoted, escape codes neutralised: tracing-subscriber's way.
+            if self.result.is_ok() {
+                self.delegate(|default| default.record_str(field, value));
+            }
         } else {
-            self.write_plain(field.name(), &value);
+            // Any other text is its `Debug` (quoted), as `DefaultVisitor` writes it.
+            self.record_debug(field, &value);
         }
     }
 
@@ -141,7 +140,7 @@ impl Visit for PlainVisitor<'_> {
             // Log metadata the line already shows; `DefaultVisitor` skips it too.
             return;
         }
-        if Self::is_special(name) {
+        if name == "message" {
             self.delegate(|default| default.record_debug(field, value));
         } else {
             self.write_plain(name, value);
