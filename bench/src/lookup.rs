@@ -6,12 +6,14 @@ use crate::edge::EdgeProcess;
 use crate::load::MakeRequest;
 use crate::measure::{measure, print_table};
 use crate::procfs::{self, CpuSnapshot};
+use crate::wrk_floor::{self, Baseline, WrkFigures};
 use crate::{Cli, flush, mib};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Handle;
 
 pub(crate) async fn run(
@@ -21,7 +23,7 @@ pub(crate) async fn run(
     kiosk: &str,
 ) -> anyhow::Result<()> {
     // The lookup finds what it should before it is timed.
-    let probe = reqwest::Client::builder()
+    let answer = reqwest::Client::builder()
         .no_proxy()
         .build()?
         .get(format!(
@@ -32,8 +34,9 @@ pub(crate) async fn run(
         .header("x-api-key", kiosk)
         .send()
         .await?
-        .json::<serde_json::Value>()
+        .bytes()
         .await?;
+    let probe: serde_json::Value = serde_json::from_slice(&answer)?;
     anyhow::ensure!(
         probe["customers"].as_array().map(Vec::len) == Some(1),
         "the lookup did not find the seeded customer: {probe}"
@@ -50,7 +53,7 @@ pub(crate) async fn run(
     print_table(&[("GET /v1/customers?phone=", &measured)]);
     println!();
     if cli.wrk {
-        run_wrk(cli, edge, kiosk).await?;
+        run_wrk(cli, edge, kiosk, answer).await?;
     }
     flush();
     Ok(())
@@ -67,8 +70,16 @@ pub(crate) fn lookup_request(host: &str, key: &str, i: u64) -> Request<Full<Byte
         .expect("valid request")
 }
 
-pub(crate) async fn run_wrk(cli: &Cli, edge: &EdgeProcess, kiosk: &str) -> anyhow::Result<()> {
-    let Ok(path) = which("wrk") else {
+/// The same lookups from `wrk`, then the same `wrk` against the baseline server of
+/// [`wrk_floor`] answering `answer` (one lookup's body): with no work, and with the edge's CPU
+/// per lookup under this `wrk`.
+pub(crate) async fn run_wrk(
+    cli: &Cli,
+    edge: &EdgeProcess,
+    kiosk: &str,
+    answer: Bytes,
+) -> anyhow::Result<()> {
+    let Ok(wrk) = which("wrk") else {
         println!("(wrk is not installed: `apt-get install -y wrk` to compare.)\n");
         return Ok(());
     };
@@ -87,18 +98,8 @@ end
     )?;
     let pid = edge.pid;
     let before = CpuSnapshot::take(Some(pid));
-    let output = tokio::process::Command::new(path)
-        .args([
-            format!("-t{}", cli.wrk_threads),
-            format!("-c{}", cli.connections),
-            format!("-d{}s", cli.seconds),
-            "--latency".to_string(),
-            "-s".to_string(),
-            script.display().to_string(),
-            format!("http://{}/", edge.addr),
-        ])
-        .output()
-        .await?;
+    let report =
+        wrk_floor::run_wrk(&wrk, cli, &format!("http://{}/", edge.addr), Some(&script)).await?;
     let cpu = procfs::cpu_between(&before, &CpuSnapshot::take(Some(pid)));
     let rss = procfs::rss(pid)?;
     println!(
@@ -111,7 +112,52 @@ end
         cpu.machine_busy * 100.0,
         mib(rss.peak_kib)
     );
-    println!("```text\n{}```\n", String::from_utf8_lossy(&output.stdout));
+    println!("```text\n{report}```\n");
+    let Some(edge_figures) = WrkFigures::parse(&report) else {
+        return Ok(());
+    };
+    let edge_cpu =
+        Duration::from_secs_f64(cpu.edge / (edge_figures.per_second * cli.seconds as f64).max(1.0));
+    println!(
+        "The same `wrk` against a baseline server in the bench process (hyper, one runtime worker per core, each request answered with the edge's {} bytes of one lookup; no routing, pipeline, database or JSON):\n",
+        answer.len()
+    );
+    println!("| server | per second | p50 ms | p99 ms |\n|---|---|---|---|");
+    let row = |name: &str, f: &WrkFigures| {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} |",
+            f.per_second, f.p50_ms, f.p99_ms
+        );
+    };
+    row("the edge (above)", &edge_figures);
+    let micros = |work: Duration| work.as_secs_f64() * 1e6;
+    for (name, work) in [
+        ("baseline, no work per request".to_string(), Duration::ZERO),
+        (
+            format!(
+                "baseline, {:.1} µs of CPU per request (half the edge's)",
+                micros(edge_cpu / 2)
+            ),
+            edge_cpu / 2,
+        ),
+        (
+            format!(
+                "baseline, {:.1} µs of CPU per request (the edge's under this `wrk`)",
+                micros(edge_cpu)
+            ),
+            edge_cpu,
+        ),
+    ] {
+        let baseline = Baseline::start(answer.clone(), work)?;
+        let report =
+            wrk_floor::run_wrk(&wrk, cli, &format!("http://{}/", baseline.addr), None).await?;
+        drop(baseline);
+        match WrkFigures::parse(&report) {
+            Some(figures) => row(&name, &figures),
+            None => println!("| {name} | wrk's report unreadable: {report:?} | | |"),
+        }
+    }
+    println!();
     Ok(())
 }
 

@@ -30,6 +30,7 @@ mod proxy;
 mod sales;
 mod soak;
 mod writes;
+mod wrk_floor;
 
 use crate::central::Central;
 use crate::edge::EdgeProcess;
