@@ -172,7 +172,7 @@ pub fn finish(
         API_KEY.into(),
         RefOr::T(SecurityScheme::ApiKey(ApiKey::Header(
             ApiKeyValue::with_description(
-                API_KEY_HEADER,
+                API_KEY_HEADER.as_str(),
                 "A device's API key, shown once when the device is registered",
             ),
         ))),

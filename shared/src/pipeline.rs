@@ -28,7 +28,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest incoming request id kept; a longer one is replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -129,7 +129,7 @@ pub fn apply(
     trusted_proxies: &[IpNet],
     metrics: Arc<HttpMetrics>,
 ) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let request_id = REQUEST_ID_HEADER;
     let trusted = TrustedProxies::new(trusted_proxies);
     let stack = ServiceBuilder::new()
         .map_response(add_security_headers)
@@ -246,7 +246,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
-            HeaderName::from_static(crate::auth::extract::API_KEY_HEADER),
+            crate::auth::extract::API_KEY_HEADER,
             HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY_HEADER),
             header::IF_MATCH,
         ])

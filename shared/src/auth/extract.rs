@@ -10,13 +10,14 @@ use crate::problem::ApiError;
 use crate::ratelimit::RateLimits;
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts, RawPathParams};
+use axum::http::HeaderName;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 /// A device as the credential store knows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -389,7 +390,7 @@ mod tests {
     }
 
     impl Fixture {
-        async fn call(&self, client: &str, header: (&str, &str)) -> axum::response::Response {
+        async fn call(&self, client: &str, header: (HeaderName, &str)) -> axum::response::Response {
             let mut request = Request::get("/status")
                 .header(header.0, header.1)
                 .body(Body::empty())
@@ -453,13 +454,13 @@ mod tests {
                 "successes are not counted"
             );
         }
-        let bearer = (header::AUTHORIZATION.as_str(), "Bearer not.a.token");
+        let bearer = (header::AUTHORIZATION, "Bearer not.a.token");
         assert_eq!(
-            fx.call(client, bearer).await.status(),
+            fx.call(client, bearer.clone()).await.status(),
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            fx.call(client, bearer).await.status(),
+            fx.call(client, bearer.clone()).await.status(),
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
