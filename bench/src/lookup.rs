@@ -71,8 +71,8 @@ pub(crate) fn lookup_request(host: &str, key: &str, i: u64) -> Request<Full<Byte
 }
 
 /// The same lookups from `wrk`, then the same `wrk` against the baseline server of
-/// [`wrk_floor`] answering `answer` (one lookup's body): with no work, and with the edge's CPU
-/// per lookup under this `wrk`.
+/// [`wrk_floor`] answering `answer` (one lookup's body): with no work, with half the edge's CPU
+/// per lookup under this `wrk`, and with all of it.
 pub(crate) async fn run_wrk(
     cli: &Cli,
     edge: &EdgeProcess,

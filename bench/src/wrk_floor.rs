@@ -1,12 +1,14 @@
 //! What `wrk` itself leaves a server on this machine: the same `wrk` command that measured the
 //! edge, run against a baseline server in this process that answers every request with the
 //! edge's own bytes and does nothing else (no routing, pipeline, database or JSON), then against
-//! the same server burning, per request, the CPU the edge spent on one lookup.
+//! the same server burning, per request, half the CPU the edge spent on one lookup, and all of it.
 //!
 //! On two cores `wrk`'s threads and the server's share the machine, and the latency `wrk` sees is
 //! as much the kernel's scheduling of the four threads as the server's work. A baseline that
-//! does no work shows the floor no server can go under; one that burns the edge's CPU shows what
-//! an edge with no overhead at all beyond that CPU would measure.
+//! does no work shows the most answers the machine allows (and a p99 that is no better for it:
+//! a few answers wait for a scheduler tick); one that burns the edge's CPU shows what
+//! an edge with nothing but that CPU would measure, and half of it what an edge twice as lean
+//! would.
 
 use bytes::Bytes;
 use http_body_util::Full;
