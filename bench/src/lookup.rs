@@ -130,24 +130,15 @@ end
         );
     };
     row("the edge (above)", &edge_figures);
-    let micros = |work: Duration| work.as_secs_f64() * 1e6;
-    for (name, work) in [
-        ("baseline, no work per request".to_string(), Duration::ZERO),
-        (
-            format!(
-                "baseline, {:.1} µs of CPU per request (half the edge's)",
-                micros(edge_cpu / 2)
-            ),
-            edge_cpu / 2,
-        ),
-        (
-            format!(
-                "baseline, {:.1} µs of CPU per request (the edge's under this `wrk`)",
-                micros(edge_cpu)
-            ),
-            edge_cpu,
-        ),
+    for (what, work) in [
+        ("no work", Duration::ZERO),
+        ("half the edge's", edge_cpu / 2),
+        ("the edge's under this `wrk`", edge_cpu),
     ] {
+        let name = format!(
+            "baseline, {:.1} µs of CPU per request ({what})",
+            work.as_secs_f64() * 1e6
+        );
         let baseline = Baseline::start(answer.clone(), work)?;
         let report =
             wrk_floor::run_wrk(&wrk, cli, &format!("http://{}/", baseline.addr), None).await?;

@@ -129,12 +129,11 @@ pub fn apply(
     trusted_proxies: &[IpNet],
     metrics: Arc<HttpMetrics>,
 ) -> Router {
-    let request_id = REQUEST_ID_HEADER;
     let trusted = TrustedProxies::new(trusted_proxies);
     let stack = ServiceBuilder::new()
         .map_response(add_security_headers)
         .map_request(drop_unusable_request_id)
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeUuidV7))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeUuidV7))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
                 // The path only: query strings can carry phone numbers and emails.
@@ -151,7 +150,7 @@ pub fn apply(
                 )
             }),
         )
-        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(RecordMetricsLayer(metrics))
         .layer(FrameworkProblemsLayer)
         .layer(CatchPanicLayer::custom(panic_as_problem))

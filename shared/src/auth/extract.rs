@@ -460,7 +460,7 @@ mod tests {
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            fx.call(client, bearer.clone()).await.status(),
+            fx.call(client, bearer).await.status(),
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
