@@ -99,6 +99,12 @@ const PULL_SPACING_WHILE_PUSHING: Duration = Duration::from_secs(1);
 /// How often the retention window is trimmed (it is bounded by age and count).
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
+/// The most retained ops one writer transaction of a trim drops: a few milliseconds of the
+/// writer's time (each op leaves the table and three indexes). A window 100,000 ops over its
+/// bound used to be dropped in one transaction that held every terminal's write for half a
+/// second.
+const TRIM_STEP_OPS: usize = 500;
+
 pub struct SyncEngine {
     http: reqwest::Client,
     credential: Credential,
@@ -577,19 +583,34 @@ impl SyncEngine {
         stopped(&mut shutdown).await;
     }
 
+    /// Trims the retention window in steps of [`TRIM_STEP_OPS`], each a writer transaction of
+    /// its own, so terminals' writes never wait behind more than one step.
     async fn trim_retention(&self) {
         let (days, ops) = (
             self.settings.retention_days,
             self.settings.retention_max_ops,
         );
-        match self
-            .writer
-            .write(move |c| recovery::trim_retention(c, Utc::now(), days, ops))
-            .await
-        {
-            Ok(0) => {}
-            Ok(dropped) => tracing::debug!(dropped, "trimmed the retention window"),
-            Err(err) => tracing::warn!(error = %err, "could not trim the retention window"),
+        let mut dropped = 0;
+        loop {
+            let step = self
+                .writer
+                .write(move |c| recovery::trim_retention(c, Utc::now(), days, ops, TRIM_STEP_OPS))
+                .await;
+            match step {
+                Ok(n) => {
+                    dropped += n;
+                    if n < TRIM_STEP_OPS {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not trim the retention window");
+                    break;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::debug!(dropped, "trimmed the retention window");
         }
     }
 

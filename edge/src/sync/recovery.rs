@@ -182,24 +182,42 @@ pub fn retain(
     Ok(moved)
 }
 
-/// Bounds the retention window by age and by count. Returns how many ops were dropped.
+/// Bounds the retention window by age and by count, dropping at most `max_ops` of the ops
+/// beyond it (oldest first) in the caller's transaction; the caller repeats, each time in a
+/// transaction of its own, until fewer are dropped. A window far over its bounds (the first trim
+/// after a busy day, or after a large backlog drained) is thus cut back in short steps that
+/// terminals' writes queue between, instead of in one long transaction they all wait behind.
+/// The count bound keeps the ops of the last `keep_ops` seqs: the same as the last `keep_ops`
+/// ops, or fewer where ops between them were dead-lettered, and found from the highest seq in a
+/// single index lookup rather than by counting the window. Returns how many ops were dropped.
 pub fn trim_retention(
     conn: &Connection,
     now: DateTime<Utc>,
     keep_days: u32,
     keep_ops: u64,
+    max_ops: usize,
 ) -> anyhow::Result<usize> {
+    let limit = i64::try_from(max_ops).unwrap_or(i64::MAX);
     let cutoff = ts(now - chrono::Duration::days(i64::from(keep_days)));
-    let mut dropped = conn.execute("DELETE FROM acked_ops WHERE acked_at < ?1", [cutoff])?;
-    let boundary: Option<i64> = conn
-        .query_row(
-            "SELECT seq FROM acked_ops ORDER BY seq DESC LIMIT 1 OFFSET ?1",
-            [i64::try_from(keep_ops).unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(boundary) = boundary {
-        dropped += conn.execute("DELETE FROM acked_ops WHERE seq <= ?1", [boundary])?;
+    let mut dropped = conn
+        .prepare_cached(
+            "DELETE FROM acked_ops WHERE rowid IN
+               (SELECT rowid FROM acked_ops WHERE acked_at < ?1 ORDER BY acked_at LIMIT ?2)",
+        )?
+        .execute(params![cutoff, limit])?;
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(seq) FROM acked_ops")?
+        .query_row([], |r| r.get(0))?;
+    let keep = i64::try_from(keep_ops).unwrap_or(i64::MAX);
+    if let Some(boundary) = newest.and_then(|newest| newest.checked_sub(keep))
+        && dropped < max_ops
+    {
+        dropped += conn
+            .prepare_cached(
+                "DELETE FROM acked_ops WHERE rowid IN
+                   (SELECT rowid FROM acked_ops WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+            )?
+            .execute(params![boundary, limit - i64::try_from(dropped)?])?;
     }
     Ok(dropped)
 }
@@ -345,7 +363,7 @@ mod tests {
         let mut rest = all[2..].to_vec();
         rest.swap(0, 1);
         retain(&conn, &rest, now).expect("new");
-        assert_eq!(trim_retention(&conn, now, 7, 5).expect("trim"), 2 + 3);
+        assert_eq!(trim_retention(&conn, now, 7, 5, 100).expect("trim"), 2 + 3);
         let kept: Vec<i64> = conn
             .prepare("SELECT seq FROM acked_ops ORDER BY seq")
             .expect("prepare")
@@ -354,5 +372,40 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert_eq!(kept, [6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_window_far_over_its_bounds_is_trimmed_one_step_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let old = Utc::now() - chrono::Duration::days(10);
+        let now = Utc::now();
+        for i in 0..10 {
+            append_op(
+                &conn,
+                Entity::Customer,
+                Uuid::now_v7(),
+                OpKind::Upsert,
+                &i,
+                now,
+            )
+            .expect("op");
+        }
+        let all = ops(&conn);
+        retain(&conn, &all[..4], old).expect("old");
+        retain(&conn, &all[4..], now).expect("new");
+        // Seqs 1-4 are past the age bound, and only the last 3 seqs (8-10) are within the count.
+        let steps: Vec<usize> = (0..4)
+            .map(|_| trim_retention(&conn, now, 7, 3, 3).expect("trim"))
+            .collect();
+        assert_eq!(steps, [3, 3, 1, 0]);
+        let kept: Vec<i64> = conn
+            .prepare("SELECT seq FROM acked_ops ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(kept, [8, 9, 10]);
     }
 }
