@@ -340,15 +340,11 @@ mod tests {
         assert!(err.downcast_ref::<WrongCentral>().is_some());
     }
 
-    #[test]
-    fn retention_is_bounded_by_count_and_age() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
-        let old = Utc::now() - chrono::Duration::days(10);
-        let now = Utc::now();
+    /// Queues ten ops (seqs 1-10) and returns them, in seq order.
+    fn ten_ops(conn: &Connection, now: DateTime<Utc>) -> Vec<(i64, Uuid)> {
         for i in 0..10 {
             append_op(
-                &conn,
+                conn,
                 Entity::Customer,
                 Uuid::now_v7(),
                 OpKind::Upsert,
@@ -357,21 +353,32 @@ mod tests {
             )
             .expect("op");
         }
-        let all = ops(&conn);
+        ops(conn)
+    }
+
+    fn retained_seqs(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT seq FROM acked_ops ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn retention_is_bounded_by_count_and_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let old = Utc::now() - chrono::Duration::days(10);
+        let now = Utc::now();
+        let all = ten_ops(&conn, now);
         retain(&conn, &all[..2], old).expect("old");
         // Out of order with the outbox (as after a renumbering): the op-by-op path.
         let mut rest = all[2..].to_vec();
         rest.swap(0, 1);
         retain(&conn, &rest, now).expect("new");
         assert_eq!(trim_retention(&conn, now, 7, 5, 100).expect("trim"), 2 + 3);
-        let kept: Vec<i64> = conn
-            .prepare("SELECT seq FROM acked_ops ORDER BY seq")
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
-        assert_eq!(kept, [6, 7, 8, 9, 10]);
+        assert_eq!(retained_seqs(&conn), [6, 7, 8, 9, 10]);
     }
 
     #[test]
@@ -380,18 +387,7 @@ mod tests {
         let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
         let old = Utc::now() - chrono::Duration::days(10);
         let now = Utc::now();
-        for i in 0..10 {
-            append_op(
-                &conn,
-                Entity::Customer,
-                Uuid::now_v7(),
-                OpKind::Upsert,
-                &i,
-                now,
-            )
-            .expect("op");
-        }
-        let all = ops(&conn);
+        let all = ten_ops(&conn, now);
         retain(&conn, &all[..4], old).expect("old");
         retain(&conn, &all[4..], now).expect("new");
         // Seqs 1-4 are past the age bound, and only the last 3 seqs (8-10) are within the count.
@@ -399,13 +395,6 @@ mod tests {
             .map(|_| trim_retention(&conn, now, 7, 3, 3).expect("trim"))
             .collect();
         assert_eq!(steps, [3, 3, 1, 0]);
-        let kept: Vec<i64> = conn
-            .prepare("SELECT seq FROM acked_ops ORDER BY seq")
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
-        assert_eq!(kept, [8, 9, 10]);
+        assert_eq!(retained_seqs(&conn), [8, 9, 10]);
     }
 }
