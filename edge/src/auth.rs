@@ -128,6 +128,9 @@ impl CredentialStore for ReplicaCredentials {
     }
 }
 
+/// Forgets the keys made before `?1`, found through `idempotency_keys_created` (V12).
+const PURGE_EXPIRED_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < ?1";
+
 #[derive(Debug)]
 pub struct ReplicaIdempotency(pub Writer);
 
@@ -230,12 +233,7 @@ impl IdempotencyStore for ReplicaIdempotency {
     async fn purge(&self, before: chrono::DateTime<Utc>) -> Result<u64, ApiError> {
         let removed = self
             .0
-            .write(move |c| {
-                Ok(c.execute(
-                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
-                    [ts(before)],
-                )?)
-            })
+            .write(move |c| Ok(c.execute(PURGE_EXPIRED_KEYS, [ts(before)])?))
             .await?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }
@@ -252,6 +250,23 @@ mod tests {
     fn count(conn: &rusqlite::Connection, table: &str) -> i64 {
         conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .expect("count")
+    }
+
+    #[test]
+    fn expired_keys_are_found_through_their_index_not_by_reading_the_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EXPIRED_KEYS}"))
+            .expect("plan")
+            .query_map([""], |r| r.get(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            plan,
+            ["SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"]
+        );
     }
 
     /// The answer commits with the write it answers: a retry after the answer was

@@ -12,6 +12,9 @@ use aero_shared::idempotency::{
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
+/// Forgets the keys made before `?1`, found through `idempotency_keys_created` (V15).
+const PURGE_EXPIRED_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < ?1";
+
 /// Records, in the transaction of its writes, that the idempotent request committed, with its
 /// answer when the route declared one: a retry replays that answer (or, without one, is refused
 /// rather than run again).
@@ -131,12 +134,31 @@ pub(super) async fn release(store: &SqliteStore, scope: &str, key: &str) -> Stor
 pub(super) async fn purge(store: &SqliteStore, before: DateTime<Utc>) -> StoreResult<u64> {
     store
         .write(move |tx| {
-            let removed = exec(
-                tx,
-                "DELETE FROM idempotency_keys WHERE created_at < ?1",
-                [ts(before)],
-            )?;
+            let removed = exec(tx, PURGE_EXPIRED_KEYS, [ts(before)])?;
             Ok(u64::try_from(removed).unwrap_or(0))
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_keys_are_found_through_their_index_not_by_reading_the_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("central.db")).expect("open");
+        let writer = store.writer.lock().expect("writer");
+        let plan: Vec<String> = writer
+            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EXPIRED_KEYS}"))
+            .expect("plan")
+            .query_map([""], |r| r.get(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            plan,
+            ["SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"]
+        );
+    }
 }
