@@ -244,6 +244,7 @@ mod tests {
     use super::*;
     use crate::outbox::append_op;
     use aero_shared::idempotency::{Answer, serving};
+    use aero_shared::query_plan::query_plan;
     use aero_shared::wire::{Entity, OpKind};
     use axum::http::StatusCode;
 
@@ -256,16 +257,9 @@ mod tests {
     fn expired_keys_are_found_through_their_index_not_by_reading_the_table() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).expect("open");
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EXPIRED_KEYS}"))
-            .expect("plan")
-            .query_map([""], |r| r.get(3))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
         assert_eq!(
-            plan,
-            ["SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"]
+            query_plan(&conn, PURGE_EXPIRED_KEYS).expect("plan"),
+            "SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"
         );
     }
 

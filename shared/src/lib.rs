@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod page;
 pub mod pipeline;
 pub mod problem;
+pub mod query_plan;
 pub mod ratelimit;
 pub mod server;
 pub mod settings;

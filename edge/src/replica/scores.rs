@@ -125,6 +125,7 @@ mod tests {
     use super::*;
     use crate::replica::Replica;
     use crate::replica::venue::insert_score;
+    use aero_shared::query_plan::query_plan;
     use aero_shared::wire::ScoreRecord;
     use chrono::TimeZone;
 
@@ -194,11 +195,7 @@ mod tests {
     fn leaderboards_stream_from_an_index_without_sorting_the_history() {
         let dir = tempfile::tempdir().unwrap();
         let (_replica, conn) = Replica::open(dir.path(), Uuid::now_v7(), 1).unwrap();
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
-            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-        };
+        let plan = |sql: &str| query_plan(&conn, sql).unwrap();
         for direction in ["DESC", "ASC"] {
             let all_time = plan(&format!(
                 "SELECT customer_id, score, created_at FROM scores INDEXED BY scores_game_score

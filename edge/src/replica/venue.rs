@@ -567,6 +567,7 @@ pub fn site_timezone(conn: &Connection, site_id: Uuid) -> anyhow::Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aero_shared::query_plan::query_plan;
     use aero_shared::wire::{OrderLine, RefundTender, Tender, TenderKind};
     use chrono::SubsecRound;
 
@@ -705,11 +706,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_replica, conn) =
             crate::replica::Replica::open(dir.path(), Uuid::now_v7(), 1).unwrap();
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
-            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-        };
+        let plan = |sql: &str| query_plan(&conn, sql).unwrap();
         for (sql, search) in [
             (
                 "SELECT order_id FROM passes_left

@@ -143,22 +143,16 @@ pub(super) async fn purge(store: &SqliteStore, before: DateTime<Utc>) -> StoreRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aero_shared::query_plan::query_plan;
 
     #[test]
     fn expired_keys_are_found_through_their_index_not_by_reading_the_table() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("central.db")).expect("open");
         let writer = store.writer.lock().expect("writer");
-        let plan: Vec<String> = writer
-            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_EXPIRED_KEYS}"))
-            .expect("plan")
-            .query_map([""], |r| r.get(3))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
         assert_eq!(
-            plan,
-            ["SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"]
+            query_plan(&writer, PURGE_EXPIRED_KEYS).expect("plan"),
+            "SEARCH idempotency_keys USING INDEX idempotency_keys_created (created_at<?)"
         );
     }
 }
