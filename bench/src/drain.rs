@@ -31,12 +31,13 @@ pub(crate) async fn run(
         cli,
         load,
         edge,
+        "POST /v1/customers, central offline",
         Stop::Count(cli.backlog),
         register_request(edge, kiosk, 2),
         201,
     )
     .await?;
-    print_table(&[("POST /v1/customers, central offline", &measured)]);
+    print_table(&[&measured]);
     let status = edge.status(kiosk).await?.unwrap_or_default();
     let backlog = status["pending_ops"].as_i64().unwrap_or(0);
     println!("\nBacklog at the edge: {backlog} pending ops.\n");

@@ -49,8 +49,17 @@ pub(crate) async fn run(
     let host = edge.addr.to_string();
     let key = kiosk.to_string();
     let make: MakeRequest = Arc::new(move |r| lookup_request(&host, &key, r % customers));
-    let measured = measure(cli, load, edge, cli.timed(), make, 200).await?;
-    print_table(&[("GET /v1/customers?phone=", &measured)]);
+    let measured = measure(
+        cli,
+        load,
+        edge,
+        "GET /v1/customers?phone=",
+        cli.timed(),
+        make,
+        200,
+    )
+    .await?;
+    print_table(&[&measured]);
     println!();
     if cli.wrk {
         run_wrk(cli, edge, kiosk, answer).await?;

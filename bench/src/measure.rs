@@ -32,6 +32,8 @@ pub(crate) fn take_printed() -> Vec<Figures> {
 }
 
 pub(crate) struct Measured {
+    /// The load as its table row names it.
+    pub(crate) label: &'static str,
     pub(crate) outcome: Outcome,
     pub(crate) cpu: CpuUse,
     pub(crate) rss_max_kib: u64,
@@ -39,16 +41,29 @@ pub(crate) struct Measured {
 }
 
 /// Runs one load on the load generator's runtime while sampling the edge's RSS and the CPU
-/// time of the edge, the load generator and central over the measurement window.
+/// time of the edge, the load generator and central over the measurement window. Its start is
+/// announced on stderr, so a profiler can be pointed at the edge during one load: the tables
+/// are printed only once a scenario's loads are all done.
 pub(crate) async fn measure(
     cli: &Cli,
     load: &Handle,
     edge: &EdgeProcess,
+    label: &'static str,
     stop: Stop,
     make: MakeRequest,
     expect: u16,
 ) -> anyhow::Result<Measured> {
     let pid = edge.pid;
+    match stop {
+        Stop::Timed { warmup, measure } => eprintln!(
+            "aero-bench: {label}: {:.0} s of warm-up, then {:.0} s measured (edge pid {pid})",
+            warmup.as_secs_f64(),
+            measure.as_secs_f64()
+        ),
+        Stop::Count(requests) => {
+            eprintln!("aero-bench: {label}: {requests} requests (edge pid {pid})");
+        }
+    }
     let sampling = Arc::new(AtomicBool::new(true));
     let rss_max = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -87,6 +102,7 @@ pub(crate) async fn measure(
     sampler.await?;
     let cpu = procfs::cpu_between(&before.await?, &after);
     Ok(Measured {
+        label,
         outcome,
         cpu,
         rss_max_kib: rss_max.load(Ordering::Relaxed),
@@ -94,20 +110,20 @@ pub(crate) async fn measure(
     })
 }
 
-pub(crate) fn print_table(rows: &[(&str, &Measured)]) {
+pub(crate) fn print_table(rows: &[&Measured]) {
     println!(
         "| load | answered | per second | p50 ms | p99 ms | p99.9 ms | max ms | other answers | edge CPU (cores) | load generator CPU (cores) | central CPU (cores) | rest of machine (cores) | machine busy | edge CPU µs/request | edge RSS max during / VmHWM |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, m) in rows {
-        let o = &m.outcome;
+    for m in rows {
+        let (name, o) = (m.label, &m.outcome);
         let secs = o.window.as_secs_f64();
         let edge_us = m.cpu.edge / o.ok.max(1) as f64 * 1e6;
         PRINTED
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(Figures {
-                load: (*name).to_string(),
+                load: name.to_string(),
                 per_second: o.rate(),
                 p99_ms: o.quantile_ms(0.99),
                 edge_us,

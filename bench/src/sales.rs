@@ -87,25 +87,58 @@ pub(crate) async fn run(
             )
         }) as MakeRequest
     };
-    let online_orders = measure(cli, load, edge, timed, Arc::clone(&orders), 201).await?;
-    let online_checkins = measure(cli, load, edge, timed, Arc::clone(&checkins), 201).await?;
+    let online_orders = measure(
+        cli,
+        load,
+        edge,
+        "POST /v1/orders, central online",
+        timed,
+        Arc::clone(&orders),
+        201,
+    )
+    .await?;
+    let online_checkins = measure(
+        cli,
+        load,
+        edge,
+        "POST /v1/checkins, central online",
+        timed,
+        Arc::clone(&checkins),
+        201,
+    )
+    .await?;
 
     // The same sales during an outage: no push, no pull, only the venue's own work.
     edge.wait_outbox_empty(pos, Duration::from_millis(50), Duration::from_secs(300))
         .await?;
     central.stop().await;
-    let offline_orders = measure(cli, load, edge, timed, orders, 201).await?;
-    let offline_checkins = measure(cli, load, edge, timed, checkins, 201).await?;
+    let offline_orders = measure(
+        cli,
+        load,
+        edge,
+        "POST /v1/orders, central offline",
+        timed,
+        orders,
+        201,
+    )
+    .await?;
+    let offline_checkins = measure(
+        cli,
+        load,
+        edge,
+        "POST /v1/checkins, central offline",
+        timed,
+        checkins,
+        201,
+    )
+    .await?;
     central.restart().await?;
     print_table(&[
-        (
-            "POST /v1/orders (100 passes per jumper, untimed setup)",
-            &seeded,
-        ),
-        ("POST /v1/orders, central online", &online_orders),
-        ("POST /v1/checkins, central online", &online_checkins),
-        ("POST /v1/orders, central offline", &offline_orders),
-        ("POST /v1/checkins, central offline", &offline_checkins),
+        &seeded,
+        &online_orders,
+        &online_checkins,
+        &offline_orders,
+        &offline_checkins,
     ]);
     println!();
     flush();
@@ -195,6 +228,7 @@ pub(crate) async fn sell_passes(
         cli,
         load,
         edge,
+        "POST /v1/orders (100 passes per jumper, untimed setup)",
         Stop::Count(jumpers.len() as u64),
         passes,
         201,

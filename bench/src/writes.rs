@@ -24,12 +24,13 @@ pub(crate) async fn run(
         cli,
         load,
         edge,
+        "POST /v1/customers, central online",
         cli.timed(),
         register_request(edge, kiosk, 1),
         201,
     )
     .await?;
-    print_table(&[("POST /v1/customers, central online", &measured)]);
+    print_table(&[&measured]);
     let status = edge.status(kiosk).await?.unwrap_or_default();
     println!(
         "\nOutbox right after the load: {} pending ops (the push loop ran alongside).\n",
