@@ -205,13 +205,14 @@ pub fn trim_retention(
                (SELECT rowid FROM acked_ops WHERE acked_at < ?1 ORDER BY acked_at LIMIT ?2)",
         )?
         .execute(params![cutoff, limit])?;
+    if dropped == max_ops {
+        return Ok(dropped);
+    }
     let newest: Option<i64> = conn
         .prepare_cached("SELECT MAX(seq) FROM acked_ops")?
         .query_row([], |r| r.get(0))?;
     let keep = i64::try_from(keep_ops).unwrap_or(i64::MAX);
-    if let Some(boundary) = newest.and_then(|newest| newest.checked_sub(keep))
-        && dropped < max_ops
-    {
+    if let Some(boundary) = newest.and_then(|newest| newest.checked_sub(keep)) {
         dropped += conn
             .prepare_cached(
                 "DELETE FROM acked_ops WHERE rowid IN
